@@ -1,0 +1,129 @@
+"""Small data sets: the seeds' synthetic ones, files, and scikit-learn's bundled ones."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import as_float_array, check_positive_int
+
+SKLEARN_DATASETS = ("digits", "breast_cancer", "iris", "wine")
+
+
+def blobs(n: int = 200, seed: int = 0, spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Two Gaussian clusters: label 1 around (2, 2), label 0 around (-2, -2).
+
+    Returns
+    -------
+    X : (n, 2) float64
+    y : (n,) int64 in {0, 1}; the first n // 2 samples have label 1.
+    """
+    n = check_positive_int(n, "n", minimum=2)
+    rng = np.random.default_rng(seed)
+    n1 = n // 2
+    X = np.concatenate(
+        [rng.normal(2.0, spread, size=(n1, 2)), rng.normal(-2.0, spread, size=(n - n1, 2))]
+    )
+    y = np.concatenate([np.ones(n1, np.int64), np.zeros(n - n1, np.int64)])
+    return X, y
+
+
+def line(n: int = 100, seed: int = 0, noise: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy line y = 3x + 2 + N(0, noise²) with x uniform on [-2, 2].
+
+    Returns
+    -------
+    X : (n, 1) float64
+    y : (n,) float64
+    """
+    n = check_positive_int(n, "n", minimum=2)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2.0, 2.0, size=n)
+    y = 3.0 * x + 2.0 + rng.normal(0.0, noise, size=n)
+    return x[:, None], y
+
+
+def standardize(X) -> np.ndarray:
+    """Columns shifted to mean 0 and scaled to standard deviation 1 (constant columns: 0)."""
+    X = as_float_array(X, "X", 2)
+    std = X.std(axis=0)
+    std[std == 0] = 1.0
+    return (X - X.mean(axis=0)) / std
+
+
+def _load_sklearn(name: str):
+    try:
+        import sklearn.datasets as skd
+    except ImportError:
+        raise ImportError(
+            f"data set {name!r} comes from scikit-learn, which is not installed: "
+            "pip install scikit-learn (or fastscape[test])"
+        ) from None
+    bunch = getattr(skd, f"load_{name}")()
+    return np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
+
+
+def _load_csv(path: Path):
+    with open(path, encoding="utf-8") as fh:
+        first = fh.readline()
+    try:
+        [float(v) for v in first.strip().split(",")]
+        skip = 0
+    except ValueError:
+        skip = 1  # a header line
+    data = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+    if data.shape[1] < 2:
+        raise ValueError(f"{path}: a CSV data set needs feature columns and a last target column")
+    return data[:, :-1], data[:, -1]
+
+
+def _load_npz(path: Path):
+    with np.load(path, allow_pickle=False) as f:
+        if "X" not in f or "y" not in f:
+            raise ValueError(f"{path}: an .npz data set needs arrays 'X' and 'y', has {list(f)}")
+        return np.asarray(f["X"]), np.asarray(f["y"])
+
+
+def load(name_or_path: str | os.PathLike, standardize_features: bool = False):
+    """Load a data set by name or path.
+
+    Parameters
+    ----------
+    name_or_path : str or path
+        ``"blobs"``, ``"line"``, one of scikit-learn's bundled ``"digits"``,
+        ``"breast_cancer"``, ``"iris"``, ``"wine"``, or a ``.csv`` file (numeric, optional
+        header line, last column = target) or ``.npz`` file (arrays ``X`` and ``y``).
+    standardize_features : bool
+        Standardize the columns of X (see :func:`standardize`).
+
+    Returns
+    -------
+    X : (n, d) float64
+    y : (n,) targets; integer labels when they are all integers
+    """
+    key = str(name_or_path)
+    if key == "blobs":
+        X, y = blobs()
+    elif key == "line":
+        X, y = line()
+    elif key in SKLEARN_DATASETS:
+        X, y = _load_sklearn(key)
+    else:
+        path = Path(key)
+        if path.suffix.lower() not in (".csv", ".npz"):
+            names = ", ".join(("blobs", "line", *SKLEARN_DATASETS))
+            raise ValueError(f"unknown data set {key!r}: give one of {names} or a .csv/.npz path")
+        if not path.is_file():
+            raise FileNotFoundError(f"data file {key!r} does not exist")
+        X, y = _load_csv(path) if path.suffix.lower() == ".csv" else _load_npz(path)
+    X = as_float_array(X, "X", 2)
+    y = np.asarray(y)
+    if y.shape[:1] != (X.shape[0],):
+        raise ValueError(f"y has {y.shape[0] if y.ndim else 0} entries, X has {X.shape[0]} rows")
+    if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
+        y = y.astype(np.int64)
+    if standardize_features:
+        X = standardize(X)
+    return X, y

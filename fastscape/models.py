@@ -1,0 +1,379 @@
+"""The model family: dense networks (MLPs) held as one flat float64 parameter vector.
+
+Logistic and linear regression are the members with no hidden layer (``Logistic(d)`` is
+``MLP([d, 1], loss="logistic")``, ``LinearRegression(d)`` is ``MLP([d, 1], loss="mse")``), so
+every tool of the library works on all of them through the same kernels; the closed-form
+Hessians of the no-hidden-layer members are a fast path inside ``MLP.hessian``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from . import config
+from ._validation import (
+    as_float_array,
+    as_vector,
+    check_choice,
+    check_finite,
+    check_positive_int,
+)
+from .kernels import linear as _linear
+from .kernels import mlp as _k
+
+ACTIVATIONS = {"identity": _k.IDENTITY, "tanh": _k.TANH, "relu": _k.RELU, "sigmoid": _k.SIGMOID}
+LOSSES = {"softmax_ce": _k.SOFTMAX_CE, "logistic": _k.LOGISTIC, "mse": _k.MSE}
+
+
+@dataclass(frozen=True)
+class LayerLayout:
+    """Where one dense layer lives in ``theta``.
+
+    Attributes
+    ----------
+    weight : slice
+        Slice of theta holding W, stored row-major.
+    bias : slice
+        Slice of theta holding b.
+    shape : tuple of int
+        Shape of W: (output units, input units). Row j of W is the "filter" of unit j.
+    """
+
+    weight: slice
+    bias: slice
+    shape: tuple[int, int]
+
+
+class Batch(NamedTuple):
+    """Validated data in kernel form: X (n, d) and the target matrix Y (n, out), both float64."""
+
+    X: np.ndarray
+    Y: np.ndarray
+
+
+class MLP:
+    """A dense network with biases; parameters in one flat float64 vector ``theta``.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Units per layer, input first: ``[d, h1, ..., out]``. ``[d, out]`` is a model with no
+        hidden layer (logistic or linear regression).
+    activation : {"tanh", "relu", "sigmoid", "identity"}
+        Activation of the hidden layers. The output layer is affine; the loss applies the link.
+    loss : {"softmax_ce", "logistic", "mse"}
+        Loss per sample, averaged over samples:
+
+        - ``softmax_ce``: cross-entropy of softmax(z); labels are integer classes in
+          ``[0, out)`` (or rows of class probabilities, shape (n, out)); needs ``out >= 2``.
+        - ``logistic``: ``softplus(z) - y z`` (binary cross-entropy of sigmoid(z)); labels in
+          {0, 1}; needs ``out == 1``.
+        - ``mse``: the squared error summed over outputs, ``sum_o (z_o - y_o)**2``, averaged
+          over samples (no 1/2 and no division by ``out``). Targets (n,) or (n, out).
+
+    Attributes
+    ----------
+    sizes : tuple of int
+    activation, loss : str
+    layout : tuple of LayerLayout
+        Per layer, the slices of W and b in theta and W's shape.
+    n_params : int
+        Length P of theta.
+    """
+
+    def __init__(self, sizes, activation: str = "tanh", loss: str = "softmax_ce") -> None:
+        sizes = tuple(sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"sizes needs at least an input and an output size, got {sizes}")
+        for s in sizes:
+            check_positive_int(s, "sizes entry")
+        check_choice(activation, "activation", ACTIVATIONS)
+        check_choice(loss, "loss", LOSSES)
+        if loss == "logistic" and sizes[-1] != 1:
+            raise ValueError(f"loss 'logistic' needs 1 output unit, got sizes[-1] = {sizes[-1]}")
+        if loss == "softmax_ce" and sizes[-1] < 2:
+            raise ValueError(f"loss 'softmax_ce' needs >= 2 output units, got {sizes[-1]}")
+        self.sizes = tuple(int(s) for s in sizes)
+        self.activation = activation
+        self.loss_name = loss
+        layout = []
+        o = 0
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            w = slice(o, o + n_out * n_in)
+            o += n_out * n_in
+            layout.append(LayerLayout(w, slice(o, o + n_out), (n_out, n_in)))
+            o += n_out
+        self.layout = tuple(layout)
+        self.n_params = o
+        self._sizes_arr = np.array(self.sizes, dtype=np.int64)
+        self._act = ACTIVATIONS[activation]
+        self._loss = LOSSES[loss]
+
+    # ------------------------------------------------------------------ description
+    @property
+    def n_inputs(self) -> int:
+        """Input dimension d."""
+        return self.sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of output units."""
+        return self.sizes[-1]
+
+    @property
+    def is_linear(self) -> bool:
+        """True for the no-hidden-layer members (logistic / linear / softmax regression)."""
+        return len(self.sizes) == 2
+
+    @property
+    def is_classifier(self) -> bool:
+        """True for the classification losses (accuracy is defined)."""
+        return self.loss_name != "mse"
+
+    def __repr__(self) -> str:
+        return (
+            f"MLP(sizes={list(self.sizes)}, activation={self.activation!r}, "
+            f"loss={self.loss_name!r})"
+        )
+
+    def _key(self):
+        # the activation means nothing without a hidden layer
+        return (self.sizes, None if self.is_linear else self.activation, self.loss_name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MLP) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def to_dict(self) -> dict:
+        """The constructor's arguments (for saving a model beside its parameters)."""
+        return {"sizes": list(self.sizes), "activation": self.activation, "loss": self.loss_name}
+
+    # ------------------------------------------------------------------ parameters
+    def init(self, seed: int = 0) -> np.ndarray:
+        """Glorot-uniform weights, zero biases: theta (P,). Same seed, same theta."""
+        rng = np.random.default_rng(seed)
+        theta = np.zeros(self.n_params)
+        for lay in self.layout:
+            n_out, n_in = lay.shape
+            limit = np.sqrt(6.0 / (n_in + n_out))
+            theta[lay.weight] = rng.uniform(-limit, limit, size=n_out * n_in)
+        return theta
+
+    def check_theta(self, theta, name: str = "theta") -> np.ndarray:
+        """Validated float64 copy-or-view of a parameter vector of length P."""
+        return as_vector(theta, name, self.n_params)
+
+    def unflatten(self, theta) -> list[tuple[np.ndarray, np.ndarray]]:
+        """List of (W (out, in), b (out,)) per layer; views of theta when it is float64."""
+        theta = self.check_theta(theta)
+        return [(theta[lay.weight].reshape(lay.shape), theta[lay.bias]) for lay in self.layout]
+
+    def flatten(self, params) -> np.ndarray:
+        """Inverse of :meth:`unflatten`: theta (P,) from a list of (W, b)."""
+        params = list(params)
+        if len(params) != len(self.layout):
+            raise ValueError(f"params has {len(params)} layers, expected {len(self.layout)}")
+        theta = np.empty(self.n_params)
+        for l, ((W, b), lay) in enumerate(zip(params, self.layout)):
+            W = as_float_array(W, f"params[{l}] W", 2)
+            b = as_float_array(b, f"params[{l}] b", 1)
+            if W.shape != lay.shape:
+                raise ValueError(f"params[{l}] W has shape {W.shape}, expected {lay.shape}")
+            if b.shape != (lay.shape[0],):
+                raise ValueError(f"params[{l}] b has shape {b.shape}, expected ({lay.shape[0]},)")
+            theta[lay.weight] = W.ravel()
+            theta[lay.bias] = b
+        return theta
+
+    # ------------------------------------------------------------------ data
+    def check_X(self, X, name: str = "X") -> np.ndarray:
+        """Validated float64 C-contiguous inputs (n, d)."""
+        X = as_float_array(X, name, 2)
+        if X.shape[1] != self.n_inputs:
+            raise ValueError(f"{name} has {X.shape[1]} columns, the model expects {self.n_inputs}")
+        return X
+
+    def targets(self, y, n: int, name: str = "y") -> np.ndarray:
+        """The target matrix Y (n, out) float64 for this model's loss, validated."""
+        arr = np.asarray(y)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
+        if arr.shape[:1] != (n,):
+            raise ValueError(f"{name} has {arr.shape[0] if arr.ndim else 0} rows, X has {n}")
+        out = self.n_outputs
+        if self.loss_name == "mse":
+            Y = as_float_array(arr, name, (1, 2))
+            if Y.ndim == 1:
+                if out != 1:
+                    raise ValueError(f"{name} must have shape ({n}, {out}) for {out} outputs")
+                Y = Y[:, None]
+            if Y.shape[1] != out:
+                raise ValueError(f"{name} has {Y.shape[1]} columns, the model has {out} outputs")
+            return np.ascontiguousarray(Y)
+        if self.loss_name == "logistic":
+            if arr.ndim == 2 and arr.shape[1] == 1:
+                arr = arr[:, 0]
+            if arr.ndim != 1:
+                raise ValueError(f"{name} must be 1-D labels in {{0, 1}}, got shape {arr.shape}")
+            Y = as_float_array(arr, name, 1)
+            if not np.isin(Y, (0.0, 1.0)).all():
+                bad = Y[~np.isin(Y, (0.0, 1.0))][0]
+                raise ValueError(f"{name} must hold labels 0 or 1 for loss 'logistic', found {bad}")
+            return Y[:, None].copy()
+        # softmax_ce
+        if arr.ndim == 2:
+            Y = as_float_array(arr, name, 2)
+            if Y.shape[1] != out:
+                raise ValueError(f"{name} has {Y.shape[1]} columns, the model has {out} classes")
+            if (Y < 0).any() or not np.allclose(Y.sum(axis=1), 1.0, rtol=0, atol=1e-9):
+                raise ValueError(f"{name} rows must be class probabilities (>= 0, summing to 1)")
+            return Y
+        if arr.ndim != 1:
+            raise ValueError(f"{name} must be 1-D class labels, got shape {arr.shape}")
+        if arr.dtype.kind == "f":
+            check_finite(arr, name)
+            if not (arr == np.round(arr)).all():
+                raise ValueError(
+                    f"{name} must hold integer class labels, found {arr[arr != np.round(arr)][0]}"
+                )
+        labels = arr.astype(np.int64)
+        if labels.min() < 0 or labels.max() >= out:
+            bad = labels[(labels < 0) | (labels >= out)][0]
+            raise ValueError(f"{name} holds label {bad}, outside [0, {out}) for {out} classes")
+        Y = np.zeros((n, out))
+        Y[np.arange(n), labels] = 1.0
+        return Y
+
+    def batch(self, X, y) -> Batch:
+        """Validate (X, y) once; the result can be passed as ``X`` with ``y=None`` afterwards."""
+        if isinstance(X, Batch):
+            if y is not None:
+                raise ValueError("y must be None when X is already a Batch")
+            return X
+        X = self.check_X(X)
+        if y is None:
+            raise ValueError("y is required")
+        return Batch(X, self.targets(y, X.shape[0]))
+
+    # ------------------------------------------------------------------ evaluation
+    def _args(self, data: Batch):
+        return (
+            self._sizes_arr,
+            self._act,
+            self._loss,
+            data.X,
+            data.Y,
+            config.n_chunks_for(data.X.shape[0]),
+        )
+
+    def loss(self, theta, X, y=None) -> float:
+        """Mean loss over the samples.
+
+        Parameters
+        ----------
+        theta : (P,) array
+        X : (n, d) array, or a :class:`Batch` from :meth:`batch` (then ``y`` is None)
+        y : (n,) or (n, out) array
+        """
+        theta = self.check_theta(theta)
+        data = self.batch(X, y)
+        s, a, l, Xk, Yk, c = self._args(data)
+        return float(_k.mlp_loss(theta, s, a, l, Xk, Yk, c))
+
+    def grad(self, theta, X, y=None) -> tuple[float, np.ndarray]:
+        """Mean loss and its gradient (P,) by backpropagation."""
+        theta = self.check_theta(theta)
+        data = self.batch(X, y)
+        s, a, l, Xk, Yk, c = self._args(data)
+        value, g = _k.mlp_loss_grad(theta, s, a, l, Xk, Yk, c)
+        return float(value), g
+
+    def hvp(self, theta, v, X, y=None) -> np.ndarray:
+        """Exact Hessian-vector product(s) by Pearlmutter's R-operator.
+
+        Parameters
+        ----------
+        theta : (P,) array
+        v : (P,) or (K, P) array
+            One vector, or K vectors sharing one pass over the data.
+
+        Returns
+        -------
+        (P,) or (K, P) array
+        """
+        theta = self.check_theta(theta)
+        V = as_float_array(v, "v", (1, 2))
+        if V.shape[-1] != self.n_params:
+            raise ValueError(f"v has length {V.shape[-1]}, expected {self.n_params}")
+        data = self.batch(X, y)
+        s, a, l, Xk, Yk, c = self._args(data)
+        out = _k.mlp_hvp(theta, np.atleast_2d(V), s, a, l, Xk, Yk, c)
+        return out[0] if V.ndim == 1 else out
+
+    def hessian(self, theta, X, y=None, max_params: int | None = None) -> np.ndarray:
+        """Exact Hessian (P, P) of the mean loss.
+
+        Closed forms through BLAS for logistic and linear regression; for other models it is
+        assembled from batched exact HVPs. Refuses when P exceeds ``max_params`` (default
+        ``config.HESSIAN_MAX_PARAMS`` = 5000), saying how much memory it would take.
+        """
+        theta = self.check_theta(theta)
+        limit = config.HESSIAN_MAX_PARAMS if max_params is None else max_params
+        P = self.n_params
+        if P > limit:
+            gib = P * P * 8 / 2**30
+            raise ValueError(
+                f"the Hessian of this model is {P} x {P} ({gib:.2f} GiB in float64), above the "
+                f"limit max_params={limit}; raise max_params to build it, or use matrix-free "
+                "tools (hvp, Lanczos) instead"
+            )
+        data = self.batch(X, y)
+        if self.is_linear and self.loss_name == "logistic":
+            return _linear.logistic_hessian(theta, data.X)
+        if self.is_linear and self.loss_name == "mse":
+            return _linear.mse_hessian(data.X, self.n_outputs)
+        s, a, l, Xk, Yk, c = self._args(data)
+        block = int(max(1, min(P, 256, config.HVP_SCRATCH_BYTES // (c * P * 8))))
+        return _k.mlp_hessian(theta, s, a, l, Xk, Yk, c, block)
+
+    def logits(self, theta, X) -> np.ndarray:
+        """Outputs of the last (affine) layer, (n, out)."""
+        theta = self.check_theta(theta)
+        X = X.X if isinstance(X, Batch) else self.check_X(X)
+        return _k.mlp_logits(theta, self._sizes_arr, self._act, X)
+
+    def predict(self, theta, X) -> np.ndarray:
+        """Predictions: P(y=1) (n,) for logistic, class probabilities (n, C) for softmax-CE,
+        outputs (n,) or (n, out) for MSE."""
+        z = self.logits(theta, X)
+        if self.loss_name == "logistic":
+            return 0.5 * (1.0 + np.tanh(0.5 * z[:, 0]))
+        if self.loss_name == "softmax_ce":
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+        return z[:, 0] if self.n_outputs == 1 else z
+
+    def accuracy(self, theta, X, y=None) -> float:
+        """Fraction of samples classified correctly (classification losses only)."""
+        if not self.is_classifier:
+            raise ValueError("accuracy is defined for the classification losses, not 'mse'")
+        data = self.batch(X, y)
+        z = self.logits(theta, data)
+        if self.loss_name == "logistic":
+            return float(np.mean((z[:, 0] > 0) == (data.Y[:, 0] > 0.5)))
+        return float(np.mean(z.argmax(axis=1) == data.Y.argmax(axis=1)))
+
+
+def Logistic(d: int) -> MLP:
+    """Logistic regression on d features: ``MLP([d, 1], loss="logistic")``."""
+    return MLP([d, 1], activation="identity", loss="logistic")
+
+
+def LinearRegression(d: int, n_outputs: int = 1) -> MLP:
+    """Least-squares regression: ``MLP([d, n_outputs], loss="mse")``."""
+    return MLP([d, n_outputs], activation="identity", loss="mse")

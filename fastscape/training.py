@@ -1,0 +1,242 @@
+"""Training: full-batch or minibatch first-order methods and damped Newton, with trajectories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg
+
+from ._validation import check_choice, check_positive_float, check_positive_int
+from .models import MLP, Batch
+
+METHODS = ("gd", "momentum", "adam", "newton")
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`.
+
+    Attributes
+    ----------
+    theta : (P,) array
+        Final parameters.
+    loss_history : (n_steps + 1,) array
+        Full-batch training: the loss at every iterate, the final one included. Minibatch
+        training: the loss of the minibatch used at each step, then the full-batch loss of the
+        final iterate.
+    grad_norm_history : array
+        ‖∇L‖ of the full-batch loss at each check (every step full-batch, every epoch minibatch).
+    trajectory : (T, P) array or None
+        Parameters every ``record_every`` steps (step 0 and the final iterate included).
+    trajectory_steps : (T,) int array
+        Step index of each trajectory row.
+    n_steps : int
+        Parameter updates performed.
+    stop_reason : {"gtol", "max_steps", "nonfinite"}
+        Why training stopped: gradient norm below ``gtol``, step budget spent, or the loss or
+        gradient became non-finite (diverged; ``theta`` is then the last finite iterate).
+    method : str
+    settings : dict
+    """
+
+    theta: np.ndarray
+    loss_history: np.ndarray
+    grad_norm_history: np.ndarray
+    trajectory: np.ndarray | None
+    trajectory_steps: np.ndarray
+    n_steps: int
+    stop_reason: str
+    method: str
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        """True when the gradient-norm tolerance was reached."""
+        return self.stop_reason == "gtol"
+
+    @property
+    def final_loss(self) -> float:
+        """Full-batch loss of the final parameters."""
+        return float(self.loss_history[-1])
+
+
+def _newton_direction(H: np.ndarray, g: np.ndarray, damping: float) -> np.ndarray:
+    """Solve (H + λ I) p = g with the smallest λ >= damping that makes it positive definite."""
+    lam = damping
+    scale = max(1.0, float(np.abs(np.diag(H)).max()))
+    eye = np.eye(H.shape[0])
+    while True:
+        try:
+            c = scipy.linalg.cho_factor(H + lam * eye, check_finite=False)
+            return scipy.linalg.cho_solve(c, g, check_finite=False)
+        except np.linalg.LinAlgError:
+            lam = max(10.0 * lam, 1e-10 * scale)
+
+
+def fit(
+    model: MLP,
+    X,
+    y=None,
+    method: str = "gd",
+    *,
+    lr: float = 0.1,
+    steps: int = 1000,
+    gtol: float = 1e-6,
+    batch_size: int | None = None,
+    seed: int = 0,
+    theta0=None,
+    record_every: int | None = None,
+    momentum: float = 0.9,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    damping: float = 0.0,
+) -> FitResult:
+    """Train ``model`` on (X, y).
+
+    Parameters
+    ----------
+    model : MLP
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    method : {"gd", "momentum", "adam", "newton"}
+        ``gd``: θ ← θ − lr ∇L. ``momentum``: heavy ball, v ← μ v + ∇L, θ ← θ − lr v.
+        ``adam``: Kingma & Ba with bias correction. ``newton``: damped Newton with the exact
+        Hessian, (H + λI) p = ∇L with λ >= ``damping`` raised until H + λI is positive
+        definite, then a backtracking (Armijo) line search; meant for the convex models.
+    lr : float
+        Learning rate (first-order methods).
+    steps : int
+        Step budget.
+    gtol : float
+        Stop when the full-batch gradient norm falls below this.
+    batch_size : int, optional
+        Minibatch size (first-order methods). ``None``: full batch. Minibatches come from a
+        reshuffle of the data every epoch, seeded by ``seed``.
+    seed : int
+        Seed of the initial parameters (when ``theta0`` is None) and of the shuffling.
+    theta0 : (P,) array, optional
+        Initial parameters; default ``model.init(seed)``.
+    record_every : int, optional
+        Keep the parameters every this many steps in ``trajectory``.
+
+    Returns
+    -------
+    FitResult
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    check_choice(method, "method", METHODS)
+    lr = check_positive_float(lr, "lr")
+    steps = check_positive_int(steps, "steps", minimum=0)
+    gtol = check_positive_float(gtol, "gtol", allow_zero=True)
+    damping = check_positive_float(damping, "damping", allow_zero=True)
+    if record_every is not None:
+        record_every = check_positive_int(record_every, "record_every")
+    data = model.batch(X, y)
+    n = data.X.shape[0]
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if method == "newton":
+            raise ValueError("batch_size is not supported with method 'newton' (full batch only)")
+        if batch_size >= n:
+            batch_size = None
+    theta = model.init(seed) if theta0 is None else model.check_theta(theta0, "theta0").copy()
+    settings = {
+        "lr": lr, "steps": steps, "gtol": gtol, "batch_size": batch_size, "seed": seed,
+        "momentum": momentum, "betas": tuple(betas), "eps": eps, "damping": damping,
+        "record_every": record_every,
+    }  # fmt: skip
+
+    rng = np.random.default_rng(seed)
+    losses: list[float] = []
+    gnorms: list[float] = []
+    traj: list[np.ndarray] = []
+    traj_steps: list[int] = []
+    vel = np.zeros_like(theta)
+    m1 = np.zeros_like(theta)
+    m2 = np.zeros_like(theta)
+    order = np.arange(n)
+    pos = n  # forces a shuffle at the first minibatch step
+    stop = "max_steps"
+    step = 0
+
+    def record(k: int) -> None:
+        if record_every is not None and (not traj_steps or traj_steps[-1] != k):
+            traj.append(theta.copy())
+            traj_steps.append(k)
+
+    previous = theta
+    while True:
+        if record_every is not None and step % record_every == 0:
+            record(step)
+        if batch_size is None:
+            value, g = model.grad(theta, data)
+            gnorm = float(np.linalg.norm(g))
+        else:
+            if pos + batch_size > n:
+                if step > 0:  # epoch boundary: check the full gradient
+                    gnorm = float(np.linalg.norm(model.grad(theta, data)[1]))
+                    gnorms.append(gnorm)
+                    if gnorm <= gtol:
+                        stop = "gtol"
+                        break
+                order = rng.permutation(n)
+                pos = 0
+            idx = np.sort(order[pos : pos + batch_size])
+            pos += batch_size
+            value, g = model.grad(theta, Batch(data.X[idx], data.Y[idx]))
+            gnorm = float(np.linalg.norm(g))
+        if not (np.isfinite(value) and np.isfinite(gnorm)):
+            stop = "nonfinite"
+            theta = previous
+            step = max(step - 1, 0)
+            break
+        losses.append(value)
+        if batch_size is None:
+            gnorms.append(gnorm)
+            if gnorm <= gtol:
+                stop = "gtol"
+                break
+        if step >= steps:
+            break
+
+        previous = theta
+        if method == "gd":
+            theta = theta - lr * g
+        elif method == "momentum":
+            vel = momentum * vel + g
+            theta = theta - lr * vel
+        elif method == "adam":
+            b1, b2 = betas
+            m1 = b1 * m1 + (1 - b1) * g
+            m2 = b2 * m2 + (1 - b2) * g * g
+            t = step + 1
+            theta = theta - lr * (m1 / (1 - b1**t)) / (np.sqrt(m2 / (1 - b2**t)) + eps)
+        else:  # newton
+            p = _newton_direction(model.hessian(theta, data), g, damping)
+            t, slope = 1.0, float(g @ p)
+            while t > 1e-12 and not model.loss(theta - t * p, data) <= value - 1e-4 * t * slope:
+                t *= 0.5
+            theta = theta - t * p
+        step += 1
+
+    if batch_size is not None and stop != "nonfinite":
+        # close the history with the full-batch loss (and gradient norm) of the result
+        final_value, final_g = model.grad(theta, data)
+        losses.append(final_value)
+        if stop != "gtol":
+            gnorms.append(float(np.linalg.norm(final_g)))
+    if record_every is not None:
+        record(step)
+    return FitResult(
+        theta=theta,
+        loss_history=np.asarray(losses),
+        grad_norm_history=np.asarray(gnorms),
+        trajectory=np.asarray(traj) if record_every is not None else None,
+        trajectory_steps=np.asarray(traj_steps, dtype=np.int64),
+        n_steps=step,
+        stop_reason=stop,
+        method=method,
+        settings=settings,
+    )

@@ -1,0 +1,486 @@
+"""CPU kernels of the MLP family: loss, loss + gradient, Hessian-vector products, outputs.
+
+Model encoding shared by every kernel (the API builds it, see ``fastscape.models``):
+
+``theta`` (P,)
+    One flat float64 vector. Layer ``l`` holds ``W_l`` of shape ``(sizes[l+1], sizes[l])``
+    (rows = output units), stored row-major, followed by ``b_l`` of shape ``(sizes[l+1],)``.
+``sizes`` (L+1,) int64
+    Units per layer, input first.
+``act`` int
+    Hidden activation code: ``IDENTITY``, ``TANH``, ``RELU`` or ``SIGMOID``. The output layer
+    has no activation: it produces logits (or regression outputs).
+``loss_kind`` int
+    ``SOFTMAX_CE``, ``LOGISTIC`` or ``MSE``.
+``X`` (n, d) C-contiguous float64, ``Y`` (n, out) C-contiguous float64
+    Targets as a matrix: one-hot rows for softmax-CE, the 0/1 label for logistic, the
+    regression targets for MSE. Per-sample losses (means are taken over samples):
+
+    - softmax-CE: ``s * logsumexp(z) - y . z`` with ``s = sum(y)`` (= 1 for one-hot rows);
+    - logistic: ``softplus(z) - y z``;
+    - MSE: ``sum_o (z_o - y_o)**2``.
+
+Work is split into ``n_chunks`` contiguous chunks of samples, a partition that depends only on
+``n`` and ``n_chunks``, never on the thread count. Each chunk accumulates into its own row of a
+scratch array inside ``prange``; the rows are then summed serially in chunk order. Results are
+therefore bitwise identical for any number of threads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from ._jit import jit
+
+IDENTITY, TANH, RELU, SIGMOID = 0, 1, 2, 3
+SOFTMAX_CE, LOGISTIC, MSE = 0, 1, 2
+
+
+# ----------------------------------------------------------------------------- scalar helpers
+@jit()
+def softplus(z):
+    """log(1 + exp(z)), finite for any finite z."""
+    if z > 0.0:
+        return z + math.log1p(math.exp(-z))
+    return math.log1p(math.exp(z))
+
+
+@jit()
+def sigmoid(z):
+    """1 / (1 + exp(-z)) without overflow."""
+    if z >= 0.0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+@jit()
+def activate(act, z):
+    """Hidden activation f(z)."""
+    if act == TANH:
+        return math.tanh(z)
+    if act == RELU:
+        return z if z > 0.0 else 0.0
+    if act == SIGMOID:
+        return sigmoid(z)
+    return z
+
+
+@jit()
+def activate_d1(act, z, a):
+    """f'(z), given z and a = f(z)."""
+    if act == TANH:
+        return 1.0 - a * a
+    if act == RELU:
+        return 1.0 if z > 0.0 else 0.0
+    if act == SIGMOID:
+        return a * (1.0 - a)
+    return 1.0
+
+
+@jit()
+def activate_d2(act, z, a):
+    """f''(z), given z and a = f(z)."""
+    if act == TANH:
+        return -2.0 * a * (1.0 - a * a)
+    if act == SIGMOID:
+        return a * (1.0 - a) * (1.0 - 2.0 * a)
+    return 0.0
+
+
+# ----------------------------------------------------------------------------- layout
+@jit()
+def layout(sizes):
+    """Offsets of W_l and b_l in theta and of layer l's units in a per-sample buffer.
+
+    Returns
+    -------
+    w_off, b_off : (L,) int64
+    u_off : (L+1,) int64
+        Units of layer l+1 (l = 0 .. L-1) occupy ``u_off[l]:u_off[l+1]``.
+    """
+    n_layers = sizes.shape[0] - 1
+    w_off = np.empty(n_layers, np.int64)
+    b_off = np.empty(n_layers, np.int64)
+    u_off = np.empty(n_layers + 1, np.int64)
+    o = 0
+    u = 0
+    for l in range(n_layers):
+        w_off[l] = o
+        o += sizes[l + 1] * sizes[l]
+        b_off[l] = o
+        o += sizes[l + 1]
+        u_off[l] = u
+        u += sizes[l + 1]
+    u_off[n_layers] = u
+    return w_off, b_off, u_off
+
+
+@jit()
+def chunk_bounds(n, n_chunks, c):
+    """Samples [lo, hi) of chunk c: a fixed partition of range(n)."""
+    return (c * n) // n_chunks, ((c + 1) * n) // n_chunks
+
+
+# ----------------------------------------------------------------------------- one sample
+@jit()
+def forward(theta, sizes, w_off, b_off, u_off, act, x, Z, A):
+    """Forward pass of one sample; fills pre-activations Z and activations A (both (S,))."""
+    n_layers = sizes.shape[0] - 1
+    for l in range(n_layers):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        prev = x if l == 0 else A[u_off[l - 1] : u_off[l]]
+        last = l == n_layers - 1
+        for j in range(n_out):
+            base = w_off[l] + j * n_in
+            s = theta[b_off[l] + j]
+            for k in range(n_in):
+                s += theta[base + k] * prev[k]
+            Z[u_off[l] + j] = s
+            A[u_off[l] + j] = s if last else activate(act, s)
+
+
+@jit()
+def output_loss(loss_kind, z, y, g):
+    """Loss of one sample from its logits z; writes dloss/dz into g. Returns the loss."""
+    n_out = z.shape[0]
+    if loss_kind == LOGISTIC:
+        g[0] = sigmoid(z[0]) - y[0]
+        return softplus(z[0]) - y[0] * z[0]
+    if loss_kind == MSE:
+        total = 0.0
+        for o in range(n_out):
+            r = z[o] - y[o]
+            total += r * r
+            g[o] = 2.0 * r
+        return total
+    m = z[0]
+    for o in range(1, n_out):
+        if z[o] > m:
+            m = z[o]
+    se = 0.0
+    for o in range(n_out):
+        se += math.exp(z[o] - m)
+    lse = m + math.log(se)
+    s = 0.0
+    yz = 0.0
+    for o in range(n_out):
+        s += y[o]
+        yz += y[o] * z[o]
+    for o in range(n_out):
+        g[o] = s * math.exp(z[o] - lse) - y[o]
+    return s * lse - yz
+
+
+@jit()
+def output_hvp(loss_kind, z, y, r, out):
+    """out = (d2 loss / dz2) r for one sample's logits z."""
+    n_out = z.shape[0]
+    if loss_kind == LOGISTIC:
+        p = sigmoid(z[0])
+        out[0] = p * (1.0 - p) * r[0]
+        return
+    if loss_kind == MSE:
+        for o in range(n_out):
+            out[o] = 2.0 * r[o]
+        return
+    m = z[0]
+    for o in range(1, n_out):
+        if z[o] > m:
+            m = z[o]
+    se = 0.0
+    for o in range(n_out):
+        se += math.exp(z[o] - m)
+    lse = m + math.log(se)
+    s = 0.0
+    pr = 0.0
+    for o in range(n_out):
+        s += y[o]
+        pr += math.exp(z[o] - lse) * r[o]
+    for o in range(n_out):
+        p = math.exp(z[o] - lse)
+        out[o] = s * p * (r[o] - pr)
+
+
+@jit()
+def backward(theta, sizes, w_off, b_off, u_off, act, Z, A, D, T):
+    """Backpropagate deltas of one sample.
+
+    On entry D holds dloss/dz of the output layer. On exit ``D[u_off[l]:u_off[l+1]]`` holds
+    dloss/dz_{l+1} for every layer and ``T`` holds ``W_{l+1}^T delta_{l+1}`` for every hidden
+    layer (the backpropagated signal before multiplication by f').
+    """
+    n_layers = sizes.shape[0] - 1
+    for l in range(n_layers - 1, 0, -1):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        lo = u_off[l - 1]
+        for k in range(n_in):
+            T[lo + k] = 0.0
+        for j in range(n_out):
+            dj = D[u_off[l] + j]
+            base = w_off[l] + j * n_in
+            for k in range(n_in):
+                T[lo + k] += theta[base + k] * dj
+        for k in range(n_in):
+            D[lo + k] = T[lo + k] * activate_d1(act, Z[lo + k], A[lo + k])
+
+
+@jit()
+def accumulate_outer(G, sizes, w_off, b_off, u_off, x, A, D):
+    """G += per-sample gradient: dW_l += delta_l prev^T, db_l += delta_l."""
+    n_layers = sizes.shape[0] - 1
+    for l in range(n_layers):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        prev = x if l == 0 else A[u_off[l - 1] : u_off[l]]
+        for j in range(n_out):
+            dj = D[u_off[l] + j]
+            base = w_off[l] + j * n_in
+            for k in range(n_in):
+                G[base + k] += dj * prev[k]
+            G[b_off[l] + j] += dj
+
+
+# ----------------------------------------------------------------------------- batch kernels
+@jit(parallel=True)
+def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_chunks):
+    """Mean loss over the n samples. Returns a float."""
+    n = X.shape[0]
+    w_off, b_off, u_off = layout(sizes)
+    n_units = u_off[-1]
+    n_out = sizes[-1]
+    partial = np.zeros(n_chunks)
+    for c in prange(n_chunks):
+        Z = np.empty(n_units)
+        A = np.empty(n_units)
+        g = np.empty(n_out)
+        lo, hi = chunk_bounds(n, n_chunks, c)
+        acc = 0.0
+        for i in range(lo, hi):
+            forward(theta, sizes, w_off, b_off, u_off, act, X[i], Z, A)
+            acc += output_loss(loss_kind, Z[n_units - n_out :], Y[i], g)
+        partial[c] = acc
+    total = 0.0
+    for c in range(n_chunks):
+        total += partial[c]
+    return total / n
+
+
+@jit(parallel=True)
+def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, n_chunks):
+    """Mean loss and its gradient by backpropagation.
+
+    Returns
+    -------
+    loss : float
+    grad : (P,) float64
+    """
+    n = X.shape[0]
+    P = theta.shape[0]
+    w_off, b_off, u_off = layout(sizes)
+    n_units = u_off[-1]
+    n_out = sizes[-1]
+    partial = np.zeros(n_chunks)
+    grads = np.zeros((n_chunks, P))
+    for c in prange(n_chunks):
+        Z = np.empty(n_units)
+        A = np.empty(n_units)
+        D = np.empty(n_units)
+        T = np.empty(n_units)
+        G = grads[c]
+        lo, hi = chunk_bounds(n, n_chunks, c)
+        acc = 0.0
+        for i in range(lo, hi):
+            x = X[i]
+            forward(theta, sizes, w_off, b_off, u_off, act, x, Z, A)
+            acc += output_loss(loss_kind, Z[n_units - n_out :], Y[i], D[n_units - n_out :])
+            backward(theta, sizes, w_off, b_off, u_off, act, Z, A, D, T)
+            accumulate_outer(G, sizes, w_off, b_off, u_off, x, A, D)
+        partial[c] = acc
+    total = 0.0
+    grad = np.zeros(P)
+    for c in range(n_chunks):
+        total += partial[c]
+        for p in range(P):
+            grad[p] += grads[c, p]
+    inv = 1.0 / n
+    for p in range(P):
+        grad[p] *= inv
+    return total * inv, grad
+
+
+@jit()
+def r_forward(theta, v, sizes, w_off, b_off, u_off, act, x, Z, A, RZ, RA):
+    """Pearlmutter's forward R-pass: directional derivatives RZ = R{z}, RA = R{a} along v."""
+    n_layers = sizes.shape[0] - 1
+    for l in range(n_layers):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        prev = x if l == 0 else A[u_off[l - 1] : u_off[l]]
+        last = l == n_layers - 1
+        for j in range(n_out):
+            base = w_off[l] + j * n_in
+            s = v[b_off[l] + j]
+            for k in range(n_in):
+                s += v[base + k] * prev[k]
+            if l > 0:
+                rprev = RA[u_off[l - 1] : u_off[l]]
+                for k in range(n_in):
+                    s += theta[base + k] * rprev[k]
+            u = u_off[l] + j
+            RZ[u] = s
+            RA[u] = s if last else activate_d1(act, Z[u], A[u]) * s
+
+
+@jit()
+def r_backward(theta, v, sizes, w_off, b_off, u_off, act, x, Z, A, D, T, RZ, RA, RD, H):
+    """Pearlmutter's backward R-pass for one sample; H += R{per-sample gradient}.
+
+    On entry RD's output block holds R{delta_L} = (d2 loss/dz2) R{z_L}.
+    """
+    n_layers = sizes.shape[0] - 1
+    for l in range(n_layers - 1, -1, -1):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        prev = x if l == 0 else A[u_off[l - 1] : u_off[l]]
+        for j in range(n_out):
+            u = u_off[l] + j
+            rdj = RD[u]
+            dj = D[u]
+            base = w_off[l] + j * n_in
+            for k in range(n_in):
+                H[base + k] += rdj * prev[k]
+            if l > 0:
+                rprev = RA[u_off[l - 1] : u_off[l]]
+                for k in range(n_in):
+                    H[base + k] += dj * rprev[k]
+            H[b_off[l] + j] += rdj
+        if l > 0:
+            lo = u_off[l - 1]
+            # RD_{l-1} = f''(z) R{z} * T + f'(z) * (V_l^T delta_l + W_l^T R{delta_l})
+            for k in range(n_in):
+                RD[lo + k] = 0.0
+            for j in range(n_out):
+                u = u_off[l] + j
+                dj = D[u]
+                rdj = RD[u]
+                base = w_off[l] + j * n_in
+                for k in range(n_in):
+                    RD[lo + k] += v[base + k] * dj + theta[base + k] * rdj
+            for k in range(n_in):
+                z = Z[lo + k]
+                a = A[lo + k]
+                RD[lo + k] = (
+                    activate_d2(act, z, a) * RZ[lo + k] * T[lo + k]
+                    + activate_d1(act, z, a) * RD[lo + k]
+                )
+
+
+@jit(parallel=True)
+def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, n_chunks):
+    """Hessian-vector products of the mean loss, exact (Pearlmutter's R-operator).
+
+    Parameters
+    ----------
+    theta : (P,) float64
+    V : (K, P) float64
+        K vectors; the forward and backward passes of each sample are shared by all K.
+
+    Returns
+    -------
+    (K, P) float64
+        Row k is H @ V[k].
+    """
+    n = X.shape[0]
+    K = V.shape[0]
+    P = theta.shape[0]
+    w_off, b_off, u_off = layout(sizes)
+    n_units = u_off[-1]
+    n_out = sizes[-1]
+    out_lo = n_units - n_out
+    scratch = np.zeros((n_chunks, K, P))
+    for c in prange(n_chunks):
+        Z = np.empty(n_units)
+        A = np.empty(n_units)
+        D = np.empty(n_units)
+        T = np.empty(n_units)
+        RZ = np.empty(n_units)
+        RA = np.empty(n_units)
+        RD = np.empty(n_units)
+        lo, hi = chunk_bounds(n, n_chunks, c)
+        for i in range(lo, hi):
+            x = X[i]
+            forward(theta, sizes, w_off, b_off, u_off, act, x, Z, A)
+            output_loss(loss_kind, Z[out_lo:], Y[i], D[out_lo:])
+            backward(theta, sizes, w_off, b_off, u_off, act, Z, A, D, T)
+            for k in range(K):
+                v = V[k]
+                r_forward(theta, v, sizes, w_off, b_off, u_off, act, x, Z, A, RZ, RA)
+                output_hvp(loss_kind, Z[out_lo:], Y[i], RZ[out_lo:], RD[out_lo:])
+                r_backward(
+                    theta,
+                    v,
+                    sizes,
+                    w_off,
+                    b_off,
+                    u_off,
+                    act,
+                    x,
+                    Z,
+                    A,
+                    D,
+                    T,
+                    RZ,
+                    RA,
+                    RD,
+                    scratch[c, k],
+                )
+    out = np.zeros((K, P))
+    inv = 1.0 / n
+    for c in range(n_chunks):
+        for k in range(K):
+            for p in range(P):
+                out[k, p] += scratch[c, k, p]
+    for k in range(K):
+        for p in range(P):
+            out[k, p] *= inv
+    return out
+
+
+@jit(parallel=True)
+def mlp_logits(theta, sizes, act, X):
+    """Network outputs before the loss link (logits or regression outputs), (n, out)."""
+    n = X.shape[0]
+    w_off, b_off, u_off = layout(sizes)
+    n_units = u_off[-1]
+    n_out = sizes[-1]
+    out = np.empty((n, n_out))
+    for i in prange(n):
+        Z = np.empty(n_units)
+        A = np.empty(n_units)
+        forward(theta, sizes, w_off, b_off, u_off, act, X[i], Z, A)
+        for o in range(n_out):
+            out[i, o] = Z[n_units - n_out + o]
+    return out
+
+
+def mlp_hessian(theta, sizes, act, loss_kind, X, Y, n_chunks, block):
+    """Exact Hessian (P, P) assembled from batched HVPs with ``block`` unit vectors at a time.
+
+    The result is symmetrised, (H + H^T) / 2, which only removes rounding asymmetry.
+    """
+    P = theta.shape[0]
+    H = np.empty((P, P))
+    for start in range(0, P, block):
+        stop = min(P, start + block)
+        E = np.zeros((stop - start, P))
+        E[np.arange(stop - start), np.arange(start, stop)] = 1.0
+        H[start:stop] = mlp_hvp(theta, E, sizes, act, loss_kind, X, Y, n_chunks)
+    H += H.T
+    H *= 0.5
+    return H
