@@ -61,6 +61,12 @@ class FitResult:
         return float(self.loss_history[-1])
 
 
+def _norm(g: np.ndarray) -> float:
+    """Euclidean norm; inf (not a warning) when a diverging run overflows it."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.linalg.norm(g))
+
+
 def _newton_direction(H: np.ndarray, g: np.ndarray, damping: float) -> np.ndarray:
     """Solve (H + λ I) p = g with the smallest λ >= damping that makes it positive definite."""
     lam = damping
@@ -172,11 +178,11 @@ def fit(
             record(step)
         if batch_size is None:
             value, g = model.grad(theta, data)
-            gnorm = float(np.linalg.norm(g))
+            gnorm = _norm(g)
         else:
             if pos + batch_size > n:
                 if step > 0:  # epoch boundary: check the full gradient
-                    gnorm = float(np.linalg.norm(model.grad(theta, data)[1]))
+                    gnorm = _norm(model.grad(theta, data)[1])
                     gnorms.append(gnorm)
                     if gnorm <= gtol:
                         stop = "gtol"
@@ -186,7 +192,7 @@ def fit(
             idx = np.sort(order[pos : pos + batch_size])
             pos += batch_size
             value, g = model.grad(theta, Batch(data.X[idx], data.Y[idx]))
-            gnorm = float(np.linalg.norm(g))
+            gnorm = _norm(g)
         if not (np.isfinite(value) and np.isfinite(gnorm)):
             stop = "nonfinite"
             theta = previous
@@ -226,7 +232,7 @@ def fit(
         final_value, final_g = model.grad(theta, data)
         losses.append(final_value)
         if stop != "gtol":
-            gnorms.append(float(np.linalg.norm(final_g)))
+            gnorms.append(_norm(final_g))
     if record_every is not None:
         record(step)
     return FitResult(

@@ -1,0 +1,90 @@
+"""Packaging facts: kernels ship as fastscape.kernels only, and compiled code is cached."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(code: str, cwd: Path, env: dict | None = None) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout
+
+
+def test_installed_layout(tmp_path):
+    """From outside the source tree: fastscape.kernels imports, a top-level kernels does not."""
+    out = _run(
+        """
+        import importlib.util, json
+        import fastscape.kernels, fastscape.kernels.mlp
+        print(json.dumps({
+            "top_level_kernels": importlib.util.find_spec("kernels") is not None,
+            "kernels_file": fastscape.kernels.mlp.__file__,
+            "name": fastscape.kernels.mlp.__name__,
+        }))
+        """,
+        cwd=tmp_path,
+    )
+    facts = json.loads(out)
+    assert facts["top_level_kernels"] is False
+    assert facts["name"] == "fastscape.kernels.mlp"
+    path = Path(facts["kernels_file"])
+    # editable install: the source file in kernels/; regular install: fastscape/kernels/
+    assert path.parent.name == "kernels"
+    assert path.parent.parent.name in ("fastscape", ROOT.name)
+
+
+@pytest.mark.slow
+def test_wheel_maps_kernels_into_the_package(tmp_path):
+    """A built wheel holds fastscape/kernels/*.py and no top-level kernels package."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+         "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("fastscape-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "fastscape/kernels/mlp.py" in names
+    assert "fastscape/kernels/_jit.py" in names
+    assert not [n for n in names if n.startswith("kernels/")]
+    top = [n for n in names if n.endswith("top_level.txt")]
+    if top:
+        assert zipfile.ZipFile(wheel).read(top[0]).decode().split() == ["fastscape"]
+
+
+@pytest.mark.slow
+def test_second_process_does_not_recompile(tmp_path):
+    """cache=True: a second process loads every kernel it calls from the cache."""
+    code = """
+        import json
+        import numpy as np
+        import fastscape
+        from fastscape.kernels import mlp
+        model = fastscape.MLP([3, 4, 2], activation="tanh", loss="softmax_ce")
+        X = np.random.default_rng(0).normal(size=(20, 3)); y = np.arange(20) % 2
+        theta = model.init(0)
+        model.loss(theta, X, y); model.grad(theta, X, y); model.hvp(theta, theta, X, y)
+        model.logits(theta, X)
+        kernels = [mlp.mlp_loss, mlp.mlp_loss_grad, mlp.mlp_hvp, mlp.mlp_logits]
+        print(json.dumps({
+            "hits": sum(sum(k.stats.cache_hits.values()) for k in kernels),
+            "misses": sum(sum(k.stats.cache_misses.values()) for k in kernels),
+        }))
+    """
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    first = json.loads(_run(code, tmp_path, env))
+    second = json.loads(_run(code, tmp_path, env))
+    assert first["misses"] == 4
+    assert second == {"hits": 4, "misses": 0}

@@ -1,0 +1,94 @@
+"""Training: Newton on the convex models, first-order methods, minibatches, trajectories."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+import fastscape
+from fastscape import datasets
+
+
+def test_mse_newton_equals_lstsq():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 5))
+    y = X @ rng.normal(size=5) + 0.3 + 0.1 * rng.normal(size=80)
+    res = fastscape.fit(fastscape.LinearRegression(5), X, y, method="newton", steps=5, gtol=1e-10)
+    coef = np.linalg.lstsq(np.c_[X, np.ones(80)], y, rcond=None)[0]
+    assert res.stop_reason == "gtol"
+    assert_allclose(res.theta, coef, rtol=1e-9, atol=1e-11)
+
+
+def test_logistic_newton_on_blobs_reaches_tiny_gradient():
+    X, y = datasets.blobs(200, seed=0)
+    model = fastscape.Logistic(2)
+    res = fastscape.fit(model, X, y, method="newton", steps=200, gtol=1e-8)
+    assert res.converged and res.stop_reason == "gtol"
+    assert np.linalg.norm(model.grad(res.theta, X, y)[1]) < 1e-8
+    assert model.accuracy(res.theta, X, y) >= 0.99
+    assert np.all(np.diff(res.loss_history) <= 1e-15)  # line search: monotone
+
+
+@pytest.mark.parametrize("method", ["gd", "momentum", "adam"])
+def test_first_order_methods_decrease_loss(method):
+    X, y = datasets.blobs(100, seed=1)
+    model = fastscape.MLP([2, 8, 1], activation="tanh", loss="logistic")
+    res = fastscape.fit(model, X, y, method=method, lr=0.05, steps=200, seed=3)
+    assert res.stop_reason == "max_steps" and res.n_steps == 200
+    assert res.loss_history.shape == (201,)
+    assert res.loss_history[-1] < 0.5 * res.loss_history[0]
+    assert res.loss_history[-1] == pytest.approx(model.loss(res.theta, X, y), rel=1e-12)
+
+
+def test_gd_step_is_exact():
+    X, y = datasets.line(50)
+    model = fastscape.LinearRegression(1)
+    theta0 = np.array([0.5, -0.2])
+    res = fastscape.fit(model, X, y, method="gd", lr=0.01, steps=1, theta0=theta0)
+    assert_allclose(res.theta, theta0 - 0.01 * model.grad(theta0, X, y)[1], rtol=1e-15)
+
+
+def test_minibatch_is_seeded_and_records_trajectory():
+    X, y = datasets.blobs(90, seed=2)
+    model = fastscape.MLP([2, 4, 1], loss="logistic")
+    kw = dict(method="gd", lr=0.1, steps=25, batch_size=16, seed=5, record_every=10)
+    a = fastscape.fit(model, X, y, **kw)
+    b = fastscape.fit(model, X, y, **kw)
+    c = fastscape.fit(model, X, y, **{**kw, "seed": 6})
+    assert_array_equal(a.theta, b.theta)
+    assert not np.array_equal(a.theta, c.theta)
+    assert_array_equal(a.trajectory_steps, [0, 10, 20, 25])
+    assert a.trajectory.shape == (4, model.n_params)
+    assert_array_equal(a.trajectory[-1], a.theta)
+    assert_array_equal(a.trajectory[0], model.init(5))
+    # per-step minibatch losses, then the full-batch loss of the result
+    assert a.loss_history.shape == (27,)
+    assert a.loss_history[-1] == pytest.approx(model.loss(a.theta, X, y), rel=1e-12)
+
+
+def test_divergence_is_reported():
+    X, y = datasets.line(50)
+    res = fastscape.fit(fastscape.LinearRegression(1), X, y, method="gd", lr=50.0, steps=2000)
+    assert res.stop_reason == "nonfinite"
+    assert np.isfinite(res.theta).all()
+    assert np.isfinite(res.loss_history).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "lbfgs"}, "unknown method"),
+        ({"lr": -1.0}, "lr must be"),
+        ({"lr": float("nan")}, "lr must be"),
+        ({"steps": -1}, "steps must be"),
+        ({"batch_size": 0}, "batch_size must be"),
+        ({"method": "newton", "batch_size": 4}, "batch_size is not supported"),
+        ({"theta0": np.zeros(5)}, "theta0 has length"),
+        ({"record_every": 0}, "record_every must be"),
+    ],
+)
+def test_fit_rejects_bad_arguments(kwargs, match):
+    X, y = datasets.blobs(20)
+    with pytest.raises((ValueError, TypeError), match=match):
+        fastscape.fit(fastscape.Logistic(2), X, y, **kwargs)
