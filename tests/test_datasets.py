@@ -33,6 +33,7 @@ def test_load_csv_with_header_and_npz(tmp_path):
     X3, y3 = datasets.load(str(npz), standardize_features=True)
     assert_allclose(X3.mean(axis=0), 0, atol=1e-12)
     assert_allclose(X3.std(axis=0), 1, rtol=1e-12)
+    assert_array_equal(y3, y)
 
 
 def test_load_sklearn_datasets():

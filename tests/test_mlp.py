@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import scipy.special
 from conftest import MODEL_CASES, case_id, make_problem
+from fastscape.kernels import mlp as kmlp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 import fastscape
 from fastscape import reference as ref
-from fastscape.kernels import mlp as kmlp
 
 
 def _ref_args(model, X, y):
