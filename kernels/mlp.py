@@ -136,27 +136,32 @@ def forward(theta, sizes, w_off, b_off, u_off, act, x, Z, A):
         prev = x if l == 0 else A[u_off[l - 1] : u_off[l]]
         last = l == n_layers - 1
         for j in range(n_out):
-            base = w_off[l] + j * n_in
+            w = theta[w_off[l] + j * n_in : w_off[l] + (j + 1) * n_in]
             s = theta[b_off[l] + j]
             for k in range(n_in):
-                s += theta[base + k] * prev[k]
+                s += w[k] * prev[k]
             Z[u_off[l] + j] = s
             A[u_off[l] + j] = s if last else activate(act, s)
 
 
 @jit()
-def output_loss(loss_kind, z, y, g):
-    """Loss of one sample from its logits z; writes dloss/dz into g. Returns the loss."""
+def output_loss(loss_kind, z, y, g, want_grad):
+    """Loss of one sample from its logits z; with want_grad, writes dloss/dz into g."""
     n_out = z.shape[0]
     if loss_kind == LOGISTIC:
-        g[0] = sigmoid(z[0]) - y[0]
-        return softplus(z[0]) - y[0] * z[0]
+        # one exp serves softplus and sigmoid: e = exp(-|z|)
+        z0 = z[0]
+        e = math.exp(-abs(z0))
+        if want_grad:
+            g[0] = (1.0 / (1.0 + e) if z0 >= 0.0 else e / (1.0 + e)) - y[0]
+        return max(z0, 0.0) + math.log1p(e) - y[0] * z0
     if loss_kind == MSE:
         total = 0.0
         for o in range(n_out):
             r = z[o] - y[o]
             total += r * r
-            g[o] = 2.0 * r
+            if want_grad:
+                g[o] = 2.0 * r
         return total
     m = z[0]
     for o in range(1, n_out):
@@ -171,8 +176,9 @@ def output_loss(loss_kind, z, y, g):
     for o in range(n_out):
         s += y[o]
         yz += y[o] * z[o]
-    for o in range(n_out):
-        g[o] = s * math.exp(z[o] - lse) - y[o]
+    if want_grad:
+        for o in range(n_out):
+            g[o] = s * math.exp(z[o] - lse) - y[o]
     return s * lse - yz
 
 
@@ -219,15 +225,18 @@ def backward(theta, sizes, w_off, b_off, u_off, act, Z, A, D, T):
         n_in = sizes[l]
         n_out = sizes[l + 1]
         lo = u_off[l - 1]
-        for k in range(n_in):
-            T[lo + k] = 0.0
+        t = T[lo : lo + n_in]
+        d = D[lo : lo + n_in]
+        z = Z[lo : lo + n_in]
+        a = A[lo : lo + n_in]
+        t[:] = 0.0
         for j in range(n_out):
             dj = D[u_off[l] + j]
-            base = w_off[l] + j * n_in
+            w = theta[w_off[l] + j * n_in : w_off[l] + (j + 1) * n_in]
             for k in range(n_in):
-                T[lo + k] += theta[base + k] * dj
+                t[k] += w[k] * dj
         for k in range(n_in):
-            D[lo + k] = T[lo + k] * activate_d1(act, Z[lo + k], A[lo + k])
+            d[k] = t[k] * activate_d1(act, z[k], a[k])
 
 
 @jit()
@@ -240,9 +249,9 @@ def accumulate_outer(G, sizes, w_off, b_off, u_off, x, A, D):
         prev = x if l == 0 else A[u_off[l - 1] : u_off[l]]
         for j in range(n_out):
             dj = D[u_off[l] + j]
-            base = w_off[l] + j * n_in
+            g = G[w_off[l] + j * n_in : w_off[l] + (j + 1) * n_in]
             for k in range(n_in):
-                G[base + k] += dj * prev[k]
+                g[k] += dj * prev[k]
             G[b_off[l] + j] += dj
 
 
@@ -263,7 +272,7 @@ def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_chunks):
         acc = 0.0
         for i in range(lo, hi):
             forward(theta, sizes, w_off, b_off, u_off, act, X[i], Z, A)
-            acc += output_loss(loss_kind, Z[n_units - n_out :], Y[i], g)
+            acc += output_loss(loss_kind, Z[n_units - n_out :], Y[i], g, False)
         partial[c] = acc
     total = 0.0
     for c in range(n_chunks):
@@ -298,7 +307,7 @@ def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, n_chunks):
         for i in range(lo, hi):
             x = X[i]
             forward(theta, sizes, w_off, b_off, u_off, act, x, Z, A)
-            acc += output_loss(loss_kind, Z[n_units - n_out :], Y[i], D[n_units - n_out :])
+            acc += output_loss(loss_kind, Z[n_units - n_out :], Y[i], D[n_units - n_out :], True)
             backward(theta, sizes, w_off, b_off, u_off, act, Z, A, D, T)
             accumulate_outer(G, sizes, w_off, b_off, u_off, x, A, D)
         partial[c] = acc
@@ -324,14 +333,16 @@ def r_forward(theta, v, sizes, w_off, b_off, u_off, act, x, Z, A, RZ, RA):
         prev = x if l == 0 else A[u_off[l - 1] : u_off[l]]
         last = l == n_layers - 1
         for j in range(n_out):
-            base = w_off[l] + j * n_in
+            lo = w_off[l] + j * n_in
+            vw = v[lo : lo + n_in]
             s = v[b_off[l] + j]
             for k in range(n_in):
-                s += v[base + k] * prev[k]
+                s += vw[k] * prev[k]
             if l > 0:
+                w = theta[lo : lo + n_in]
                 rprev = RA[u_off[l - 1] : u_off[l]]
                 for k in range(n_in):
-                    s += theta[base + k] * rprev[k]
+                    s += w[k] * rprev[k]
             u = u_off[l] + j
             RZ[u] = s
             RA[u] = s if last else activate_d1(act, Z[u], A[u]) * s
@@ -352,32 +363,32 @@ def r_backward(theta, v, sizes, w_off, b_off, u_off, act, x, Z, A, D, T, RZ, RA,
             u = u_off[l] + j
             rdj = RD[u]
             dj = D[u]
-            base = w_off[l] + j * n_in
+            h = H[w_off[l] + j * n_in : w_off[l] + (j + 1) * n_in]
             for k in range(n_in):
-                H[base + k] += rdj * prev[k]
+                h[k] += rdj * prev[k]
             if l > 0:
                 rprev = RA[u_off[l - 1] : u_off[l]]
                 for k in range(n_in):
-                    H[base + k] += dj * rprev[k]
+                    h[k] += dj * rprev[k]
             H[b_off[l] + j] += rdj
         if l > 0:
             lo = u_off[l - 1]
             # RD_{l-1} = f''(z) R{z} * T + f'(z) * (V_l^T delta_l + W_l^T R{delta_l})
-            for k in range(n_in):
-                RD[lo + k] = 0.0
+            rd = RD[lo : lo + n_in]
+            rd[:] = 0.0
             for j in range(n_out):
                 u = u_off[l] + j
                 dj = D[u]
                 rdj = RD[u]
-                base = w_off[l] + j * n_in
+                w = theta[w_off[l] + j * n_in : w_off[l] + (j + 1) * n_in]
+                vw = v[w_off[l] + j * n_in : w_off[l] + (j + 1) * n_in]
                 for k in range(n_in):
-                    RD[lo + k] += v[base + k] * dj + theta[base + k] * rdj
+                    rd[k] += vw[k] * dj + w[k] * rdj
             for k in range(n_in):
                 z = Z[lo + k]
                 a = A[lo + k]
-                RD[lo + k] = (
-                    activate_d2(act, z, a) * RZ[lo + k] * T[lo + k]
-                    + activate_d1(act, z, a) * RD[lo + k]
+                rd[k] = (
+                    activate_d2(act, z, a) * RZ[lo + k] * T[lo + k] + activate_d1(act, z, a) * rd[k]
                 )
 
 
@@ -416,7 +427,7 @@ def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, n_chunks):
         for i in range(lo, hi):
             x = X[i]
             forward(theta, sizes, w_off, b_off, u_off, act, x, Z, A)
-            output_loss(loss_kind, Z[out_lo:], Y[i], D[out_lo:])
+            output_loss(loss_kind, Z[out_lo:], Y[i], D[out_lo:], True)
             backward(theta, sizes, w_off, b_off, u_off, act, Z, A, D, T)
             for k in range(K):
                 v = V[k]

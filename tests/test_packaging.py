@@ -88,3 +88,12 @@ def test_second_process_does_not_recompile(tmp_path):
     second = json.loads(_run(code, tmp_path, env))
     assert first["misses"] == 4
     assert second == {"hits": 4, "misses": 0}
+
+
+def test_top_level_kernels_import_is_refused():
+    """With the repository root on sys.path, `import kernels` must fail loudly."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import kernels"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode != 0
+    assert "must be imported as 'fastscape.kernels'" in out.stderr
