@@ -23,3 +23,32 @@ HVP_SCRATCH_BYTES = 256 * 2**20
 def n_chunks_for(n: int) -> int:
     """Number of chunks used for n samples: depends only on n."""
     return max(1, min(N_CHUNKS, n // MIN_CHUNK))
+
+
+# ----------------------------------------------------------------------------- span engine
+#: Samples per block of the span engine (``kernels.span``): the block partition depends only on
+#: n and this number, so results do not depend on the thread count or on how points are tiled.
+SPAN_BLOCK = 2048
+
+#: Memory budget (bytes) of the first-layer products F (K, block, h1) of one block; the block
+#: shrinks (never below SPAN_MIN_BLOCK) when K * h1 is large.
+SPAN_SCRATCH_BYTES = 64 * 2**20
+
+#: Smallest block the span engine uses.
+SPAN_MIN_BLOCK = 64
+
+#: Points per parallel task inside the span engine.
+SPAN_POINT_CHUNK = 8
+
+#: Points per tile of a landscape evaluation (progress and checkpoint granularity).
+SPAN_TILE = 2048
+
+#: A progress bar is shown (progress=None) when the estimated work, in multiply-adds, exceeds
+#: this (about a second of compute).
+PROGRESS_MIN_WORK = 2e9
+
+
+def span_block_for(K: int, h1: int) -> int:
+    """Samples per block of the span engine for K basis vectors and h1 first-layer units."""
+    fit = SPAN_SCRATCH_BYTES // max(1, 8 * K * h1)
+    return int(max(SPAN_MIN_BLOCK, min(SPAN_BLOCK, fit)))

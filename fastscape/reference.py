@@ -180,3 +180,43 @@ def mlp_hessian(theta, sizes, activation, loss, X, Y):
         e[j] = 1.0
         H[:, j] = mlp_hvp(theta, e, sizes, activation, loss, X, Y)
     return H
+
+
+# ----------------------------------------------------------------------------- span engine
+def span_loss(basis, coef, sizes, activation, loss, X, Y):
+    """Loss and accuracy at the points ``coef @ basis``: a plain loop over points.
+
+    The seeds' ``visualize_loss_landscape_2d`` written once for any span: form each point's
+    full parameter vector, then call :func:`mlp_loss` (and :func:`mlp_logits` for accuracy).
+    Twin of ``kernels.span.span_eval``.
+
+    Parameters
+    ----------
+    basis : (K, P) array
+    coef : (m, K) array
+
+    Returns
+    -------
+    loss : (m,) array
+    accuracy : (m,) array or None
+        None for ``mse``.
+    """
+    m = coef.shape[0]
+    losses = np.empty(m)
+    acc = None if loss == "mse" else np.empty(m)
+    for j in range(m):
+        theta = coef[j] @ basis
+        losses[j] = mlp_loss(theta, sizes, activation, loss, X, Y)
+        if acc is not None:
+            z = mlp_logits(theta, sizes, activation, X)
+            if loss == "logistic":
+                acc[j] = np.mean((z[:, 0] > 0) == (Y[:, 0] > 0.5))
+            else:
+                acc[j] = np.mean(z.argmax(axis=1) == Y.argmax(axis=1))
+    return losses, acc
+
+
+def span_function(f, basis, coef):
+    """f at the points ``coef @ basis``, one call per point. Twin of
+    ``kernels.span.span_function``; returns (m,)."""
+    return np.array([float(f(c @ basis)) for c in coef])

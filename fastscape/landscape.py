@@ -1,0 +1,455 @@
+"""Loss landscapes: the span engine and the 1D slices and 2D surfaces built on it.
+
+Every query is the loss at m points ``theta_j = sum_k C[j, k] basis[k]`` (see
+``docs/landscape.md``): :func:`evaluate` takes the basis (K, P) and the coefficients (m, K)
+and is the only function that runs the engine; :func:`slice_1d`, :func:`surface_2d` and the
+paths of :mod:`fastscape.paths` only build coefficient matrices.
+
+Long evaluations are split into tiles of points. With ``checkpoint_dir`` each finished tile is
+written atomically to that directory; running the same call again skips the finished tiles and
+returns the bitwise identical result (every point's value is independent of the tiling).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from . import config
+from ._threads import threads
+from ._validation import as_float_array, as_vector, check_positive_int
+from .directions import meta_of
+from .functions import AnalyticFunction
+from .kernels import span as _span
+from .models import MLP, Batch
+
+DEFAULT_POINTS = 51
+DEFAULT_RANGE = (-1.0, 1.0)
+
+
+class Evaluation(NamedTuple):
+    """Result of :func:`evaluate`.
+
+    Attributes
+    ----------
+    loss : (m,) array
+    accuracy : (m,) array or None
+        None for MSE models and for functions.
+    """
+
+    loss: np.ndarray
+    accuracy: np.ndarray | None
+
+
+# ----------------------------------------------------------------------------- helpers
+def atomic_write(path, write: Callable[[str], None], suffix: str = "") -> Path:
+    """Write a file atomically: ``write(tmp)`` fills a temporary file in the same directory,
+    which then replaces ``path`` with ``os.replace``. On any error the temporary file is removed
+    and an existing ``path`` is left untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def coordinates(values, name: str) -> np.ndarray:
+    """Grid coordinates: None -> 51 points on [-1, 1]; an int n -> n points on [-1, 1]; else a
+    finite, non-empty 1-D array."""
+    if values is None:
+        return np.linspace(*DEFAULT_RANGE, DEFAULT_POINTS)
+    if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
+        return np.linspace(*DEFAULT_RANGE, check_positive_int(values, name))
+    return as_float_array(values, name, 1)
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # optional extra: no bar, no error
+        return None
+    return tqdm(total=total, desc=desc, unit="pt", leave=False)
+
+
+class _Target(NamedTuple):
+    kind: str  # "mlp", "jit", "python"
+    fn: object
+    P: int | None
+    data: Batch | None
+
+
+def _target(model, X, y) -> _Target:
+    if isinstance(model, MLP):
+        if X is None:
+            raise ValueError("X is required when model is an MLP")
+        return _Target("mlp", model, model.n_params, model.batch(X, y))
+    if X is not None or y is not None:
+        raise ValueError("X and y must be None when model is a function f(theta) -> float")
+    if isinstance(model, AnalyticFunction):
+        return _Target("jit", model.jitted, model.dim, None)
+    if isinstance(model, numba.core.registry.CPUDispatcher):
+        return _Target("jit", model, None, None)
+    if callable(model):
+        return _Target("python", model, None, None)
+    raise TypeError(
+        f"model must be an MLP or a function f(theta) -> float, got {type(model).__name__}"
+    )
+
+
+def _check_basis(basis, P: int | None) -> np.ndarray:
+    B = as_float_array(basis, "basis", 2)
+    if P is not None and B.shape[1] != P:
+        raise ValueError(f"basis rows have length {B.shape[1]}, the model has {P} parameters")
+    return B
+
+
+def _fingerprint(target: _Target, basis, coef, tile: int) -> str:
+    h = hashlib.sha256()
+    fn = getattr(target.fn, "py_func", target.fn)
+    name = repr(fn) if target.kind == "mlp" else f"{fn.__module__}.{fn.__qualname__}"
+    h.update(repr((target.kind, name, tile, config.SPAN_BLOCK)).encode())
+    for arr in (basis, coef) + ((target.data.X, target.data.Y) if target.data else ()):
+        h.update(repr(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _work(target: _Target, K: int, m: int) -> float:
+    if target.kind != "mlp":
+        return float(m) * K * (target.P or 2) * 10
+    sizes = target.fn.sizes
+    n = target.data.X.shape[0]
+    tail = sum(a * b for a, b in zip(sizes[1:-1], sizes[2:]))
+    return float(m) * n * (K * sizes[1] + tail)
+
+
+def _run_tile(target: _Target, basis, coef, n_threads):
+    with threads(n_threads):
+        if target.kind == "mlp":
+            model = target.fn
+            h1 = model.sizes[1]
+            loss, acc = _span.span_eval(
+                basis, coef, model._sizes_arr, model._act, model._loss, target.data.X,
+                target.data.Y, config.span_block_for(basis.shape[0], h1), config.SPAN_POINT_CHUNK,
+            )  # fmt: skip
+            return loss, (acc if model.is_classifier else None)
+        if target.kind == "jit":
+            return _span.span_function(target.fn, basis, coef, config.SPAN_POINT_CHUNK), None
+    out = np.empty(coef.shape[0])
+    for j in range(coef.shape[0]):
+        out[j] = float(target.fn(coef[j] @ basis))
+    return out, None
+
+
+# ----------------------------------------------------------------------------- engine
+def evaluate(
+    model,
+    basis,
+    coefficients,
+    X=None,
+    y=None,
+    *,
+    progress: bool | None = False,
+    tile_size: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+    n_threads: int | None = None,
+) -> Evaluation:
+    """Loss (and accuracy) at the m points ``theta_j = coefficients[j] @ basis``.
+
+    Parameters
+    ----------
+    model : MLP, AnalyticFunction, Numba-jitted or Python callable f(theta) -> float
+        With an MLP, ``X`` and ``y`` are the data; with a function they must be None.
+        Numba-jitted functions run inside the parallel kernel; Python callables run in a loop
+        (the slow path, see :mod:`fastscape.functions`).
+    basis : (K, P) array
+        The K vectors spanning the points (e.g. theta*, d1, d2).
+    coefficients : (m, K) array
+        One row per point. Zero coefficients cost nothing: a point using 2 of K rows pays for 2.
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    progress : bool or None
+        Show a tqdm bar (if tqdm is installed); None shows one when the evaluation is expected
+        to take more than about a second.
+    tile_size : int, optional
+        Points per tile (default ``config.SPAN_TILE``).
+    checkpoint_dir : path, optional
+        Directory for finished tiles; a repeated call resumes, skipping them. The directory
+        is bound to this exact evaluation (inputs are fingerprinted): a different one is
+        refused.
+    on_tile : callable(tile_index, n_tiles), optional
+        Called after each tile is computed (and saved).
+    n_threads : int, optional
+        Numba threads for this call (the result does not depend on it).
+
+    Returns
+    -------
+    Evaluation
+        ``loss`` (m,) and ``accuracy`` (m,) or None.
+    """
+    target = _target(model, X, y)
+    basis = _check_basis(basis, target.P)
+    K = basis.shape[0]
+    C = as_float_array(coefficients, "coefficients", 2)
+    if C.shape[1] != K:
+        raise ValueError(f"coefficients have {C.shape[1]} columns, basis has K = {K} rows")
+    m = C.shape[0]
+    tile = config.SPAN_TILE if tile_size is None else check_positive_int(tile_size, "tile_size")
+    if progress is None:
+        progress = _work(target, K, m) > config.PROGRESS_MIN_WORK
+    starts = list(range(0, m, tile))
+    loss = np.empty(m)
+    acc = np.empty(m) if target.kind == "mlp" and target.fn.is_classifier else None
+    done = [False] * len(starts)
+    ckpt = None
+    if checkpoint_dir is not None:
+        ckpt = Path(checkpoint_dir)
+        ckpt.mkdir(parents=True, exist_ok=True)
+        fp = _fingerprint(target, basis, C, tile)
+        manifest = ckpt / "manifest.json"
+        if manifest.exists():
+            info = json.loads(manifest.read_text())
+            if info.get("fingerprint") != fp:
+                raise ValueError(
+                    f"checkpoint_dir {str(ckpt)!r} holds tiles of a different evaluation "
+                    "(other model, data, basis, coefficients or tile_size); use an empty directory"
+                )
+        else:
+            text = json.dumps({"fingerprint": fp, "m": m, "K": K, "tile_size": tile})
+            atomic_write(manifest, lambda p: Path(p).write_text(text))
+        for t, s in enumerate(starts):
+            f = ckpt / f"tile_{t:06d}.npz"
+            if f.exists():
+                with np.load(f, allow_pickle=False) as z:
+                    loss[s : s + tile] = z["loss"]
+                    if acc is not None:
+                        acc[s : s + tile] = z["accuracy"]
+                done[t] = True
+    bar = _progress(m, bool(progress), "landscape")
+    try:
+        if bar is not None:
+            bar.update(sum(min(tile, m - s) for t, s in enumerate(starts) if done[t]))
+        for t, s in enumerate(starts):
+            if done[t]:
+                continue
+            e = min(m, s + tile)
+            tl, ta = _run_tile(target, basis, np.ascontiguousarray(C[s:e]), n_threads)
+            loss[s:e] = tl
+            if acc is not None:
+                acc[s:e] = ta
+            if ckpt is not None:
+                arrays = {"loss": tl} if acc is None else {"loss": tl, "accuracy": ta}
+                atomic_write(
+                    ckpt / f"tile_{t:06d}.npz", lambda p, a=arrays: _savez(p, a), suffix=".npz"
+                )
+            if bar is not None:
+                bar.update(e - s)
+            if on_tile is not None:
+                on_tile(t, len(starts))
+    finally:
+        if bar is not None:
+            bar.close()
+    return Evaluation(loss, acc)
+
+
+def _savez(path: str, arrays: dict) -> None:
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class Slice:
+    """A 1D slice ``theta + alpha d``.
+
+    Attributes
+    ----------
+    alphas : (a,) array
+    loss : (a,) array
+        ``loss[i]`` at ``alphas[i]``.
+    accuracy : (a,) array or None
+    direction : dict
+        Metadata of d (kind, norm, seed, ...).
+    settings : dict
+        Model, number of samples and anything else recorded.
+    """
+
+    alphas: np.ndarray
+    loss: np.ndarray
+    accuracy: np.ndarray | None = None
+    direction: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int]:
+        return self.loss.shape
+
+
+@dataclass
+class Surface:
+    """A 2D surface ``theta + alpha d1 + beta d2`` on the grid alphas x betas.
+
+    Attributes
+    ----------
+    alphas : (a,) array
+        Coordinates along d1 (first axis).
+    betas : (b,) array
+        Coordinates along d2 (second axis).
+    loss : (a, b) array
+        ``loss[i, j]`` at ``(alphas[i], betas[j])``, for any a and b (non-square grids too).
+    accuracy : (a, b) array or None
+    directions : tuple of dict
+        Metadata of d1 and d2.
+    settings : dict
+    """
+
+    alphas: np.ndarray
+    betas: np.ndarray
+    loss: np.ndarray
+    accuracy: np.ndarray | None = None
+    directions: tuple = (dict(), dict())
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.loss.shape
+
+
+def _settings(target: _Target, **extra) -> dict:
+    out = {"model": target.fn.to_dict() if target.kind == "mlp" else repr(target.fn)}
+    if target.data is not None:
+        out["n_samples"] = int(target.data.X.shape[0])
+    out.update(extra)
+    return out
+
+
+def _direction(d, name: str, P: int | None) -> np.ndarray:
+    v = as_float_array(d, name, 1) if P is None else as_vector(d, name, P)
+    if not np.any(v):
+        raise ValueError(f"{name} has zero norm")
+    return v
+
+
+def slice_1d(
+    model,
+    theta,
+    d,
+    X=None,
+    y=None,
+    alphas=None,
+    *,
+    progress: bool | None = None,
+    **engine,
+) -> Slice:
+    """Loss along the line ``theta + alpha d``.
+
+    Parameters
+    ----------
+    model : MLP or function f(theta) -> float (then X, y are None)
+    theta : (P,) array
+    d : (P,) array or Direction
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    alphas : (a,) array, int or None
+        Coordinates; an int n means n points on [-1, 1]; default 51 points on [-1, 1].
+    progress : bool or None
+        See :func:`evaluate` (None: a bar when it would take over a second).
+    **engine
+        ``tile_size``, ``checkpoint_dir``, ``on_tile``, ``n_threads`` of :func:`evaluate`.
+
+    Returns
+    -------
+    Slice
+    """
+    target = _target(model, X, y)
+    theta = (
+        as_float_array(theta, "theta", 1)
+        if target.P is None
+        else as_vector(theta, "theta", target.P)
+    )
+    v = _direction(d, "d", theta.shape[0])
+    a = coordinates(alphas, "alphas")
+    C = np.column_stack([np.ones_like(a), a])
+    data = target.data if target.kind == "mlp" else None
+    res = evaluate(target.fn, np.stack([theta, v]), C, data, progress=progress, **engine)
+    return Slice(a, res.loss, res.accuracy, meta_of(d), _settings(target))
+
+
+def surface_2d(
+    model,
+    theta,
+    d1,
+    d2,
+    X=None,
+    y=None,
+    alphas=None,
+    betas=None,
+    *,
+    progress: bool | None = None,
+    **engine,
+) -> Surface:
+    """Loss on the grid ``theta + alpha_i d1 + beta_j d2``.
+
+    Parameters
+    ----------
+    model : MLP or function f(theta) -> float (then X, y are None)
+    theta : (P,) array
+    d1, d2 : (P,) arrays or Directions
+        Non-zero and not parallel.
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    alphas, betas : arrays, ints or None
+        Coordinates along d1 and d2; an int n means n points on [-1, 1]; default 51 points on
+        [-1, 1]. They may differ in length.
+    progress : bool or None
+        See :func:`evaluate`.
+    **engine
+        ``tile_size``, ``checkpoint_dir``, ``on_tile``, ``n_threads`` of :func:`evaluate`.
+
+    Returns
+    -------
+    Surface
+        ``loss[i, j]`` is the loss at ``(alphas[i], betas[j])``; shape (len(alphas),
+        len(betas)).
+    """
+    target = _target(model, X, y)
+    theta = (
+        as_float_array(theta, "theta", 1)
+        if target.P is None
+        else as_vector(theta, "theta", target.P)
+    )
+    v1 = _direction(d1, "d1", theta.shape[0])
+    v2 = _direction(d2, "d2", theta.shape[0])
+    cos = abs(v1 @ v2) / (np.linalg.norm(v1) * np.linalg.norm(v2))
+    if cos > 1.0 - 1e-12:
+        raise ValueError("d1 and d2 are parallel: they span a line, not a plane")
+    a = coordinates(alphas, "alphas")
+    b = coordinates(betas, "betas")
+    A, Bm = np.meshgrid(a, b, indexing="ij")
+    C = np.column_stack([np.ones(A.size), A.ravel(), Bm.ravel()])
+    data = target.data if target.kind == "mlp" else None
+    res = evaluate(target.fn, np.stack([theta, v1, v2]), C, data, progress=progress, **engine)
+    shape = (a.size, b.size)
+    acc = None if res.accuracy is None else res.accuracy.reshape(shape)
+    return Surface(
+        a, b, res.loss.reshape(shape), acc, (meta_of(d1), meta_of(d2)), _settings(target)
+    )

@@ -1,0 +1,128 @@
+"""The span engine (kernels/span.py) against its NumPy twin, and its invariances."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from conftest import MODEL_CASES, case_id, make_problem
+from fastscape.kernels import span as kspan
+from numpy.testing import assert_allclose, assert_array_equal
+
+from fastscape import config
+from fastscape import reference as ref
+from fastscape.landscape import evaluate
+
+
+def _span_problem(case, K, m=7, n=45, seed=0):
+    model, theta, X, y = make_problem(case, n=n, seed=seed)
+    rng = np.random.default_rng(seed + 100 * K)
+    basis = np.vstack([theta, rng.normal(size=(K - 1, model.n_params))])
+    C = rng.normal(size=(m, K))
+    C[0] = 0.0  # the zero vector
+    C[1, 0] = 0.0  # one skipped row
+    return model, basis, C, model.batch(X, y)
+
+
+@pytest.mark.parametrize("K", [1, 2, 3, 4])
+@pytest.mark.parametrize("case", MODEL_CASES, ids=case_id)
+def test_evaluate_matches_seed_loop_twin(case, K):
+    model, basis, C, data = _span_problem(case, K, seed=K)
+    got = evaluate(model, basis, C, data)
+    want_loss, want_acc = ref.span_loss(
+        basis, C, model.sizes, model.activation, model.loss_name, data.X, data.Y
+    )
+    assert_allclose(got.loss, want_loss, rtol=1e-10)
+    if model.is_classifier:
+        assert_array_equal(got.accuracy, want_acc)
+    else:
+        assert got.accuracy is None
+
+
+def test_blocks_cover_all_samples():
+    """More samples than one block: every block contributes (n not a multiple of block)."""
+    case = ([5, 4, 3], "tanh", "softmax_ce")
+    model, basis, C, data = _span_problem(case, 3, n=157)
+    loss, acc = kspan.span_eval(
+        basis, C, model._sizes_arr, model._act, model._loss, data.X, data.Y, 16, 3
+    )
+    want_loss, want_acc = ref.span_loss(
+        basis, C, model.sizes, model.activation, model.loss_name, data.X, data.Y
+    )
+    assert_allclose(loss, want_loss, rtol=1e-10)
+    assert_array_equal(acc, want_acc)
+
+
+@pytest.mark.parametrize("case", [MODEL_CASES[0], MODEL_CASES[7]], ids=case_id)
+def test_zero_coefficients_are_skipped_exactly(case):
+    """A point using 2 of K rows gives the same bits as the K = 2 problem of those rows."""
+    model, basis, C, data = _span_problem(case, 4, m=6)
+    C[:, [1, 3]] = 0.0
+    full = evaluate(model, basis, C, data)
+    small = evaluate(model, basis[[0, 2]], C[:, [0, 2]], data)
+    assert_array_equal(full.loss, small.loss)
+
+
+@pytest.mark.parametrize("case", [MODEL_CASES[0], MODEL_CASES[1], MODEL_CASES[7]], ids=case_id)
+def test_thread_count_invariance(case):
+    model, basis, C, data = _span_problem(case, 3, m=40, n=300)
+    args = (basis, C, model._sizes_arr, model._act, model._loss, data.X, data.Y, 64, 2)
+    previous = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = kspan.span_eval(*args)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = kspan.span_eval(*args)
+    finally:
+        numba.set_num_threads(previous)
+    assert_array_equal(one[0], two[0])
+    assert_array_equal(one[1], two[1])
+
+
+def test_result_independent_of_tiling():
+    model, basis, C, data = _span_problem(MODEL_CASES[5], 3, m=23)
+    a = evaluate(model, basis, C, data, tile_size=23)
+    b = evaluate(model, basis, C, data, tile_size=4)
+    assert_array_equal(a.loss, b.loss)
+    assert_array_equal(a.accuracy, b.accuracy)
+
+
+def test_softplus_block_matches_logaddexp():
+    z = np.concatenate(
+        [np.linspace(-60, 60, 4001), [0.0, 1e-300, -1e-300, 1e-12, -1e-12, 700.0, -700.0]]
+    )
+    out = np.empty_like(z)
+    kspan.softplus_block(z, out, np.empty(z.size, np.int64))
+    want = np.logaddexp(0.0, z)
+    assert_allclose(out, want, rtol=1e-13, atol=0)
+    # beyond |z| = 708 the small term is dropped: exact there
+    far = np.array([-1000.0, -709.0, 709.0, 1e6])
+    out = np.empty_like(far)
+    kspan.softplus_block(far, out, np.empty(far.size, np.int64))
+    assert_array_equal(out, np.maximum(far, 0.0))
+
+
+def test_nonfinite_logits_propagate():
+    """An overflowing point gives inf/nan in its own slot only."""
+    model, basis, C, data = _span_problem(MODEL_CASES[1], 2, m=3)
+    C[2] = [1e200, 1e200]
+    loss = evaluate(model, basis, C, data).loss
+    assert np.isfinite(loss[:2]).all()
+    assert not np.isfinite(loss[2])
+
+
+def test_span_function_matches_twin():
+    from fastscape.functions import multimodal
+
+    rng = np.random.default_rng(3)
+    basis = rng.normal(size=(3, 2))
+    C = rng.normal(size=(17, 3))
+    C[4, 1] = 0.0
+    got = kspan.span_function(multimodal.jitted, basis, C, 4)
+    assert_allclose(got, ref.span_function(multimodal, basis, C), rtol=1e-12)
+
+
+def test_block_size_rule():
+    assert config.span_block_for(3, 1) == config.SPAN_BLOCK
+    small = config.span_block_for(10_000, 10_000)
+    assert small == config.SPAN_MIN_BLOCK
