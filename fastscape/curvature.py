@@ -1,0 +1,887 @@
+"""Curvature of the loss: Hessian eigenvalues, trace and spectral density, matrix-free.
+
+Everything here is built on a *matvec*: a callable that multiplies the (symmetric) Hessian by
+vectors. On a model the matvec is the exact Hessian-vector product of the kernels
+(Pearlmutter's R-operator, :meth:`fastscape.MLP.hvp`), which takes K vectors in one pass over
+the data; the functions below therefore work on blocks of vectors whenever they can
+(``batched=True``: ``matvec(V)`` maps rows ``V (b, n)`` to rows ``H V^T`` of shape ``(b, n)``).
+The Hessian itself is formed only by the ``"exact"`` methods, for small models.
+
+Eigenvectors are returned as **rows** (``(k, n)``), like every direction in fastscape.
+
+References: Pearlmutter (1994) for the HVP; Hutchinson (1989) and Meyer, Musco, Musco &
+Woodruff (2021, "Hutch++") for the trace; Golub & Meurant (2009), Lin, Saad & Yang (2016) and
+Ghorbani, Krishnan & Xiao (2019) for stochastic Lanczos quadrature. See ``docs/curvature.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse.linalg as spla
+
+from ._validation import as_float_array, check_choice, check_positive_float, check_positive_int
+from .models import MLP, Batch
+
+__all__ = [
+    "DensityResult",
+    "EigenResult",
+    "TraceResult",
+    "hessian_matvec",
+    "hessian_trace",
+    "hutchinson",
+    "hutchpp",
+    "lanczos",
+    "power_iteration",
+    "slq",
+    "spectral_density",
+    "top_eigen",
+]
+
+Matvec = Callable[[np.ndarray], np.ndarray]
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class EigenResult:
+    """Eigenpairs of a symmetric operator.
+
+    Attributes
+    ----------
+    eigenvalues : (k,) array
+        Ordered as asked: by decreasing magnitude ("LM"), decreasing value ("LA") or increasing
+        value ("SA").
+    eigenvectors : (k, n) array
+        Unit eigenvectors as rows; the sign is fixed so that the largest entry is positive.
+    iterations : (k,) int array
+        Power iteration: the iteration at which each pair met the stopping rule (``maxiter``
+        when it never did). Lanczos: the number of operator applications (same for all pairs).
+        Exact: zeros.
+    converged : (k,) bool array
+        Whether each pair met the tolerance.
+    residuals : (k,) array
+        Relative residuals ``||H v - λ v|| / |λ|`` of the returned pairs.
+    n_matvecs : int
+        Operator applications (vectors, not calls).
+    method : str
+    which : str
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    iterations: np.ndarray
+    converged: np.ndarray
+    residuals: np.ndarray
+    n_matvecs: int
+    method: str
+    which: str
+
+    @property
+    def eigenvalue(self) -> float:
+        """The first eigenvalue (e.g. λmax for ``k=1``)."""
+        return float(self.eigenvalues[0])
+
+
+@dataclass
+class TraceResult:
+    """A trace estimate.
+
+    Attributes
+    ----------
+    estimate : float
+    std_error : float
+        Standard error of the estimate (0 for ``exact``). For Hutch++ it is the error of the
+        Hutchinson part given the sketched subspace, whose contribution is exact.
+    n_matvecs : int
+        Operator applications used.
+    method : {"hutchinson", "hutch++", "exact"}
+    samples : (m,) array
+        Per-probe values ``z^T A z`` of the Hutchinson part (empty for ``exact``).
+    """
+
+    estimate: float
+    std_error: float
+    n_matvecs: int
+    method: str
+    samples: np.ndarray
+
+
+@dataclass
+class DensityResult:
+    """A spectral density on a grid.
+
+    Attributes
+    ----------
+    grid : (g,) array
+        Eigenvalue axis, equally spaced.
+    density : (g,) array
+        Gaussian-broadened density; integrates to 1 over ``grid`` (trapezoid rule) when the
+        grid covers the nodes by 6σ with spacing at most σ/3, which the default grid does.
+    sigma : float
+        Standard deviation of the Gaussian placed on every node.
+    nodes : (r, m) array
+        Quadrature nodes of each run (Ritz values; the eigenvalues for ``exact``); unused
+        entries (a run that stopped early) are NaN.
+    weights : (r, m) array
+        Quadrature weights of each run (each row sums to 1); 0 where unused.
+    method : {"slq", "exact"}
+    eigenvalues : (n,) array or None
+        The exact eigenvalues (``exact`` only).
+    hist : (bins,) array or None
+        Normalised histogram of the exact eigenvalues (``exact`` only).
+    hist_edges : (bins + 1,) array or None
+    """
+
+    grid: np.ndarray
+    density: np.ndarray
+    sigma: float
+    nodes: np.ndarray
+    weights: np.ndarray
+    method: str
+    eigenvalues: np.ndarray | None = None
+    hist: np.ndarray | None = None
+    hist_edges: np.ndarray | None = None
+
+    def run_moments(self, p: int) -> np.ndarray:
+        """The p-th moment ``sum_j w_j θ_j**p`` of each run's quadrature, (r,).
+
+        Each is an unbiased estimate of ``tr(H**p) / n`` (exact for ``exact``).
+        """
+        nodes = np.where(self.weights > 0, self.nodes, 0.0)
+        return (self.weights * nodes**p).sum(axis=1)
+
+    def moment(self, p: int) -> float:
+        """p-th moment of the (unbroadened) spectral measure: mean over runs."""
+        return float(self.run_moments(p).mean())
+
+    def moment_std_error(self, p: int) -> float:
+        """Standard error of :meth:`moment` over the runs (0 for a single run or ``exact``)."""
+        m = self.run_moments(p)
+        if self.method == "exact" or m.size < 2:
+            return 0.0
+        return float(m.std(ddof=1) / np.sqrt(m.size))
+
+    def integral(self) -> float:
+        """Trapezoid integral of ``density`` over ``grid`` (1 up to discretisation)."""
+        return float(np.trapezoid(self.density, self.grid))
+
+
+# ----------------------------------------------------------------------------- helpers
+def _check_n_k(n, k) -> tuple[int, int]:
+    n = check_positive_int(n, "n")
+    k = check_positive_int(k, "k")
+    if k >= n:
+        raise ValueError(f"k must be smaller than n: got k={k} >= n={n}")
+    return n, k
+
+
+def _apply(matvec: Matvec, V: np.ndarray, n: int, batched: bool) -> np.ndarray:
+    """Rows H v for the rows v of V (b, n), checked for shape and finiteness."""
+    if batched:
+        out = np.asarray(matvec(V), dtype=np.float64)
+        if out.shape != V.shape:
+            raise ValueError(f"matvec returned shape {out.shape} for input rows {V.shape}")
+    else:
+        out = np.empty_like(V)
+        for i in range(V.shape[0]):
+            r = np.asarray(matvec(V[i]), dtype=np.float64)
+            if r.shape != (n,):
+                raise ValueError(f"matvec returned shape {r.shape} for a vector of length {n}")
+            out[i] = r
+    if not np.isfinite(out).all():
+        raise FloatingPointError("matvec returned non-finite values (NaN or infinity)")
+    return out
+
+
+def _fix_signs(V: np.ndarray) -> np.ndarray:
+    """Flip rows so that the entry of largest magnitude is positive (reproducible signs)."""
+    idx = np.abs(V).argmax(axis=1)
+    s = np.sign(V[np.arange(V.shape[0]), idx])
+    s[s == 0] = 1.0
+    return V * s[:, None]
+
+
+def _orth_rows(V: np.ndarray) -> np.ndarray:
+    """Orthonormal rows spanning the rows of V (b, n) (QR; b <= n)."""
+    Q, R = np.linalg.qr(V.T)
+    # keep the orientation of the inputs (QR may flip signs)
+    d = np.sign(np.diag(R))
+    d[d == 0] = 1.0
+    return np.ascontiguousarray((Q * d).T)
+
+
+def _start_block(n: int, k: int, seed, v0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    V = rng.standard_normal((k, n))
+    if v0 is not None:
+        W = as_float_array(v0, "v0", (1, 2))
+        W = np.atleast_2d(W)
+        if W.shape[1] != n:
+            raise ValueError(f"v0 has length {W.shape[1]}, expected {n}")
+        b = min(k, W.shape[0])
+        if np.any(np.linalg.norm(W[:b], axis=1) == 0):
+            raise ValueError("v0 holds a zero vector")
+        # warm start: previous vectors first, tiny random part keeps the block full rank
+        V[:b] = W[:b] / np.linalg.norm(W[:b], axis=1, keepdims=True) + 1e-8 * V[:b] / np.sqrt(n)
+    return _orth_rows(V)
+
+
+def _order(vals: np.ndarray, which: str) -> np.ndarray:
+    if which == "LA":
+        return np.argsort(-vals, kind="stable")
+    if which == "SA":
+        return np.argsort(vals, kind="stable")
+    return np.argsort(-np.abs(vals), kind="stable")
+
+
+# ----------------------------------------------------------------------------- eigenvalues
+def power_iteration(
+    matvec: Matvec,
+    n: int,
+    k: int = 1,
+    *,
+    tol: float = 1e-6,
+    maxiter: int = 1000,
+    seed: int = 0,
+    v0=None,
+    batched: bool = False,
+) -> EigenResult:
+    """Top-k eigenpairs by magnitude of a symmetric operator, by block power iteration.
+
+    The k vectors are iterated together (orthogonal / subspace iteration): each iteration
+    applies the operator to the block, re-orthonormalises it (QR) — which deflates the pairs
+    already found from the others — and takes Ritz pairs from the k x k projected matrix. A
+    pair is converged when both its relative eigenvalue change between iterations and its
+    relative residual ``||H v - λ v|| / |λ|`` are at most ``tol``; iteration stops when all
+    pairs are. Pair i converges like ``|λ_{k+1} / λ_i|**t``.
+
+    Parameters
+    ----------
+    matvec : callable
+        ``matvec(v)`` with v (n,) returns H v (n,); with ``batched=True``, ``matvec(V)`` with
+        V (b, n) returns the rows (H V^T)^T, shape (b, n) (e.g. ``model.hvp`` on a block).
+    n : int
+        Dimension.
+    k : int
+        Number of pairs, ``1 <= k < n``.
+    tol : float
+        Relative tolerance of the stopping rule. The denominator |λ| is floored at
+        ``1e-12 * max|λ|`` of the block (and a tiny absolute value) so that zero eigenvalues
+        of a non-zero operator (and a zero operator) can converge.
+    maxiter : int
+        Maximum number of iterations (block applications).
+    seed : int
+        Seed of the random start: same seed, same result.
+    v0 : (n,) or (b, n) array, optional
+        Warm start (e.g. the eigenvectors of a previous call at a nearby point); missing rows
+        are random.
+    batched : bool
+        Whether ``matvec`` takes blocks of rows.
+
+    Returns
+    -------
+    EigenResult
+        ``which="LM"``; pairs ordered by decreasing |λ|.
+    """
+    n, k = _check_n_k(n, k)
+    tol = check_positive_float(tol, "tol", allow_zero=True)
+    maxiter = check_positive_int(maxiter, "maxiter")
+    V = _start_block(n, k, seed, v0)
+    W = _apply(matvec, V, n, batched)
+    n_mv = k
+    prev = np.full(k, np.nan)
+    iterations = np.full(k, maxiter, dtype=np.int64)
+    done = np.zeros(k, dtype=bool)
+    for it in range(1, maxiter + 1):
+        T = V @ W.T
+        vals, S = np.linalg.eigh(0.5 * (T + T.T))
+        order = _order(vals, "LM")
+        vals, S = vals[order], S[:, order]
+        V, W = S.T @ V, S.T @ W
+        scale = max(np.abs(vals).max() * 1e-12, 1e-300)
+        denom = np.maximum(np.abs(vals), scale)
+        res = np.linalg.norm(W - vals[:, None] * V, axis=1) / denom
+        change = np.abs(vals - prev) / denom
+        ok = (res <= tol) & (change <= tol)
+        newly = ok & ~done
+        iterations[newly] = it
+        iterations[~ok] = maxiter
+        done = ok
+        if done.all() or it == maxiter:
+            break
+        prev = vals
+        V = _orth_rows(W)
+        W = _apply(matvec, V, n, batched)
+        n_mv += k
+    signs = np.sign(V[np.arange(k), np.abs(V).argmax(axis=1)])
+    signs[signs == 0] = 1.0
+    return EigenResult(
+        eigenvalues=vals,
+        eigenvectors=V * signs[:, None],
+        iterations=iterations,
+        converged=done.copy(),
+        residuals=res,
+        n_matvecs=n_mv,
+        method="power",
+        which="LM",
+    )
+
+
+def lanczos(
+    matvec: Matvec,
+    n: int,
+    k: int = 1,
+    which: str = "LA",
+    *,
+    tol: float = 0.0,
+    maxiter: int | None = None,
+    ncv: int | None = None,
+    seed: int = 0,
+    v0=None,
+    batched: bool = False,
+) -> EigenResult:
+    """k eigenpairs of a symmetric operator by implicitly restarted Lanczos (ARPACK).
+
+    A :class:`scipy.sparse.linalg.LinearOperator` wraps ``matvec`` and
+    :func:`scipy.sparse.linalg.eigsh` does the work. Unlike power iteration it reaches the
+    smallest algebraic eigenvalues (negative curvature) directly with ``which="SA"``.
+
+    Parameters
+    ----------
+    matvec : callable
+        As in :func:`power_iteration`.
+    n : int
+    k : int
+        ``1 <= k < n``.
+    which : {"LA", "SA", "LM"}
+        Largest algebraic, smallest algebraic or largest magnitude.
+    tol : float
+        ARPACK's relative accuracy (0: machine precision).
+    maxiter : int, optional
+        ARPACK restarts (default ``10 * n``).
+    ncv : int, optional
+        Lanczos vectors kept (default ``min(n, max(2k + 1, 20))``).
+    seed : int
+        Seed of the starting vector (ARPACK's own start is not used), for reproducibility.
+    v0 : (n,) or (b, n) array, optional
+        Warm start; several rows are summed into one starting vector.
+    batched : bool
+        Whether ``matvec`` takes blocks of rows.
+
+    Returns
+    -------
+    EigenResult
+        Pairs ordered as ``which`` says; ``converged`` False for all pairs if ARPACK stopped
+        without convergence (the pairs it had converged are returned).
+    """
+    n, k = _check_n_k(n, k)
+    which = check_choice(which, "which", ("LA", "SA", "LM"))
+    tol = check_positive_float(tol, "tol", allow_zero=True)
+    if maxiter is not None:
+        maxiter = check_positive_int(maxiter, "maxiter")
+    if ncv is not None:
+        ncv = check_positive_int(ncv, "ncv")
+        if not k < ncv <= n:
+            raise ValueError(f"ncv must satisfy k < ncv <= n, got ncv={ncv}, k={k}, n={n}")
+    rng = np.random.default_rng(seed)
+    start = rng.standard_normal(n)
+    if v0 is not None:
+        W = np.atleast_2d(as_float_array(v0, "v0", (1, 2)))
+        if W.shape[1] != n:
+            raise ValueError(f"v0 has length {W.shape[1]}, expected {n}")
+        s = W.sum(axis=0)
+        if np.linalg.norm(s) > 0:
+            start = s / np.linalg.norm(s) + 1e-6 * start / np.sqrt(n)
+    count = [0]
+
+    def mv(x):
+        x = np.asarray(x, dtype=np.float64).reshape(n)
+        count[0] += 1
+        return _apply(matvec, x[None, :], n, True if batched else False)[0]
+
+    def mm(Xc):
+        Xc = np.asarray(Xc, dtype=np.float64)
+        count[0] += Xc.shape[1]
+        return _apply(matvec, np.ascontiguousarray(Xc.T), n, batched).T
+
+    op = spla.LinearOperator((n, n), matvec=mv, matmat=mm, dtype=np.float64)
+    converged = True
+    try:
+        vals, vecs = spla.eigsh(op, k=k, which=which, tol=tol, maxiter=maxiter, ncv=ncv, v0=start)
+    except spla.ArpackNoConvergence as err:
+        vals, vecs = err.eigenvalues, err.eigenvectors
+        converged = False
+        if vals.size == 0:
+            raise RuntimeError(
+                "Lanczos (ARPACK) converged no eigenpair; raise maxiter or ncv"
+            ) from None
+    order = _order(vals, which)
+    vals, V = vals[order], vecs[:, order].T
+    V = _fix_signs(V)
+    HV = _apply(matvec, np.ascontiguousarray(V), n, batched)
+    scale = max(np.abs(vals).max() * 1e-12, 1e-300)
+    res = np.linalg.norm(HV - vals[:, None] * V, axis=1) / np.maximum(np.abs(vals), scale)
+    m = vals.size
+    return EigenResult(
+        eigenvalues=vals,
+        eigenvectors=V,
+        iterations=np.full(m, count[0], dtype=np.int64),
+        converged=np.full(m, converged),
+        residuals=res,
+        n_matvecs=count[0] + m,
+        method="lanczos",
+        which=which,
+    )
+
+
+def hessian_matvec(model: MLP, theta, X, y=None) -> Matvec:
+    """The batched exact-HVP matvec of ``model`` at ``theta``: ``V (b, P) -> H V^T`` rows.
+
+    Data and parameters are validated once, here.
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    theta = model.check_theta(theta)
+    data = model.batch(X, y)
+    return lambda V: model.hvp(theta, V, data)
+
+
+def _exact_eigh(model: MLP, theta, data: Batch, max_params):
+    H = model.hessian(theta, data, max_params=max_params)
+    return np.linalg.eigh(0.5 * (H + H.T))
+
+
+def top_eigen(
+    model: MLP,
+    theta,
+    X,
+    y=None,
+    k: int = 1,
+    method: str = "power",
+    *,
+    which: str = "LM",
+    tol: float | None = None,
+    maxiter: int | None = None,
+    seed: int = 0,
+    v0=None,
+    max_params: int | None = None,
+) -> EigenResult:
+    """Top-k Hessian eigenpairs of a model at ``theta``.
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) array
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    k : int
+        ``1 <= k < P``.
+    method : {"power", "lanczos", "exact"}
+        ``power``: block power iteration on batched exact HVPs (k vectors per data pass);
+        ``lanczos``: ARPACK on exact HVPs; ``exact``: ``numpy.linalg.eigh`` of the exact
+        Hessian (small models: at most ``max_params`` parameters).
+    which : {"LM", "LA", "SA"}
+        Which end: largest magnitude (the "top" eigenvalue, λmax at a minimum), largest or
+        smallest algebraic. Power iteration finds only ``"LM"``.
+    tol : float, optional
+        Default 1e-6 for power iteration, 0 (machine precision) for Lanczos.
+    maxiter : int, optional
+        Default 1000 (power) / ARPACK's default (Lanczos).
+    seed : int
+    v0 : (P,) or (b, P) array, optional
+        Warm start, e.g. ``previous.eigenvectors``.
+    max_params : int, optional
+        Size limit of the exact Hessian (see :meth:`MLP.hessian`).
+
+    Returns
+    -------
+    EigenResult
+    """
+    method = check_choice(method, "method", ("power", "lanczos", "exact"))
+    which = check_choice(which, "which", ("LM", "LA", "SA"))
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    theta = model.check_theta(theta)
+    data = model.batch(X, y)
+    P = model.n_params
+    _check_n_k(P, k)
+    if method == "exact":
+        vals, vecs = _exact_eigh(model, theta, data, max_params)
+        order = _order(vals, which)[:k]
+        V = _fix_signs(np.ascontiguousarray(vecs[:, order].T))
+        return EigenResult(
+            eigenvalues=vals[order],
+            eigenvectors=V,
+            iterations=np.zeros(k, dtype=np.int64),
+            converged=np.ones(k, dtype=bool),
+            residuals=np.zeros(k),
+            n_matvecs=0,
+            method="exact",
+            which=which,
+        )
+    mv = hessian_matvec(model, theta, data)
+    if method == "power":
+        if which != "LM":
+            raise ValueError(
+                f"power iteration finds the largest-magnitude eigenvalues only (which='LM'), "
+                f"got which={which!r}; use method='lanczos' for 'LA' or 'SA'"
+            )
+        return power_iteration(
+            mv, P, k, tol=1e-6 if tol is None else tol, maxiter=maxiter or 1000, seed=seed,
+            v0=v0, batched=True,
+        )  # fmt: skip
+    return lanczos(
+        mv, P, k, which, tol=0.0 if tol is None else tol, maxiter=maxiter, seed=seed, v0=v0,
+        batched=True,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- trace
+def _rademacher(rng, shape) -> np.ndarray:
+    return rng.integers(0, 2, size=shape).astype(np.float64) * 2.0 - 1.0
+
+
+def hutchinson(
+    matvec: Matvec,
+    n: int,
+    n_samples: int = 100,
+    *,
+    seed: int = 0,
+    block: int = 32,
+    batched: bool = False,
+) -> TraceResult:
+    """Hutchinson's trace estimator with Rademacher probes.
+
+    ``tr(A) ≈ (1/m) sum_i z_i^T A z_i`` with ``z_i`` uniform on {-1, +1}^n; unbiased, with
+    variance ``2 (||A||_F^2 - sum_i A_ii^2) / m``. The standard error is the sample standard
+    deviation of the ``z_i^T A z_i`` over ``sqrt(m)``.
+
+    Parameters
+    ----------
+    matvec : callable
+        As in :func:`power_iteration`.
+    n : int
+    n_samples : int
+        Number of probes m (>= 2).
+    seed : int
+    block : int
+        Probes per (batched) operator call.
+    batched : bool
+
+    Returns
+    -------
+    TraceResult
+    """
+    n = check_positive_int(n, "n")
+    m = check_positive_int(n_samples, "n_samples", minimum=2)
+    block = check_positive_int(block, "block")
+    rng = np.random.default_rng(seed)
+    vals = np.empty(m)
+    for s in range(0, m, block):
+        Z = _rademacher(rng, (min(block, m - s), n))
+        vals[s : s + Z.shape[0]] = np.einsum("ij,ij->i", Z, _apply(matvec, Z, n, batched))
+    return TraceResult(
+        estimate=float(vals.mean()),
+        std_error=float(vals.std(ddof=1) / np.sqrt(m)),
+        n_matvecs=m,
+        method="hutchinson",
+        samples=vals,
+    )
+
+
+def hutchpp(
+    matvec: Matvec,
+    n: int,
+    n_samples: int = 99,
+    *,
+    seed: int = 0,
+    batched: bool = False,
+) -> TraceResult:
+    """Hutch++ (Meyer, Musco, Musco & Woodruff 2021): low-rank sketch plus Hutchinson.
+
+    With m = ``n_samples`` operator applications split in three: S (n, m/3) Rademacher,
+    Q = orth(A S); then ``tr(A) = tr(Q^T A Q) + tr((I - QQ^T) A (I - QQ^T))`` and the second
+    term is estimated by Hutchinson with m/3 probes G: ``(3/m) tr(G^T (I-QQ^T) A (I-QQ^T) G)``.
+    Its error falls like 1/m instead of 1/sqrt(m) when the spectrum decays. The standard error
+    reported is that of the Hutchinson part given Q (the first term is exact given Q).
+
+    Parameters
+    ----------
+    matvec : callable
+    n : int
+    n_samples : int
+        Total operator applications (>= 6; rounded down to a multiple of 3).
+    seed : int
+    batched : bool
+
+    Returns
+    -------
+    TraceResult
+    """
+    n = check_positive_int(n, "n")
+    m = check_positive_int(n_samples, "n_samples", minimum=6)
+    rng = np.random.default_rng(seed)
+    b = m // 3
+    r = min(b, n)
+    S = _rademacher(rng, (r, n))
+    G = _rademacher(rng, (b, n))
+    Q = _orth_rows(_apply(matvec, S, n, batched))  # (r, n) orthonormal rows
+    head = float(np.einsum("ij,ij->i", Q, _apply(matvec, Q, n, batched)).sum())
+    Gp = G - (G @ Q.T) @ Q
+    vals = np.einsum("ij,ij->i", Gp, _apply(matvec, Gp, n, batched))
+    if r == n:  # the sketch spans everything: the head term is the trace
+        vals = np.zeros(b)
+    return TraceResult(
+        estimate=head + float(vals.mean()),
+        std_error=float(vals.std(ddof=1) / np.sqrt(b)),
+        n_matvecs=2 * r + b,
+        method="hutch++",
+        samples=vals,
+    )
+
+
+def hessian_trace(
+    model: MLP,
+    theta,
+    X,
+    y=None,
+    method: str = "hutchinson",
+    *,
+    n_samples: int = 100,
+    seed: int = 0,
+    max_params: int | None = None,
+) -> TraceResult:
+    """Trace of the Hessian of a model at ``theta``.
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) array
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    method : {"hutchinson", "hutch++", "exact"}
+        Stochastic estimates on batched exact HVPs (see :func:`hutchinson`, :func:`hutchpp`),
+        or the sum of the diagonal of the exact Hessian (small models).
+    n_samples : int
+        Probes (Hutchinson) or total HVPs (Hutch++).
+    seed : int
+    max_params : int, optional
+        Size limit of the exact Hessian.
+
+    Returns
+    -------
+    TraceResult
+    """
+    method = check_choice(method, "method", ("hutchinson", "hutch++", "exact"))
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    theta = model.check_theta(theta)
+    data = model.batch(X, y)
+    if method == "exact":
+        H = model.hessian(theta, data, max_params=max_params)
+        return TraceResult(float(np.trace(H)), 0.0, 0, "exact", np.empty(0))
+    mv = hessian_matvec(model, theta, data)
+    if method == "hutchinson":
+        return hutchinson(mv, model.n_params, n_samples, seed=seed, batched=True)
+    return hutchpp(mv, model.n_params, n_samples, seed=seed, batched=True)
+
+
+# ----------------------------------------------------------------------------- spectral density
+def _lanczos_runs(matvec, n, n_runs, m, rng, batched):
+    """n_runs Lanczos recurrences of m steps in lockstep (one block matvec per step), with full
+    re-orthogonalisation (classical Gram-Schmidt, twice). Returns alpha, beta (r, m), steps."""
+    Q = np.zeros((n_runs, m, n))
+    alpha = np.zeros((n_runs, m))
+    beta = np.zeros((n_runs, m))
+    steps = np.full(n_runs, m, dtype=np.int64)
+    Z = _rademacher(rng, (n_runs, n))
+    Q[:, 0] = Z / np.sqrt(n)
+    active = np.ones(n_runs, dtype=bool)
+    for j in range(m):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        W = _apply(matvec, np.ascontiguousarray(Q[idx, j]), n, batched)
+        for a, w in zip(idx, W):
+            q = Q[a, j]
+            alpha[a, j] = q @ w
+            w = w - alpha[a, j] * q
+            if j > 0:
+                w -= beta[a, j - 1] * Q[a, j - 1]
+            B = Q[a, : j + 1]
+            for _ in range(2):
+                w -= B.T @ (B @ w)
+            b = float(np.linalg.norm(w))
+            if j + 1 >= m:
+                continue
+            scale = max(np.abs(alpha[a, : j + 1]).max(), beta[a, :j].max(initial=0.0), 1e-300)
+            if b <= 1e-10 * scale:  # invariant subspace: the quadrature is exact
+                steps[a] = j + 1
+                active[a] = False
+            else:
+                beta[a, j] = b
+                Q[a, j + 1] = w / b
+    return alpha, beta, steps
+
+
+def _gaussian_density(nodes, weights, sigma, grid) -> np.ndarray:
+    dens = np.zeros_like(grid)
+    mask = weights > 0
+    for t, w in zip(nodes[mask], weights[mask]):
+        dens += w * np.exp(-0.5 * ((grid - t) / sigma) ** 2)
+    return dens / (sigma * np.sqrt(2.0 * np.pi) * nodes.shape[0])
+
+
+def _grid_and_sigma(nodes, weights, sigma, grid, n_grid):
+    used = nodes[weights > 0]
+    lo, hi = float(used.min()), float(used.max())
+    if sigma is None:
+        width = hi - lo
+        sigma = 0.01 * width if width > 0 else 0.01 * max(abs(hi), 1.0)
+    sigma = check_positive_float(sigma, "sigma")
+    if grid is None:
+        n_grid = check_positive_int(n_grid, "n_grid", minimum=2)
+        a, b = lo - 6.0 * sigma, hi + 6.0 * sigma
+        n_grid = int(min(max(n_grid, np.ceil(3.0 * (b - a) / sigma) + 1), 2_000_000))
+        grid = np.linspace(a, b, n_grid)
+    else:
+        grid = as_float_array(grid, "grid", 1)
+        if grid.size < 2 or not (np.diff(grid) > 0).all():
+            raise ValueError("grid must be strictly increasing with at least 2 points")
+    return grid, sigma
+
+
+def slq(
+    matvec: Matvec,
+    n: int,
+    *,
+    n_runs: int = 10,
+    n_iter: int = 80,
+    sigma: float | None = None,
+    grid=None,
+    n_grid: int = 1000,
+    seed: int = 0,
+    batched: bool = False,
+) -> DensityResult:
+    """Spectral density of a symmetric operator by stochastic Lanczos quadrature.
+
+    Each run starts Lanczos from a normalised Rademacher vector v and takes m = ``n_iter``
+    steps with full re-orthogonalisation; the eigenpairs (θ_j, u_j) of the tridiagonal matrix
+    give the Gauss quadrature ``v^T f(H) v ≈ sum_j u_j[0]^2 f(θ_j)``, so the measure
+    ``sum_j u_j[0]^2 δ(t - θ_j)`` estimates the spectral density ``(1/n) sum_i δ(t - λ_i)``.
+    The runs are averaged and each node is broadened into a Gaussian of standard deviation σ.
+    All runs advance together: one block HVP per Lanczos step.
+
+    Parameters
+    ----------
+    matvec : callable
+    n : int
+    n_runs : int
+        Independent starting vectors (the runs' spread gives the error bars of the moments).
+    n_iter : int
+        Lanczos steps per run (capped at n; with n steps the nodes are the exact eigenvalues).
+    sigma : float, optional
+        Broadening. Default: 1% of the spread of the nodes, ``0.01 (max θ - min θ)``.
+    grid : (g,) array, optional
+        Where to evaluate the density. Default: ``n_grid`` points (more if needed for a spacing
+        of at most σ/3) from ``min θ - 6σ`` to ``max θ + 6σ``.
+    n_grid : int
+    seed : int
+    batched : bool
+
+    Returns
+    -------
+    DensityResult
+    """
+    n = check_positive_int(n, "n")
+    n_runs = check_positive_int(n_runs, "n_runs")
+    m = min(check_positive_int(n_iter, "n_iter"), n)
+    rng = np.random.default_rng(seed)
+    alpha, beta, steps = _lanczos_runs(matvec, n, n_runs, m, rng, batched)
+    nodes = np.full((n_runs, m), np.nan)
+    weights = np.zeros((n_runs, m))
+    for r in range(n_runs):
+        s = steps[r]
+        T = np.diag(alpha[r, :s]) + np.diag(beta[r, : s - 1], 1) + np.diag(beta[r, : s - 1], -1)
+        th, U = np.linalg.eigh(T)
+        nodes[r, :s] = th
+        weights[r, :s] = U[0] ** 2
+    grid, sigma = _grid_and_sigma(nodes, weights, sigma, grid, n_grid)
+    return DensityResult(
+        grid=grid,
+        density=_gaussian_density(nodes, weights, sigma, grid),
+        sigma=sigma,
+        nodes=nodes,
+        weights=weights,
+        method="slq",
+    )
+
+
+def spectral_density(
+    model: MLP,
+    theta,
+    X,
+    y=None,
+    method: str = "slq",
+    *,
+    n_runs: int = 10,
+    n_iter: int = 80,
+    sigma: float | None = None,
+    grid=None,
+    n_grid: int = 1000,
+    bins: int = 50,
+    seed: int = 0,
+    max_params: int | None = None,
+) -> DensityResult:
+    """Hessian eigenvalue density of a model at ``theta``.
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) array
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    method : {"slq", "exact"}
+        ``slq``: stochastic Lanczos quadrature on batched exact HVPs (see :func:`slq`);
+        ``exact``: all eigenvalues of the exact Hessian (small models), broadened the same way
+        (weights 1/P), with their histogram in ``hist`` / ``hist_edges``.
+    n_runs, n_iter, sigma, grid, n_grid, seed
+        See :func:`slq` (``sigma`` and ``grid`` apply to both methods).
+    bins : int
+        Histogram bins (``exact``).
+    max_params : int, optional
+        Size limit of the exact Hessian.
+
+    Returns
+    -------
+    DensityResult
+    """
+    method = check_choice(method, "method", ("slq", "exact"))
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    theta = model.check_theta(theta)
+    data = model.batch(X, y)
+    if method == "slq":
+        return slq(
+            hessian_matvec(model, theta, data), model.n_params, n_runs=n_runs, n_iter=n_iter,
+            sigma=sigma, grid=grid, n_grid=n_grid, seed=seed, batched=True,
+        )  # fmt: skip
+    bins = check_positive_int(bins, "bins")
+    vals = np.linalg.eigvalsh(model.hessian(theta, data, max_params=max_params))
+    nodes = vals[None, :]
+    weights = np.full((1, vals.size), 1.0 / vals.size)
+    grid, sigma = _grid_and_sigma(nodes, weights, sigma, grid, n_grid)
+    hist, edges = np.histogram(vals, bins=bins, density=True)
+    return DensityResult(
+        grid=grid,
+        density=_gaussian_density(nodes, weights, sigma, grid),
+        sigma=sigma,
+        nodes=nodes,
+        weights=weights,
+        method="exact",
+        eigenvalues=vals,
+        hist=hist,
+        hist_edges=edges,
+    )

@@ -1,0 +1,202 @@
+"""Eigenvalues, trace and spectral density against dense linear algebra on the exact Hessian."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_problem
+
+from fastscape import curvature as C
+
+CASES = [
+    ([4, 6, 3], "tanh", "softmax_ce"),
+    ([3, 5, 2], "sigmoid", "mse"),
+    ([5, 4, 1], "tanh", "logistic"),
+]
+
+
+def _planted(n=30, seed=3, spectrum=None):
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    lam = spectrum if spectrum is not None else rng.uniform(-1, 1, n)
+    return (Q * lam) @ Q.T, lam, Q
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[1]}-{c[2]}")
+def model_case(request):
+    model, theta, X, y = make_problem(request.param, n=50, seed=7)
+    H = model.hessian(theta, X, y)
+    return model, theta, X, y, np.linalg.eigh(H)
+
+
+def test_power_top_eigen_matches_eigvalsh(model_case):
+    model, theta, X, y, (vals, vecs) = model_case
+    res = C.top_eigen(model, theta, X, y, k=2, method="power", tol=1e-9, maxiter=5000)
+    want = vals[np.argsort(-np.abs(vals))][:2]
+    assert res.converged.all()
+    np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-7)
+    # the vectors are eigenvectors of the exact Hessian
+    H = (vecs * vals) @ vecs.T
+    resid = res.eigenvectors @ H - res.eigenvalues[:, None] * res.eigenvectors
+    assert np.abs(resid).max() < 1e-6 * np.abs(vals).max()
+    np.testing.assert_allclose(np.linalg.norm(res.eigenvectors, axis=1), 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+def test_lanczos_both_ends_match_eigvalsh(model_case, which):
+    model, theta, X, y, (vals, _) = model_case
+    res = C.top_eigen(model, theta, X, y, k=3, method="lanczos", which=which)
+    order = {"LA": np.argsort(-vals), "SA": np.argsort(vals), "LM": np.argsort(-np.abs(vals))}
+    np.testing.assert_allclose(res.eigenvalues, vals[order[which]][:3], rtol=1e-9, atol=1e-12)
+    assert res.converged.all() and (res.residuals < 1e-8).all()
+
+
+def test_exact_method_matches_eigh(model_case):
+    model, theta, X, y, (vals, _) = model_case
+    res = C.top_eigen(model, theta, X, y, k=2, method="exact", which="SA")
+    np.testing.assert_allclose(res.eigenvalues, vals[:2], rtol=1e-12)
+
+
+def test_planted_spectrum_recovered():
+    spectrum = np.concatenate([[9.0, -7.0, 4.0], np.linspace(-1.0, 1.0, 27)])
+    A, _lam, Q = _planted(30, seed=11, spectrum=spectrum)
+    res = C.power_iteration(lambda v: A @ v, 30, k=3, tol=1e-10, seed=2)
+    np.testing.assert_allclose(res.eigenvalues, [9.0, -7.0, 4.0], rtol=1e-9)
+    # eigenvectors equal the planted columns up to sign
+    overlaps = np.abs(res.eigenvectors @ Q[:, :3])
+    np.testing.assert_allclose(np.diag(overlaps), 1.0, atol=1e-6)
+    for which, want in [("LA", [9.0, 4.0]), ("SA", [-7.0, -1.0])]:
+        r = C.lanczos(lambda v: A @ v, 30, k=2, which=which)
+        np.testing.assert_allclose(r.eigenvalues, want, rtol=1e-10)
+
+
+def test_power_iteration_stopping_rule_and_counts():
+    A, _lam, _ = _planted(25, seed=5, spectrum=np.concatenate([[3.0], np.linspace(0, 1, 24)]))
+    res = C.power_iteration(lambda v: A @ v, 25, tol=1e-8, seed=0)
+    assert res.converged[0] and res.residuals[0] <= 1e-8
+    # rate |λ2/λ1| = 1/3: the residual needs ~log(1e-8)/log(1/3) ≈ 17 iterations, not hundreds
+    assert 5 <= res.iterations[0] <= 40
+    assert res.n_matvecs == res.iterations[0]
+    # a budget too small to converge is reported, not hidden
+    short = C.power_iteration(lambda v: A @ v, 25, tol=1e-12, maxiter=3, seed=0)
+    assert not short.converged[0] and short.iterations[0] == 3
+
+
+def test_power_iteration_seeded_and_batched_equivalent():
+    A, _, _ = _planted(20, seed=8)
+    a = C.power_iteration(lambda v: A @ v, 20, k=2, tol=1e-6, seed=4)
+    b = C.power_iteration(lambda v: A @ v, 20, k=2, tol=1e-6, seed=4)
+    c = C.power_iteration(lambda V: V @ A, 20, k=2, tol=1e-6, seed=4, batched=True)
+    np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
+    np.testing.assert_array_equal(a.eigenvectors, b.eigenvectors)
+    np.testing.assert_allclose(a.eigenvalues, c.eigenvalues, rtol=1e-12)
+
+
+def test_warm_start_saves_iterations(model_case):
+    model, theta, X, y, (_vals, _) = model_case
+    cold = C.top_eigen(model, theta, X, y, method="power", tol=1e-8, maxiter=5000)
+    warm = C.top_eigen(model, theta, X, y, method="power", tol=1e-8, v0=cold.eigenvectors)
+    assert warm.converged.all()
+    assert warm.iterations[0] <= 3 < cold.iterations[0]
+    np.testing.assert_allclose(warm.eigenvalues, cold.eigenvalues, rtol=1e-7)
+
+
+def test_zero_operator_converges_to_zero():
+    res = C.power_iteration(lambda v: 0.0 * v, 6, k=2, tol=1e-8)
+    assert res.converged.all()
+    np.testing.assert_array_equal(res.eigenvalues, 0.0)
+
+
+def test_bad_inputs_raise_clear_errors():
+    A, _, _ = _planted(6, seed=1)
+    with pytest.raises(ValueError, match="k must be smaller than n"):
+        C.power_iteration(lambda v: A @ v, 6, k=6)
+    with pytest.raises(ValueError, match="k must be smaller than n"):
+        C.lanczos(lambda v: A @ v, 6, k=7)
+    with pytest.raises(ValueError, match="unknown which"):
+        C.lanczos(lambda v: A @ v, 6, k=1, which="XX")
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        C.power_iteration(lambda v: np.full(6, np.nan), 6)
+    with pytest.raises(ValueError, match="matvec returned shape"):
+        C.power_iteration(lambda v: np.ones(5), 6)
+    with pytest.raises(ValueError, match="v0 has length"):
+        C.power_iteration(lambda v: A @ v, 6, v0=np.ones(4))
+    model, theta, X, y = make_problem(CASES[0], n=20)
+    with pytest.raises(ValueError, match="unknown method"):
+        C.top_eigen(model, theta, X, y, method="arnoldi")
+    with pytest.raises(ValueError, match="which='LM'"):
+        C.top_eigen(model, theta, X, y, method="power", which="SA")
+    with pytest.raises(ValueError, match="unknown method"):
+        C.hessian_trace(model, theta, X, y, method="girard")
+    with pytest.raises(ValueError, match="theta contains non-finite"):
+        C.top_eigen(model, np.full(model.n_params, np.inf), X, y)
+
+
+# ----------------------------------------------------------------------------- trace
+def test_hutchinson_and_hutchpp_within_four_standard_errors(model_case):
+    model, theta, X, y, (vals, _) = model_case
+    exact = C.hessian_trace(model, theta, X, y, method="exact")
+    np.testing.assert_allclose(exact.estimate, vals.sum(), rtol=1e-10, atol=1e-12)
+    for method in ("hutchinson", "hutch++"):
+        est = C.hessian_trace(model, theta, X, y, method=method, n_samples=60, seed=1)
+        assert est.std_error > 0
+        assert abs(est.estimate - exact.estimate) <= 4 * est.std_error, method
+
+
+def test_hutchinson_standard_error_matches_theory():
+    A, _, _ = _planted(40, seed=2)
+    est = C.hutchinson(lambda V: V @ A, 40, 4000, seed=0, batched=True)
+    var = 2.0 * ((A**2).sum() - (np.diag(A) ** 2).sum())  # variance of one Rademacher probe
+    np.testing.assert_allclose(est.std_error, np.sqrt(var / 4000), rtol=0.1)
+    assert abs(est.estimate - np.trace(A)) <= 4 * est.std_error
+
+
+def test_hutchpp_exact_when_sketch_spans_space():
+    A, _, _ = _planted(8, seed=4)
+    est = C.hutchpp(lambda v: A @ v, 8, 30, seed=0)
+    np.testing.assert_allclose(est.estimate, np.trace(A), rtol=1e-10, atol=1e-12)
+    assert est.std_error == 0.0
+
+
+# ----------------------------------------------------------------------------- density
+def test_slq_integrates_to_one_and_matches_exact_moments(model_case):
+    model, theta, X, y, (vals, _) = model_case
+    d = C.spectral_density(model, theta, X, y, n_runs=12, n_iter=30, seed=0)
+    ex = C.spectral_density(model, theta, X, y, method="exact")
+    assert abs(d.integral() - 1.0) < 1e-6 and abs(ex.integral() - 1.0) < 1e-6
+    np.testing.assert_allclose(d.weights.sum(axis=1), 1.0, rtol=1e-12)
+    # the exact measure's moments are those of the eigenvalues
+    np.testing.assert_allclose(ex.moment(1), vals.mean(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ex.moment(2), (vals**2).mean(), rtol=1e-12)
+    # SLQ moments are unbiased estimates of tr(H^p)/P: within 4 standard errors over runs
+    for p in (1, 2):
+        se = d.moment_std_error(p)
+        assert 0 < se and abs(d.moment(p) - ex.moment(p)) <= 4 * se, p
+    # the broadened density has the same mean, and variance widened by sigma^2
+    for res in (d, ex):
+        g, f = res.grid, res.density
+        np.testing.assert_allclose(np.trapezoid(g * f, g), res.moment(1), atol=1e-6 * np.ptp(vals))
+        np.testing.assert_allclose(
+            np.trapezoid(g**2 * f, g), res.moment(2) + res.sigma**2, rtol=1e-6
+        )
+    assert ex.hist is not None
+    np.testing.assert_allclose((ex.hist * np.diff(ex.hist_edges)).sum(), 1.0, rtol=1e-12)
+
+
+def test_slq_full_krylov_nodes_are_eigenvalues():
+    A, lam, _ = _planted(12, seed=9)
+    d = C.slq(lambda V: V @ A, 12, n_runs=3, n_iter=12, seed=1, batched=True)
+    used = d.nodes[d.weights > 1e-10]
+    assert np.abs(used[:, None] - lam[None, :]).min(axis=1).max() < 1e-8
+
+
+def test_slq_user_sigma_and_grid():
+    A, _, _ = _planted(20, seed=6)
+    grid = np.linspace(-3, 3, 3001)
+    d = C.slq(lambda v: A @ v, 20, n_runs=2, n_iter=10, sigma=0.05, grid=grid)
+    assert d.sigma == 0.05 and d.grid is not None and d.grid.shape == (3001,)
+    assert abs(d.integral() - 1.0) < 1e-6
+    with pytest.raises(ValueError, match="sigma must be finite and > 0"):
+        C.slq(lambda v: A @ v, 20, sigma=-1.0)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        C.slq(lambda v: A @ v, 20, grid=[1.0, 0.0])
