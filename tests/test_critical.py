@@ -1,0 +1,167 @@
+"""Critical points: the second-order test on closed-form Hessians and on models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastscape
+from fastscape import critical
+
+
+def _saddle_problem(hidden=1, d=1, n=40, seed=0):
+    """tanh MLP with MSE at theta = 0 and centred targets: a critical point that is a saddle.
+
+    At theta = 0 every gradient entry vanishes (tanh(0) = 0, the output weights are 0 and
+    mean(y) = 0), and the Hessian couples first- and second-layer weights through
+    -2 mean(x y): an indefinite block.
+    """
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = X @ rng.normal(size=d) + 0.1 * rng.normal(size=n)
+    y -= y.mean()
+    model = fastscape.MLP([d, hidden, 1], activation="tanh", loss="mse")
+    return model, np.zeros(model.n_params), X, y
+
+
+def test_x2_minus_y2_is_index_one_saddle_escaping_along_e2():
+    # f(x, y) = x^2 - y^2: Hessian diag(2, -2) everywhere, critical at the origin
+    res = critical.classify(np.array([[2.0, 0.0], [0.0, -2.0]]))
+    assert res.kind == "saddle" and res.saddle_index == 1
+    assert (res.n_positive, res.n_negative, res.n_zero) == (1, 1, 0)
+    np.testing.assert_allclose(np.abs(res.escape_direction), [0.0, 1.0], atol=1e-15)
+    assert res.det_sign == -1 and res.condition_number == 1.0
+    assert res.fraction_negative == 0.5 and res.trace == 0.0 and res.mean == 0.0
+
+
+def test_rosenbrock_minimum():
+    # f = (1 - x)^2 + 100 (y - x^2)^2 at (1, 1): H = [[2 + 1200x^2 - 400y, -400x], [-400x, 200]]
+    H = np.array([[802.0, -400.0], [-400.0, 200.0]])
+    res = critical.classify(H)
+    vals = np.linalg.eigvalsh(H)
+    assert res.kind == "local_minimum" and res.saddle_index == 0
+    assert res.escape_direction is None
+    np.testing.assert_allclose(res.condition_number, vals[1] / vals[0], rtol=1e-12)
+    np.testing.assert_allclose([res.min, res.max], vals, rtol=1e-12)
+    assert res.det_sign == 1
+    np.testing.assert_allclose(res.log_abs_det, np.log(np.linalg.det(H)), rtol=1e-12)
+
+
+def test_maximum_degenerate_and_summary():
+    assert critical.classify(-np.diag([1.0, 2.0, 3.0])).kind == "local_maximum"
+    deg = critical.classify(np.diag([1.0, 0.0, 2.0]))
+    assert deg.kind == "degenerate" and deg.n_zero == 1
+    assert deg.condition_number == np.inf and deg.condition_number_nonzero == 2.0
+    assert deg.det_sign == 0 and deg.log_abs_det == -np.inf
+    # indefinite beats zero eigenvalues: still a saddle
+    assert critical.classify(np.array([-1.0, 0.0, 1.0])).kind == "saddle"
+    vals = np.array([-3.0, -1.0, 0.5, 2.0, 4.0])
+    s = critical.classify(vals).spectral_summary()
+    np.testing.assert_allclose(
+        [s["min"], s["max"], s["mean"], s["median"], s["std"], s["trace"]],
+        [-3.0, 4.0, vals.mean(), 0.5, vals.std(), vals.sum()],
+    )
+    assert s["fraction_negative"] == 0.4 and s["det_sign"] == 1
+    np.testing.assert_allclose(s["condition_number"], 8.0)
+
+
+def test_determinant_sign_does_not_overflow():
+    vals = np.concatenate([np.full(400, 1e200), [-1.0, -2.0, -3.0]])
+    res = critical.classify(vals, tol=1e-12)
+    assert res.det_sign == -1  # the plain product would be inf (or nan)
+    np.testing.assert_allclose(res.log_abs_det, 400 * 200 * np.log(10) + np.log(6), rtol=1e-12)
+
+
+def test_tolerance_counts_small_eigenvalues_as_zero():
+    vals = np.array([1.0, 1e-10, -1e-10, 2.0])
+    assert critical.classify(vals).kind == "degenerate"
+    assert critical.classify(vals, tol=0.0).kind == "saddle"
+
+
+def test_planted_spectrum_classified_with_escape_direction():
+    rng = np.random.default_rng(5)
+    Q, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    lam = np.array([-5.0, -0.5, *np.linspace(0.1, 3.0, 10)])
+    H = (Q * lam) @ Q.T
+    res = critical.classify(H)
+    assert res.kind == "saddle" and res.saddle_index == 2
+    np.testing.assert_allclose(abs(res.escape_direction @ Q[:, 0]), 1.0, atol=1e-10)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="must be square"):
+        critical.classify(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="not symmetric"):
+        critical.classify(np.array([[1.0, 2.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="non-finite"):
+        critical.classify(np.array([[1.0, np.nan], [np.nan, 1.0]]))
+    with pytest.raises(ValueError, match="1-D or 2-D"):
+        critical.classify(np.ones((2, 2, 2)))
+    with pytest.raises(ValueError, match="tol must be finite"):
+        critical.classify(np.eye(2), tol=-1.0)
+
+
+# ----------------------------------------------------------------------------- on models
+def test_model_saddle_exact_and_lanczos_agree():
+    model, theta, X, y = _saddle_problem(hidden=3, d=2)
+    ex = critical.classify_point(model, theta, X, y, method="exact")
+    assert ex.grad_norm < 1e-12 and ex.kind == "saddle" and ex.saddle_index >= 1
+    vals = np.linalg.eigvalsh(model.hessian(theta, X, y))
+    np.testing.assert_allclose(ex.eigenvalues, vals, atol=1e-12)
+    lz = critical.classify_point(model, theta, X, y, method="lanczos", k=2)
+    assert lz.kind == "saddle" and not lz.complete and lz.trace is None
+    np.testing.assert_allclose([lz.min, lz.max], [vals[0], vals[-1]], rtol=1e-8)
+    # at theta = 0 the hidden units are interchangeable, so the most negative eigenvalue is
+    # repeated: both escape directions are unit eigenvectors of it, not necessarily equal
+    H = model.hessian(theta, X, y)
+    for v in (lz.escape_direction, ex.escape_direction):
+        np.testing.assert_allclose(np.linalg.norm(v), 1.0, rtol=1e-12)
+        np.testing.assert_allclose(H @ v, vals[0] * v, atol=1e-8)
+
+
+def test_model_minimum():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] + rng.normal(size=60) > 0).astype(int)
+    model = fastscape.Logistic(3)
+    fit = fastscape.fit(model, X, y, method="newton", steps=50, gtol=1e-12)
+    res = critical.classify_point(model, fit.theta, X, y, grad_tol=1e-8)
+    assert res.kind == "local_minimum" and res.escape_direction is None
+    assert res.loss == pytest.approx(model.loss(fit.theta, X, y))
+    with pytest.raises(ValueError, match="no negative curvature"):
+        critical.escape_saddle(model, fit.theta, X, y)
+
+
+def test_non_critical_point_refused_with_configurable_tolerance():
+    model, theta, X, y = _saddle_problem(hidden=2)
+    theta = theta + 0.3
+    gnorm = np.linalg.norm(model.grad(theta, X, y)[1])
+    with pytest.raises(critical.NotCriticalError, match="not a critical point"):
+        critical.classify_point(model, theta, X, y)
+    res = critical.classify_point(model, theta, X, y, grad_tol=2 * gnorm)
+    assert res.grad_norm == pytest.approx(gnorm)
+    with pytest.raises(ValueError, match="unknown method"):
+        critical.classify_point(model, theta, X, y, method="newton")
+
+
+def test_escape_saddle_lowers_the_loss():
+    model, theta, X, y = _saddle_problem(hidden=2, d=2)
+    out = critical.escape_saddle(model, theta, X, y, step=0.5)
+    H = model.hessian(theta, X, y)
+    lam_min = np.linalg.eigvalsh(H)[0]
+    assert out.eigenvalue == pytest.approx(lam_min, rel=1e-10) and lam_min < 0
+    assert out.loss_after < out.loss_before and out.predicted_change < 0
+    assert out.loss_after == pytest.approx(model.loss(out.theta, X, y), rel=1e-14)
+    np.testing.assert_allclose(H @ out.direction, lam_min * out.direction, atol=1e-10)
+    np.testing.assert_allclose(out.theta, theta + out.step * out.direction)
+    # at a saddle the gradient vanishes, so the quadratic model predicts the drop for small steps
+    small = critical.escape_saddle(model, theta, X, y, step=1e-3)
+    assert small.decrease == pytest.approx(-small.predicted_change, rel=1e-2)
+
+
+def test_escape_in_plane():
+    rng = np.random.default_rng(0)
+    B = rng.normal(size=(2, 7))
+    np.testing.assert_allclose(critical.escape_in_plane(0.3 * B[0] - 2 * B[1], B), [0.3, -2.0])
+    with pytest.raises(ValueError, match="2 rows"):
+        critical.escape_in_plane(np.ones(7), np.ones((3, 7)))
