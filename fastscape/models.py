@@ -153,6 +153,122 @@ class MLP:
         """The constructor's arguments (for saving a model beside its parameters)."""
         return {"sizes": list(self.sizes), "activation": self.activation, "loss": self.loss_name}
 
+    # ------------------------------------------------------------------ PyTorch
+    @classmethod
+    def from_torch(cls, module, loss: str | None = None) -> tuple[MLP, np.ndarray]:
+        """Convert a PyTorch ``nn.Sequential`` of ``Linear`` layers and activations.
+
+        Parameters
+        ----------
+        module : torch.nn.Sequential or torch.nn.Linear
+            ``Linear`` layers (with biases), separated by one activation module each (``Tanh``,
+            ``ReLU``, ``Sigmoid`` or ``Identity``; all the same), ending with a ``Linear``
+            (the loss takes logits: no final ``Softmax``/``Sigmoid``). A missing activation
+            between two ``Linear`` layers means identity.
+        loss : {"softmax_ce", "logistic", "mse"}, optional
+            Default: ``softmax_ce`` for several outputs, ``logistic`` for one.
+
+        Returns
+        -------
+        model : MLP
+        theta : (P,) float64 array
+            The module's parameters in fastscape's layout (W is (out, in) in both).
+        """
+        try:
+            import torch
+        except ImportError:
+            raise ImportError(
+                "from_torch needs PyTorch: pip install torch==2.13.0 (the CPU build)"
+            ) from None
+        nn = torch.nn
+        names = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Identity: "identity"}
+        layers = list(module) if isinstance(module, nn.Sequential) else [module]
+        linears: list = []
+        activation = None
+        pending = None  # activation seen since the last Linear
+        for index, layer in enumerate(layers):
+            kind = type(layer).__name__
+            if isinstance(layer, nn.Linear):
+                if layer.bias is None:
+                    raise ValueError(
+                        f"layer {index} (Linear) has no bias; fastscape's dense layers all do"
+                    )
+                if linears:
+                    act = pending or "identity"
+                    if activation is not None and act != activation:
+                        raise ValueError(
+                            f"layer {index}: mixed activations ({activation} then {act}); "
+                            "fastscape's MLP uses one activation for all hidden layers"
+                        )
+                    activation = act
+                linears.append(layer)
+                pending = None
+            elif type(layer) in names:
+                if not linears or pending is not None:
+                    raise ValueError(f"layer {index} ({kind}) must sit between two Linear layers")
+                pending = names[type(layer)]
+            else:
+                raise ValueError(
+                    f"layer {index} ({kind}) is not supported: use Linear layers with Tanh, "
+                    "ReLU, Sigmoid or Identity between them"
+                )
+        if not linears:
+            raise ValueError("the module holds no Linear layer")
+        if pending is not None:
+            raise ValueError(
+                f"the module ends with an activation ({pending}); the loss takes logits, so "
+                "remove the final activation"
+            )
+        sizes = [linears[0].in_features] + [lin.out_features for lin in linears]
+        for index in range(1, len(linears)):
+            if linears[index].in_features != linears[index - 1].out_features:
+                raise ValueError(f"Linear layers {index - 1} and {index} do not chain")
+        if loss is None:
+            loss = "softmax_ce" if sizes[-1] > 1 else "logistic"
+        model = cls(sizes, activation=activation or "identity", loss=loss)
+        params = [
+            (
+                lin.weight.detach().to(torch.float64).cpu().numpy(),
+                lin.bias.detach().to(torch.float64).cpu().numpy(),
+            )
+            for lin in linears
+        ]
+        return model, model.flatten(params)
+
+    def to_torch(self, theta, dtype=None):
+        """The same network as a PyTorch ``nn.Sequential`` holding ``theta``.
+
+        Parameters
+        ----------
+        theta : (P,) array
+        dtype : torch.dtype, optional
+            Parameter dtype (default float64, which reproduces fastscape's numbers).
+
+        Returns
+        -------
+        torch.nn.Sequential
+            ``Linear`` layers with the activation module between them; it outputs logits.
+        """
+        try:
+            import torch
+        except ImportError:
+            raise ImportError(
+                "to_torch needs PyTorch: pip install torch==2.13.0 (the CPU build)"
+            ) from None
+        nn = torch.nn
+        dtype = torch.float64 if dtype is None else dtype
+        acts = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
+        modules: list = []
+        for l, (W, b) in enumerate(self.unflatten(theta)):
+            if l > 0:
+                modules.append(acts[self.activation]())
+            lin = nn.Linear(W.shape[1], W.shape[0], dtype=dtype)
+            with torch.no_grad():
+                lin.weight.copy_(torch.as_tensor(W, dtype=dtype))
+                lin.bias.copy_(torch.as_tensor(b, dtype=dtype))
+            modules.append(lin)
+        return nn.Sequential(*modules)
+
     # ------------------------------------------------------------------ parameters
     def init(self, seed: int = 0) -> np.ndarray:
         """Glorot-uniform weights, zero biases: theta (P,). Same seed, same theta."""
