@@ -22,38 +22,13 @@ The analytic functions are the ones the seeds draw (theta = (x, y)):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._validation import as_vector
-from .kernels._jit import jit
-
-
-@jit()
-def _quadratic(t):
-    return 0.5 * (t[0] * t[0] + 10.0 * t[1] * t[1])
-
-
-@jit()
-def _multimodal(t):
-    x = t[0]
-    y = t[1]
-    return (x * x + y * y) * (1.0 + 0.5 * math.sin(5.0 * x) * math.sin(5.0 * y))
-
-
-@jit()
-def _saddle(t):
-    return t[0] * t[0] - t[1] * t[1]
-
-
-@jit()
-def _rosenbrock(t):
-    x = t[0]
-    y = t[1]
-    return (1.0 - x) ** 2 + 100.0 * (y - x * x) ** 2
+from .kernels import functions as _kf
 
 
 def _quadratic_grad(t):
@@ -112,14 +87,17 @@ class AnalyticFunction:
     name : str
     dim : int
         Length of theta.
+    code : int
+        Its code in ``kernels.functions`` (the cached span kernel dispatches on it).
     jitted : callable
-        Numba-jitted ``f(theta (dim,)) -> float``; used inside the span kernel.
+        Numba-jitted ``f(theta (dim,)) -> float``.
     minimum : (dim,) array or None
         A global minimizer (None for the saddle, which has none).
     """
 
     name: str
     dim: int
+    code: int
     jitted: Callable
     _grad: Callable
     _hess: Callable
@@ -145,15 +123,17 @@ class AnalyticFunction:
 
 
 quadratic = AnalyticFunction(
-    "quadratic", 2, _quadratic, _quadratic_grad, _quadratic_hess, np.zeros(2)
+    "quadratic", 2, _kf.QUADRATIC, _kf.quadratic, _quadratic_grad, _quadratic_hess, np.zeros(2)
 )
 multimodal = AnalyticFunction(
-    "multimodal", 2, _multimodal, _multimodal_grad, _multimodal_hess, np.zeros(2)
-)
-saddle = AnalyticFunction("saddle", 2, _saddle, _saddle_grad, _saddle_hess, None)
+    "multimodal", 2, _kf.MULTIMODAL, _kf.multimodal, _multimodal_grad, _multimodal_hess,
+    np.zeros(2),
+)  # fmt: skip
+saddle = AnalyticFunction("saddle", 2, _kf.SADDLE, _kf.saddle, _saddle_grad, _saddle_hess, None)
 rosenbrock = AnalyticFunction(
-    "rosenbrock", 2, _rosenbrock, _rosenbrock_grad, _rosenbrock_hess, np.ones(2)
-)
+    "rosenbrock", 2, _kf.ROSENBROCK, _kf.rosenbrock, _rosenbrock_grad, _rosenbrock_hess,
+    np.ones(2),
+)  # fmt: skip
 
 FUNCTIONS = {f.name: f for f in (quadratic, multimodal, saddle, rosenbrock)}
 

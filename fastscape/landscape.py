@@ -90,7 +90,7 @@ def _progress(total: int, enabled: bool, desc: str):
 
 
 class _Target(NamedTuple):
-    kind: str  # "mlp", "jit", "python"
+    kind: str  # "mlp", "analytic", "jit", "python"
     fn: object
     P: int | None
     data: Batch | None
@@ -104,7 +104,7 @@ def _target(model, X, y) -> _Target:
     if X is not None or y is not None:
         raise ValueError("X and y must be None when model is a function f(theta) -> float")
     if isinstance(model, AnalyticFunction):
-        return _Target("jit", model.jitted, model.dim, None)
+        return _Target("analytic", model, model.dim, None)
     if isinstance(model, numba.core.registry.CPUDispatcher):
         return _Target("jit", model, None, None)
     if callable(model):
@@ -124,7 +124,10 @@ def _check_basis(basis, P: int | None) -> np.ndarray:
 def _fingerprint(target: _Target, basis, coef, tile: int) -> str:
     h = hashlib.sha256()
     fn = getattr(target.fn, "py_func", target.fn)
-    name = repr(fn) if target.kind == "mlp" else f"{fn.__module__}.{fn.__qualname__}"
+    if target.kind in ("mlp", "analytic"):
+        name = repr(fn)
+    else:
+        name = f"{fn.__module__}.{fn.__qualname__}"
     h.update(repr((target.kind, name, tile, config.SPAN_BLOCK)).encode())
     for arr in (basis, coef) + ((target.data.X, target.data.Y) if target.data else ()):
         h.update(repr(arr.shape).encode())
@@ -151,6 +154,8 @@ def _run_tile(target: _Target, basis, coef, n_threads):
                 target.data.Y, config.span_block_for(basis.shape[0], h1), config.SPAN_POINT_CHUNK,
             )  # fmt: skip
             return loss, (acc if model.is_classifier else None)
+        if target.kind == "analytic":
+            return _span.span_analytic(target.fn.code, basis, coef, config.SPAN_POINT_CHUNK), None
         if target.kind == "jit":
             return _span.span_function(target.fn, basis, coef, config.SPAN_POINT_CHUNK), None
     out = np.empty(coef.shape[0])

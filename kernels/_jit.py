@@ -18,10 +18,15 @@ import numba
 FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "reassoc"})
 
 
-def jit(parallel: bool = False, **options):
-    """Return a ``numba.njit`` decorator with the project's compile options."""
+def jit(parallel: bool = False, cache: bool = True, **options):
+    """Return a ``numba.njit`` decorator with the project's compile options.
+
+    ``cache=False`` only for kernels that take a user's jitted function as an argument: their
+    compiled code is keyed on that function object, so an on-disk cache would never be hit and
+    would only grow.
+    """
     return numba.njit(
-        cache=True,
+        cache=cache,
         fastmath=set(FASTMATH_FLAGS),
         error_model="numpy",
         parallel=parallel,

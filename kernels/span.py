@@ -32,6 +32,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit
+from .functions import analytic
 from .mlp import LOGISTIC, MSE, SOFTMAX_CE, activate, forward, layout, output_loss
 
 # Cody-Waite split of ln 2 (fdlibm's constants) and 1 / ln 2, for softplus_block.
@@ -333,9 +334,53 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk):
 
 
 # ----------------------------------------------------------------------------- functions
+@jit()
+def combine(basis, idx, val, cnt, theta):
+    """theta = sum_t val[t] * basis[idx[t]] over the cnt non-zero coefficients of a point."""
+    for p in range(theta.shape[0]):
+        theta[p] = 0.0
+    for t in range(cnt):
+        row = basis[idx[t]]
+        c = val[t]
+        for p in range(theta.shape[0]):
+            theta[p] += c * row[p]
+
+
 @jit(parallel=True)
+def span_analytic(code, basis, coef, point_chunk):
+    """The analytic function ``code`` (``kernels.functions``) at the m points ``coef @ basis``.
+
+    Parameters
+    ----------
+    code : int
+    basis : (K, 2) float64
+    coef : (m, K) float64
+    point_chunk : int
+
+    Returns
+    -------
+    (m,) float64
+    """
+    m, K = coef.shape
+    P = basis.shape[1]
+    out = np.empty(m)
+    n_tasks = (m + point_chunk - 1) // point_chunk
+    for task in prange(n_tasks):
+        idx = np.empty(K, np.int64)
+        val = np.empty(K)
+        theta = np.empty(P)
+        for j in range(task * point_chunk, min(m, (task + 1) * point_chunk)):
+            cnt = nonzero_coefficients(coef[j], idx, val)
+            combine(basis, idx, val, cnt, theta)
+            out[j] = analytic(code, theta)
+    return out
+
+
+@jit(parallel=True, cache=False)
 def span_function(f, basis, coef, point_chunk):
     """``f(theta_j)`` at the m points ``theta_j = coef[j] @ basis``, parallel over points.
+
+    Not cached on disk: the compiled code is specialised on the function object ``f``.
 
     Parameters
     ----------
@@ -357,15 +402,8 @@ def span_function(f, basis, coef, point_chunk):
         idx = np.empty(K, np.int64)
         val = np.empty(K)
         theta = np.empty(P)
-        stop = min(m, (task + 1) * point_chunk)
-        for j in range(task * point_chunk, stop):
+        for j in range(task * point_chunk, min(m, (task + 1) * point_chunk)):
             cnt = nonzero_coefficients(coef[j], idx, val)
-            for p in range(P):
-                theta[p] = 0.0
-            for t in range(cnt):
-                row = basis[idx[t]]
-                c = val[t]
-                for p in range(P):
-                    theta[p] += c * row[p]
+            combine(basis, idx, val, cnt, theta)
             out[j] = f(theta)
     return out

@@ -1,0 +1,429 @@
+"""Paths between solutions: linear, quadratic Bezier, polygonal chains; barriers; mode connectivity.
+
+Each path is a coefficient matrix over a small basis handed to the span engine
+(:func:`fastscape.landscape.evaluate`):
+
+- linear: basis (θa, θb), coefficients (1 − t, t);
+- quadratic Bézier: basis (θa, w, θb), Bernstein weights ((1 − t)², 2t(1 − t), t²);
+- polygonal chain through Q points: basis (θ_0 .. θ_{Q-1}), hat functions of t on the knots
+  t_i = i / (Q − 1).
+
+:func:`fit_bezier` trains the bend w as in Garipov et al. 2018 ("Loss Surfaces, Mode
+Connectivity, and Fast Ensembling of DNNs"): endpoints fixed, at every step t ~ U(0, 1) and a
+step of Adam (or SGD) on L(φ_w(t)), whose gradient in w is 2t(1 − t) ∇L(φ_w(t)) — an unbiased
+estimate of the gradient of the expected loss along the curve, E_t L(φ_w(t)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._validation import (
+    as_float_array,
+    as_vector,
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+)
+from .landscape import _target, evaluate
+from .models import MLP
+
+DEFAULT_PATH_POINTS = 51
+
+
+@dataclass
+class PathProfile:
+    """Loss along a path φ(t), t in [0, 1].
+
+    Attributes
+    ----------
+    ts : (m,) array
+        Path parameters.
+    loss : (m,) array
+        ``loss[i]`` at ``φ(ts[i])``.
+    accuracy : (m,) array or None
+    endpoint_loss : (2,) array
+        Loss at t = 0 and t = 1 (evaluated even when ts does not contain them).
+    kind : str
+        ``"linear"``, ``"bezier"`` or ``"polychain"``.
+    settings : dict
+    """
+
+    ts: np.ndarray
+    loss: np.ndarray
+    accuracy: np.ndarray | None
+    endpoint_loss: np.ndarray
+    kind: str
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def barrier(self) -> float:
+        """See :func:`barrier`."""
+        return barrier(self)
+
+
+def barrier(path: PathProfile) -> float:
+    """Height of the loss barrier on a path: max loss on it minus the larger endpoint loss.
+
+    ``max(max_i loss[i], L(φ(0)), L(φ(1))) - max(L(φ(0)), L(φ(1)))``: zero when the loss never
+    rises above the worse endpoint.
+
+    Parameters
+    ----------
+    path : PathProfile
+
+    Returns
+    -------
+    float, >= 0
+    """
+    if not isinstance(path, PathProfile):
+        raise TypeError(f"path must be a PathProfile, got {type(path).__name__}")
+    top = max(float(np.max(path.loss)), float(np.max(path.endpoint_loss)))
+    return top - float(np.max(path.endpoint_loss))
+
+
+def _ts(ts) -> np.ndarray:
+    if ts is None:
+        return np.linspace(0.0, 1.0, DEFAULT_PATH_POINTS)
+    if isinstance(ts, (int, np.integer)) and not isinstance(ts, bool):
+        return np.linspace(0.0, 1.0, check_positive_int(ts, "ts", minimum=2))
+    t = as_float_array(ts, "ts", 1)
+    if t.min() < 0.0 or t.max() > 1.0:
+        raise ValueError(f"ts must lie in [0, 1], got values in [{t.min()}, {t.max()}]")
+    return t
+
+
+def bernstein(ts) -> np.ndarray:
+    """Quadratic Bernstein weights ((1 − t)², 2t(1 − t), t²), shape (m, 3)."""
+    t = _ts(ts)
+    return np.column_stack([(1 - t) ** 2, 2 * t * (1 - t), t**2])
+
+
+def hat_weights(ts, n_points: int) -> np.ndarray:
+    """Piecewise-linear interpolation weights on ``n_points`` equally spaced knots, (m, Q)."""
+    t = _ts(ts)
+    Q = check_positive_int(n_points, "n_points", minimum=2)
+    s = t * (Q - 1)
+    i = np.minimum(np.floor(s).astype(np.int64), Q - 2)
+    f = s - i
+    W = np.zeros((t.size, Q))
+    W[np.arange(t.size), i] = 1.0 - f
+    W[np.arange(t.size), i + 1] += f
+    return W
+
+
+def _profile(model, basis, W, ends, X, y, kind, ts, progress, engine) -> PathProfile:
+    target = _target(model, X, y)
+    data = target.data if target.kind == "mlp" else None
+    C = np.vstack([W, ends])
+    res = evaluate(target.fn, basis, C, data, progress=progress, **engine)
+    m = W.shape[0]
+    acc = None if res.accuracy is None else res.accuracy[:m]
+    settings = {"n_points": int(basis.shape[0])}
+    return PathProfile(ts, res.loss[:m], acc, res.loss[m:], kind, settings)
+
+
+def _point(target, value, name):
+    if target.P is None:
+        return as_float_array(value, name, 1)
+    return as_vector(value, name, target.P)
+
+
+def linear_path(
+    model, theta_a, theta_b, X=None, y=None, ts=None, *, progress=None, **engine
+) -> PathProfile:
+    """Loss on the segment φ(t) = (1 − t) θa + t θb.
+
+    Parameters
+    ----------
+    model : MLP or function f(theta) -> float (then X, y are None)
+    theta_a, theta_b : (P,) arrays
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    ts : (m,) array in [0, 1], int or None
+        Default 51 points on [0, 1]; an int n means n points.
+    progress : bool or None
+    **engine
+        ``tile_size``, ``checkpoint_dir``, ``on_tile``, ``n_threads`` of
+        :func:`fastscape.landscape.evaluate`.
+
+    Returns
+    -------
+    PathProfile
+    """
+    target = _target(model, X, y)
+    a = _point(target, theta_a, "theta_a")
+    b = as_vector(theta_b, "theta_b", a.shape[0])
+    t = _ts(ts)
+    W = np.column_stack([1 - t, t])
+    return _profile(model, np.stack([a, b]), W, np.eye(2), X, y, "linear", t, progress, engine)
+
+
+def bezier_path(
+    model, theta_a, bend, theta_b, X=None, y=None, ts=None, *, progress=None, **engine
+) -> PathProfile:
+    """Loss on the quadratic Bézier curve φ(t) = (1 − t)² θa + 2t(1 − t) w + t² θb.
+
+    The curve passes through θa (t = 0) and θb (t = 1); w (``bend``) pulls it.
+
+    Parameters
+    ----------
+    model : MLP or function f(theta) -> float
+    theta_a, bend, theta_b : (P,) arrays
+    X, y, ts, progress, **engine
+        As in :func:`linear_path`.
+
+    Returns
+    -------
+    PathProfile
+    """
+    target = _target(model, X, y)
+    a = _point(target, theta_a, "theta_a")
+    w = as_vector(bend, "bend", a.shape[0])
+    b = as_vector(theta_b, "theta_b", a.shape[0])
+    t = _ts(ts)
+    ends = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    return _profile(
+        model, np.stack([a, w, b]), bernstein(t), ends, X, y, "bezier", t, progress, engine
+    )
+
+
+def polychain_path(model, points, X=None, y=None, ts=None, *, progress=None, **engine):
+    """Loss on the polygonal chain through Q points, equally spaced in t.
+
+    Parameters
+    ----------
+    model : MLP or function f(theta) -> float
+    points : (Q, P) array, Q >= 2
+        θ_0 (t = 0) .. θ_{Q-1} (t = 1).
+    X, y, ts, progress, **engine
+        As in :func:`linear_path`.
+
+    Returns
+    -------
+    PathProfile
+    """
+    target = _target(model, X, y)
+    pts = as_float_array(points, "points", 2)
+    if pts.shape[0] < 2:
+        raise ValueError(f"points needs at least 2 rows, got {pts.shape[0]}")
+    if target.P is not None and pts.shape[1] != target.P:
+        raise ValueError(f"points rows have length {pts.shape[1]}, expected {target.P}")
+    Q = pts.shape[0]
+    t = _ts(ts)
+    ends = np.zeros((2, Q))
+    ends[0, 0] = ends[1, -1] = 1.0
+    return _profile(model, pts, hat_weights(t, Q), ends, X, y, "polychain", t, progress, engine)
+
+
+@dataclass
+class BezierFit:
+    """Result of :func:`fit_bezier`.
+
+    Attributes
+    ----------
+    bend : (P,) array
+        The trained bend point w.
+    loss_history : (steps,) array
+        L(φ_w(t)) at the t sampled at each step (a noisy estimate of the expected loss).
+    settings : dict
+    """
+
+    bend: np.ndarray
+    loss_history: np.ndarray
+    settings: dict = field(default_factory=dict)
+
+
+def fit_bezier(
+    model: MLP,
+    theta_a,
+    theta_b,
+    X,
+    y=None,
+    *,
+    bend0=None,
+    steps: int = 200,
+    lr: float = 0.01,
+    method: str = "adam",
+    ts_per_step: int = 1,
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> BezierFit:
+    """Train the bend of a quadratic Bézier curve between two solutions (Garipov et al. 2018).
+
+    Minimizes E_{t ~ U(0,1)} L(φ_w(t)) over w with θa and θb fixed. Each step draws
+    ``ts_per_step`` values of t (and a minibatch of ``batch_size`` samples when given) and
+    moves w along the average of 2t(1 − t) ∇L(φ_w(t)) (gradients from the compiled kernels).
+
+    Parameters
+    ----------
+    model : MLP
+    theta_a, theta_b : (P,) arrays
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    bend0 : (P,) array, optional
+        Initial bend; default the midpoint (θa + θb) / 2 (the straight segment).
+    steps : int
+    lr : float
+    method : {"adam", "sgd"}
+    ts_per_step : int
+    batch_size : int, optional
+    seed : int
+        Seed of the t (and minibatch) draws.
+
+    Returns
+    -------
+    BezierFit
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    a = model.check_theta(theta_a, "theta_a")
+    b = model.check_theta(theta_b, "theta_b")
+    w = 0.5 * (a + b) if bend0 is None else model.check_theta(bend0, "bend0").copy()
+    steps = check_positive_int(steps, "steps")
+    lr = check_positive_float(lr, "lr")
+    check_choice(method, "method", ("adam", "sgd"))
+    ts_per_step = check_positive_int(ts_per_step, "ts_per_step")
+    data = model.batch(X, y)
+    n = data.X.shape[0]
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size")
+    rng = np.random.default_rng(seed)
+    m1 = np.zeros_like(w)
+    m2 = np.zeros_like(w)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    history = np.empty(steps)
+    for step in range(1, steps + 1):
+        if batch_size is not None and batch_size < n:
+            rows = rng.choice(n, batch_size, replace=False)
+            batch = type(data)(data.X[rows], data.Y[rows])
+        else:
+            batch = data
+        g = np.zeros_like(w)
+        value = 0.0
+        for t in rng.uniform(0.0, 1.0, ts_per_step):
+            phi = (1 - t) ** 2 * a + 2 * t * (1 - t) * w + t**2 * b
+            lv, gv = model.grad(phi, batch)
+            g += 2 * t * (1 - t) * gv
+            value += lv
+        g /= ts_per_step
+        history[step - 1] = value / ts_per_step
+        if method == "sgd":
+            w -= lr * g
+        else:
+            m1 = beta1 * m1 + (1 - beta1) * g
+            m2 = beta2 * m2 + (1 - beta2) * g * g
+            w -= lr * (m1 / (1 - beta1**step)) / (np.sqrt(m2 / (1 - beta2**step)) + eps)
+    settings = {"steps": steps, "lr": lr, "method": method, "ts_per_step": ts_per_step}
+    settings.update({"batch_size": batch_size, "seed": seed})
+    return BezierFit(w, history, settings)
+
+
+@dataclass
+class ModeConnectivity:
+    """Result of :func:`mode_connectivity`.
+
+    Attributes
+    ----------
+    linear : PathProfile
+    curve : PathProfile or None
+        The trained Bézier curve (None with ``fit=False``).
+    linear_barrier, curve_barrier : float
+        Barriers (:func:`barrier`); ``curve_barrier`` is nan without a curve.
+    linear_connected, curve_connected : bool
+        The seeds' rule: the largest loss on the path is at most ``threshold`` times the larger
+        endpoint loss.
+    bend : (P,) array or None
+    threshold : float
+    """
+
+    linear: PathProfile
+    curve: PathProfile | None
+    linear_barrier: float
+    curve_barrier: float
+    linear_connected: bool
+    curve_connected: bool
+    bend: np.ndarray | None
+    threshold: float
+
+
+def _connected(p: PathProfile, threshold: float) -> bool:
+    ends = float(np.max(p.endpoint_loss))
+    return bool(max(float(np.max(p.loss)), ends) <= threshold * ends)
+
+
+def mode_connectivity(
+    model: MLP,
+    theta_a,
+    theta_b,
+    X,
+    y=None,
+    *,
+    ts=None,
+    fit: bool = True,
+    threshold: float = 1.1,
+    progress: bool | None = None,
+    **fit_options,
+) -> ModeConnectivity:
+    """Are two solutions connected by a low-loss path? Linear and curved barriers.
+
+    The linear segment is evaluated; with ``fit`` a Bézier bend is trained
+    (:func:`fit_bezier`, options passed through) and its curve evaluated. The seeds'
+    ``mode_connectivity_test`` (max loss on the segment <= 1.1 x the larger endpoint loss) is
+    the ``linear_connected`` flag with ``threshold=1.1``.
+
+    Parameters
+    ----------
+    model : MLP
+    theta_a, theta_b : (P,) arrays
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    ts : array, int or None
+        Path parameters (default 51 points on [0, 1]).
+    fit : bool
+        Train a curve too.
+    threshold : float
+        Relative tolerance of the connectivity flags.
+    progress : bool or None
+    **fit_options
+        Passed to :func:`fit_bezier` (steps, lr, method, seed, ...).
+
+    Returns
+    -------
+    ModeConnectivity
+    """
+    threshold = check_positive_float(threshold, "threshold")
+    data = model.batch(X, y) if isinstance(model, MLP) else None
+    lin = linear_path(model, theta_a, theta_b, data, ts=ts, progress=progress)
+    curve = None
+    bend = None
+    if fit:
+        bend = fit_bezier(model, theta_a, theta_b, data, **fit_options).bend
+        curve = bezier_path(model, theta_a, bend, theta_b, data, ts=ts, progress=progress)
+    return ModeConnectivity(
+        lin,
+        curve,
+        barrier(lin),
+        barrier(curve) if curve is not None else float("nan"),
+        _connected(lin, threshold),
+        _connected(curve, threshold) if curve is not None else False,
+        bend,
+        threshold,
+    )
+
+
+__all__ = [
+    "BezierFit",
+    "ModeConnectivity",
+    "PathProfile",
+    "barrier",
+    "bernstein",
+    "bezier_path",
+    "fit_bezier",
+    "hat_weights",
+    "linear_path",
+    "mode_connectivity",
+    "polychain_path",
+]
