@@ -15,6 +15,15 @@ SKLEARN_DATASETS = ("digits", "breast_cancer", "iris", "wine")
 def blobs(n: int = 200, seed: int = 0, spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Two Gaussian clusters: label 1 around (2, 2), label 0 around (-2, -2).
 
+    Parameters
+    ----------
+    n : int
+        Number of samples (n // 2 in the first cluster).
+    seed : int
+        Seed of the draw.
+    spread : float
+        Standard deviation of each cluster.
+
     Returns
     -------
     X : (n, 2) float64
@@ -32,6 +41,15 @@ def blobs(n: int = 200, seed: int = 0, spread: float = 1.0) -> tuple[np.ndarray,
 
 def line(n: int = 100, seed: int = 0, noise: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
     """Noisy line y = 3x + 2 + N(0, noise²) with x uniform on [-2, 2].
+
+    Parameters
+    ----------
+    n : int
+        Number of samples.
+    seed : int
+        Seed of the draw.
+    noise : float
+        Standard deviation of the noise.
 
     Returns
     -------

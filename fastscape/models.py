@@ -395,6 +395,10 @@ class MLP:
         theta : (P,) array
         X : (n, d) array, or a :class:`Batch` from :meth:`batch` (then ``y`` is None)
         y : (n,) or (n, out) array
+
+        Returns
+        -------
+        float
         """
         theta = self.check_theta(theta)
         data = self.batch(X, y)
@@ -432,11 +436,23 @@ class MLP:
         return out[0] if V.ndim == 1 else out
 
     def hessian(self, theta, X, y=None, max_params: int | None = None) -> np.ndarray:
-        """Exact Hessian (P, P) of the mean loss.
+        """Exact Hessian of the mean loss.
 
         Closed forms through BLAS for logistic and linear regression; for other models it is
-        assembled from batched exact HVPs. Refuses when P exceeds ``max_params`` (default
-        ``config.HESSIAN_MAX_PARAMS`` = 5000), saying how much memory it would take.
+        assembled from batched exact HVPs and symmetrised.
+
+        Parameters
+        ----------
+        theta : (P,) array
+        X : (n, d) array or Batch
+        y : (n,) or (n, out) array
+        max_params : int, optional
+            Refuse models with more parameters (default ``config.HESSIAN_MAX_PARAMS`` = 5000);
+            the error says how much memory the Hessian would take.
+
+        Returns
+        -------
+        (P, P) array
         """
         theta = self.check_theta(theta)
         limit = config.HESSIAN_MAX_PARAMS if max_params is None else max_params
@@ -464,8 +480,19 @@ class MLP:
         return _k.mlp_logits(theta, self._sizes_arr, self._act, X)
 
     def predict(self, theta, X) -> np.ndarray:
-        """Predictions: P(y=1) (n,) for logistic, class probabilities (n, C) for softmax-CE,
-        outputs (n,) or (n, out) for MSE."""
+        """Predictions of the model.
+
+        Parameters
+        ----------
+        theta : (P,) array
+        X : (n, d) array or Batch
+
+        Returns
+        -------
+        array
+            P(y=1), shape (n,), for logistic; class probabilities (n, C) for softmax-CE;
+            outputs (n,) or (n, out) for MSE.
+        """
         z = self.logits(theta, X)
         if self.loss_name == "logistic":
             return 0.5 * (1.0 + np.tanh(0.5 * z[:, 0]))
