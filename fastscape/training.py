@@ -10,7 +10,7 @@ import scipy.linalg
 from ._validation import check_choice, check_positive_float, check_positive_int
 from .models import MLP, Batch
 
-METHODS = ("gd", "momentum", "adam", "newton")
+METHODS = ("gd", "momentum", "adam", "newton", "sam", "asam")
 
 
 @dataclass
@@ -97,6 +97,8 @@ def fit(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     damping: float = 0.0,
+    rho: float = 0.05,
+    asam_eta: float = 0.01,
 ) -> FitResult:
     """Train ``model`` on (X, y).
 
@@ -105,11 +107,16 @@ def fit(
     model : MLP
     X : (n, d) array or Batch
     y : (n,) or (n, out) array
-    method : {"gd", "momentum", "adam", "newton"}
+    method : {"gd", "momentum", "adam", "newton", "sam", "asam"}
         ``gd``: θ ← θ − lr ∇L. ``momentum``: heavy ball, v ← μ v + ∇L, θ ← θ − lr v.
         ``adam``: Kingma & Ba with bias correction. ``newton``: damped Newton with the exact
         Hessian, (H + λI) p = ∇L with λ >= ``damping`` raised until H + λI is positive
         definite, then a backtracking (Armijo) line search; meant for the convex models.
+        ``sam``: sharpness-aware minimisation (Foret et al. 2021), θ ← θ − lr ∇L(θ + ε*) with
+        ε* = ρ ∇L/‖∇L‖ computed on the same (mini)batch; ``asam``: adaptive SAM (Kwon et al.
+        2021), ε* = ρ T²∇L/‖T∇L‖ with T = |w| + η on weights, 1 on biases (see
+        :mod:`fastscape.sharpness`). Each step costs two gradients; the recorded loss is the
+        unperturbed L(θ).
     lr : float
         Learning rate (first-order methods).
     steps : int
@@ -125,6 +132,10 @@ def fit(
         Initial parameters; default ``model.init(seed)``.
     record_every : int, optional
         Keep the parameters every this many steps in ``trajectory``.
+    rho : float
+        SAM / ASAM radius ρ.
+    asam_eta : float
+        ASAM's η (added to |w| in the scaling).
 
     Returns
     -------
@@ -133,10 +144,14 @@ def fit(
     if not isinstance(model, MLP):
         raise TypeError(f"model must be an MLP, got {type(model).__name__}")
     check_choice(method, "method", METHODS)
+    from .sharpness import sam_epsilon, weight_mask  # lazy: sharpness imports this package
+
     lr = check_positive_float(lr, "lr")
     steps = check_positive_int(steps, "steps", minimum=0)
     gtol = check_positive_float(gtol, "gtol", allow_zero=True)
     damping = check_positive_float(damping, "damping", allow_zero=True)
+    rho = check_positive_float(rho, "rho")
+    asam_eta = check_positive_float(asam_eta, "asam_eta", allow_zero=True)
     if record_every is not None:
         record_every = check_positive_int(record_every, "record_every")
     data = model.batch(X, y)
@@ -151,9 +166,10 @@ def fit(
     settings = {
         "lr": lr, "steps": steps, "gtol": gtol, "batch_size": batch_size, "seed": seed,
         "momentum": momentum, "betas": tuple(betas), "eps": eps, "damping": damping,
-        "record_every": record_every,
+        "record_every": record_every, "rho": rho, "asam_eta": asam_eta,
     }  # fmt: skip
 
+    wmask = weight_mask(model)  # ASAM scales weights, not biases
     rng = np.random.default_rng(seed)
     losses: list[float] = []
     gnorms: list[float] = []
@@ -177,6 +193,7 @@ def fit(
         if record_every is not None and step % record_every == 0:
             record(step)
         if batch_size is None:
+            current = data
             value, g = model.grad(theta, data)
             gnorm = _norm(g)
         else:
@@ -191,7 +208,8 @@ def fit(
                 pos = 0
             idx = np.sort(order[pos : pos + batch_size])
             pos += batch_size
-            value, g = model.grad(theta, Batch(data.X[idx], data.Y[idx]))
+            current = Batch(data.X[idx], data.Y[idx])
+            value, g = model.grad(theta, current)
             gnorm = _norm(g)
         if not (np.isfinite(value) and np.isfinite(gnorm)):
             stop = "nonfinite"
@@ -219,6 +237,9 @@ def fit(
             m2 = b2 * m2 + (1 - b2) * g * g
             t = step + 1
             theta = theta - lr * (m1 / (1 - b1**t)) / (np.sqrt(m2 / (1 - b2**t)) + eps)
+        elif method in ("sam", "asam"):
+            e = sam_epsilon(theta, g, rho, method == "asam", asam_eta, wmask)
+            theta = theta - lr * model.grad(theta + e, current)[1]
         else:  # newton
             p = _newton_direction(model.hessian(theta, data), g, damping)
             t, slope = 1.0, float(g @ p)

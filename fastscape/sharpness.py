@@ -1,0 +1,371 @@
+"""Sharpness of a solution: ε-sharpness, SAM / ASAM perturbations, and comparisons of minima.
+
+- ε-sharpness (Keskar et al. 2017, in its random-direction form): the loss increase
+  ``L(θ + ε d) - L(θ)`` over many random unit directions d, all evaluated in one batched call
+  of the landscape engine (:func:`fastscape.landscape.evaluate`), next to the quadratic
+  prediction ``½ ε² λmax`` (the largest increase a quadratic model allows on the sphere).
+- SAM (Foret et al. 2021): ``ε* = ρ g / ||g||`` maximises the first-order loss on the ρ-ball;
+  the SAM sharpness is ``L(θ + ε*) - L(θ)`` and the SAM gradient ``∇L(θ + ε*)``.
+- ASAM (Kwon et al. 2021): the ball is measured after the scaling ``T = |w| + η`` of each
+  weight (biases unscaled, as in the authors' code): ``ε* = ρ T² g / ||T g||``, invariant to
+  rescalings of the weights that leave the network function unchanged.
+
+Raw sharpness is not invariant to reparameterisation (Dinh et al. 2017): a ReLU network's
+layers can be rescaled by α and 1/α without changing the function, while λmax and ε-sharpness
+change arbitrarily. :func:`compare_minima` says so with a :class:`SharpnessWarning`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import curvature, landscape
+from ._validation import check_choice, check_positive_float, check_positive_int
+from .models import MLP
+
+__all__ = [
+    "EpsilonSharpness",
+    "MinimaComparison",
+    "SharpnessWarning",
+    "compare_minima",
+    "epsilon_sharpness",
+    "sam_gradient",
+    "sam_perturbation",
+    "sam_sharpness",
+]
+
+
+class SharpnessWarning(UserWarning):
+    """Raw sharpness compared across solutions: not reparameterisation-invariant."""
+
+
+@dataclass
+class EpsilonSharpness:
+    """Loss increases on the sphere of radius ε around θ.
+
+    Attributes
+    ----------
+    eps : float
+    base_loss : float
+        L(θ).
+    increases : (r,) array
+        ``L(θ + ε d_i) - L(θ)`` for the r random unit directions d_i.
+    max_increase, mean_increase : float
+    lambda_max : float
+        Largest Hessian eigenvalue at θ.
+    quadratic_prediction : float
+        ``½ ε² λmax``: the largest increase of the quadratic model on the sphere at a critical
+        point. Random directions in high dimension see mostly the bulk of the spectrum, so
+        ``mean_increase`` is close to ``½ ε² tr(H) / P`` instead.
+    grad_norm : float
+        ‖∇L(θ)‖ (away from a critical point the first-order term ``ε ‖∇L‖`` adds to the
+        prediction).
+    seed : int
+    """
+
+    eps: float
+    base_loss: float
+    increases: np.ndarray
+    max_increase: float
+    mean_increase: float
+    lambda_max: float
+    quadratic_prediction: float
+    grad_norm: float
+    seed: int
+
+
+def _model_data(model, theta, X, y):
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    return model.check_theta(theta), model.batch(X, y)
+
+
+def _lambda_max(model, theta, data, seed) -> float:
+    if model.n_params < 2:
+        return float(model.hessian(theta, data)[0, 0])
+    eig = curvature.top_eigen(model, theta, data, k=1, method="lanczos", which="LA", seed=seed)
+    return float(eig.eigenvalues[0])
+
+
+def epsilon_sharpness(
+    model: MLP,
+    theta,
+    X,
+    y=None,
+    eps: float = 0.05,
+    *,
+    n_directions: int = 256,
+    seed: int = 0,
+    lambda_max: float | None = None,
+    n_threads: int | None = None,
+) -> EpsilonSharpness:
+    """Max and mean loss increase over random directions on the ε-sphere around θ.
+
+    The r directions are Gaussian vectors normalised to unit length (uniform on the sphere).
+    All ``r + 1`` points (θ itself and the ``θ + ε d_i``) are one call of the landscape engine
+    with basis ``[θ, d_1, ..., d_r]`` and coefficient rows ``(1, 0, .., ε, .., 0)``; the engine
+    skips zero coefficients, so each point costs about one forward pass. Memory: the basis,
+    ``(r + 1) P`` floats.
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) array
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    eps : float
+        Radius ε (Euclidean, in parameter space).
+    n_directions : int
+        Number r of random directions.
+    seed : int
+        Seed of the directions.
+    lambda_max : float, optional
+        λmax if already known; otherwise computed by Lanczos on exact HVPs.
+    n_threads : int, optional
+        Numba threads for the evaluation.
+
+    Returns
+    -------
+    EpsilonSharpness
+    """
+    theta, data = _model_data(model, theta, X, y)
+    eps = check_positive_float(eps, "eps")
+    r = check_positive_int(n_directions, "n_directions")
+    rng = np.random.default_rng(seed)
+    D = rng.standard_normal((r, model.n_params))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    basis = np.vstack([theta[None, :], D])
+    coef = np.zeros((r + 1, r + 1))
+    coef[:, 0] = 1.0
+    coef[np.arange(1, r + 1), np.arange(1, r + 1)] = eps
+    out = landscape.evaluate(model, basis, coef, data, n_threads=n_threads)
+    base = float(out.loss[0])
+    inc = out.loss[1:] - base
+    if lambda_max is None:
+        lam = _lambda_max(model, theta, data, seed)
+    else:
+        lam = float(lambda_max)
+        if not np.isfinite(lam):
+            raise ValueError(f"lambda_max must be finite, got {lambda_max}")
+    gnorm = float(np.linalg.norm(model.grad(theta, data)[1]))
+    return EpsilonSharpness(
+        eps=eps,
+        base_loss=base,
+        increases=inc,
+        max_increase=float(inc.max()),
+        mean_increase=float(inc.mean()),
+        lambda_max=lam,
+        quadratic_prediction=0.5 * eps * eps * lam,
+        grad_norm=gnorm,
+        seed=seed,
+    )
+
+
+# ----------------------------------------------------------------------------- SAM / ASAM
+def weight_mask(model: MLP) -> np.ndarray:
+    """Boolean (P,) mask of the weight entries of theta (False for biases)."""
+    mask = np.zeros(model.n_params, dtype=bool)
+    for lay in model.layout:
+        mask[lay.weight] = True
+    return mask
+
+
+def sam_epsilon(theta, g, rho: float, adaptive: bool, eta: float, mask) -> np.ndarray:
+    """The SAM / ASAM ascent step from a gradient (no validation; used by ``fit``).
+
+    SAM: ``ρ g / ||g||``. ASAM: ``ρ T² g / ||T g||`` with ``T = |w| + η`` on weights and 1 on
+    biases. Zero when the (scaled) gradient is zero.
+    """
+    if adaptive:
+        t = np.where(mask, np.abs(theta) + eta, 1.0)
+        tg = t * g
+        norm = float(np.linalg.norm(tg))
+        return np.zeros_like(g) if norm == 0 else (rho / norm) * (t * tg)
+    norm = float(np.linalg.norm(g))
+    return np.zeros_like(g) if norm == 0 else (rho / norm) * g
+
+
+def sam_perturbation(
+    model: MLP, theta, X, y=None, rho: float = 0.05, *, adaptive: bool = False,
+    eta: float = 0.01,
+) -> np.ndarray:  # fmt: skip
+    """SAM's worst-case perturbation ``ε*`` (P,) at θ.
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) array
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    rho : float
+        Radius ρ of the ball (‖ε*‖ = ρ for SAM; ‖T⁻¹ ε*‖ = ρ for ASAM).
+    adaptive : bool
+        ASAM's scaling ``T = |w| + η`` (weights only).
+    eta : float
+        ASAM's η.
+
+    Returns
+    -------
+    (P,) array
+    """
+    theta, data = _model_data(model, theta, X, y)
+    rho = check_positive_float(rho, "rho")
+    eta = check_positive_float(eta, "eta", allow_zero=True)
+    g = model.grad(theta, data)[1]
+    return sam_epsilon(theta, g, rho, adaptive, eta, weight_mask(model))
+
+
+def sam_sharpness(
+    model: MLP, theta, X, y=None, rho: float = 0.05, *, adaptive: bool = False,
+    eta: float = 0.01,
+) -> float:  # fmt: skip
+    """SAM sharpness ``L(θ + ε*) - L(θ)`` (see :func:`sam_perturbation` for the arguments)."""
+    theta, data = _model_data(model, theta, X, y)
+    e = sam_perturbation(model, theta, data, rho=rho, adaptive=adaptive, eta=eta)
+    return model.loss(theta + e, data) - model.loss(theta, data)
+
+
+def sam_gradient(
+    model: MLP, theta, X, y=None, rho: float = 0.05, *, adaptive: bool = False,
+    eta: float = 0.01,
+) -> np.ndarray:  # fmt: skip
+    """SAM's gradient ``∇L(θ + ε*)`` (P,), with ε* held fixed (Foret et al.'s approximation).
+
+    Arguments as in :func:`sam_perturbation`.
+    """
+    theta, data = _model_data(model, theta, X, y)
+    e = sam_perturbation(model, theta, data, rho=rho, adaptive=adaptive, eta=eta)
+    return model.grad(theta + e, data)[1]
+
+
+# ----------------------------------------------------------------------------- comparison
+COLUMNS = (
+    "name", "loss", "accuracy", "grad_norm", "lambda_max", "trace", "trace_se",
+    "eps_sharpness_max", "eps_sharpness_mean", "quadratic_prediction", "sam_sharpness",
+)  # fmt: skip
+
+
+@dataclass
+class MinimaComparison:
+    """Sharpness metrics of several solutions, one row (dict) per solution.
+
+    Attributes
+    ----------
+    rows : list of dict
+        Keys: name, loss, accuracy (None for MSE), grad_norm, lambda_max, trace, trace_se,
+        eps_sharpness_max, eps_sharpness_mean, quadratic_prediction, sam_sharpness.
+    settings : dict
+        eps, rho, n_directions, trace_method, seed.
+    """
+
+    rows: list[dict]
+    settings: dict
+
+    def column(self, key: str) -> list:
+        """The values of one column, in row order."""
+        check_choice(key, "key", COLUMNS)
+        return [r[key] for r in self.rows]
+
+    def to_text(self) -> str:
+        """A plain-text table."""
+
+        def fmt(v):
+            if v is None:
+                return "-"
+            if isinstance(v, str):
+                return v
+            return f"{v:.4g}"
+
+        cells = [list(COLUMNS)] + [[fmt(r[c]) for c in COLUMNS] for r in self.rows]
+        widths = [max(len(row[j]) for row in cells) for j in range(len(COLUMNS))]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def compare_minima(
+    model: MLP,
+    thetas: dict,
+    X,
+    y=None,
+    *,
+    eps: float = 0.05,
+    rho: float = 0.05,
+    n_directions: int = 128,
+    trace_method: str = "auto",
+    trace_samples: int = 100,
+    seed: int = 0,
+) -> MinimaComparison:
+    """A table of sharpness metrics for several solutions of the same model and data.
+
+    Warns (:class:`SharpnessWarning`) that these raw measures are not invariant under
+    reparameterisations that leave the function unchanged (Dinh et al. 2017), so comparing
+    them across solutions says little without a normalisation (e.g. ASAM's).
+
+    Parameters
+    ----------
+    model : MLP
+    thetas : dict of name -> (P,) array
+        The solutions (e.g. ``{"small batch": θ1, "large batch": θ2}``).
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    eps : float
+        Radius of the ε-sharpness.
+    rho : float
+        SAM radius.
+    n_directions : int
+        Random directions of the ε-sharpness.
+    trace_method : {"auto", "exact", "hutchinson", "hutch++"}
+        ``auto``: exact for P <= 500, Hutchinson otherwise.
+    trace_samples : int
+    seed : int
+
+    Returns
+    -------
+    MinimaComparison
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    if not isinstance(thetas, dict) or not thetas:
+        raise ValueError("thetas must be a non-empty dict mapping names to parameter vectors")
+    trace_method = check_choice(trace_method, "trace_method", ("auto", "exact", "hutchinson",
+                                                               "hutch++"))  # fmt: skip
+    if trace_method == "auto":
+        trace_method = "exact" if model.n_params <= 500 else "hutchinson"
+    data = model.batch(X, y)
+    checked = {str(k): model.check_theta(v, f"thetas[{k!r}]") for k, v in thetas.items()}
+    warnings.warn(
+        "raw sharpness (λmax, trace, ε- and SAM sharpness) is not reparameterization-invariant "
+        "(Dinh et al. 2017): equivalent networks can have any sharpness; compare with care",
+        SharpnessWarning,
+        stacklevel=2,
+    )
+    rows = []
+    for name, theta in checked.items():
+        lam = _lambda_max(model, theta, data, seed)
+        es = epsilon_sharpness(model, theta, data, eps=eps, n_directions=n_directions, seed=seed,
+                               lambda_max=lam)  # fmt: skip
+        tr = curvature.hessian_trace(model, theta, data, method=trace_method,
+                                     n_samples=trace_samples, seed=seed)  # fmt: skip
+        rows.append({
+            "name": name,
+            "loss": es.base_loss,
+            "accuracy": model.accuracy(theta, data) if model.is_classifier else None,
+            "grad_norm": es.grad_norm,
+            "lambda_max": lam,
+            "trace": tr.estimate,
+            "trace_se": tr.std_error,
+            "eps_sharpness_max": es.max_increase,
+            "eps_sharpness_mean": es.mean_increase,
+            "quadratic_prediction": es.quadratic_prediction,
+            "sam_sharpness": sam_sharpness(model, theta, data, rho=rho),
+        })  # fmt: skip
+    settings = {"eps": eps, "rho": rho, "n_directions": n_directions,
+                "trace_method": trace_method, "seed": seed}  # fmt: skip
+    return MinimaComparison(rows=rows, settings=settings)
