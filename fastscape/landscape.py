@@ -52,9 +52,27 @@ class Evaluation(NamedTuple):
 
 # ----------------------------------------------------------------------------- helpers
 def atomic_write(path, write: Callable[[str], None], suffix: str = "") -> Path:
-    """Write a file atomically: ``write(tmp)`` fills a temporary file in the same directory,
-    which then replaces ``path`` with ``os.replace``. On any error the temporary file is removed
-    and an existing ``path`` is left untouched."""
+    """Write a file atomically.
+
+    ``write(tmp)`` fills a temporary file in the same directory, which then replaces ``path``
+    with ``os.replace`` (atomic on POSIX and Windows within one file system). On any error,
+    interruption included, the temporary file is removed and an existing ``path`` is left
+    untouched.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination; its directory is created if needed.
+    write : callable(str)
+        Writes the complete file at the temporary path it is given.
+    suffix : str
+        Suffix of the temporary name (some writers insist on an extension).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
@@ -70,8 +88,20 @@ def atomic_write(path, write: Callable[[str], None], suffix: str = "") -> Path:
 
 
 def coordinates(values, name: str) -> np.ndarray:
-    """Grid coordinates: None -> 51 points on [-1, 1]; an int n -> n points on [-1, 1]; else a
-    finite, non-empty 1-D array."""
+    """Grid coordinates from what a user passes.
+
+    Parameters
+    ----------
+    values : None, int or 1-D array
+        None: 51 points on [-1, 1]; an int n: n points on [-1, 1]; otherwise a finite,
+        non-empty 1-D array (any order, any length).
+    name : str
+        Argument name for error messages.
+
+    Returns
+    -------
+    (a,) float64 array
+    """
     if values is None:
         return np.linspace(*DEFAULT_RANGE, DEFAULT_POINTS)
     if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
