@@ -165,3 +165,20 @@ def test_escape_in_plane():
     np.testing.assert_allclose(critical.escape_in_plane(0.3 * B[0] - 2 * B[1], B), [0.3, -2.0])
     with pytest.raises(ValueError, match="2 rows"):
         critical.escape_in_plane(np.ones(7), np.ones((3, 7)))
+
+
+def test_plot_escape_direction_on_x2_minus_y2_surface():
+    from fastscape import _plot_curvature as pc
+
+    a, b = np.linspace(-1, 1, 21), np.linspace(-2, 2, 31)
+    Z = a[:, None] ** 2 - b[None, :] ** 2  # loss[i, j] at (alphas[i], betas[j])
+    res = critical.classify(np.diag([2.0, -2.0]))
+    fig = pc.plot_escape_direction(a, b, Z, res.escape_direction)
+    ax = fig.axes[0]
+    arrows = [t for t in ax.texts]
+    assert len(arrows) == 2
+    # the arrows point along ±e2 (the beta axis), from the origin
+    tips = sorted(t.xy for t in arrows)
+    np.testing.assert_allclose(tips, [(0.0, -2 / 3), (0.0, 2 / 3)], atol=1e-12)
+    with pytest.raises(ValueError, match="expected \\(len\\(alphas\\), len\\(betas\\)\\)"):
+        pc.plot_escape_direction(a, b, Z.T, res.escape_direction)

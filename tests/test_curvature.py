@@ -200,3 +200,18 @@ def test_slq_user_sigma_and_grid():
         C.slq(lambda v: A @ v, 20, sigma=-1.0)
     with pytest.raises(ValueError, match="strictly increasing"):
         C.slq(lambda v: A @ v, 20, grid=[1.0, 0.0])
+
+
+def test_plot_spectrum_log_axis(model_case):
+    from fastscape import _plot_curvature as pc
+
+    model, theta, X, y, _ = model_case
+    ex = C.spectral_density(model, theta, X, y, method="exact")
+    fig = pc.plot_spectrum(ex)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), ex.grid)
+    assert ax.get_ylim()[0] == pytest.approx(ex.density.max() * 1e-7)
+    fig.savefig(__import__("io").BytesIO(), format="png")
+    with pytest.raises(TypeError, match="DensityResult"):
+        pc.plot_spectrum(ex.density)

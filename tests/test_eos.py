@@ -76,3 +76,15 @@ def test_divergence_is_reported_and_bad_inputs():
         edge_of_stability(model, X, y, method="arpack")
     with pytest.raises(ValueError, match="every must be >= 1"):
         edge_of_stability(model, X, y, every=0)
+
+
+def test_plot_eos(run):
+    from fastscape import _plot_curvature as pc
+
+    res = run[3]
+    fig = pc.plot_eos(res)
+    top, bottom = fig.axes
+    np.testing.assert_allclose(top.lines[0].get_ydata(), res.lambda_max)
+    np.testing.assert_allclose(top.lines[1].get_ydata(), [res.threshold] * 2)
+    assert bottom.get_yscale() == "log"
+    np.testing.assert_allclose(bottom.lines[0].get_ydata(), res.loss)
