@@ -1,9 +1,24 @@
 """fastscape: fast loss-landscape analysis with Numba kernels on NumPy arrays."""
 
-from . import datasets, directions, functions, io, paths, reference
+from . import (
+    critical,
+    curvature,
+    datasets,
+    directions,
+    eos,
+    functions,
+    io,
+    paths,
+    reference,
+    sharpness,
+)
 from ._threads import threads
+from .critical import classify, classify_point, escape_saddle
+from .curvature import hessian_trace, spectral_density, top_eigen
+from .eos import edge_of_stability
 from .landscape import Evaluation, Slice, Surface, evaluate, slice_1d, surface_2d
 from .models import MLP, Batch, LayerLayout, LinearRegression, Logistic
+from .sharpness import compare_minima, epsilon_sharpness
 from .training import FitResult, fit
 
 __version__ = "0.1.0"
@@ -18,15 +33,28 @@ __all__ = [
     "Logistic",
     "Slice",
     "Surface",
+    "classify",
+    "classify_point",
+    "compare_minima",
+    "critical",
+    "curvature",
     "datasets",
     "directions",
+    "edge_of_stability",
+    "eos",
+    "epsilon_sharpness",
+    "escape_saddle",
     "evaluate",
     "fit",
     "functions",
+    "hessian_trace",
     "io",
     "paths",
     "reference",
+    "sharpness",
     "slice_1d",
+    "spectral_density",
     "surface_2d",
     "threads",
+    "top_eigen",
 ]
