@@ -52,3 +52,20 @@ def span_block_for(K: int, h1: int) -> int:
     """Samples per block of the span engine for K basis vectors and h1 first-layer units."""
     fit = SPAN_SCRATCH_BYTES // max(1, 8 * K * h1)
     return int(max(SPAN_MIN_BLOCK, min(SPAN_BLOCK, fit)))
+
+
+# ----------------------------------------------------------------------------- CUDA kernels
+#: Threads per CUDA block of every kernel in ``kernels/cuda`` (a multiple of the warp size, 32).
+CUDA_THREADS_PER_BLOCK = 128
+
+#: Total threads of the CUDA loss kernel: thread t sums samples t, t + T, ... into its own
+#: partial, and the host adds the partials in order (the bits depend on this number).
+CUDA_LOSS_THREADS = 16384
+
+#: Samples per block of the CUDA gradient and HVP kernels (per-sample rows of activations and
+#: deltas are kept for one block at a time; the bits depend on n and this number only).
+CUDA_BLOCK = 8192
+
+#: Memory budget (bytes) of the per-sample R-pass rows of one batched CUDA HVP block; the block
+#: shrinks (never below 1 sample) when K vectors would not fit.
+CUDA_SCRATCH_BYTES = 512 * 2**20

@@ -1,0 +1,245 @@
+"""Device selection and dispatch: the CPU kernels or their CUDA twins.
+
+The one place that decides where a computation runs. The public functions validate their
+inputs first (shared by both devices), then call the dispatchers here with a validated
+:class:`~fastscape.models.Batch`:
+
+- :func:`resolve_device` checks ``device`` and, for ``"cuda"``, that ``numba-cuda`` is
+  installed and a GPU is visible (or Numba's simulator is on), with an error saying which is
+  missing and how to fix it;
+- :func:`mlp_loss`, :func:`mlp_loss_grad`, :func:`mlp_hvp` and :func:`span_eval` run the CPU
+  kernel or the CUDA driver of the same name;
+- :func:`to_device` copies a Batch to the GPU once, for reuse across calls; a plain Batch is
+  copied once per call.
+
+``fastscape.kernels.cuda`` (hence ``numba.cuda``) is imported only when a CUDA computation
+is asked for, so the CPU path never imports it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from . import config
+from .kernels import mlp as _k
+from .models import Batch
+
+DEVICES = ("cpu", "cuda")
+
+#: How to get the CUDA target.
+INSTALL_HINT = 'pip install "fastscape[cuda]"'
+
+
+class DeviceUnavailableError(RuntimeError):
+    """``device="cuda"`` was asked for but cannot run here (the message says why)."""
+
+
+# ----------------------------------------------------------------------------- probes
+def _numba_cuda_installed() -> bool:
+    """True when the ``numba-cuda`` package (the CUDA target of Numba) is importable."""
+    return importlib.util.find_spec("numba_cuda") is not None
+
+
+def _gpu_visible() -> bool:
+    """True when Numba sees a usable CUDA GPU, or runs its CUDA simulator."""
+    from numba import cuda
+
+    return bool(cuda.is_available())
+
+
+def cuda_available() -> bool:
+    """Whether ``device="cuda"`` can run: numba-cuda installed and a GPU visible (or the
+    simulator enabled with ``NUMBA_ENABLE_CUDASIM=1``). Never raises."""
+    try:
+        return _numba_cuda_installed() and _gpu_visible()
+    except Exception:  # a broken driver install counts as "not available"
+        return False
+
+
+def resolve_device(device) -> str:
+    """Validate ``device`` and check that it can run here.
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda"}
+
+    Returns
+    -------
+    str
+        ``device`` itself.
+
+    Raises
+    ------
+    TypeError
+        ``device`` is not a string.
+    ValueError
+        ``device`` is not "cpu" or "cuda".
+    DeviceUnavailableError
+        ``"cuda"`` without numba-cuda installed, or without a visible GPU.
+    """
+    if not isinstance(device, str):
+        raise TypeError(f"device must be 'cpu' or 'cuda', got {type(device).__name__}")
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
+    if device == "cuda":
+        if not _numba_cuda_installed():
+            raise DeviceUnavailableError(
+                "device='cuda' needs the numba-cuda package (Numba's CUDA target), which is "
+                f"not installed; install it with {INSTALL_HINT}, or use device='cpu'"
+            )
+        if not _gpu_visible():
+            raise DeviceUnavailableError(
+                "device='cuda' was asked for, but no CUDA GPU is visible "
+                "(numba.cuda.is_available() is False: no NVIDIA GPU or driver on this machine, "
+                "or CUDA_VISIBLE_DEVICES hides it); use device='cpu', or set "
+                "NUMBA_ENABLE_CUDASIM=1 before numba is imported to run the CUDA kernels on "
+                "Numba's (slow) simulator"
+            )
+    return device
+
+
+def _cuda_mlp():
+    from .kernels.cuda import mlp
+
+    return mlp
+
+
+def _cuda_span():
+    from .kernels.cuda import span
+
+    return span
+
+
+# ----------------------------------------------------------------------------- data movement
+class DeviceBatch(Batch):
+    """A :class:`~fastscape.models.Batch` whose arrays also live on the GPU.
+
+    ``X`` and ``Y`` are the host arrays (so the CPU path and every check work unchanged);
+    ``device_X`` and ``device_Y`` are their device copies, made once by :func:`to_device`.
+    Do not modify ``X`` or ``Y`` in place afterwards: the device copies would not follow.
+    """
+
+    device_X: object
+    device_Y: object
+
+
+def to_device(data: Batch) -> DeviceBatch:
+    """Copy a validated Batch to the GPU once; pass the result as the data of later calls.
+
+    Parameters
+    ----------
+    data : Batch
+        From ``model.batch(X, y)``; X (n, d) and Y (n, out) float64.
+
+    Returns
+    -------
+    DeviceBatch
+        The same host arrays plus their device copies (``data`` itself if it already is one).
+    """
+    if isinstance(data, DeviceBatch):
+        return data
+    if not isinstance(data, Batch):
+        raise TypeError(f"data must be a Batch from model.batch(X, y), got {type(data).__name__}")
+    resolve_device("cuda")
+    km = _cuda_mlp()
+    out = DeviceBatch(data.X, data.Y)
+    out.device_X = km.to_device(data.X)
+    out.device_Y = km.to_device(data.Y)
+    return out
+
+
+def _device_arrays(data: Batch):
+    """Device copies of X and Y: the stored ones of a DeviceBatch, else copied now (once)."""
+    if isinstance(data, DeviceBatch):
+        return data.device_X, data.device_Y
+    km = _cuda_mlp()
+    return km.to_device(data.X), km.to_device(data.Y)
+
+
+# ----------------------------------------------------------------------------- dispatch
+def _cpu_args(model, data: Batch):
+    return (
+        model._sizes_arr,
+        model._act,
+        model._loss,
+        data.X,
+        data.Y,
+        config.n_chunks_for(data.X.shape[0]),
+    )
+
+
+def _cuda_args(model, data: Batch):
+    dX, dY = _device_arrays(data)
+    return model._sizes_arr, model._act, model._loss, dX, dY
+
+
+def mlp_loss(model, theta: np.ndarray, data: Batch, device: str = "cpu") -> float:
+    """Mean loss of ``model`` at ``theta`` on ``data``, on the CPU or the GPU.
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) float64, validated
+    data : Batch (or DeviceBatch), validated
+    device : {"cpu", "cuda"}
+
+    Returns
+    -------
+    float
+    """
+    if resolve_device(device) == "cpu":
+        return float(_k.mlp_loss(theta, *_cpu_args(model, data)))
+    return float(
+        _cuda_mlp().mlp_loss(
+            theta,
+            *_cuda_args(model, data),
+            config.CUDA_LOSS_THREADS,
+            config.CUDA_THREADS_PER_BLOCK,
+        )
+    )
+
+
+def mlp_loss_grad(
+    model, theta: np.ndarray, data: Batch, device: str = "cpu"
+) -> tuple[float, np.ndarray]:
+    """Mean loss and its gradient (P,), on the CPU or the GPU (arguments as :func:`mlp_loss`).
+
+    Returns
+    -------
+    loss : float
+    grad : (P,) float64
+    """
+    if resolve_device(device) == "cpu":
+        value, g = _k.mlp_loss_grad(theta, *_cpu_args(model, data))
+    else:
+        value, g = _cuda_mlp().mlp_loss_grad(
+            theta, *_cuda_args(model, data), config.CUDA_BLOCK, config.CUDA_THREADS_PER_BLOCK
+        )
+    return float(value), g
+
+
+def mlp_hvp(
+    model, theta: np.ndarray, V: np.ndarray, data: Batch, device: str = "cpu"
+) -> np.ndarray:
+    """Hessian-vector products ``H @ V[k]`` on the CPU or the GPU.
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) float64, validated
+    V : (K, P) float64, validated
+    data : Batch (or DeviceBatch), validated
+    device : {"cpu", "cuda"}
+
+    Returns
+    -------
+    (K, P) float64
+    """
+    if resolve_device(device) == "cpu":
+        return _k.mlp_hvp(theta, V, *_cpu_args(model, data))
+    km = _cuda_mlp()
+    n_units = int(sum(model.sizes[1:]))
+    block = km.hvp_block_for(V.shape[0], n_units, config.CUDA_BLOCK, config.CUDA_SCRATCH_BYTES)
+    return km.mlp_hvp(theta, V, *_cuda_args(model, data), block, config.CUDA_THREADS_PER_BLOCK)

@@ -1,0 +1,164 @@
+"""CUDA MLP kernels (kernels/cuda/mlp.py) against the CPU kernels and the NumPy twins.
+
+Runs on a GPU or on Numba's simulator (see conftest.py); n = 20 samples, blocks of 7.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import MODEL_CASES, case_id, make_problem
+from numpy.testing import assert_allclose, assert_array_equal
+
+from fastscape import _device, config
+from fastscape import reference as ref
+
+N = 20
+
+
+def _problem(case, seed=0, K=3):
+    model, theta, X, y = make_problem(case, n=N, seed=seed)
+    data = model.batch(X, y)
+    V = np.random.default_rng(seed + 1).normal(size=(K, model.n_params))
+    return model, theta, data, V
+
+
+def _ref(model, data):
+    return model.sizes, model.activation, model.loss_name, data.X, data.Y
+
+
+def _close(got, want, rtol=1e-10):
+    assert_allclose(got, want, rtol=rtol, atol=1e-13 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=case_id)
+def test_loss_matches_cpu_and_reference(case):
+    model, theta, data, _ = _problem(case)
+    got = _device.mlp_loss(model, theta, data, "cuda")
+    assert isinstance(got, float)
+    assert_allclose(got, model.loss(theta, data), rtol=1e-10)
+    assert_allclose(got, ref.mlp_loss(theta, *_ref(model, data)), rtol=1e-10)
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=case_id)
+def test_loss_grad_matches_cpu_and_reference(case):
+    model, theta, data, _ = _problem(case, seed=1)
+    value, g = _device.mlp_loss_grad(model, theta, data, "cuda")
+    cvalue, cg = model.grad(theta, data)
+    rvalue, rg = ref.mlp_loss_grad(theta, *_ref(model, data))
+    assert g.shape == (model.n_params,)
+    assert_allclose(value, cvalue, rtol=1e-10)
+    assert_allclose(value, rvalue, rtol=1e-10)
+    _close(g, cg)
+    _close(g, rg)
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=case_id)
+def test_hvp_matches_cpu_and_reference(case):
+    model, theta, data, V = _problem(case, seed=2)
+    HV = _device.mlp_hvp(model, theta, V, data, "cuda")
+    assert HV.shape == V.shape
+    _close(HV, model.hvp(theta, V, data))
+    for k in range(V.shape[0]):
+        _close(HV[k], ref.mlp_hvp(theta, V[k], *_ref(model, data)))
+
+
+def test_cpu_dispatch_is_the_cpu_kernel():
+    """device="cpu" gives exactly the model API's (CPU kernel's) bits."""
+    model, theta, data, V = _problem(MODEL_CASES[7], seed=3)
+    assert _device.mlp_loss(model, theta, data, "cpu") == model.loss(theta, data)
+    value, g = _device.mlp_loss_grad(model, theta, data, "cpu")
+    assert value == model.grad(theta, data)[0]
+    assert_array_equal(g, model.grad(theta, data)[1])
+    assert_array_equal(_device.mlp_hvp(model, theta, V, data, "cpu"), model.hvp(theta, V, data))
+
+
+@pytest.mark.parametrize("case", [MODEL_CASES[4], MODEL_CASES[7]], ids=case_id)
+def test_two_runs_give_identical_bits(case):
+    model, theta, data, V = _problem(case, seed=4)
+    runs = [
+        (
+            _device.mlp_loss(model, theta, data, "cuda"),
+            *_device.mlp_loss_grad(model, theta, data, "cuda"),
+            _device.mlp_hvp(model, theta, V, data, "cuda"),
+        )
+        for _ in range(2)
+    ]
+    (l1, v1, g1, h1), (l2, v2, g2, h2) = runs
+    assert l1 == l2
+    assert v1 == v2
+    assert_array_equal(g1, g2)
+    assert_array_equal(h1, h2)
+
+
+def test_grad_and_hvp_bits_do_not_depend_on_threads_per_block(monkeypatch):
+    """Each output element is summed by one thread in sample order: the launch shape cannot
+    change the result."""
+    model, theta, data, V = _problem(MODEL_CASES[9], seed=5)
+    value, g = _device.mlp_loss_grad(model, theta, data, "cuda")
+    HV = _device.mlp_hvp(model, theta, V, data, "cuda")
+    monkeypatch.setattr(config, "CUDA_THREADS_PER_BLOCK", 3)
+    value2, g2 = _device.mlp_loss_grad(model, theta, data, "cuda")
+    assert value == value2
+    assert_array_equal(g, g2)
+    assert_array_equal(HV, _device.mlp_hvp(model, theta, V, data, "cuda"))
+
+
+def test_batched_hvp_rows_equal_single_vector_calls():
+    model, theta, data, V = _problem(MODEL_CASES[5], seed=6)
+    HV = _device.mlp_hvp(model, theta, V, data, "cuda")
+    for k in range(V.shape[0]):
+        assert_array_equal(HV[k], _device.mlp_hvp(model, theta, V[k : k + 1], data, "cuda")[0])
+
+
+def test_block_sizes_agree(monkeypatch):
+    """One block holding every sample and blocks of one sample give the same numbers."""
+    model, theta, data, V = _problem(MODEL_CASES[10], seed=7)
+    value, g = _device.mlp_loss_grad(model, theta, data, "cuda")
+    HV = _device.mlp_hvp(model, theta, V, data, "cuda")
+    for block in (1, N):
+        monkeypatch.setattr(config, "CUDA_BLOCK", block)
+        v2, g2 = _device.mlp_loss_grad(model, theta, data, "cuda")
+        assert_allclose(v2, value, rtol=1e-12)
+        _close(g2, g, rtol=1e-12)
+        _close(_device.mlp_hvp(model, theta, V, data, "cuda"), HV, rtol=1e-12)
+
+
+def test_hvp_block_shrinks_to_the_memory_budget():
+    from fastscape.kernels.cuda import mlp as kcuda
+
+    assert kcuda.hvp_block_for(K=4, n_units=10, block=1000, scratch_bytes=8 * 10 * 16 * 50) == 50
+    assert kcuda.hvp_block_for(K=4, n_units=10, block=30, scratch_bytes=2**30) == 30
+    assert kcuda.hvp_block_for(K=4, n_units=10, block=30, scratch_bytes=1) == 1
+
+
+def test_device_batch_is_reused_and_gives_the_same_bits():
+    model, theta, data, V = _problem(MODEL_CASES[2], seed=8)
+    dev = _device.to_device(data)
+    assert _device.to_device(dev) is dev
+    assert model.batch(dev, None) is dev  # still a Batch: the model's checks accept it
+    assert_array_equal(dev.device_X.copy_to_host(), data.X)
+    assert _device.mlp_loss(model, theta, dev, "cuda") == _device.mlp_loss(
+        model, theta, data, "cuda"
+    )
+    assert_array_equal(
+        _device.mlp_loss_grad(model, theta, dev, "cuda")[1],
+        _device.mlp_loss_grad(model, theta, data, "cuda")[1],
+    )
+    assert_array_equal(
+        _device.mlp_hvp(model, theta, V, dev, "cuda"),
+        _device.mlp_hvp(model, theta, V, data, "cuda"),
+    )
+    # the CPU path reads the host arrays of a DeviceBatch
+    assert _device.mlp_loss(model, theta, dev, "cpu") == model.loss(theta, data)
+
+
+def test_loss_is_finite_and_exact_for_huge_logits():
+    """Saturated logistic and softmax outputs: no overflow, the same values as the CPU."""
+    for case in (MODEL_CASES[0], MODEL_CASES[2]):
+        model, theta, data, _ = _problem(case, seed=9)
+        theta = theta * 400.0
+        got = _device.mlp_loss(model, theta, data, "cuda")
+        assert np.isfinite(got)
+        assert_allclose(got, model.loss(theta, data), rtol=1e-10)
+        _close(_device.mlp_loss_grad(model, theta, data, "cuda")[1], model.grad(theta, data)[1])
