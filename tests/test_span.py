@@ -102,6 +102,22 @@ def test_softplus_block_matches_logaddexp():
     assert_array_equal(out, np.maximum(far, 0.0))
 
 
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "relu", "identity"])
+def test_activate_block_matches_numpy(act):
+    import scipy.special
+
+    from fastscape.models import ACTIVATIONS
+
+    z = np.concatenate([np.linspace(-40, 40, 8001), [0.0, 1e-300, -1e-12, 800.0, -800.0]])
+    out = np.empty_like(z)
+    kspan.activate_block(ACTIVATIONS[act], z, out, np.empty(z.size, np.int64))
+    want = {
+        "tanh": np.tanh(z), "sigmoid": scipy.special.expit(z), "relu": np.maximum(z, 0.0),
+        "identity": z,
+    }[act]  # fmt: skip
+    assert_allclose(out, want, rtol=1e-14, atol=3e-16)
+
+
 def test_nonfinite_logits_propagate():
     """An overflowing point gives inf/nan in its own slot only."""
     model, basis, C, data = _span_problem(MODEL_CASES[1], 2, m=3)
