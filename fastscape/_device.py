@@ -24,6 +24,7 @@ import numpy as np
 
 from . import config
 from .kernels import mlp as _k
+from .kernels import span as _span
 from .models import Batch
 
 DEVICES = ("cpu", "cuda")
@@ -243,3 +244,37 @@ def mlp_hvp(
     n_units = int(sum(model.sizes[1:]))
     block = km.hvp_block_for(V.shape[0], n_units, config.CUDA_BLOCK, config.CUDA_SCRATCH_BYTES)
     return km.mlp_hvp(theta, V, *_cuda_args(model, data), block, config.CUDA_THREADS_PER_BLOCK)
+
+
+def span_eval(
+    model, basis: np.ndarray, coef: np.ndarray, data: Batch, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean loss and accuracy at the m points ``coef @ basis``, on the CPU or the GPU.
+
+    The span engine of :func:`fastscape.landscape.evaluate` (one tile of points).
+
+    Parameters
+    ----------
+    model : MLP
+    basis : (K, P) float64, validated, C-contiguous
+    coef : (m, K) float64, validated, C-contiguous
+    data : Batch (or DeviceBatch), validated
+    device : {"cpu", "cuda"}
+
+    Returns
+    -------
+    loss : (m,) float64
+    accuracy : (m,) float64
+        Zeros for MSE models.
+    """
+    K = basis.shape[0]
+    h1 = model.sizes[1]
+    if resolve_device(device) == "cpu":
+        return _span.span_eval(
+            basis, coef, model._sizes_arr, model._act, model._loss, data.X, data.Y,
+            config.span_block_for(K, h1), config.SPAN_POINT_CHUNK,
+        )  # fmt: skip
+    return _cuda_span().span_eval(
+        basis, coef, *_cuda_args(model, data), config.cuda_span_block_for(K, h1),
+        config.CUDA_SPAN_SLOTS, config.CUDA_THREADS_PER_BLOCK,
+    )  # fmt: skip

@@ -69,3 +69,17 @@ CUDA_BLOCK = 8192
 #: Memory budget (bytes) of the per-sample R-pass rows of one batched CUDA HVP block; the block
 #: shrinks (never below 1 sample) when K vectors would not fit.
 CUDA_SCRATCH_BYTES = 512 * 2**20
+
+#: Threads per point of the CUDA span engine: slot s sums samples s, s + S, ... of each block
+#: (the bits depend on this number and CUDA_SPAN_BLOCK, not on the launch shape).
+CUDA_SPAN_SLOTS = 32
+
+#: Samples per block of the CUDA span engine (memory K * block * h1 floats for the first-layer
+#: products; it shrinks like ``span_block_for`` when K * h1 is large).
+CUDA_SPAN_BLOCK = 4096
+
+
+def cuda_span_block_for(K: int, h1: int) -> int:
+    """Samples per block of the CUDA span engine for K basis vectors and h1 first-layer units."""
+    fit = SPAN_SCRATCH_BYTES // max(1, 8 * K * h1)
+    return int(max(1, min(CUDA_SPAN_BLOCK, fit)))

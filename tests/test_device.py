@@ -65,7 +65,7 @@ def test_available_when_both_probes_pass(monkeypatch):
     assert _device.resolve_device("cuda") == "cuda"
 
 
-@pytest.mark.parametrize("fn", ["mlp_loss", "mlp_loss_grad", "mlp_hvp", "to_device"])
+@pytest.mark.parametrize("fn", ["mlp_loss", "mlp_loss_grad", "mlp_hvp", "span_eval", "to_device"])
 def test_dispatchers_refuse_cuda_before_any_kernel_runs(monkeypatch, fn):
     monkeypatch.setattr(_device, "_numba_cuda_installed", lambda: False)
     model, theta, X, y = make_problem(MODEL_CASES[4], n=10)
@@ -74,6 +74,7 @@ def test_dispatchers_refuse_cuda_before_any_kernel_runs(monkeypatch, fn):
         "mlp_loss": (model, theta, data, "cuda"),
         "mlp_loss_grad": (model, theta, data, "cuda"),
         "mlp_hvp": (model, theta, np.ones((1, model.n_params)), data, "cuda"),
+        "span_eval": (model, theta[None, :], np.ones((2, 1)), data, "cuda"),
         "to_device": (data,),
     }[fn]
     with pytest.raises(_device.DeviceUnavailableError, match="numba-cuda"):
@@ -100,3 +101,21 @@ def test_cpu_dispatch_matches_the_model_api():
     assert value == model.grad(theta, data)[0]
     np.testing.assert_array_equal(g, model.grad(theta, data)[1])
     np.testing.assert_array_equal(_device.mlp_hvp(model, theta, V, data), model.hvp(theta, V, data))
+
+
+def test_cpu_span_dispatch_is_the_cpu_engine():
+    from fastscape.kernels import span as kspan
+
+    from fastscape import config
+
+    model, theta, X, y = make_problem(MODEL_CASES[5], n=30)
+    data = model.batch(X, y)
+    basis = np.vstack([theta, np.random.default_rng(1).normal(size=model.n_params)])
+    C = np.random.default_rng(2).normal(size=(4, 2))
+    loss, acc = _device.span_eval(model, basis, C, data)
+    want = kspan.span_eval(
+        basis, C, model._sizes_arr, model._act, model._loss, data.X, data.Y,
+        config.span_block_for(2, model.sizes[1]), config.SPAN_POINT_CHUNK,
+    )  # fmt: skip
+    np.testing.assert_array_equal(loss, want[0])
+    np.testing.assert_array_equal(acc, want[1])

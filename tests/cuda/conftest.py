@@ -67,5 +67,5 @@ def small_launch(monkeypatch):
     monkeypatch.setattr(config, "CUDA_THREADS_PER_BLOCK", 8)
     monkeypatch.setattr(config, "CUDA_LOSS_THREADS", 12)
     monkeypatch.setattr(config, "CUDA_BLOCK", 7)
-    monkeypatch.setattr(config, "CUDA_SPAN_SLOTS", 3, raising=False)
-    monkeypatch.setattr(config, "CUDA_SPAN_BLOCK", 7, raising=False)
+    monkeypatch.setattr(config, "CUDA_SPAN_SLOTS", 3)
+    monkeypatch.setattr(config, "CUDA_SPAN_BLOCK", 7)
