@@ -12,6 +12,7 @@ from . import (
     reference,
     sharpness,
 )
+from ._device import cuda_available
 from ._threads import threads
 from .critical import classify, classify_point, escape_saddle
 from .curvature import hessian_trace, spectral_density, top_eigen
@@ -37,6 +38,7 @@ __all__ = [
     "classify_point",
     "compare_minima",
     "critical",
+    "cuda_available",
     "curvature",
     "datasets",
     "directions",
