@@ -215,3 +215,19 @@ def test_plot_spectrum_log_axis(model_case):
     fig.savefig(__import__("io").BytesIO(), format="png")
     with pytest.raises(TypeError, match="DensityResult"):
         pc.plot_spectrum(ex.density)
+
+
+def test_results_do_not_depend_on_thread_count(model_case):
+    import fastscape
+
+    model, theta, X, y, _ = model_case
+    out = []
+    for n in (1, 2):
+        with fastscape.threads(n):
+            out.append((
+                C.top_eigen(model, theta, X, y, k=2, method="power", maxiter=50).eigenvalues,
+                C.hessian_trace(model, theta, X, y, n_samples=10).estimate,
+                C.spectral_density(model, theta, X, y, n_runs=2, n_iter=10).density,
+            ))  # fmt: skip
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)
