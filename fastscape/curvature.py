@@ -399,7 +399,7 @@ def lanczos(
     def mv(x):
         x = np.asarray(x, dtype=np.float64).reshape(n)
         count[0] += 1
-        return _apply(matvec, x[None, :], n, True if batched else False)[0]
+        return _apply(matvec, x[None, :], n, batched)[0]
 
     def mm(Xc):
         Xc = np.asarray(Xc, dtype=np.float64)
