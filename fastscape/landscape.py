@@ -226,7 +226,8 @@ def evaluate(
         Show a tqdm bar (if tqdm is installed); None shows one when the evaluation is expected
         to take more than about a second.
     tile_size : int, optional
-        Points per tile (default ``config.SPAN_TILE``).
+        Points per tile (default ``config.SPAN_TILE``, smaller with a progress bar so that it
+        moves). The result does not depend on it.
     checkpoint_dir : path, optional
         Directory for finished tiles; a repeated call resumes, skipping them. The directory
         is bound to this exact evaluation (inputs are fingerprinted): a different one is
@@ -248,9 +249,15 @@ def evaluate(
     if C.shape[1] != K:
         raise ValueError(f"coefficients have {C.shape[1]} columns, basis has K = {K} rows")
     m = C.shape[0]
-    tile = config.SPAN_TILE if tile_size is None else check_positive_int(tile_size, "tile_size")
     if progress is None:
         progress = _work(target, K, m) > config.PROGRESS_MIN_WORK
+    if tile_size is not None:
+        tile = check_positive_int(tile_size, "tile_size")
+    elif progress and checkpoint_dir is None:
+        # about 20 updates of the bar; results do not depend on the tiling
+        tile = min(config.SPAN_TILE, max(64, -(-m // 20)))
+    else:
+        tile = config.SPAN_TILE
     starts = list(range(0, m, tile))
     loss = np.empty(m)
     acc = np.empty(m) if target.kind == "mlp" and target.fn.is_classifier else None

@@ -28,6 +28,8 @@ depend on which other points share the call (tiles and resumed runs give the sam
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import prange
 
@@ -194,6 +196,33 @@ def correct(loss_kind, z, y):
 
 
 @jit()
+def sample_loss(loss_kind, z, y, g, buf, bits):
+    """Loss of one sample from its logits z (no gradient).
+
+    Softmax-CE as ``s * lse - y . z`` with the exponentials of ``z - max z`` taken together by
+    :func:`exp_neg_block` (one scalar ``log``); the other losses by ``mlp.output_loss``.
+    ``g``, ``buf`` (out,) float64 and ``bits`` (out,) int64 are scratch.
+    """
+    if loss_kind != SOFTMAX_CE:
+        return output_loss(loss_kind, z, y, g, False)
+    n_out = z.shape[0]
+    mx = z[0]
+    for o in range(1, n_out):
+        mx = max(mx, z[o])
+    for o in range(n_out):
+        buf[o] = mx - z[o]
+    exp_neg_block(buf, buf, bits)
+    se = 0.0
+    s = 0.0
+    yz = 0.0
+    for o in range(n_out):
+        se += buf[o]
+        s += y[o]
+        yz += y[o] * z[o]
+    return s * (mx + math.log(se)) - yz
+
+
+@jit()
 def nonzero_coefficients(coef_row, idx, val):
     """Indices and values of the non-zero entries of one coefficient row; returns their count."""
     cnt = 0
@@ -248,6 +277,8 @@ def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, loss_out, h
         Z = np.empty(max(n_tail_units, 1))
         A = np.empty(max(n_tail_units, 1))
         g = np.empty(n_out)
+        obuf = np.empty(n_out)
+        obits = np.empty(n_out, np.int64)
         stop = min(m, (task + 1) * point_chunk)
         for j in range(task * point_chunk, stop):
             cnt = nonzero_coefficients(coef[j], idx, val)
@@ -269,13 +300,13 @@ def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, loss_out, h
                     for u in range(h1):
                         z1[u] += c * Fi[u]
                 if n_layers == 1:
-                    total += output_loss(loss_kind, z1, Y[i], g, False)
+                    total += sample_loss(loss_kind, z1, Y[i], g, obuf, obits)
                     hits += correct(loss_kind, z1, Y[i])
                 else:
                     activate_block(act, z1, a1, bits)
                     forward(theta_t, tail_sizes, tw_off, tb_off, tu_off, act, a1, Z, A)
                     zo = Z[n_tail_units - n_out : n_tail_units]
-                    total += output_loss(loss_kind, zo, Y[i], g, False)
+                    total += sample_loss(loss_kind, zo, Y[i], g, obuf, obits)
                     hits += correct(loss_kind, zo, Y[i])
             loss_out[j] = total
             hits_out[j] = hits
