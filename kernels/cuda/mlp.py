@@ -397,9 +397,10 @@ def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_threads, threads_per_block):
     n_out = int(sizes[-1])
     T = max(1, min(int(n_threads), n))
     dX, dY = to_device(X), to_device(Y)
-    Z = cuda.device_array((T, n_units))
-    A = cuda.device_array((T, n_units))
-    G = cuda.device_array((T, n_out))
+    # per-thread scratch indexed [thread, unit], Fortran order: a warp's accesses coalesce
+    Z = cuda.device_array((T, n_units), order="F")
+    A = cuda.device_array((T, n_units), order="F")
+    G = cuda.device_array((T, n_out), order="F")
     partial = cuda.device_array(T)
     grid, tpb = _launch(T, threads_per_block)
     loss_kernel[grid, tpb](

@@ -17,7 +17,8 @@ sum has one fixed order, no atomics, so two runs give identical bits and a point
 not depend on the other points of the call. Consecutive threads handle consecutive points, so
 a warp reads the same F entries (broadcast) and its own coefficients.
 
-Memory: ``O(K * block * h1 + m * P_tail + m * S * units)``.
+Memory: ``O(K * block * h1 + m * P_tail + m * S * units)``. Per-point and per-thread buffers
+are stored point-major / thread-major in memory so that a warp's accesses are coalesced.
 """
 
 from __future__ import annotations
@@ -50,21 +51,22 @@ def correct(loss_kind, n_out, Z, r, z0, Y, i):
 
 @cuda.jit
 def tail_kernel(coef, tail, theta_t):
-    """``theta_t[j, p] = sum_k coef[j, k] tail[k, p]`` over the non-zero coefficients, in k
-    order (one thread per (point, parameter))."""
+    """``theta_t[p, j] = sum_k coef[j, k] tail[k, p]`` over the non-zero coefficients, in k
+    order (one thread per (parameter, point)). Stored parameter-major, (P_tail, m), so that
+    the threads of a warp (consecutive points) read consecutive addresses."""
     t = cuda.grid(1)
     m, K = coef.shape
     P = tail.shape[1]
     if t >= m * P:
         return
-    j = t // P
-    p = t - j * P
+    p = t // m
+    j = t - p * m
     s = 0.0
     for k in range(K):
         c = coef[j, k]
         if c != 0.0:
             s += c * tail[k, p]
-    theta_t[j, p] = s
+    theta_t[p, j] = s
 
 
 @cuda.jit
@@ -96,7 +98,12 @@ def points_kernel(
     Z1, A1, ZT, AT, G, acc_loss, acc_hits,
 ):  # fmt: skip
     """One thread per (slot s, point j): ``acc_*[s, j] +=`` the sums over the block's samples
-    ``s, s + S, ...`` (S = acc_loss.shape[0]); scratch rows are indexed by the thread."""
+    ``s, s + S, ...`` (S = acc_loss.shape[0]).
+
+    ``theta_t`` is (P_tail, m): column j holds point j's tail parameters. The scratch arrays
+    Z1, A1, ZT, AT, G are indexed ``[thread, unit]`` and stored in Fortran order by the driver,
+    so that a warp's accesses are coalesced.
+    """
     t = cuda.grid(1)
     S, m = acc_loss.shape
     if t >= S * m:
@@ -109,7 +116,7 @@ def points_kernel(
     n_out = sizes[n_layers]
     nt = tu_off.shape[0] - 1
     z0 = tu_off[nt] - n_out
-    theta = theta_t[j]
+    theta = theta_t[:, j]
     nb = hi - lo
     total = 0.0
     hits = 0.0
@@ -187,9 +194,9 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, slots, threads_pe
     d_coef = cuda.to_device(coef)
     tail = np.ascontiguousarray(basis[:, h1 * d + h1 :])
     P_tail = tail.shape[1]
-    theta_t = cuda.device_array((m, max(P_tail, 1)))
+    theta_t = cuda.device_array((max(P_tail, 1), m))
     if n_layers > 1:
-        grid, tpb = _launch(m * P_tail, threads_per_block)
+        grid, tpb = _launch(P_tail * m, threads_per_block)
         tail_kernel[grid, tpb](d_coef, cuda.to_device(tail), theta_t)
     d_used = cuda.to_device(used if used.size else np.zeros(1, np.int64))
     # no hidden layer: the tail has no layers; keep the (unread) offset arrays non-empty
@@ -198,11 +205,12 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, slots, threads_pe
     d_sizes, d_tw, d_tb, d_tu = (cuda.to_device(a) for a in (sizes, tw_off, tb_off, tu_off))
     F = cuda.device_array((K, block, h1))
     n_thr = S * m
-    Z1 = cuda.device_array((n_thr, h1))
-    A1 = cuda.device_array((n_thr, h1))
-    ZT = cuda.device_array((n_thr, n_tail))
-    AT = cuda.device_array((n_thr, n_tail))
-    G = cuda.device_array((n_thr, n_out))
+    # per-thread scratch indexed [thread, unit], Fortran order: a warp's accesses coalesce
+    Z1 = cuda.device_array((n_thr, h1), order="F")
+    A1 = cuda.device_array((n_thr, h1), order="F")
+    ZT = cuda.device_array((n_thr, n_tail), order="F")
+    AT = cuda.device_array((n_thr, n_tail), order="F")
+    G = cuda.device_array((n_thr, n_out), order="F")
     acc_loss = cuda.to_device(np.zeros((S, m)))
     acc_hits = cuda.to_device(np.zeros((S, m)))
     for lo in range(0, n, block):
