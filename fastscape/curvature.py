@@ -868,8 +868,29 @@ def spectral_density(
             hessian_matvec(model, theta, data), model.n_params, n_runs=n_runs, n_iter=n_iter,
             sigma=sigma, grid=grid, n_grid=n_grid, seed=seed, batched=True,
         )  # fmt: skip
-    bins = check_positive_int(bins, "bins")
     vals = np.linalg.eigvalsh(model.hessian(theta, data, max_params=max_params))
+    return exact_density(vals, sigma=sigma, grid=grid, n_grid=n_grid, bins=bins)
+
+
+def exact_density(
+    eigenvalues, *, sigma: float | None = None, grid=None, n_grid: int = 1000, bins: int = 50
+) -> DensityResult:
+    """Broadened density and histogram of a known spectrum (all P eigenvalues, weights 1/P).
+
+    Parameters
+    ----------
+    eigenvalues : (P,) array
+    sigma, grid, n_grid
+        Broadening width and evaluation grid, as in :func:`slq`.
+    bins : int
+        Bins of the histogram.
+
+    Returns
+    -------
+    DensityResult
+    """
+    bins = check_positive_int(bins, "bins")
+    vals = np.sort(as_float_array(eigenvalues, "eigenvalues", 1))
     nodes = vals[None, :]
     weights = np.full((1, vals.size), 1.0 / vals.size)
     grid, sigma = _grid_and_sigma(nodes, weights, sigma, grid, n_grid)

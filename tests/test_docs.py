@@ -23,3 +23,11 @@ def test_example_runs(code, tmp_path, monkeypatch):
     matplotlib.use("Agg")
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "<example>", "exec"), {"__name__": "__example__"})
+
+
+def test_quickstart_script_runs(capsys):
+    import runpy
+
+    matplotlib.use("Agg")
+    runpy.run_path(str(ROOT / "examples" / "quickstart.py"), run_name="__main__")
+    assert "λmax" in capsys.readouterr().out
