@@ -114,49 +114,76 @@ def _cuda_span():
 
 
 # ----------------------------------------------------------------------------- data movement
+DTYPES = ("float64", "float32")
+
+
+def check_dtype(dtype, device: str) -> np.dtype:
+    """Validate the working precision: "float64" anywhere, "float32" on the GPU only."""
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected 'float64' or 'float32'")
+    if dtype == "float32" and device != "cuda":
+        raise ValueError("dtype='float32' is available with device='cuda' only")
+    return np.dtype(dtype)
+
+
 class DeviceBatch(Batch):
     """A :class:`~fastscape.models.Batch` whose arrays also live on the GPU.
 
     ``X`` and ``Y`` are the host arrays (so the CPU path and every check work unchanged);
-    ``device_X`` and ``device_Y`` are their device copies, made once by :func:`to_device`.
+    :meth:`device_arrays` returns their device copies in a given precision, made once (by
+    :func:`to_device`, or at the first call that needs another precision) and kept.
     Do not modify ``X`` or ``Y`` in place afterwards: the device copies would not follow.
     """
 
-    device_X: object
-    device_Y: object
+    def device_arrays(self, dtype: str = "float64"):
+        """Device copies (X, Y) in ``dtype``, copied at the first request."""
+        cache = self.__dict__.setdefault("_copies", {})
+        if dtype not in cache:
+            km = _cuda_mlp()
+            cache[dtype] = (km.to_device(self.X, dtype), km.to_device(self.Y, dtype))
+        return cache[dtype]
+
+    @property
+    def device_X(self):
+        """Device copy of X in float64."""
+        return self.device_arrays()[0]
+
+    @property
+    def device_Y(self):
+        """Device copy of Y in float64."""
+        return self.device_arrays()[1]
 
 
-def to_device(data: Batch) -> DeviceBatch:
+def to_device(data: Batch, dtype: str = "float64") -> DeviceBatch:
     """Copy a validated Batch to the GPU once; pass the result as the data of later calls.
 
     Parameters
     ----------
     data : Batch
         From ``model.batch(X, y)``; X (n, d) and Y (n, out) float64.
+    dtype : {"float64", "float32"}
+        Precision of the copies (the one the later calls will use).
 
     Returns
     -------
     DeviceBatch
         The same host arrays plus their device copies (``data`` itself if it already is one).
     """
-    if isinstance(data, DeviceBatch):
-        return data
     if not isinstance(data, Batch):
         raise TypeError(f"data must be a Batch from model.batch(X, y), got {type(data).__name__}")
     resolve_device("cuda")
-    km = _cuda_mlp()
-    out = DeviceBatch(data.X, data.Y)
-    out.device_X = km.to_device(data.X)
-    out.device_Y = km.to_device(data.Y)
+    check_dtype(dtype, "cuda")
+    out = data if isinstance(data, DeviceBatch) else DeviceBatch(data.X, data.Y)
+    out.device_arrays(dtype)
     return out
 
 
-def _device_arrays(data: Batch):
+def _device_arrays(data: Batch, dtype: str):
     """Device copies of X and Y: the stored ones of a DeviceBatch, else copied now (once)."""
     if isinstance(data, DeviceBatch):
-        return data.device_X, data.device_Y
+        return data.device_arrays(dtype)
     km = _cuda_mlp()
-    return km.to_device(data.X), km.to_device(data.Y)
+    return km.to_device(data.X, dtype), km.to_device(data.Y, dtype)
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -171,12 +198,14 @@ def _cpu_args(model, data: Batch):
     )
 
 
-def _cuda_args(model, data: Batch):
-    dX, dY = _device_arrays(data)
+def _cuda_args(model, data: Batch, dtype: str):
+    dX, dY = _device_arrays(data, dtype)
     return model._sizes_arr, model._act, model._loss, dX, dY
 
 
-def mlp_loss(model, theta: np.ndarray, data: Batch, device: str = "cpu") -> float:
+def mlp_loss(
+    model, theta: np.ndarray, data: Batch, device: str = "cpu", dtype: str = "float64"
+) -> float:
     """Mean loss of ``model`` at ``theta`` on ``data``, on the CPU or the GPU.
 
     Parameters
@@ -185,25 +214,31 @@ def mlp_loss(model, theta: np.ndarray, data: Batch, device: str = "cpu") -> floa
     theta : (P,) float64, validated
     data : Batch (or DeviceBatch), validated
     device : {"cpu", "cuda"}
+    dtype : {"float64", "float32"}
+        Working precision; float32 (GPU only) keeps the sums over samples in float64
+        (``kernels.cuda.mlp.FLOAT32_NOTE``).
 
     Returns
     -------
     float
     """
     if resolve_device(device) == "cpu":
+        check_dtype(dtype, device)
         return float(_k.mlp_loss(theta, *_cpu_args(model, data)))
+    dt = check_dtype(dtype, device)
     return float(
         _cuda_mlp().mlp_loss(
             theta,
-            *_cuda_args(model, data),
+            *_cuda_args(model, data, dtype),
             config.CUDA_LOSS_THREADS,
             config.CUDA_THREADS_PER_BLOCK,
+            dt,
         )
     )
 
 
 def mlp_loss_grad(
-    model, theta: np.ndarray, data: Batch, device: str = "cpu"
+    model, theta: np.ndarray, data: Batch, device: str = "cpu", dtype: str = "float64"
 ) -> tuple[float, np.ndarray]:
     """Mean loss and its gradient (P,), on the CPU or the GPU (arguments as :func:`mlp_loss`).
 
@@ -213,16 +248,27 @@ def mlp_loss_grad(
     grad : (P,) float64
     """
     if resolve_device(device) == "cpu":
+        check_dtype(dtype, device)
         value, g = _k.mlp_loss_grad(theta, *_cpu_args(model, data))
     else:
+        dt = check_dtype(dtype, device)
         value, g = _cuda_mlp().mlp_loss_grad(
-            theta, *_cuda_args(model, data), config.CUDA_BLOCK, config.CUDA_THREADS_PER_BLOCK
+            theta,
+            *_cuda_args(model, data, dtype),
+            config.CUDA_BLOCK,
+            config.CUDA_THREADS_PER_BLOCK,
+            dt,
         )
     return float(value), g
 
 
 def mlp_hvp(
-    model, theta: np.ndarray, V: np.ndarray, data: Batch, device: str = "cpu"
+    model,
+    theta: np.ndarray,
+    V: np.ndarray,
+    data: Batch,
+    device: str = "cpu",
+    dtype: str = "float64",
 ) -> np.ndarray:
     """Hessian-vector products ``H @ V[k]`` on the CPU or the GPU.
 
@@ -233,21 +279,32 @@ def mlp_hvp(
     V : (K, P) float64, validated
     data : Batch (or DeviceBatch), validated
     device : {"cpu", "cuda"}
+    dtype : {"float64", "float32"}
+        Working precision (float32 on the GPU only).
 
     Returns
     -------
     (K, P) float64
     """
     if resolve_device(device) == "cpu":
+        check_dtype(dtype, device)
         return _k.mlp_hvp(theta, V, *_cpu_args(model, data))
+    dt = check_dtype(dtype, device)
     km = _cuda_mlp()
     n_units = int(sum(model.sizes[1:]))
     block = km.hvp_block_for(V.shape[0], n_units, config.CUDA_BLOCK, config.CUDA_SCRATCH_BYTES)
-    return km.mlp_hvp(theta, V, *_cuda_args(model, data), block, config.CUDA_THREADS_PER_BLOCK)
+    return km.mlp_hvp(
+        theta, V, *_cuda_args(model, data, dtype), block, config.CUDA_THREADS_PER_BLOCK, dt
+    )
 
 
 def span_eval(
-    model, basis: np.ndarray, coef: np.ndarray, data: Batch, device: str = "cpu"
+    model,
+    basis: np.ndarray,
+    coef: np.ndarray,
+    data: Batch,
+    device: str = "cpu",
+    dtype: str = "float64",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean loss and accuracy at the m points ``coef @ basis``, on the CPU or the GPU.
 
@@ -260,6 +317,8 @@ def span_eval(
     coef : (m, K) float64, validated, C-contiguous
     data : Batch (or DeviceBatch), validated
     device : {"cpu", "cuda"}
+    dtype : {"float64", "float32"}
+        Working precision (float32 on the GPU only).
 
     Returns
     -------
@@ -270,11 +329,13 @@ def span_eval(
     K = basis.shape[0]
     h1 = model.sizes[1]
     if resolve_device(device) == "cpu":
+        check_dtype(dtype, device)
         return _span.span_eval(
             basis, coef, model._sizes_arr, model._act, model._loss, data.X, data.Y,
             config.span_block_for(K, h1), config.SPAN_POINT_CHUNK,
         )  # fmt: skip
+    dt = check_dtype(dtype, device)
     return _cuda_span().span_eval(
-        basis, coef, *_cuda_args(model, data), config.cuda_span_block_for(K, h1),
-        config.CUDA_SPAN_SLOTS, config.CUDA_THREADS_PER_BLOCK,
+        basis, coef, *_cuda_args(model, data, dtype), config.cuda_span_block_for(K, h1),
+        config.CUDA_SPAN_SLOTS, config.CUDA_THREADS_PER_BLOCK, dt,
     )  # fmt: skip

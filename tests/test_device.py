@@ -119,3 +119,16 @@ def test_cpu_span_dispatch_is_the_cpu_engine():
     )  # fmt: skip
     np.testing.assert_array_equal(loss, want[0])
     np.testing.assert_array_equal(acc, want[1])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "f4", None, np.float32])
+def test_unknown_dtypes_are_refused(dtype):
+    model, theta, X, y = make_problem(MODEL_CASES[0], n=10)
+    with pytest.raises(ValueError, match="unknown dtype"):
+        _device.mlp_loss(model, theta, model.batch(X, y), "cpu", dtype)
+
+
+def test_float32_needs_the_gpu():
+    model, theta, X, y = make_problem(MODEL_CASES[0], n=10)
+    with pytest.raises(ValueError, match="dtype='float32' is available with device='cuda' only"):
+        _device.mlp_loss(model, theta, model.batch(X, y), "cpu", "float32")

@@ -358,14 +358,24 @@ def hvp_params_kernel(sizes, w_off, b_off, u_off, X, lo, hi, A, D, RA, RD, H):
 
 
 # ----------------------------------------------------------------------------- host drivers
+#: The float32 path: the drivers' ``dtype=np.float32`` stores parameters, data and per-sample
+#: buffers in float32, so the per-sample arithmetic (the forward pass, backpropagation and the
+#: R-passes: almost all of the work) runs in float32, while the loss link functions and every
+#: sum over samples (loss, gradient and HVP accumulators) stay in float64. Its error is that of
+#: a float32 forward pass, about 1e-6 relative for well-scaled problems (inputs rounded to
+#: 6e-8, a few roundings per layer), independent of n. The outputs are float64 arrays.
+FLOAT32_NOTE = "float32 storage and per-sample arithmetic, float64 sums over samples"
+
+
 def is_device_array(a) -> bool:
     """True for a Numba device array (or the simulator's fake one)."""
     return hasattr(a, "copy_to_host")
 
 
-def to_device(a):
-    """``a`` on the device: device arrays pass through, host arrays are copied once."""
-    return a if is_device_array(a) else cuda.to_device(np.ascontiguousarray(a))
+def to_device(a, dtype=np.float64):
+    """``a`` on the device: device arrays pass through (their dtype is the caller's business),
+    host arrays are converted to ``dtype`` and copied once."""
+    return a if is_device_array(a) else cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
 
 
 def _layout(sizes):
@@ -378,7 +388,7 @@ def _launch(n_work: int, threads_per_block: int):
     return (max(1, -(-n_work // threads_per_block)), threads_per_block)
 
 
-def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_threads, threads_per_block):
+def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_threads, threads_per_block, dtype=np.float64):
     """Mean loss over the n samples (twin of ``kernels.mlp.mlp_loss``). Returns a float.
 
     Parameters
@@ -391,20 +401,23 @@ def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_threads, threads_per_block):
     n_threads : int
         Total threads T; thread t sums samples t, t + T, ... (the bits depend on T).
     threads_per_block : int
+    dtype : numpy dtype, optional
+        float64, or float32: parameters, data and per-sample arithmetic in float32, sums over
+        samples in float64 (see :data:`FLOAT32_NOTE`).
     """
     sizes, w_off, b_off, u_off, n_units = _layout(sizes)
     n = X.shape[0]
     n_out = int(sizes[-1])
     T = max(1, min(int(n_threads), n))
-    dX, dY = to_device(X), to_device(Y)
+    dX, dY = to_device(X, dtype), to_device(Y, dtype)
     # per-thread scratch indexed [thread, unit], Fortran order: a warp's accesses coalesce
-    Z = cuda.device_array((T, n_units), order="F")
-    A = cuda.device_array((T, n_units), order="F")
-    G = cuda.device_array((T, n_out), order="F")
+    Z = cuda.device_array((T, n_units), dtype, order="F")
+    A = cuda.device_array((T, n_units), dtype, order="F")
+    G = cuda.device_array((T, n_out), dtype, order="F")
     partial = cuda.device_array(T)
     grid, tpb = _launch(T, threads_per_block)
     loss_kernel[grid, tpb](
-        cuda.to_device(theta), cuda.to_device(sizes), cuda.to_device(w_off),
+        cuda.to_device(theta.astype(dtype)), cuda.to_device(sizes), cuda.to_device(w_off),
         cuda.to_device(b_off), cuda.to_device(u_off), act, loss_kind, dX, dY, Z, A, G, partial,
     )  # fmt: skip
     host = partial.copy_to_host()
@@ -414,11 +427,11 @@ def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_threads, threads_per_block):
     return total / n
 
 
-def _block_buffers(block, n_units):
-    return tuple(cuda.device_array((block, n_units)) for _ in range(4))
+def _block_buffers(block, n_units, dtype):
+    return tuple(cuda.device_array((block, n_units), dtype) for _ in range(4))
 
 
-def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, block, threads_per_block):
+def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, block, threads_per_block, dtype=np.float64):
     """Mean loss and its gradient (twin of ``kernels.mlp.mlp_loss_grad``).
 
     Parameters
@@ -431,6 +444,8 @@ def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, block, threads_per_block):
     block : int
         Samples per block (memory: 4 * block * units floats).
     threads_per_block : int
+    dtype : numpy dtype, optional
+        float64 or float32 (see :data:`FLOAT32_NOTE`); the result is float64 either way.
 
     Returns
     -------
@@ -441,10 +456,10 @@ def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, block, threads_per_block):
     n = X.shape[0]
     P = theta.shape[0]
     block = max(1, min(int(block), n))
-    dX, dY = to_device(X), to_device(Y)
-    d_theta = cuda.to_device(theta)
+    dX, dY = to_device(X, dtype), to_device(Y, dtype)
+    d_theta = cuda.to_device(theta.astype(dtype))
     d_sizes, d_w, d_b, d_u = (cuda.to_device(a) for a in (sizes, w_off, b_off, u_off))
-    Z, A, D, T = _block_buffers(block, n_units)
+    Z, A, D, T = _block_buffers(block, n_units, dtype)
     lossbuf = cuda.device_array(block)
     G = cuda.to_device(np.zeros(P))
     loss_acc = cuda.to_device(np.zeros(1))
@@ -471,7 +486,7 @@ def hvp_block_for(K: int, n_units: int, block: int, scratch_bytes: int) -> int:
     return int(max(1, min(block, fit)))
 
 
-def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, block, threads_per_block):
+def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, block, threads_per_block, dtype=np.float64):
     """Hessian-vector products of the mean loss (twin of ``kernels.mlp.mlp_hvp``).
 
     Parameters
@@ -486,6 +501,8 @@ def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, block, threads_per_block):
     block : int
         Samples per block (memory: (3K + 4) * block * units floats; see :func:`hvp_block_for`).
     threads_per_block : int
+    dtype : numpy dtype, optional
+        float64 or float32 (see :data:`FLOAT32_NOTE`); the result is float64 either way.
 
     Returns
     -------
@@ -496,15 +513,15 @@ def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, block, threads_per_block):
     n = X.shape[0]
     K, P = V.shape
     block = max(1, min(int(block), n))
-    dX, dY = to_device(X), to_device(Y)
-    d_theta = cuda.to_device(theta)
-    d_V = cuda.to_device(np.ascontiguousarray(V))
+    dX, dY = to_device(X, dtype), to_device(Y, dtype)
+    d_theta = cuda.to_device(theta.astype(dtype))
+    d_V = cuda.to_device(np.ascontiguousarray(V, dtype=dtype))
     d_sizes, d_w, d_b, d_u = (cuda.to_device(a) for a in (sizes, w_off, b_off, u_off))
-    Z, A, D, T = _block_buffers(block, n_units)
+    Z, A, D, T = _block_buffers(block, n_units, dtype)
     lossbuf = cuda.device_array(block)
-    RZ = cuda.device_array((K * block, n_units))
-    RA = cuda.device_array((K * block, n_units))
-    RD = cuda.device_array((K * block, n_units))
+    RZ = cuda.device_array((K * block, n_units), dtype)
+    RA = cuda.device_array((K * block, n_units), dtype)
+    RD = cuda.device_array((K * block, n_units), dtype)
     H = cuda.to_device(np.zeros((K, P)))
     for lo in range(0, n, block):
         hi = min(n, lo + block)

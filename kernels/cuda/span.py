@@ -145,7 +145,9 @@ def _launch(n_work: int, threads_per_block: int):
     return (max(1, -(-n_work // threads_per_block)), threads_per_block)
 
 
-def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, slots, threads_per_block):
+def span_eval(
+    basis, coef, sizes, act, loss_kind, X, Y, block, slots, threads_per_block, dtype=np.float64
+):
     """Mean loss and accuracy of the model at the m points ``coef @ basis`` on the GPU.
 
     Twin of ``kernels.span.span_eval``; ``slots`` and ``threads_per_block`` replace its
@@ -166,6 +168,9 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, slots, threads_pe
         Threads per point: slot s sums the block's samples s, s + slots, ... (the bits depend
         on ``block`` and ``slots``, not on ``threads_per_block``).
     threads_per_block : int
+    dtype : numpy dtype, optional
+        float64, or float32: basis, coefficients, data and per-sample arithmetic in float32,
+        per-point sums over samples in float64 (``kernels.cuda.mlp.FLOAT32_NOTE``).
 
     Returns
     -------
@@ -175,8 +180,8 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, slots, threads_pe
         Fraction classified correctly (zeros for MSE).
     """
     sizes = np.ascontiguousarray(sizes, dtype=np.int64)
-    basis = np.ascontiguousarray(basis, dtype=np.float64)
-    coef = np.ascontiguousarray(coef, dtype=np.float64)
+    basis = np.ascontiguousarray(basis, dtype=dtype)
+    coef = np.ascontiguousarray(coef, dtype=dtype)
     n, d = X.shape
     K, _ = basis.shape
     m = coef.shape[0]
@@ -189,12 +194,12 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, slots, threads_pe
     block = max(1, min(int(block), n))
     S = max(1, min(int(slots), block))
     used = np.flatnonzero((coef != 0.0).any(axis=0)).astype(np.int64)
-    dX, dY = to_device(X), to_device(Y)
+    dX, dY = to_device(X, dtype), to_device(Y, dtype)
     d_basis = cuda.to_device(basis)
     d_coef = cuda.to_device(coef)
     tail = np.ascontiguousarray(basis[:, h1 * d + h1 :])
     P_tail = tail.shape[1]
-    theta_t = cuda.device_array((max(P_tail, 1), m))
+    theta_t = cuda.device_array((max(P_tail, 1), m), dtype)
     if n_layers > 1:
         grid, tpb = _launch(P_tail * m, threads_per_block)
         tail_kernel[grid, tpb](d_coef, cuda.to_device(tail), theta_t)
@@ -203,14 +208,14 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, slots, threads_pe
     tw_off = tw_off if tw_off.size else np.zeros(1, np.int64)
     tb_off = tb_off if tb_off.size else np.zeros(1, np.int64)
     d_sizes, d_tw, d_tb, d_tu = (cuda.to_device(a) for a in (sizes, tw_off, tb_off, tu_off))
-    F = cuda.device_array((K, block, h1))
+    F = cuda.device_array((K, block, h1), dtype)
     n_thr = S * m
     # per-thread scratch indexed [thread, unit], Fortran order: a warp's accesses coalesce
-    Z1 = cuda.device_array((n_thr, h1), order="F")
-    A1 = cuda.device_array((n_thr, h1), order="F")
-    ZT = cuda.device_array((n_thr, n_tail), order="F")
-    AT = cuda.device_array((n_thr, n_tail), order="F")
-    G = cuda.device_array((n_thr, n_out), order="F")
+    Z1 = cuda.device_array((n_thr, h1), dtype, order="F")
+    A1 = cuda.device_array((n_thr, h1), dtype, order="F")
+    ZT = cuda.device_array((n_thr, n_tail), dtype, order="F")
+    AT = cuda.device_array((n_thr, n_tail), dtype, order="F")
+    G = cuda.device_array((n_thr, n_out), dtype, order="F")
     acc_loss = cuda.to_device(np.zeros((S, m)))
     acc_hits = cuda.to_device(np.zeros((S, m)))
     for lo in range(0, n, block):

@@ -162,3 +162,38 @@ def test_loss_is_finite_and_exact_for_huge_logits():
         assert np.isfinite(got)
         assert_allclose(got, model.loss(theta, data), rtol=1e-10)
         _close(_device.mlp_loss_grad(model, theta, data, "cuda")[1], model.grad(theta, data)[1])
+
+
+@pytest.mark.parametrize("case", [MODEL_CASES[0], MODEL_CASES[5], MODEL_CASES[7]], ids=case_id)
+def test_float32_path_agrees_with_float64(case):
+    """float32 storage and per-sample arithmetic, float64 sums: a float32 forward pass's error.
+
+    (The simulator evaluates math functions in double, so this bounds the plumbing; on a GPU
+    the same tolerance holds for these well-scaled problems.)"""
+    model, theta, data, V = _problem(case, seed=10)
+    value = _device.mlp_loss(model, theta, data, "cuda", "float32")
+    assert isinstance(value, float)
+    assert_allclose(value, model.loss(theta, data), rtol=1e-5)
+    v32, g32 = _device.mlp_loss_grad(model, theta, data, "cuda", "float32")
+    v64, g64 = model.grad(theta, data)
+    assert g32.dtype == np.float64
+    assert_allclose(v32, v64, rtol=1e-5)
+    assert_allclose(g32, g64, rtol=1e-4, atol=1e-5 * np.abs(g64).max())
+    HV32 = _device.mlp_hvp(model, theta, V, data, "cuda", "float32")
+    HV64 = model.hvp(theta, V, data)
+    assert HV32.dtype == np.float64
+    assert_allclose(HV32, HV64, rtol=1e-4, atol=1e-5 * np.abs(HV64).max())
+    # float32 really rounds: the results are not the float64 bits
+    assert not np.array_equal(g32, _device.mlp_loss_grad(model, theta, data, "cuda")[1])
+
+
+def test_device_batch_keeps_one_copy_per_precision():
+    model, theta, data, _ = _problem(MODEL_CASES[4], seed=11)
+    dev = _device.to_device(data, "float32")
+    x32, _y32 = dev.device_arrays("float32")
+    assert x32.dtype == np.float32
+    assert dev.device_arrays("float32")[0] is x32
+    assert dev.device_X.dtype == np.float64  # float64 copy made on request
+    assert _device.mlp_loss(model, theta, dev, "cuda", "float32") == _device.mlp_loss(
+        model, theta, data, "cuda", "float32"
+    )
