@@ -182,3 +182,11 @@ def test_plot_escape_direction_on_x2_minus_y2_surface():
     np.testing.assert_allclose(tips, [(0.0, -2 / 3), (0.0, 2 / 3)], atol=1e-12)
     with pytest.raises(ValueError, match="expected \\(len\\(alphas\\), len\\(betas\\)\\)"):
         pc.plot_escape_direction(a, b, Z.T, res.escape_direction)
+
+
+def test_escape_saddle_with_lanczos_matches_exact():
+    model, theta, X, y = _saddle_problem(hidden=2, d=2)
+    ex = critical.escape_saddle(model, theta, X, y, step=0.5, method="exact")
+    lz = critical.escape_saddle(model, theta, X, y, step=0.5, method="lanczos")
+    assert lz.eigenvalue == pytest.approx(ex.eigenvalue, rel=1e-10)
+    assert lz.loss_after < lz.loss_before
