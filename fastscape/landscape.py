@@ -158,7 +158,8 @@ def _fingerprint(target: _Target, basis, coef, tile: int) -> str:
         name = repr(fn)
     else:
         name = f"{fn.__module__}.{fn.__qualname__}"
-    h.update(repr((target.kind, name, tile, config.SPAN_BLOCK)).encode())
+    block = config.span_block_for(basis.shape[0], target.fn.sizes[1]) if target.data else 0
+    h.update(repr((target.kind, name, tile, block)).encode())
     for arr in (basis, coef) + ((target.data.X, target.data.Y) if target.data else ()):
         h.update(repr(arr.shape).encode())
         h.update(np.ascontiguousarray(arr).tobytes())

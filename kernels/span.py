@@ -268,48 +268,60 @@ def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, loss_out, h
     P_tail = tail.shape[1]
     n_tasks = (m + point_chunk - 1) // point_chunk
     for task in prange(n_tasks):
-        idx = np.empty(K, np.int64)
-        val = np.empty(K)
+        lo = task * point_chunk
+        npts = min(m, lo + point_chunk) - lo
+        idx = np.empty((npts, K), np.int64)
+        val = np.empty((npts, K))
+        cnt = np.empty(npts, np.int64)
+        theta_t = np.zeros((npts, P_tail))
+        totals = np.zeros(npts)
+        hits = np.zeros(npts)
         z1 = np.empty(h1)
         a1 = np.empty(h1)
         bits = np.empty(h1, np.int64)
-        theta_t = np.empty(P_tail)
         Z = np.empty(max(n_tail_units, 1))
         A = np.empty(max(n_tail_units, 1))
         g = np.empty(n_out)
         obuf = np.empty(n_out)
         obits = np.empty(n_out, np.int64)
-        stop = min(m, (task + 1) * point_chunk)
-        for j in range(task * point_chunk, stop):
-            cnt = nonzero_coefficients(coef[j], idx, val)
-            for p in range(P_tail):
-                theta_t[p] = 0.0
-            for t in range(cnt):
-                row = tail[idx[t]]
-                c = val[t]
+        for q in range(npts):
+            cnt[q] = nonzero_coefficients(coef[lo + q], idx[q], val[q])
+            th = theta_t[q]
+            for t in range(cnt[q]):
+                row = tail[idx[q, t]]
+                c = val[q, t]
                 for p in range(P_tail):
-                    theta_t[p] += c * row[p]
-            total = 0.0
-            hits = 0.0
-            for i in range(B):
-                for u in range(h1):
-                    z1[u] = 0.0
-                for t in range(cnt):
-                    Fi = F[idx[t], i]
-                    c = val[t]
+                    th[p] += c * row[p]
+        # samples outer, the chunk's points inner: the K rows of F for a sample are read once
+        # per chunk (from L1) instead of once per point; each point's own sums keep their order
+        for i in range(B):
+            yi = Y[i]
+            for q in range(npts):
+                if cnt[q] == 0:
                     for u in range(h1):
-                        z1[u] += c * Fi[u]
+                        z1[u] = 0.0
+                else:
+                    k = idx[q, 0]
+                    c = val[q, 0]
+                    for u in range(h1):
+                        z1[u] = c * F[k, i, u]
+                for t in range(1, cnt[q]):
+                    k = idx[q, t]
+                    c = val[q, t]
+                    for u in range(h1):
+                        z1[u] += c * F[k, i, u]
                 if n_layers == 1:
-                    total += sample_loss(loss_kind, z1, Y[i], g, obuf, obits)
-                    hits += correct(loss_kind, z1, Y[i])
+                    totals[q] += sample_loss(loss_kind, z1, yi, g, obuf, obits)
+                    hits[q] += correct(loss_kind, z1, yi)
                 else:
                     activate_block(act, z1, a1, bits)
-                    forward(theta_t, tail_sizes, tw_off, tb_off, tu_off, act, a1, Z, A)
+                    forward(theta_t[q], tail_sizes, tw_off, tb_off, tu_off, act, a1, Z, A)
                     zo = Z[n_tail_units - n_out : n_tail_units]
-                    total += sample_loss(loss_kind, zo, Y[i], g, obuf, obits)
-                    hits += correct(loss_kind, zo, Y[i])
-            loss_out[j] = total
-            hits_out[j] = hits
+                    totals[q] += sample_loss(loss_kind, zo, yi, g, obuf, obits)
+                    hits[q] += correct(loss_kind, zo, yi)
+        for q in range(npts):
+            loss_out[lo + q] = totals[q]
+            hits_out[lo + q] = hits[q]
 
 
 @jit()
@@ -442,7 +454,7 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk):
         hi = min(n, lo + block)
         Xb = X[lo:hi]
         if scalar:
-            F = np.zeros((K, hi - lo))
+            F = np.empty((K, hi - lo))  # rows no point uses stay unread
             for k in used:
                 np.matmul(Xb, W1[k, 0], out=F[k])
                 F[k] += b1[k, 0]
@@ -450,7 +462,7 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk):
                 coef, F, Y[lo:hi, 0].copy(), loss_kind, point_chunk, block_loss, block_hits
             )
         else:
-            F = np.zeros((K, hi - lo, h1))
+            F = np.empty((K, hi - lo, h1))
             for k in used:
                 np.matmul(Xb, W1[k].T, out=F[k])
                 F[k] += b1[k]
