@@ -71,7 +71,8 @@ CUDA_BLOCK = 8192
 CUDA_SCRATCH_BYTES = 512 * 2**20
 
 #: Threads per point of the CUDA span engine: slot s sums samples s, s + S, ... of each block
-#: (the bits depend on this number and CUDA_SPAN_BLOCK, not on the launch shape).
+#: (32: one warp per point; the bits depend on this number and CUDA_SPAN_BLOCK, not on the
+#: launch shape).
 CUDA_SPAN_SLOTS = 32
 
 #: Samples per block of the CUDA span engine (memory K * block * h1 floats for the first-layer

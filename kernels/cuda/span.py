@@ -4,9 +4,9 @@ GPU twin of ``kernels/span.py`` (same inputs, same outputs): the points are
 ``theta_j = sum_k coef[j, k] basis[k]``, and the first layer is linear in its parameters,
 ``X W1(c)^T + b1(c) = sum_k c_k (X W1_k^T + b1_k)``. For each fixed block of samples:
 
-1. ``first_layer_kernel`` forms ``F[k] = X_blk W1_k^T + b1_k`` for every basis row k that some
-   point uses (one thread per (k, sample, unit));
-2. ``points_kernel`` runs one thread per (slot s, point j): it takes the block's samples
+1. ``first_layer_kernel`` forms ``F[k] = (X_blk W1_k^T + b1_k)^T``, stored (K, h1, block),
+   for every basis row k that some point uses (one thread per (k, unit, sample));
+2. ``points_kernel`` runs one thread per (point j, slot s): it takes the block's samples
    ``s, s + S, ...`` (S slots), forms each sample's first-layer outputs from F with the point's
    non-zero coefficients, runs the later layers with the point's own tail parameters (formed
    once per call by ``tail_kernel``, one thread per (point, parameter)), and adds the loss and
@@ -14,11 +14,14 @@ GPU twin of ``kernels/span.py`` (same inputs, same outputs): the points are
 
 Blocks are processed in order and the host adds ``acc[:, j]`` over the S slots in order: every
 sum has one fixed order, no atomics, so two runs give identical bits and a point's value does
-not depend on the other points of the call. Consecutive threads handle consecutive points, so
-a warp reads the same F entries (broadcast) and its own coefficients.
+not depend on the other points of the call.
 
-Memory: ``O(K * block * h1 + m * P_tail + m * S * units)``. Per-point and per-thread buffers
-are stored point-major / thread-major in memory so that a warp's accesses are coalesced.
+Memory access: consecutive threads are consecutive slots of one point (with the default
+S = 32, a warp is one point), so the point's coefficients and tail parameters are broadcast
+to the warp, its F reads (consecutive samples) coalesce, and the per-thread scratch rows are
+stored thread-fastest (Fortran order) so that they coalesce too.
+
+Memory: ``O(K * block * h1 + m * P_tail + m * S * units)``.
 """
 
 from __future__ import annotations
@@ -51,30 +54,30 @@ def correct(loss_kind, n_out, Z, r, z0, Y, i):
 
 @cuda.jit
 def tail_kernel(coef, tail, theta_t):
-    """``theta_t[p, j] = sum_k coef[j, k] tail[k, p]`` over the non-zero coefficients, in k
-    order (one thread per (parameter, point)). Stored parameter-major, (P_tail, m), so that
-    the threads of a warp (consecutive points) read consecutive addresses."""
+    """``theta_t[j, p] = sum_k coef[j, k] tail[k, p]`` over the non-zero coefficients, in k
+    order (one thread per (point, parameter))."""
     t = cuda.grid(1)
     m, K = coef.shape
     P = tail.shape[1]
     if t >= m * P:
         return
-    p = t // m
-    j = t - p * m
+    j = t // P
+    p = t - j * P
     s = 0.0
     for k in range(K):
         c = coef[j, k]
         if c != 0.0:
             s += c * tail[k, p]
-    theta_t[p, j] = s
+    theta_t[j, p] = s
 
 
 @cuda.jit
 def first_layer_kernel(basis, used, X, lo, hi, F):
-    """``F[k, r, u] = X[lo + r] . W1_k[u] + b1_k[u]`` for the used rows k (one thread per
-    (used row, sample, unit)); W1_k is ``basis[k, :h1 * d]`` row-major, b1_k follows it."""
+    """``F[k, u, r] = X[lo + r] . W1_k[u] + b1_k[u]`` for the used rows k (one thread per
+    (used row, unit, sample), samples fastest); W1_k is ``basis[k, :h1 * d]`` row-major, b1_k
+    follows it."""
     t = cuda.grid(1)
-    h1 = F.shape[2]
+    h1 = F.shape[1]
     d = X.shape[1]
     nb = hi - lo
     per_row = nb * h1
@@ -82,14 +85,14 @@ def first_layer_kernel(basis, used, X, lo, hi, F):
         return
     q = t // per_row
     rem = t - q * per_row
-    r = rem // h1
-    u = rem - r * h1
+    u = rem // nb
+    r = rem - u * nb
     k = used[q]
     w0 = u * d
     s = 0.0
     for c in range(d):
         s += X[lo + r, c] * basis[k, w0 + c]
-    F[k, r, u] = s + basis[k, h1 * d + u]
+    F[k, u, r] = s + basis[k, h1 * d + u]
 
 
 @cuda.jit
@@ -97,26 +100,26 @@ def points_kernel(
     coef, F, theta_t, sizes, tw_off, tb_off, tu_off, act, loss_kind, Y, lo, hi,
     Z1, A1, ZT, AT, G, acc_loss, acc_hits,
 ):  # fmt: skip
-    """One thread per (slot s, point j): ``acc_*[s, j] +=`` the sums over the block's samples
-    ``s, s + S, ...`` (S = acc_loss.shape[0]).
+    """One thread per (point j, slot s), slots fastest: ``acc_*[s, j] +=`` the sums over the
+    block's samples ``s, s + S, ...`` (S = acc_loss.shape[0]).
 
-    ``theta_t`` is (P_tail, m): column j holds point j's tail parameters. The scratch arrays
-    Z1, A1, ZT, AT, G are indexed ``[thread, unit]`` and stored in Fortran order by the driver,
-    so that a warp's accesses are coalesced.
+    ``theta_t`` is (m, P_tail): row j holds point j's tail parameters; F is (K, h1, block). The
+    scratch arrays Z1, A1, ZT, AT, G are indexed ``[thread, unit]`` and stored in Fortran order
+    by the driver, so that a warp's accesses coalesce.
     """
     t = cuda.grid(1)
     S, m = acc_loss.shape
     if t >= S * m:
         return
-    s = t // m
-    j = t - s * m
+    j = t // S
+    s = t - j * S
     K = coef.shape[1]
-    h1 = F.shape[2]
+    h1 = F.shape[1]
     n_layers = sizes.shape[0] - 1
     n_out = sizes[n_layers]
     nt = tu_off.shape[0] - 1
     z0 = tu_off[nt] - n_out
-    theta = theta_t[:, j]
+    theta = theta_t[j]
     nb = hi - lo
     total = 0.0
     hits = 0.0
@@ -127,7 +130,7 @@ def points_kernel(
             c = coef[j, k]
             if c != 0.0:
                 for u in range(h1):
-                    Z1[t, u] += c * F[k, r, u]
+                    Z1[t, u] += c * F[k, u, r]
         if n_layers == 1:
             total += output_loss(loss_kind, n_out, Z1, t, 0, Y, lo + r, G, t, 0, False)
             hits += correct(loss_kind, n_out, Z1, t, 0, Y, lo + r)
@@ -199,16 +202,16 @@ def span_eval(
     d_coef = cuda.to_device(coef)
     tail = np.ascontiguousarray(basis[:, h1 * d + h1 :])
     P_tail = tail.shape[1]
-    theta_t = cuda.device_array((max(P_tail, 1), m), dtype)
+    theta_t = cuda.device_array((m, max(P_tail, 1)), dtype)
     if n_layers > 1:
-        grid, tpb = _launch(P_tail * m, threads_per_block)
+        grid, tpb = _launch(m * P_tail, threads_per_block)
         tail_kernel[grid, tpb](d_coef, cuda.to_device(tail), theta_t)
     d_used = cuda.to_device(used if used.size else np.zeros(1, np.int64))
     # no hidden layer: the tail has no layers; keep the (unread) offset arrays non-empty
     tw_off = tw_off if tw_off.size else np.zeros(1, np.int64)
     tb_off = tb_off if tb_off.size else np.zeros(1, np.int64)
     d_sizes, d_tw, d_tb, d_tu = (cuda.to_device(a) for a in (sizes, tw_off, tb_off, tu_off))
-    F = cuda.device_array((K, block, h1), dtype)
+    F = cuda.device_array((K, h1, block), dtype)
     n_thr = S * m
     # per-thread scratch indexed [thread, unit], Fortran order: a warp's accesses coalesce
     Z1 = cuda.device_array((n_thr, h1), dtype, order="F")
