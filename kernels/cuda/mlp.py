@@ -30,6 +30,7 @@ Python source compiled for the device; the others are index-based twins of the C
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from numba import cuda
@@ -388,6 +389,18 @@ def _launch(n_work: int, threads_per_block: int):
     return (max(1, -(-n_work // threads_per_block)), threads_per_block)
 
 
+def configure(kernel, grid: int, threads_per_block: int):
+    """``kernel[grid, threads_per_block]``, without numba-cuda's low-occupancy warning.
+
+    numba-cuda warns (NumbaPerformanceWarning) on every launch of fewer than 128 blocks. Our
+    grid sizes follow the problem (a small model or a few points give a small grid, and a
+    larger grid would only add idle threads), so that warning says nothing actionable here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Grid size \d+ will likely result in GPU")
+        return kernel[grid, threads_per_block]
+
+
 def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_threads, threads_per_block, dtype=np.float64):
     """Mean loss over the n samples (twin of ``kernels.mlp.mlp_loss``). Returns a float.
 
@@ -416,7 +429,7 @@ def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_threads, threads_per_block, d
     G = cuda.device_array((T, n_out), dtype, order="F")
     partial = cuda.device_array(T)
     grid, tpb = _launch(T, threads_per_block)
-    loss_kernel[grid, tpb](
+    configure(loss_kernel, grid, tpb)(
         cuda.to_device(theta.astype(dtype)), cuda.to_device(sizes), cuda.to_device(w_off),
         cuda.to_device(b_off), cuda.to_device(u_off), act, loss_kind, dX, dY, Z, A, G, partial,
     )  # fmt: skip
@@ -466,11 +479,11 @@ def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, block, threads_per_block, 
     for lo in range(0, n, block):
         hi = min(n, lo + block)
         grid, tpb = _launch(hi - lo, threads_per_block)
-        sample_grad_kernel[grid, tpb](
+        configure(sample_grad_kernel, grid, tpb)(
             d_theta, d_sizes, d_w, d_b, d_u, act, loss_kind, dX, dY, lo, hi, Z, A, D, T, lossbuf
         )
         grid, tpb = _launch(P + 1, threads_per_block)
-        grad_params_kernel[grid, tpb](
+        configure(grad_params_kernel, grid, tpb)(
             d_sizes, d_w, d_b, d_u, dX, lo, hi, A, D, lossbuf, G, loss_acc
         )
     inv = 1.0 / n
@@ -526,16 +539,16 @@ def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, block, threads_per_block, dty
     for lo in range(0, n, block):
         hi = min(n, lo + block)
         grid, tpb = _launch(hi - lo, threads_per_block)
-        sample_grad_kernel[grid, tpb](
+        configure(sample_grad_kernel, grid, tpb)(
             d_theta, d_sizes, d_w, d_b, d_u, act, loss_kind, dX, dY, lo, hi, Z, A, D, T, lossbuf
         )
         grid, tpb = _launch(K * (hi - lo), threads_per_block)
-        sample_rop_kernel[grid, tpb](
+        configure(sample_rop_kernel, grid, tpb)(
             d_theta, d_V, d_sizes, d_w, d_b, d_u, act, loss_kind, dX, dY, lo, hi,
             Z, A, D, T, RZ, RA, RD,
         )  # fmt: skip
         grid, tpb = _launch(K * P, threads_per_block)
-        hvp_params_kernel[grid, tpb](d_sizes, d_w, d_b, d_u, dX, lo, hi, A, D, RA, RD, H)
+        configure(hvp_params_kernel, grid, tpb)(d_sizes, d_w, d_b, d_u, dX, lo, hi, A, D, RA, RD, H)
     out = H.copy_to_host()
     out *= 1.0 / n
     return out

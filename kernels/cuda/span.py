@@ -31,7 +31,7 @@ from numba import cuda
 
 from .. import mlp as _cpu
 from ..mlp import LOGISTIC, SOFTMAX_CE
-from .mlp import activate, forward, output_loss, to_device
+from .mlp import activate, configure, forward, output_loss, to_device
 
 
 @cuda.jit(device=True)
@@ -205,7 +205,7 @@ def span_eval(
     theta_t = cuda.device_array((m, max(P_tail, 1)), dtype)
     if n_layers > 1:
         grid, tpb = _launch(m * P_tail, threads_per_block)
-        tail_kernel[grid, tpb](d_coef, cuda.to_device(tail), theta_t)
+        configure(tail_kernel, grid, tpb)(d_coef, cuda.to_device(tail), theta_t)
     d_used = cuda.to_device(used if used.size else np.zeros(1, np.int64))
     # no hidden layer: the tail has no layers; keep the (unread) offset arrays non-empty
     tw_off = tw_off if tw_off.size else np.zeros(1, np.int64)
@@ -225,9 +225,9 @@ def span_eval(
         hi = min(n, lo + block)
         if used.size:
             grid, tpb = _launch(used.size * (hi - lo) * h1, threads_per_block)
-            first_layer_kernel[grid, tpb](d_basis, d_used, dX, lo, hi, F)
+            configure(first_layer_kernel, grid, tpb)(d_basis, d_used, dX, lo, hi, F)
         grid, tpb = _launch(n_thr, threads_per_block)
-        points_kernel[grid, tpb](
+        configure(points_kernel, grid, tpb)(
             d_coef, F, theta_t, d_sizes, d_tw, d_tb, d_tu, act, loss_kind, dY, lo, hi,
             Z1, A1, ZT, AT, G, acc_loss, acc_hits,
         )  # fmt: skip

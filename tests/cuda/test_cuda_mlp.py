@@ -197,3 +197,24 @@ def test_device_batch_keeps_one_copy_per_precision():
     assert _device.mlp_loss(model, theta, dev, "cuda", "float32") == _device.mlp_loss(
         model, theta, data, "cuda", "float32"
     )
+
+
+def test_configure_silences_only_the_low_occupancy_warning():
+    """numba-cuda's warning text for grids under 128 blocks (dispatcher.py) is filtered; any
+    other warning of a launch still gets through."""
+    import warnings
+
+    from fastscape.kernels.cuda.mlp import configure
+
+    class Kernel:
+        def __init__(self, message):
+            self.message = message
+
+        def __getitem__(self, launch):
+            warnings.warn(self.message, RuntimeWarning, stacklevel=2)
+            return launch
+
+    quiet = Kernel("Grid size 2 will likely result in GPU under-utilization due to low occupancy.")
+    assert configure(quiet, 2, 8) == (2, 8)
+    with pytest.warns(RuntimeWarning, match="something else"):
+        configure(Kernel("something else"), 2, 8)
