@@ -49,25 +49,29 @@ _INV_LN2 = 1.44269504088896338700e00
 # sample per point for logistic regression, h1 tanh per sample per point for an MLP). The loops
 # below are branch-free arithmetic that LLVM turns into SIMD code.
 @jit()
-def exp_neg_block(a, out, bits):
-    """out[i] = exp(-a[i]) for a[i] >= 0, vectorisable.
+def exp_neg_abs_block(z, factor, shift, out, bits):
+    """out[i] = exp(-factor * |z[i] - shift|), vectorisable. ``out`` must not be ``z``.
 
-    ``a = k ln2 + r`` with ``|r| <= ln2 / 2`` (Cody-Waite), ``exp(-r)`` by its Taylor
-    polynomial to degree 13 (truncation < 5e-18) and ``2**-k`` assembled from its exponent bits;
-    exp(-a) is taken as 0 beyond a = 708 (where it is below 3.3e-308). Relative error a few ulp
-    plus about ``a`` ulp from the reduction (the condition number of exp at -a).
+    With ``a = factor * |z - shift|``: ``a = k ln2 + r``, ``|r| <= ln2 / 2`` (Cody-Waite),
+    ``exp(-r)`` by its Taylor polynomial to degree 13 (truncation < 5e-18) and ``2**-k``
+    assembled from its exponent bits; exp(-a) is taken as 0 beyond a = 708 (where it is below
+    3.3e-308). Relative error a few ulp plus about ``a`` ulp from the reduction (the condition
+    number of exp at -a). The input is read directly (not copied into ``out`` first) because
+    LLVM vectorises a loop only when its input and output arrays do not overlap.
 
     Parameters
     ----------
-    a : (B,) float64, >= 0
-    out : (B,) float64, written (may be ``a`` itself)
+    z : (B,) float64
+    factor, shift : float
+    out : (B,) float64, written
     bits : (B,) int64, scratch
     """
-    n = a.shape[0]
+    n = z.shape[0]
     for i in range(n):
-        x = min(a[i], 708.0)
+        a = factor * abs(z[i] - shift)
+        x = min(a, 708.0)
         k = np.int64(x * _INV_LN2 + 0.5)
-        bits[i] = (1023 - k) << 52 if a[i] <= 708.0 else 0  # bits 0 are +0.0
+        bits[i] = (1023 - k) << 52 if a <= 708.0 else 0  # bits 0 are +0.0
         out[i] = (x - k * _LN2_HI) - k * _LN2_LO
     scale = bits.view(np.float64)
     for i in range(n):
@@ -93,7 +97,7 @@ def exp_neg_block(a, out, bits):
 def softplus_block(z, out, bits):
     """out[i] = softplus(z[i]) = max(z, 0) + log1p(exp(-|z|)) for a whole buffer, vectorisable.
 
-    ``u = exp(-|z|)`` by :func:`exp_neg_block`; ``log1p(u)`` for u in (0, 1] as ``2 atanh(s)``
+    ``u = exp(-|z|)`` by :func:`exp_neg_abs_block`; ``log1p(u)`` for u in (0, 1] as ``2 atanh(s)``
     with ``s = u / (2 + u)``, or, for u > sqrt(2) - 1, as ``ln(sqrt 2) + 2 atanh(s')`` with
     ``s' = (u - (sqrt 2 - 1)) / (u + 1 + sqrt 2)`` (the same thing for ``(1 + u) / sqrt 2``), so
     that ``|s| <= 0.1716`` and the odd series stops at s**21 (truncation < 3e-17 relative).
@@ -109,9 +113,7 @@ def softplus_block(z, out, bits):
     bits : (B,) int64, scratch
     """
     n = z.shape[0]
-    for i in range(n):
-        out[i] = abs(z[i])
-    exp_neg_block(out, out, bits)
+    exp_neg_abs_block(z, 1.0, 0.0, out, bits)
     for i in range(n):
         u = out[i]
         big = u > 0.41421356237309503
@@ -138,7 +140,7 @@ def activate_block(act, z, out, bits):
     """out = f(z) elementwise for a hidden activation, vectorisable.
 
     tanh as ``sign(z) (1 - e) / (1 + e)`` with ``e = exp(-2|z|)`` and the logistic sigmoid as
-    ``1 / (1 + e)`` or ``e / (1 + e)`` with ``e = exp(-|z|)`` (:func:`exp_neg_block`); ReLU and
+    ``1 / (1 + e)`` or ``e / (1 + e)`` with ``e = exp(-|z|)`` (:func:`exp_neg_abs_block`); ReLU and
     identity directly. Absolute error below 2e-16 (relative error for tanh grows like
     1e-16 / |z| as z -> 0, where tanh z ~ z: harmless for a loss, which depends on activations
     through absolute changes).
@@ -147,22 +149,18 @@ def activate_block(act, z, out, bits):
     ----------
     act : int
     z : (h,) float64
-    out : (h,) float64, written (may not alias z)
+    out : (h,) float64, written (must not be z)
     bits : (h,) int64, scratch
     """
     n = z.shape[0]
     if act == TANH:
-        for i in range(n):
-            out[i] = 2.0 * abs(z[i])
-        exp_neg_block(out, out, bits)
+        exp_neg_abs_block(z, 2.0, 0.0, out, bits)
         for i in range(n):
             e = out[i]
             t = (1.0 - e) / (1.0 + e)
             out[i] = t if z[i] >= 0.0 else -t
     elif act == SIGMOID:
-        for i in range(n):
-            out[i] = abs(z[i])
-        exp_neg_block(out, out, bits)
+        exp_neg_abs_block(z, 1.0, 0.0, out, bits)
         for i in range(n):
             e = out[i]
             out[i] = (1.0 if z[i] >= 0.0 else e) / (1.0 + e)
@@ -200,7 +198,7 @@ def sample_loss(loss_kind, z, y, g, buf, bits):
     """Loss of one sample from its logits z (no gradient).
 
     Softmax-CE as ``s * lse - y . z`` with the exponentials of ``z - max z`` taken together by
-    :func:`exp_neg_block` (one scalar ``log``); the other losses by ``mlp.output_loss``.
+    :func:`exp_neg_abs_block` (one scalar ``log``); the other losses by ``mlp.output_loss``.
     ``g``, ``buf`` (out,) float64 and ``bits`` (out,) int64 are scratch.
     """
     if loss_kind != SOFTMAX_CE:
@@ -209,9 +207,7 @@ def sample_loss(loss_kind, z, y, g, buf, bits):
     mx = z[0]
     for o in range(1, n_out):
         mx = max(mx, z[o])
-    for o in range(n_out):
-        buf[o] = mx - z[o]
-    exp_neg_block(buf, buf, bits)
+    exp_neg_abs_block(z, 1.0, mx, buf, bits)
     se = 0.0
     s = 0.0
     yz = 0.0
@@ -282,6 +278,7 @@ def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, loss_out, h
         Z = np.empty(max(n_tail_units, 1))
         A = np.empty(max(n_tail_units, 1))
         g = np.empty(n_out)
+        zout = np.empty(n_out)
         obuf = np.empty(n_out)
         obits = np.empty(n_out, np.int64)
         for q in range(npts):
@@ -313,6 +310,17 @@ def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, loss_out, h
                 if n_layers == 1:
                     totals[q] += sample_loss(loss_kind, z1, yi, g, obuf, obits)
                     hits[q] += correct(loss_kind, z1, yi)
+                elif n_layers == 2:
+                    # one hidden layer (the common case): the output layer written out with
+                    # 2-D indexing, no array views per sample
+                    activate_block(act, z1, a1, bits)
+                    for o in range(n_out):
+                        s = theta_t[q, n_out * h1 + o]
+                        for u in range(h1):
+                            s += theta_t[q, o * h1 + u] * a1[u]
+                        zout[o] = s
+                    totals[q] += sample_loss(loss_kind, zout, yi, g, obuf, obits)
+                    hits[q] += correct(loss_kind, zout, yi)
                 else:
                     activate_block(act, z1, a1, bits)
                     forward(theta_t[q], tail_sizes, tw_off, tb_off, tu_off, act, a1, Z, A)
@@ -332,9 +340,7 @@ def logistic_block_sums(z, y, sp, bits):
     loop (one pass fewer over the block). Returns (loss sum, hits).
     """
     n = z.shape[0]
-    for i in range(n):
-        sp[i] = abs(z[i])
-    exp_neg_block(sp, sp, bits)
+    exp_neg_abs_block(z, 1.0, 0.0, sp, bits)
     total = 0.0
     hits = 0.0
     for i in range(n):
