@@ -297,8 +297,15 @@ def _summary(rows: Sequence[tuple[str, str]]) -> str:
     return "\n".join([line, *(f"{k.ljust(width)}   {v}" for k, v in rows), line])
 
 
-def _grid(args, axis: str) -> np.ndarray:
-    lo, hi = getattr(args, f"range_{axis}") or args.range
+def _grid(args, axis: str, auto: np.ndarray | None = None) -> np.ndarray:
+    """Grid coordinates of one axis: its own range, else --range, else ``auto`` (the span of
+    the trajectory's projection with a margin, for PCA directions), else [-1, 1]."""
+    rng = getattr(args, f"range_{axis}") or args.range
+    if rng is None and auto is not None and np.ptp(auto) > 0:
+        lo, hi = min(auto.min(), 0.0), max(auto.max(), 0.0)
+        pad = 0.25 * (hi - lo)
+        rng = (lo - pad, hi + pad)
+    lo, hi = rng or (-1.0, 1.0)
     n = getattr(args, f"points_{axis}") or args.points
     return np.linspace(lo, hi, n)
 
@@ -392,7 +399,9 @@ def cmd_landscape(args) -> int:
         trajectory_xy = np.linalg.solve(G, D @ (res.trajectory - theta).T).T
     timings["directions_s"] = time.perf_counter() - t
 
-    alphas, betas = _grid(args, "x"), _grid(args, "y")
+    auto = trajectory_xy if args.directions == "pca" else None
+    alphas = _grid(args, "x", None if auto is None else auto[:, 0])
+    betas = _grid(args, "y", None if auto is None else auto[:, 1])
     t = time.perf_counter()
     s1 = slice_1d(model, theta, d1, train, None, alphas, progress=progress)
     s2 = slice_1d(model, theta, d2, train, None, alphas, progress=progress)
@@ -431,10 +440,12 @@ def cmd_landscape(args) -> int:
         io.save_csv(surf_test, out / "surface_test.csv")
         io.save_npz(surf_test, out / "surface_test.npz")
         files += ["surface_test.csv", "surface_test.npz"]
+    # log-spaced levels when the loss spans over two decades on the grid
+    log = bool(surf.loss.min() > 0 and surf.loss.max() > 100 * surf.loss.min())
     if trajectory_xy is not None:
-        fig = plot.trajectory(surf, trajectory_xy, log=bool(surf.loss.min() > 0))
+        fig = plot.trajectory(surf, trajectory_xy, log=log)
     else:
-        fig = plot.contour(surf, log=bool(surf.loss.min() > 0))
+        fig = plot.contour(surf, log=log)
     _save_figure(fig, out / "contour.png")
     _save_figure(plot.surface3d(surf), out / "surface3d.png")
     fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.2))
@@ -743,7 +754,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="perturb biases too (scaled per layer to |b|)",
     )
-    g.add_argument("--range", type=_range, default=(-1.0, 1.0), help="grid range LO:HI")
+    g.add_argument(
+        "--range",
+        type=_range,
+        default=None,
+        help="grid range LO:HI [default: -1:1; for pca, the span of the training "
+        "trajectory with a margin]",
+    )
     g.add_argument("--points", type=_positive_int, default=51, help="grid points per axis")
     g.add_argument("--range-x", type=_range, default=None, help="range along d1 (overrides)")
     g.add_argument("--range-y", type=_range, default=None, help="range along d2 (overrides)")
@@ -830,10 +847,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_RANGE_OPTIONS = ("--range", "--range-x", "--range-y")
+
+
+def _join_ranges(argv: list[str]) -> list[str]:
+    """Let ``--range -2:2`` through: argparse takes '-2:2' for an option otherwise."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _RANGE_OPTIONS and i + 1 < len(argv) and ":" in argv[i + 1]:
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastscape`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_ranges(sys.argv[1:] if argv is None else list(argv)))
     from ._threads import threads
 
     try:

@@ -170,6 +170,15 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, tmp_path, monkeypatch
     assert err.strip().splitlines()[-1].startswith(("fastscape: error:", "fastscape "))
 
 
+def test_negative_ranges_parse():
+    from fastscape.cli import _join_ranges, build_parser
+
+    args = build_parser().parse_args(
+        _join_ranges(["landscape", "--range", "-2:2", "--range-y", "-0.5:1.5"])
+    )
+    assert args.range == (-2.0, 2.0) and args.range_y == (-0.5, 1.5)
+
+
 def test_help_teaches_and_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "fastscape", "--help"], capture_output=True,
                          text=True, check=True).stdout  # fmt: skip
