@@ -40,6 +40,16 @@ OUTPUTS = (
 )  # fmt: skip
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default once: unless its help already says it, or it is unset."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return text + " [default: %(default)s]"
+
+
 class CLIError(Exception):
     """A user error: reported as one line, exit status 2."""
 
@@ -724,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fit a model, then compute 1D slices and a 2D surface of the loss around "
         "the solution, the top Hessian eigenvalues, the critical-point classification and "
         "sharpness; write CSV/NPZ/HDF5, a gnuplot script, report.json and PNGs into --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )  # fmt: skip
     _add_data_model_options(p)
     g = p.add_argument_group("directions and grid")
@@ -792,13 +802,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Curvature of a model at trained parameters (--theta FILE.npz with an "
         "array 'theta', or trained on the spot): top and bottom eigenvalues, trace, spectral "
         "density and the critical-point classification.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )  # fmt: skip
     _add_data_model_options(p)
     p.add_argument("--theta", default=None, help="parameters (.npz with array 'theta')")
     p.add_argument("--top", type=_positive_int, default=5, help="eigenvalues at each end")
     p.add_argument("--out", default=None, help="directory for hessian.json and spectrum.png")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     p.set_defaults(func=cmd_hessian)
 
     p = sub.add_parser(
@@ -806,7 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the model from two seeds, then measure the loss barrier on the "
         "straight segment between the solutions and on a trained quadratic Bézier curve "
         "(Garipov et al. 2018).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )  # fmt: skip
     _add_data_model_options(p)
     p.add_argument("--points", type=_positive_int, default=51, help="points on each path")
@@ -814,7 +824,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bezier-steps", type=_positive_int, default=300, help="training steps of the bend"
     )
     p.add_argument("--out", default=None, help="directory for connect.json and paths.png")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     p.set_defaults(func=cmd_connect)
 
     p = sub.add_parser(
@@ -823,26 +833,31 @@ def build_parser() -> argparse.ArgumentParser:
         "eigenvalue (Cohen et al. 2021). The default data is a small regression problem "
         "(60 samples, MSE, a 4-16-16-1 tanh MLP, η = 0.1) on which progressive sharpening "
         "and the edge of stability show in seconds.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )  # fmt: skip
     _add_data_model_options(p)
     p.set_defaults(data="eos-default", hidden=(16, 16))
     p.add_argument("--every", type=_positive_int, default=20, help="steps between λmax")
     p.add_argument("--out", default=None, help="directory for eos.json and eos.png")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     p.set_defaults(func=cmd_eos)
 
     p = sub.add_parser(
         "plot",
         help="re-plot a saved .npz/.h5/.csv result",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     p.add_argument("file", help="a surface or slice saved by fastscape")
-    p.add_argument("--kind", choices=("contour", "heatmap", "3d"), default="contour")
+    p.add_argument(
+        "--kind",
+        choices=("contour", "heatmap", "3d"),
+        default="contour",
+        help="picture of a surface (slices are always drawn as curves)",
+    )
     p.add_argument("--log", action="store_true", help="log-spaced contour levels")
     p.add_argument("--out", default=None, help="PNG path [default: FILE with .png]")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
+    p.add_argument("--quiet", action="store_true", help="print nothing")
     p.set_defaults(func=cmd_plot)
     return parser
 
