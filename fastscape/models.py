@@ -387,7 +387,7 @@ class MLP:
             config.n_chunks_for(data.X.shape[0]),
         )
 
-    def loss(self, theta, X, y=None) -> float:
+    def loss(self, theta, X, y=None, device: str = "cpu") -> float:
         """Mean loss over the samples.
 
         Parameters
@@ -395,6 +395,9 @@ class MLP:
         theta : (P,) array
         X : (n, d) array, or a :class:`Batch` from :meth:`batch` (then ``y`` is None)
         y : (n,) or (n, out) array
+        device : {"cpu", "cuda"}
+            Where the kernel runs (``fastscape.cuda_available()`` tells whether CUDA can).
+            Both give the same numbers to rtol 1e-10; each is bitwise reproducible.
 
         Returns
         -------
@@ -402,18 +405,15 @@ class MLP:
         """
         theta = self.check_theta(theta)
         data = self.batch(X, y)
-        s, a, l, Xk, Yk, c = self._args(data)
-        return float(_k.mlp_loss(theta, s, a, l, Xk, Yk, c))
+        return _device.mlp_loss(self, theta, data, device)
 
-    def grad(self, theta, X, y=None) -> tuple[float, np.ndarray]:
-        """Mean loss and its gradient (P,) by backpropagation."""
+    def grad(self, theta, X, y=None, device: str = "cpu") -> tuple[float, np.ndarray]:
+        """Mean loss and its gradient (P,) by backpropagation (``device`` as in :meth:`loss`)."""
         theta = self.check_theta(theta)
         data = self.batch(X, y)
-        s, a, l, Xk, Yk, c = self._args(data)
-        value, g = _k.mlp_loss_grad(theta, s, a, l, Xk, Yk, c)
-        return float(value), g
+        return _device.mlp_loss_grad(self, theta, data, device)
 
-    def hvp(self, theta, v, X, y=None) -> np.ndarray:
+    def hvp(self, theta, v, X, y=None, device: str = "cpu") -> np.ndarray:
         """Exact Hessian-vector product(s) by Pearlmutter's R-operator.
 
         Parameters
@@ -421,6 +421,10 @@ class MLP:
         theta : (P,) array
         v : (P,) or (K, P) array
             One vector, or K vectors sharing one pass over the data.
+        X : (n, d) array or Batch
+        y : (n,) or (n, out) array
+        device : {"cpu", "cuda"}
+            Where the kernel runs.
 
         Returns
         -------
@@ -431,8 +435,7 @@ class MLP:
         if V.shape[-1] != self.n_params:
             raise ValueError(f"v has length {V.shape[-1]}, expected {self.n_params}")
         data = self.batch(X, y)
-        s, a, l, Xk, Yk, c = self._args(data)
-        out = _k.mlp_hvp(theta, np.atleast_2d(V), s, a, l, Xk, Yk, c)
+        out = _device.mlp_hvp(self, theta, np.atleast_2d(V), data, device)
         return out[0] if V.ndim == 1 else out
 
     def hessian(self, theta, X, y=None, max_params: int | None = None) -> np.ndarray:
@@ -520,3 +523,6 @@ def Logistic(d: int) -> MLP:
 def LinearRegression(d: int, n_outputs: int = 1) -> MLP:
     """Least-squares regression: ``MLP([d, n_outputs], loss="mse")``."""
     return MLP([d, n_outputs], activation="identity", loss="mse")
+
+
+from . import _device  # noqa: E402  (after Batch: _device imports it)

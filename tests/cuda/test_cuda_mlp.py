@@ -218,3 +218,16 @@ def test_configure_silences_only_the_low_occupancy_warning():
     assert configure(quiet, 2, 8) == (2, 8)
     with pytest.warns(RuntimeWarning, match="something else"):
         configure(Kernel("something else"), 2, 8)
+
+
+@pytest.mark.parametrize("case", [MODEL_CASES[0], MODEL_CASES[7]], ids=case_id)
+def test_public_api_device_cuda(case):
+    """MLP.loss / grad / hvp with device="cuda" validate as on the CPU and agree with it."""
+    model, theta, data, V = _problem(case, seed=3, K=2)
+    X, Y = data
+    _close(model.loss(theta, X, Y, device="cuda"), model.loss(theta, data))
+    value, g = model.grad(theta, data, device="cuda")
+    _close(g, model.grad(theta, data)[1])
+    _close(model.hvp(theta, V, data, device="cuda"), model.hvp(theta, V, data))
+    with pytest.raises(ValueError, match="theta has length"):
+        model.loss(theta[:-1], data, device="cuda")
