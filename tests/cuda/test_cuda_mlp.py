@@ -227,6 +227,7 @@ def test_public_api_device_cuda(case):
     X, Y = data
     _close(model.loss(theta, X, Y, device="cuda"), model.loss(theta, data))
     value, g = model.grad(theta, data, device="cuda")
+    _close(value, model.loss(theta, data))
     _close(g, model.grad(theta, data)[1])
     _close(model.hvp(theta, V, data, device="cuda"), model.hvp(theta, V, data))
     with pytest.raises(ValueError, match="theta has length"):
