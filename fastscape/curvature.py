@@ -145,9 +145,19 @@ class DensityResult:
     hist_edges: np.ndarray | None = None
 
     def run_moments(self, p: int) -> np.ndarray:
-        """The p-th moment ``sum_j w_j θ_j**p`` of each run's quadrature, (r,).
+        """The p-th moment ``sum_j w_j θ_j**p`` of each run's quadrature.
 
         Each is an unbiased estimate of ``tr(H**p) / n`` (exact for ``exact``).
+
+        Parameters
+        ----------
+        p : int
+            Order of the moment.
+
+        Returns
+        -------
+        (r,) array
+            One value per run.
         """
         nodes = np.where(self.weights > 0, self.nodes, 0.0)
         return (self.weights * nodes**p).sum(axis=1)
@@ -437,9 +447,21 @@ def lanczos(
 
 
 def hessian_matvec(model: MLP, theta, X, y=None) -> Matvec:
-    """The batched exact-HVP matvec of ``model`` at ``theta``: ``V (b, P) -> H V^T`` rows.
+    """The batched exact-HVP matvec of ``model`` at ``theta``.
 
     Data and parameters are validated once, here.
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) array
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+
+    Returns
+    -------
+    callable
+        ``V (b, P) -> (b, P)``: row i is ``H @ V[i]``.
     """
     if not isinstance(model, MLP):
         raise TypeError(f"model must be an MLP, got {type(model).__name__}")

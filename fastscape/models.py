@@ -408,7 +408,21 @@ class MLP:
         return _device.mlp_loss(self, theta, data, device)
 
     def grad(self, theta, X, y=None, device: str = "cpu") -> tuple[float, np.ndarray]:
-        """Mean loss and its gradient (P,) by backpropagation (``device`` as in :meth:`loss`)."""
+        """Mean loss and its gradient by backpropagation.
+
+        Parameters
+        ----------
+        theta : (P,) array
+        X : (n, d) array or Batch
+        y : (n,) or (n, out) array
+        device : {"cpu", "cuda"}
+            Where the kernel runs (see :meth:`loss`).
+
+        Returns
+        -------
+        loss : float
+        grad : (P,) array
+        """
         theta = self.check_theta(theta)
         data = self.batch(X, y)
         return _device.mlp_loss_grad(self, theta, data, device)

@@ -178,6 +178,23 @@ def sam_epsilon(theta, g, rho: float, adaptive: bool, eta: float, mask) -> np.nd
 
     SAM: ``ρ g / ||g||``. ASAM: ``ρ T² g / ||T g||`` with ``T = |w| + η`` on weights and 1 on
     biases. Zero when the (scaled) gradient is zero.
+
+    Parameters
+    ----------
+    theta, g : (P,) arrays
+        Parameters and the gradient there.
+    rho : float
+        Radius ρ.
+    adaptive : bool
+        ASAM instead of SAM.
+    eta : float
+        ASAM's η.
+    mask : (P,) bool array
+        True on weights (see :func:`weight_mask`).
+
+    Returns
+    -------
+    (P,) array
     """
     if adaptive:
         t = np.where(mask, np.abs(theta) + eta, 1.0)
@@ -222,7 +239,17 @@ def sam_sharpness(
     model: MLP, theta, X, y=None, rho: float = 0.05, *, adaptive: bool = False,
     eta: float = 0.01,
 ) -> float:  # fmt: skip
-    """SAM sharpness ``L(θ + ε*) - L(θ)`` (see :func:`sam_perturbation` for the arguments)."""
+    """SAM sharpness ``L(θ + ε*) - L(θ)``.
+
+    Parameters
+    ----------
+    model, theta, X, y, rho, adaptive, eta
+        As in :func:`sam_perturbation`.
+
+    Returns
+    -------
+    float
+    """
     theta, data = _model_data(model, theta, X, y)
     e = sam_perturbation(model, theta, data, rho=rho, adaptive=adaptive, eta=eta)
     return model.loss(theta + e, data) - model.loss(theta, data)
@@ -232,9 +259,16 @@ def sam_gradient(
     model: MLP, theta, X, y=None, rho: float = 0.05, *, adaptive: bool = False,
     eta: float = 0.01,
 ) -> np.ndarray:  # fmt: skip
-    """SAM's gradient ``∇L(θ + ε*)`` (P,), with ε* held fixed (Foret et al.'s approximation).
+    """SAM's gradient ``∇L(θ + ε*)``, with ε* held fixed (Foret et al.'s approximation).
 
-    Arguments as in :func:`sam_perturbation`.
+    Parameters
+    ----------
+    model, theta, X, y, rho, adaptive, eta
+        As in :func:`sam_perturbation`.
+
+    Returns
+    -------
+    (P,) array
     """
     theta, data = _model_data(model, theta, X, y)
     e = sam_perturbation(model, theta, data, rho=rho, adaptive=adaptive, eta=eta)
