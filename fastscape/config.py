@@ -40,6 +40,10 @@ SPAN_MIN_BLOCK = 64
 #: Points per parallel task inside the span engine.
 SPAN_POINT_CHUNK = 8
 
+#: Samples per cache tile inside a block of the span engine (models with hidden layers). Speed
+#: only: each point sums its samples in the same order whatever this is.
+SPAN_SUB_BLOCK = 32
+
 #: Points per tile of a landscape evaluation (progress and checkpoint granularity).
 SPAN_TILE = 2048
 

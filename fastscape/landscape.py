@@ -183,6 +183,7 @@ def _run_tile(target: _Target, basis, coef, n_threads):
             loss, acc = _span.span_eval(
                 basis, coef, model._sizes_arr, model._act, model._loss, target.data.X,
                 target.data.Y, config.span_block_for(basis.shape[0], h1), config.SPAN_POINT_CHUNK,
+                config.SPAN_SUB_BLOCK,
             )  # fmt: skip
             return loss, (acc if model.is_classifier else None)
         if target.kind == "analytic":

@@ -28,8 +28,6 @@ depend on which other points share the call (tiles and resumed runs give the sam
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import prange
 
@@ -195,27 +193,13 @@ def correct(loss_kind, z, y):
 
 @jit()
 def sample_loss(loss_kind, z, y, g, buf, bits):
-    """Loss of one sample from its logits z (no gradient).
+    """Loss of one sample from its logits z, without gradient (``mlp.output_loss``).
 
-    Softmax-CE as ``s * lse - y . z`` with the exponentials of ``z - max z`` taken together by
-    :func:`exp_neg_abs_block` (one scalar ``log``); the other losses by ``mlp.output_loss``.
-    ``g``, ``buf`` (out,) float64 and ``bits`` (out,) int64 are scratch.
+    ``g``, ``buf`` (out,) float64 and ``bits`` (out,) int64 are scratch. (A vectorised
+    softmax through :func:`exp_neg_abs_block` was tried: for ~10 outputs the scalar code is
+    faster.)
     """
-    if loss_kind != SOFTMAX_CE:
-        return output_loss(loss_kind, z, y, g, False)
-    n_out = z.shape[0]
-    mx = z[0]
-    for o in range(1, n_out):
-        mx = max(mx, z[o])
-    exp_neg_abs_block(z, 1.0, mx, buf, bits)
-    se = 0.0
-    s = 0.0
-    yz = 0.0
-    for o in range(n_out):
-        se += buf[o]
-        s += y[o]
-        yz += y[o] * z[o]
-    return s * (mx + math.log(se)) - yz
+    return output_loss(loss_kind, z, y, g, False)
 
 
 @jit()
@@ -233,7 +217,7 @@ def nonzero_coefficients(coef_row, idx, val):
 
 # ----------------------------------------------------------------------------- block kernels
 @jit(parallel=True)
-def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, loss_out, hits_out):
+def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, sub_block, loss_out, hits_out):
     """Per-point loss and accuracy sums over one block of samples (general MLP).
 
     Parameters
@@ -250,6 +234,8 @@ def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, loss_out, h
         Targets of the block.
     point_chunk : int
         Points per parallel task.
+    sub_block : int
+        Samples per cache tile (speed only: results do not depend on it).
     loss_out, hits_out : (m,) float64, written
         Sum over the block of each point's per-sample loss and of its correct predictions.
     """
@@ -289,44 +275,48 @@ def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, loss_out, h
                 c = val[q, t]
                 for p in range(P_tail):
                     th[p] += c * row[p]
-        # samples outer, the chunk's points inner: the K rows of F for a sample are read once
-        # per chunk (from L1) instead of once per point; each point's own sums keep their order
-        for i in range(B):
-            yi = Y[i]
+        # Cache tiling: sub-blocks of samples outer, the chunk's points inside, then the
+        # sub-block's samples. A point's later-layer parameters stay in L1 while it runs through
+        # the sub-block, and the sub-block's rows of F stay in L2 for all points of the chunk.
+        # Each point still sums its samples in increasing order: the tiling changes no bits.
+        for s0 in range(0, B, sub_block):
+            s1 = min(B, s0 + sub_block)
             for q in range(npts):
-                if cnt[q] == 0:
-                    for u in range(h1):
-                        z1[u] = 0.0
-                else:
-                    k = idx[q, 0]
-                    c = val[q, 0]
-                    for u in range(h1):
-                        z1[u] = c * F[k, i, u]
-                for t in range(1, cnt[q]):
-                    k = idx[q, t]
-                    c = val[q, t]
-                    for u in range(h1):
-                        z1[u] += c * F[k, i, u]
-                if n_layers == 1:
-                    totals[q] += sample_loss(loss_kind, z1, yi, g, obuf, obits)
-                    hits[q] += correct(loss_kind, z1, yi)
-                elif n_layers == 2:
-                    # one hidden layer (the common case): the output layer written out with
-                    # 2-D indexing, no array views per sample
-                    activate_block(act, z1, a1, bits)
-                    for o in range(n_out):
-                        s = theta_t[q, n_out * h1 + o]
+                for i in range(s0, s1):
+                    yi = Y[i]
+                    if cnt[q] == 0:
                         for u in range(h1):
-                            s += theta_t[q, o * h1 + u] * a1[u]
-                        zout[o] = s
-                    totals[q] += sample_loss(loss_kind, zout, yi, g, obuf, obits)
-                    hits[q] += correct(loss_kind, zout, yi)
-                else:
-                    activate_block(act, z1, a1, bits)
-                    forward(theta_t[q], tail_sizes, tw_off, tb_off, tu_off, act, a1, Z, A)
-                    zo = Z[n_tail_units - n_out : n_tail_units]
-                    totals[q] += sample_loss(loss_kind, zo, yi, g, obuf, obits)
-                    hits[q] += correct(loss_kind, zo, yi)
+                            z1[u] = 0.0
+                    else:
+                        k = idx[q, 0]
+                        c = val[q, 0]
+                        for u in range(h1):
+                            z1[u] = c * F[k, i, u]
+                    for t in range(1, cnt[q]):
+                        k = idx[q, t]
+                        c = val[q, t]
+                        for u in range(h1):
+                            z1[u] += c * F[k, i, u]
+                    if n_layers == 1:
+                        totals[q] += sample_loss(loss_kind, z1, yi, g, obuf, obits)
+                        hits[q] += correct(loss_kind, z1, yi)
+                    elif n_layers == 2:
+                        # one hidden layer (the common case): the output layer written out
+                        # with 2-D indexing, no array views per sample
+                        activate_block(act, z1, a1, bits)
+                        for o in range(n_out):
+                            sacc = theta_t[q, n_out * h1 + o]
+                            for u in range(h1):
+                                sacc += theta_t[q, o * h1 + u] * a1[u]
+                            zout[o] = sacc
+                        totals[q] += sample_loss(loss_kind, zout, yi, g, obuf, obits)
+                        hits[q] += correct(loss_kind, zout, yi)
+                    else:
+                        activate_block(act, z1, a1, bits)
+                        forward(theta_t[q], tail_sizes, tw_off, tb_off, tu_off, act, a1, Z, A)
+                        zo = Z[n_tail_units - n_out : n_tail_units]
+                        totals[q] += sample_loss(loss_kind, zo, yi, g, obuf, obits)
+                        hits[q] += correct(loss_kind, zo, yi)
         for q in range(npts):
             loss_out[lo + q] = totals[q]
             hits_out[lo + q] = hits[q]
@@ -413,7 +403,7 @@ def span_block_scalar(coef, F, y, loss_kind, point_chunk, loss_out, hits_out):
 
 
 # ----------------------------------------------------------------------------- driver
-def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk):
+def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk, sub_block=32):
     """Mean loss and accuracy of the model at the m points ``coef @ basis``.
 
     Plain Python driver around the parallel block kernels: it loops over fixed sample blocks,
@@ -433,6 +423,9 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk):
         Samples per block.
     point_chunk : int
         Points per parallel task.
+    sub_block : int
+        Samples per cache tile inside a block (models with hidden layers); speed only, the
+        results do not depend on it.
 
     Returns
     -------
@@ -473,7 +466,17 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk):
                 np.matmul(Xb, W1[k].T, out=F[k])
                 F[k] += b1[k]
             span_block(
-                coef, F, tail, sizes, act, loss_kind, Y[lo:hi], point_chunk, block_loss, block_hits
+                coef,
+                F,
+                tail,
+                sizes,
+                act,
+                loss_kind,
+                Y[lo:hi],
+                point_chunk,
+                sub_block,
+                block_loss,
+                block_hits,
             )
         loss += block_loss
         hits += block_hits
