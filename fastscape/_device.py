@@ -288,7 +288,7 @@ def mlp_hvp(
     """
     if resolve_device(device) == "cpu":
         check_dtype(dtype, device)
-        return _k.mlp_hvp(theta, V, *_cpu_args(model, data))
+        return _k.mlp_hvp(theta, V, *_cpu_args(model, data), config.HVP_SUB_BLOCK)
     dt = check_dtype(dtype, device)
     km = _cuda_mlp()
     n_units = int(sum(model.sizes[1:]))

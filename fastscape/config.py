@@ -16,6 +16,9 @@ MIN_CHUNK = 16
 #: ``hessian`` refuses models with more parameters than this unless ``max_params`` is raised.
 HESSIAN_MAX_PARAMS = 5000
 
+#: Samples whose forward/backward passes a batched HVP keeps while its K vectors sweep them.
+HVP_SUB_BLOCK = 64
+
 #: Memory budget (bytes) of the scratch space of one batched HVP call while building a Hessian.
 HVP_SCRATCH_BYTES = 256 * 2**20
 

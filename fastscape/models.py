@@ -488,7 +488,7 @@ class MLP:
             return _linear.mse_hessian(data.X, self.n_outputs)
         s, a, l, Xk, Yk, c = self._args(data)
         block = int(max(1, min(P, 256, config.HVP_SCRATCH_BYTES // (c * P * 8))))
-        return _k.mlp_hessian(theta, s, a, l, Xk, Yk, c, block)
+        return _k.mlp_hessian(theta, s, a, l, Xk, Yk, c, block, config.HVP_SUB_BLOCK)
 
     def logits(self, theta, X) -> np.ndarray:
         """Outputs of the last (affine) layer, (n, out)."""

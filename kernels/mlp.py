@@ -393,7 +393,7 @@ def r_backward(theta, v, sizes, w_off, b_off, u_off, act, x, Z, A, D, T, RZ, RA,
 
 
 @jit(parallel=True)
-def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, n_chunks):
+def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, n_chunks, sub_block):
     """Hessian-vector products of the mean loss, exact (Pearlmutter's R-operator).
 
     Parameters
@@ -401,6 +401,10 @@ def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, n_chunks):
     theta : (P,) float64
     V : (K, P) float64
         K vectors; the forward and backward passes of each sample are shared by all K.
+    n_chunks : int
+        Fixed partition of the samples (see the module docstring).
+    sub_block : int
+        Samples whose forward/backward passes are kept while the K vectors sweep them.
 
     Returns
     -------
@@ -416,41 +420,42 @@ def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, n_chunks):
     out_lo = n_units - n_out
     scratch = np.zeros((n_chunks, K, P))
     for c in prange(n_chunks):
-        Z = np.empty(n_units)
-        A = np.empty(n_units)
-        D = np.empty(n_units)
-        T = np.empty(n_units)
+        # Forward and backward passes of a sub-block of samples are stored first; then each
+        # vector k sweeps the sub-block, so its accumulator scratch[c, k] (P values) stays in
+        # cache instead of K accumulators being streamed through memory for every sample.
+        # For each k the samples are still added in increasing order.
+        Zs = np.empty((sub_block, n_units))
+        As = np.empty((sub_block, n_units))
+        Ds = np.empty((sub_block, n_units))
+        Ts = np.empty((sub_block, n_units))
         RZ = np.empty(n_units)
         RA = np.empty(n_units)
         RD = np.empty(n_units)
         lo, hi = chunk_bounds(n, n_chunks, c)
-        for i in range(lo, hi):
-            x = X[i]
-            forward(theta, sizes, w_off, b_off, u_off, act, x, Z, A)
-            output_loss(loss_kind, Z[out_lo:], Y[i], D[out_lo:], True)
-            backward(theta, sizes, w_off, b_off, u_off, act, Z, A, D, T)
+        for s0 in range(lo, hi, sub_block):
+            s1 = min(hi, s0 + sub_block)
+            for i in range(s0, s1):
+                r = i - s0
+                Z = Zs[r]
+                A = As[r]
+                D = Ds[r]
+                forward(theta, sizes, w_off, b_off, u_off, act, X[i], Z, A)
+                output_loss(loss_kind, Z[out_lo:], Y[i], D[out_lo:], True)
+                backward(theta, sizes, w_off, b_off, u_off, act, Z, A, D, Ts[r])
             for k in range(K):
                 v = V[k]
-                r_forward(theta, v, sizes, w_off, b_off, u_off, act, x, Z, A, RZ, RA)
-                output_hvp(loss_kind, Z[out_lo:], Y[i], RZ[out_lo:], RD[out_lo:])
-                r_backward(
-                    theta,
-                    v,
-                    sizes,
-                    w_off,
-                    b_off,
-                    u_off,
-                    act,
-                    x,
-                    Z,
-                    A,
-                    D,
-                    T,
-                    RZ,
-                    RA,
-                    RD,
-                    scratch[c, k],
-                )
+                acc = scratch[c, k]
+                for i in range(s0, s1):
+                    r = i - s0
+                    x = X[i]
+                    Z = Zs[r]
+                    A = As[r]
+                    r_forward(theta, v, sizes, w_off, b_off, u_off, act, x, Z, A, RZ, RA)
+                    output_hvp(loss_kind, Z[out_lo:], Y[i], RZ[out_lo:], RD[out_lo:])
+                    r_backward(
+                        theta, v, sizes, w_off, b_off, u_off, act, x, Z, A, Ds[r], Ts[r],
+                        RZ, RA, RD, acc,
+                    )  # fmt: skip
     out = np.zeros((K, P))
     inv = 1.0 / n
     for c in range(n_chunks):
@@ -480,7 +485,7 @@ def mlp_logits(theta, sizes, act, X):
     return out
 
 
-def mlp_hessian(theta, sizes, act, loss_kind, X, Y, n_chunks, block):
+def mlp_hessian(theta, sizes, act, loss_kind, X, Y, n_chunks, block, sub_block):
     """Exact Hessian (P, P) assembled from batched HVPs with ``block`` unit vectors at a time.
 
     The result is symmetrised, (H + H^T) / 2, which only removes rounding asymmetry.
@@ -491,7 +496,7 @@ def mlp_hessian(theta, sizes, act, loss_kind, X, Y, n_chunks, block):
         stop = min(P, start + block)
         E = np.zeros((stop - start, P))
         E[np.arange(stop - start), np.arange(start, stop)] = 1.0
-        H[start:stop] = mlp_hvp(theta, E, sizes, act, loss_kind, X, Y, n_chunks)
+        H[start:stop] = mlp_hvp(theta, E, sizes, act, loss_kind, X, Y, n_chunks, sub_block)
     H += H.T
     H *= 0.5
     return H
