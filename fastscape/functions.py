@@ -4,9 +4,11 @@ Every landscape function of the library (:func:`fastscape.landscape.evaluate`, `
 ``surface_2d``, the paths) accepts, in place of ``(model, X, y)``, a function of the parameter
 vector:
 
-- an :class:`AnalyticFunction` below (or any Numba-jitted function ``f(theta) -> float``, e.g.
-  made with ``numba.njit``): it is called inside the parallel span kernel, one point per
-  iteration, at compiled speed;
+- an :class:`AnalyticFunction` below: evaluated by a compiled, disk-cached parallel kernel;
+- any Numba-jitted function ``f(theta) -> float`` (e.g. made with ``numba.njit``): it is
+  called inside the parallel span kernel, one point per iteration, at compiled speed. That
+  kernel is specialised on the function, so it is compiled (about a second or two) the first
+  time each function is used in a process, and not cached on disk;
 - a plain Python callable ``f(theta) -> float``: it is called in a Python loop, one point at a
   time. This is the documented slow path (about a microsecond of overhead per point plus the
   function itself); jit the function with Numba to get the fast path.

@@ -79,6 +79,16 @@ def test_thread_count_invariance(case):
     assert_array_equal(one[1], two[1])
 
 
+def test_cache_tiling_changes_no_bits():
+    model, basis, C, data = _span_problem(MODEL_CASES[7], 3, m=11, n=150)
+    args = (basis, C, model._sizes_arr, model._act, model._loss, data.X, data.Y, 64, 4)
+    ref_loss, ref_acc = kspan.span_eval(*args, sub_block=32)
+    for sub in (1, 7, 1000):
+        loss, acc = kspan.span_eval(*args, sub_block=sub)
+        assert_array_equal(loss, ref_loss)
+        assert_array_equal(acc, ref_acc)
+
+
 def test_result_independent_of_tiling():
     model, basis, C, data = _span_problem(MODEL_CASES[5], 3, m=23)
     a = evaluate(model, basis, C, data, tile_size=23)
