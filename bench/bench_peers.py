@@ -176,6 +176,8 @@ def bench_b3_top_eigen(benchmark, fixed_threads, digits, k, impl):
     _time(benchmark, run, rounds)
 
 
+# torch.func.hessian loads jvp decompositions through torch.jit.script, on which torch warns
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("impl", peers.HESSIAN_B4)
 def bench_b4_exact_hessian(benchmark, fixed_threads, digits, impl):
     q, H, _, _ = digits

@@ -84,7 +84,7 @@ def available(peer: str) -> bool:
         "pyhessian": ["torch", "pyhessian"],
     }
     try:
-        for m in mods.get(peer, []):
+        for m in mods.get(peer, [peer]):
             __import__(m)
     except ImportError:
         return False
