@@ -853,3 +853,99 @@ LINE_B6 = {
 EIGEN_B3 = ["fastscape_power", "fastscape_lanczos", "pyhessian", "jax_eigsh", "torch_eigsh"]
 HESSIAN_B4 = ["fastscape", "torch_func_hessian", "jax_hessian"]
 TRACE_B5 = ["fastscape", "pyhessian", "jax_hutchinson", "torch_hutchinson"]
+
+
+# ----------------------------------------------------------------------------- report
+#: Targets of issue 6: (problem, minimum speed-up over the fastest peer, over the seed loop)
+TARGETS = {"B1": (10.0, 30.0), "B2": (10.0, None), "B3": (5.0, None), "B4": (3.0, None),
+           "B5": (5.0, None), "B6": (10.0, None)}  # fmt: skip
+
+
+def table(paths) -> str:
+    """Markdown table of pytest-benchmark JSON files written by bench_peers.py: per group, the
+    median of each implementation and fastscape's speed-up over it (peer median divided by the
+    best fastscape median of the group), then whether the target is met."""
+    import json
+
+    rows: dict = {}
+    for path in paths:
+        with open(path) as fh:
+            for b in json.load(fh)["benchmarks"]:
+                info = b["extra_info"]
+                if "impl" not in info or not b["group"].startswith(str(info.get("problem"))):
+                    continue  # not a B1-B6 comparison (memory, compile, scaling)
+                rows.setdefault(b["group"], []).append(b)
+    out = []
+    for group in sorted(rows):
+        bs = sorted(rows[group], key=lambda b: b["stats"]["median"])
+        problem = bs[0]["extra_info"]["problem"]
+        fast = [b for b in bs if b["extra_info"]["impl"].startswith("fastscape")]
+        if not fast:
+            continue
+        best = min(b["stats"]["median"] for b in fast)
+        out += [f"**{group}**", "", "| implementation | median (s) | min (s) | rounds | "
+                "fastscape speed-up |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for b in bs:
+            s, impl = b["stats"], b["extra_info"]["impl"]
+            ratio = "" if impl.startswith("fastscape") else f"{s['median'] / best:.1f}x"
+            out.append(f"| {impl} | {s['median']:.4g} | {s['min']:.4g} | {s['rounds']} | {ratio} |")
+        peer = [b for b in bs if not b["extra_info"]["impl"].startswith("fastscape")
+                and b["extra_info"]["impl"] != "seed_loop"]  # fmt: skip
+        goal, loop_goal = TARGETS.get(problem, (None, None))
+        if peer and goal:
+            top = peer[0]
+            r = top["stats"]["median"] / best
+            verdict = "met" if r >= goal else "MISSED"
+            line = (f"fastest peer {top['extra_info']['impl']}: {r:.1f}x, target >= {goal:g}x: "
+                    f"{verdict}")  # fmt: skip
+            loop = [b for b in bs if b["extra_info"]["impl"] == "seed_loop"]
+            if loop and loop_goal:
+                rl = loop[0]["stats"]["median"] / best
+                line += f"; seed loop {rl:.0f}x, target >= {loop_goal:g}x: "
+                line += "met" if rl >= loop_goal else "MISSED"
+            out += ["", line]
+        out.append("")
+    return "\n".join(out)
+
+
+def resources(path) -> str:
+    """Markdown summary of bench_peers_resources.py's JSON: memory, compile times, scaling."""
+    import json
+
+    with open(path) as fh:
+        bs = json.load(fh)["benchmarks"]
+    out = ["| problem | implementation | data (MB) | extra peak (MB) | RSS before (MB) | "
+           "evaluation (s) |", "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for b in bs:
+        e = b["extra_info"]
+        if "extra_peak_MB" in e:
+            out.append(f"| {e['problem']} | {e['impl']} | {e['data_MB']:.1f} | "
+                       f"{e['extra_peak_MB']:.1f} | {e['rss_before_MB']:.0f} | "
+                       f"{e['eval_seconds']:.3f} |")  # fmt: skip
+    for b in bs:
+        e = b["extra_info"]
+        if "cold_s" in e:
+            out += ["", "| first call (s) | cold cache | cached |", "|---|---:|---:|"]
+            out += [f"| {k} | {e['cold_s'][k]:.2f} | {e['cached_s'][k]:.2f} |" for k in e["cold_s"]]
+    scal = [b for b in bs if b["name"].startswith("bench_b1_scaling")]
+    if scal:
+        base = next(b for b in scal if b["extra_info"]["n"] == 10_000
+                    and b["extra_info"]["points"] == 10_201)  # fmt: skip
+        out += ["", "| B1 scaling (fastscape) | n | points | median (s) | min (s) | time ratio | "
+                "work ratio |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for b in scal:
+            e, s = b["extra_info"], b["stats"]
+            work = e["n"] * e["points"] / (10_000 * 10_201)
+            out.append(f"| {b['param']} | {e['n']} | {e['points']} | {s['median']:.3f} | "
+                       f"{s['min']:.3f} | {s['median'] / base['stats']['median']:.2f} | "
+                       f"{work:.2f} |")  # fmt: skip
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    usage = "usage: python bench/peers.py table|resources RESULTS.json [MORE.json ...]"
+    if len(sys.argv) < 3 or sys.argv[1] not in ("table", "resources"):
+        raise SystemExit(usage)
+    print(table(sys.argv[2:]) if sys.argv[1] == "table" else resources(sys.argv[2]))
