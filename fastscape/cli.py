@@ -468,7 +468,6 @@ def cmd_landscape(args) -> int:
     timings["export_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_start
 
-    center = (np.abs(alphas).argmin(), np.abs(betas).argmin())
     cls = curv["classification"]
     report = {
         "command": "landscape",
@@ -491,9 +490,9 @@ def cmd_landscape(args) -> int:
         "directions": direction_info,
         "grid": {"alphas": [float(alphas[0]), float(alphas[-1]), int(alphas.size)],
                  "betas": [float(betas[0]), float(betas[-1]), int(betas.size)]},
-        "surface": {"loss_at_theta": float(surf.loss[center]),
+        "surface": {"loss_at_theta": model.loss(theta, train),
                     "min": float(surf.loss.min()), "max": float(surf.loss.max()),
-                    "test_loss_at_theta": float(surf_test.loss[center])
+                    "test_loss_at_theta": model.loss(theta, test)
                     if surf_test is not None else None},
         "curvature": {"top_eigenvalues": curv["top"], "bottom_eigenvalues": curv["bottom"],
                       "method": curv["method"],

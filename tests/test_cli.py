@@ -67,6 +67,8 @@ def test_landscape_default(tmp_path, capsys):
     assert report["sharpness"]["max_increase"] >= report["sharpness"]["mean_increase"]
     surf = io.load(out / "surface.npz")
     assert surf.loss.shape == (21, 21)
+    assert surf.alphas[10] == 0 and surf.betas[10] == 0
+    assert_allclose(surf.loss[10, 10], model.loss(theta, X, y), rtol=1e-10)
 
     # running again into the same directory refuses, --overwrite replaces
     code, _, err = _run(["landscape", "--out", str(out), "--points", "5", "--quiet"], capsys)
