@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import config
+from . import _device, config
 from ._threads import threads
 from ._validation import as_float_array, as_vector, check_positive_int
 from .directions import meta_of
@@ -151,7 +151,7 @@ def _check_basis(basis, P: int | None) -> np.ndarray:
     return B
 
 
-def _fingerprint(target: _Target, basis, coef, tile: int) -> str:
+def _fingerprint(target: _Target, basis, coef, tile: int, device: str = "cpu") -> str:
     h = hashlib.sha256()
     fn = getattr(target.fn, "py_func", target.fn)
     if target.kind in ("mlp", "analytic"):
@@ -159,7 +159,10 @@ def _fingerprint(target: _Target, basis, coef, tile: int) -> str:
     else:
         name = f"{fn.__module__}.{fn.__qualname__}"
     block = config.span_block_for(basis.shape[0], target.fn.sizes[1]) if target.data else 0
-    h.update(repr((target.kind, name, tile, block)).encode())
+    key = (target.kind, name, tile, block)
+    if device == "cuda":  # GPU tiles round differently: a checkpoint belongs to one device
+        key += (device, config.CUDA_SPAN_BLOCK, config.CUDA_SPAN_SLOTS)
+    h.update(repr(key).encode())
     for arr in (basis, coef) + ((target.data.X, target.data.Y) if target.data else ()):
         h.update(repr(arr.shape).encode())
         h.update(np.ascontiguousarray(arr).tobytes())
@@ -175,16 +178,11 @@ def _work(target: _Target, K: int, m: int) -> float:
     return float(m) * n * (K * sizes[1] + tail)
 
 
-def _run_tile(target: _Target, basis, coef, n_threads):
+def _run_tile(target: _Target, basis, coef, n_threads, device: str = "cpu"):
     with threads(n_threads):
         if target.kind == "mlp":
             model = target.fn
-            h1 = model.sizes[1]
-            loss, acc = _span.span_eval(
-                basis, coef, model._sizes_arr, model._act, model._loss, target.data.X,
-                target.data.Y, config.span_block_for(basis.shape[0], h1), config.SPAN_POINT_CHUNK,
-                config.SPAN_SUB_BLOCK,
-            )  # fmt: skip
+            loss, acc = _device.span_eval(model, basis, coef, target.data, device)
             return loss, (acc if model.is_classifier else None)
         if target.kind == "analytic":
             return _span.span_analytic(target.fn.code, basis, coef, config.SPAN_POINT_CHUNK), None
@@ -209,6 +207,7 @@ def evaluate(
     checkpoint_dir: str | os.PathLike | None = None,
     on_tile: Callable[[int, int], None] | None = None,
     n_threads: int | None = None,
+    device: str = "cpu",
 ) -> Evaluation:
     """Loss (and accuracy) at the m points ``theta_j = coefficients[j] @ basis``.
 
@@ -238,6 +237,9 @@ def evaluate(
         Called after each tile is computed (and saved).
     n_threads : int, optional
         Numba threads for this call (the result does not depend on it).
+    device : {"cpu", "cuda"}
+        Where MLP points are evaluated (the data are copied to the GPU once per call);
+        functions f(theta) run on the CPU. The CUDA engine agrees with the CPU to rtol 1e-10.
 
     Returns
     -------
@@ -246,6 +248,10 @@ def evaluate(
     """
     target = _target(model, X, y)
     basis = _check_basis(basis, target.P)
+    if _device.resolve_device(device) == "cuda":
+        if target.kind != "mlp":
+            raise ValueError("device='cuda' evaluates MLPs; functions f(theta) run on the CPU")
+        target = target._replace(data=_device.to_device(target.data))
     K = basis.shape[0]
     C = as_float_array(coefficients, "coefficients", 2)
     if C.shape[1] != K:
@@ -268,7 +274,7 @@ def evaluate(
     if checkpoint_dir is not None:
         ckpt = Path(checkpoint_dir)
         ckpt.mkdir(parents=True, exist_ok=True)
-        fp = _fingerprint(target, basis, C, tile)
+        fp = _fingerprint(target, basis, C, tile, device)
         manifest = ckpt / "manifest.json"
         if manifest.exists():
             info = json.loads(manifest.read_text())
@@ -296,7 +302,7 @@ def evaluate(
             if done[t]:
                 continue
             e = min(m, s + tile)
-            tl, ta = _run_tile(target, basis, np.ascontiguousarray(C[s:e]), n_threads)
+            tl, ta = _run_tile(target, basis, np.ascontiguousarray(C[s:e]), n_threads, device)
             loss[s:e] = tl
             if acc is not None:
                 acc[s:e] = ta

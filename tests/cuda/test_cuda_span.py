@@ -130,3 +130,28 @@ def test_float32_span_agrees_with_float64(case):
     assert_allclose(loss, want_loss, rtol=1e-5)
     # a prediction may flip only where the float64 margin is within float32 rounding
     assert np.mean(acc != want_acc) <= 0.15
+
+
+def test_public_landscape_api_on_cuda():
+    """evaluate / surface_2d / linear_path with device="cuda" agree with the CPU."""
+    from fastscape.landscape import surface_2d
+    from fastscape.paths import linear_path
+
+    model, theta, X, y = make_problem(MODEL_CASES[7], n=20, seed=5)
+    rng = np.random.default_rng(6)
+    d1, d2 = rng.normal(size=(2, model.n_params))
+    kw = dict(alphas=3, betas=2, progress=False)
+    gpu = surface_2d(model, theta, d1, d2, X, y, device="cuda", **kw)
+    cpu = surface_2d(model, theta, d1, d2, X, y, **kw)
+    assert gpu.loss.shape == (3, 2)
+    assert_allclose(gpu.loss, cpu.loss, rtol=1e-10)
+    assert_array_equal(gpu.accuracy, cpu.accuracy)
+    other = theta + d1
+    path_gpu = linear_path(model, theta, other, X, y, ts=4, progress=False, device="cuda")
+    path_cpu = linear_path(model, theta, other, X, y, ts=4, progress=False)
+    assert_allclose(path_gpu.loss, path_cpu.loss, rtol=1e-10)
+    with pytest.raises(ValueError, match="device='cuda' evaluates MLPs"):
+        from fastscape.functions import rosenbrock
+        from fastscape.landscape import evaluate
+
+        evaluate(rosenbrock, np.eye(2), np.ones((1, 2)), device="cuda")
