@@ -170,7 +170,7 @@ def _add_data_model_options(p: argparse.ArgumentParser) -> None:
         "--device",
         choices=("cpu", "cuda"),
         default="cpu",
-        help="where the kernels run [default: cpu]",
+        help="where the landscape grids are evaluated [default: cpu]",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars, no summary")
 
@@ -364,8 +364,11 @@ def cmd_landscape(args) -> int:
     from .landscape import slice_1d, surface_2d
     from .sharpness import epsilon_sharpness, sam_sharpness
 
+    from ._device import resolve_device
+
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
+    resolve_device(args.device)  # fail before any work when CUDA cannot run here
     out = _prepare_out(Path(args.out), args.overwrite, OUTPUTS)
     progress = None if not args.quiet else False
 
@@ -413,10 +416,11 @@ def cmd_landscape(args) -> int:
     alphas = _grid(args, "x", None if auto is None else auto[:, 0])
     betas = _grid(args, "y", None if auto is None else auto[:, 1])
     t = time.perf_counter()
-    s1 = slice_1d(model, theta, d1, train, None, alphas, progress=progress)
-    s2 = slice_1d(model, theta, d2, train, None, alphas, progress=progress)
-    surf = surface_2d(model, theta, d1, d2, train, None, alphas, betas, progress=progress)
-    surf_test = (surface_2d(model, theta, d1, d2, test, None, alphas, betas, progress=progress)
+    dev = {"progress": progress, "device": args.device}
+    s1 = slice_1d(model, theta, d1, train, None, alphas, **dev)
+    s2 = slice_1d(model, theta, d2, train, None, alphas, **dev)
+    surf = surface_2d(model, theta, d1, d2, train, None, alphas, betas, **dev)
+    surf_test = (surface_2d(model, theta, d1, d2, test, None, alphas, betas, **dev)
                  if test is not None else None)  # fmt: skip
     timings["landscape_s"] = time.perf_counter() - t
 
@@ -880,6 +884,8 @@ def _join_ranges(argv: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastscape`` console script."""
+    from ._device import DeviceUnavailableError
+
     parser = build_parser()
     args = parser.parse_args(_join_ranges(sys.argv[1:] if argv is None else list(argv)))
     from ._threads import threads
@@ -887,7 +893,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with threads(getattr(args, "threads", None)):
             return args.func(args)
-    except (CLIError, ValueError, TypeError, OSError, ImportError) as exc:
+    except (CLIError, ValueError, TypeError, OSError, ImportError, DeviceUnavailableError) as exc:
         if os.environ.get("FASTSCAPE_DEBUG"):
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -172,6 +172,14 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, tmp_path, monkeypatch
     assert err.strip().splitlines()[-1].startswith(("fastscape: error:", "fastscape "))
 
 
+def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    if fastscape.cuda_available():
+        pytest.skip("a CUDA device is available here")
+    code, _, err = _run(["landscape", "--device", "cuda", "--points", "3", "--steps", "5",
+                         "--out", str(tmp_path / "o"), "--quiet"], capsys)  # fmt: skip
+    assert code == 2 and "cuda" in err.lower() and "Traceback" not in err
+
+
 def test_negative_ranges_parse():
     from fastscape.cli import _join_ranges, build_parser
 
