@@ -359,12 +359,11 @@ def cmd_landscape(args) -> int:
 
     from . import directions as dirs
     from . import io, plot
+    from ._device import resolve_device
     from ._plot_curvature import plot_spectrum
     from .curvature import top_eigen
     from .landscape import slice_1d, surface_2d
     from .sharpness import epsilon_sharpness, sam_sharpness
-
-    from ._device import resolve_device
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
