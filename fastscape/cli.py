@@ -360,7 +360,6 @@ def cmd_landscape(args) -> int:
     from . import directions as dirs
     from . import io, plot
     from ._device import resolve_device
-    from ._plot_curvature import plot_spectrum
     from .curvature import top_eigen
     from .landscape import slice_1d, surface_2d
     from .sharpness import epsilon_sharpness, sam_sharpness
@@ -466,7 +465,7 @@ def cmd_landscape(args) -> int:
     plot.slice_plot(s2, ax=axes[1], title="along d2")
     fig.tight_layout()
     _save_figure(fig, out / "slices.png")
-    _save_figure(plot_spectrum(curv["density"]), out / "spectrum.png")
+    _save_figure(plot.spectrum(curv["density"]), out / "spectrum.png")
     files += ["contour.png", "surface3d.png", "slices.png", "spectrum.png"]
     timings["export_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_start
@@ -592,10 +591,10 @@ def cmd_hessian(args) -> int:
     }  # fmt: skip
     if args.out:
         out = _prepare_out(Path(args.out), args.overwrite, ("hessian.json", "spectrum.png"))
-        from ._plot_curvature import plot_spectrum
+        from . import plot
 
         _write_json(out / "hessian.json", report)
-        _save_figure(plot_spectrum(density), out / "spectrum.png")
+        _save_figure(plot.spectrum(density), out / "spectrum.png")
     if not args.quiet:
         fmt = ", ".join
         print(_summary([
@@ -653,7 +652,7 @@ def cmd_connect(args) -> int:
 
 
 def cmd_eos(args) -> int:
-    from ._plot_curvature import plot_eos
+    from . import plot
     from .eos import edge_of_stability
 
     t_start = time.perf_counter()
@@ -683,7 +682,7 @@ def cmd_eos(args) -> int:
     if args.out:
         out = _prepare_out(Path(args.out), args.overwrite, ("eos.json", "eos.png"))
         _write_json(out / "eos.json", report)
-        _save_figure(plot_eos(res), out / "eos.png")
+        _save_figure(plot.eos(res), out / "eos.png")
     if not args.quiet:
         print(_summary([
             ("model", f"{model!r} ({model.n_params} params)"),

@@ -15,9 +15,26 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+# the curvature pictures (spectrum, EoS, escape direction) are written beside their
+# computations and are part of this module's API
+from ._plot_curvature import plot_eos as eos
+from ._plot_curvature import plot_escape_direction as escape_direction
+from ._plot_curvature import plot_spectrum as spectrum
 from ._validation import as_float_array
 from .landscape import Slice, Surface
 from .paths import PathProfile
+
+__all__ = [
+    "contour",
+    "eos",
+    "escape_direction",
+    "heatmap",
+    "path_profile",
+    "slice_plot",
+    "spectrum",
+    "surface3d",
+    "trajectory",
+]  # fmt: skip
 
 
 def _axes(ax, projection=None, figsize=(6.0, 5.0)):
@@ -102,7 +119,10 @@ def contour(
     norm = LogNorm(vmin=lv[0], vmax=lv[-1]) if log else None
     if filled:
         cs = ax.contourf(surface.alphas, surface.betas, Z.T, levels=lv, norm=norm, cmap="viridis")
-        fig.colorbar(cs, ax=ax, label=metric)
+        cbar = fig.colorbar(cs, ax=ax, label=metric)
+        if log:  # a few labelled ticks across the range (the default shows one or none)
+            cbar.set_ticks(np.geomspace(lv[0], lv[-1], 5))
+            cbar.set_ticklabels([f"{t:.3g}" for t in np.geomspace(lv[0], lv[-1], 5)])
     else:
         cs = ax.contour(surface.alphas, surface.betas, Z.T, levels=lv, norm=norm, cmap="viridis")
         ax.clabel(cs, inline=True, fontsize=7)
