@@ -31,3 +31,12 @@ def test_quickstart_script_runs(capsys):
     matplotlib.use("Agg")
     runpy.run_path(str(ROOT / "examples" / "quickstart.py"), run_name="__main__")
     assert "λmax" in capsys.readouterr().out
+
+
+def test_pictures_referenced_by_the_docs_exist():
+    pictures = re.compile(r"!\[[^\]]*\]\(([^)]+\.png)\)")
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for ref in pictures.findall(path.read_text(encoding="utf-8")):
+            target = path.parent / ref
+            assert target.is_file(), f"{path.name} shows {ref}, which does not exist"
+            assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
