@@ -59,8 +59,9 @@ def bench_kernel(benchmark, record_env, name, op, impl):
     expected = _callable(op, "reference", model, data, theta, v)()
     result = fn()  # warm-up: compiles the kernel (or loads it from the cache)
     first_call = time.perf_counter() - t0
-    got, want = np.atleast_1d(np.asarray(result[-1] if op == "grad" else result)), np.atleast_1d(
-        np.asarray(expected[-1] if op == "grad" else expected)
+    got, want = (
+        np.atleast_1d(np.asarray(result[-1] if op == "grad" else result)),
+        np.atleast_1d(np.asarray(expected[-1] if op == "grad" else expected)),
     )
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-12 * np.abs(want).max())
     benchmark.group = f"{op} {name}"
