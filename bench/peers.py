@@ -856,9 +856,20 @@ TRACE_B5 = ["fastscape", "pyhessian", "jax_hutchinson", "torch_hutchinson"]
 
 
 # ----------------------------------------------------------------------------- report
-#: Targets of issue 6: (problem, minimum speed-up over the fastest peer, over the seed loop)
+#: Targets of issue 6: (minimum speed-up over the fastest listed peer, over the seed loop)
 TARGETS = {"B1": (10.0, 30.0), "B2": (10.0, None), "B3": (5.0, None), "B4": (3.0, None),
            "B5": (5.0, None), "B6": (10.0, None)}  # fmt: skip
+
+#: The peers the issue lists per problem (the others here are extra: the verdict is given
+#: against both the listed peers and every peer)
+LISTED = {
+    "B1": {"numpy_vectorized", "torch_batched", "torch_span", "jax_vmap"},
+    "B2": {"torch_func_vmap", "jax_vmap", "loss_landscapes_planar", "loss_landscapes_random_plane"},
+    "B3": {"pyhessian", "jax_eigsh"},
+    "B4": {"torch_func_hessian", "jax_hessian"},
+    "B5": {"pyhessian"},
+    "B6": {"loss_landscapes", "torch_loop"},
+}
 
 
 def table(paths) -> str:
@@ -892,12 +903,17 @@ def table(paths) -> str:
         peer = [b for b in bs if not b["extra_info"]["impl"].startswith("fastscape")
                 and b["extra_info"]["impl"] != "seed_loop"]  # fmt: skip
         goal, loop_goal = TARGETS.get(problem, (None, None))
-        if peer and goal:
-            top = peer[0]
+        listed = [b for b in peer if b["extra_info"]["impl"] in LISTED.get(problem, ())]
+        if listed and goal:
+            top = listed[0]
             r = top["stats"]["median"] / best
             verdict = "met" if r >= goal else "MISSED"
-            line = (f"fastest peer {top['extra_info']['impl']}: {r:.1f}x, target >= {goal:g}x: "
-                    f"{verdict}")  # fmt: skip
+            line = (f"fastest listed peer {top["extra_info"]["impl"]}: {r:.2f}x, target >= "
+                    f"{goal:g}x: {verdict}")  # fmt: skip
+            if peer[0] is not top:
+                r_all = peer[0]["stats"]["median"] / best
+                line += (f"; fastest of all peers {peer[0]["extra_info"]["impl"]}: {r_all:.2f}x"
+                         f" ({'met' if r_all >= goal else 'MISSED'})")  # fmt: skip
             loop = [b for b in bs if b["extra_info"]["impl"] == "seed_loop"]
             if loop and loop_goal:
                 rl = loop[0]["stats"]["median"] / best
