@@ -908,11 +908,11 @@ def table(paths) -> str:
             top = listed[0]
             r = top["stats"]["median"] / best
             verdict = "met" if r >= goal else "MISSED"
-            line = (f"fastest listed peer {top["extra_info"]["impl"]}: {r:.2f}x, target >= "
+            line = (f"fastest listed peer {top['extra_info']['impl']}: {r:.2f}x, target >= "
                     f"{goal:g}x: {verdict}")  # fmt: skip
             if peer[0] is not top:
                 r_all = peer[0]["stats"]["median"] / best
-                line += (f"; fastest of all peers {peer[0]["extra_info"]["impl"]}: {r_all:.2f}x"
+                line += (f"; fastest of all peers {peer[0]['extra_info']['impl']}: {r_all:.2f}x"
                          f" ({'met' if r_all >= goal else 'MISSED'})")  # fmt: skip
             loop = [b for b in bs if b["extra_info"]["impl"] == "seed_loop"]
             if loop and loop_goal:
