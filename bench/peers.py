@@ -12,8 +12,8 @@ Peers import lazily: a missing library raises ``ImportError`` only when its peer
 Threads: :func:`set_threads` fixes Numba, PyTorch (intra-op) and NumPy's BLAS (threadpoolctl) to
 the same count. XLA's CPU thread pool has no runtime setter: ``XLA_FLAGS`` is set here, before
 jax is imported, to ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=N``; XLA
-accepts the first flag and ignores the second token, so JAX uses at most the machine's cores
-(:data:`THREADS` defaults to all of them, which makes every implementation use the same count).
+accepts it, but measured, it does not limit the pool (JAX uses all cores with or without it), so
+:data:`THREADS` defaults to all cores, which makes every implementation use the same count.
 """
 
 from __future__ import annotations
