@@ -90,6 +90,28 @@ def exp_neg_abs_block(z, factor, shift, out, bits):
         out[i] = p * scale[i]
 
 
+@jit(inline="always")
+def log1p_unit(u):
+    """log1p(u) for u in [0, 1], branch-free and vectorisable (see :func:`softplus_block`).
+
+    Inlined into its callers' loops at Numba IR level, so LLVM vectorises them as before.
+    """
+    big = u > 0.41421356237309503
+    c = 0.41421356237309503 if big else 0.0
+    s = (u - c) / (2.0 + u + c)
+    s2 = s * s
+    q = 0.07404933786156531
+    q = q * s2 + 0.0765625655736915
+    q = q * s2 + 0.09091816120808513
+    q = q * s2 + 0.11111098523202137
+    q = q * s2 + 0.1428571438036914
+    q = q * s2 + 0.19999999999650955
+    q = q * s2 + 0.33333333333333826
+    q = q * s2 + 1.0
+    off = 0.34657359027997264 if big else 0.0
+    return off + 2.0 * s * q
+
+
 @jit()
 def softplus_block(z, out, bits):
     """out[i] = softplus(z[i]) = max(z, 0) + log1p(exp(-|z|)) for a whole buffer, vectorisable.
@@ -113,21 +135,7 @@ def softplus_block(z, out, bits):
     n = z.shape[0]
     exp_neg_abs_block(z, 1.0, 0.0, out, bits)
     for i in range(n):
-        u = out[i]
-        big = u > 0.41421356237309503
-        c = 0.41421356237309503 if big else 0.0
-        s = (u - c) / (2.0 + u + c)
-        s2 = s * s
-        q = 0.07404933786156531
-        q = q * s2 + 0.0765625655736915
-        q = q * s2 + 0.09091816120808513
-        q = q * s2 + 0.11111098523202137
-        q = q * s2 + 0.1428571438036914
-        q = q * s2 + 0.19999999999650955
-        q = q * s2 + 0.33333333333333826
-        q = q * s2 + 1.0
-        off = 0.34657359027997264 if big else 0.0
-        out[i] = max(z[i], 0.0) + (off + 2.0 * s * q)
+        out[i] = max(z[i], 0.0) + log1p_unit(out[i])
 
 
 @jit()
@@ -331,22 +339,8 @@ def logistic_block_sums(z, y, sp, bits):
     total = 0.0
     hits = 0.0
     for i in range(n):
-        u = sp[i]
-        big = u > 0.41421356237309503
-        c = 0.41421356237309503 if big else 0.0
-        s = (u - c) / (2.0 + u + c)
-        s2 = s * s
-        q = 0.07404933786156531
-        q = q * s2 + 0.0765625655736915
-        q = q * s2 + 0.09091816120808513
-        q = q * s2 + 0.11111098523202137
-        q = q * s2 + 0.1428571438036914
-        q = q * s2 + 0.19999999999650955
-        q = q * s2 + 0.33333333333333826
-        q = q * s2 + 1.0
-        off = 0.34657359027997264 if big else 0.0
         zi = z[i]
-        total += (max(zi, 0.0) + (off + 2.0 * s * q)) - y[i] * zi
+        total += (max(zi, 0.0) + log1p_unit(sp[i])) - y[i] * zi
         hits += 1.0 if (zi > 0.0) == (y[i] > 0.5) else 0.0
     return total, hits
 
