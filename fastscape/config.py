@@ -19,8 +19,12 @@ HESSIAN_MAX_PARAMS = 5000
 #: Samples whose forward/backward passes a batched HVP keeps while its K vectors sweep them.
 HVP_SUB_BLOCK = 64
 
-#: Memory budget (bytes) of the scratch space of one batched HVP call while building a Hessian.
+#: Memory budget (bytes) of the scratch space of one batched HVP call.
 HVP_SCRATCH_BYTES = 256 * 2**20
+
+#: Memory budget (bytes) of one per-sample factor matrix of the exact Hessian (samples are
+#: processed in blocks so that the widest factor fits; the Hessian itself is extra).
+HESSIAN_SCRATCH_BYTES = 64 * 2**20
 
 
 def n_chunks_for(n: int) -> int:

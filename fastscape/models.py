@@ -21,6 +21,7 @@ from ._validation import (
     check_finite,
     check_positive_int,
 )
+from .kernels import hessian as _hessian
 from .kernels import linear as _linear
 from .kernels import mlp as _k
 
@@ -456,7 +457,10 @@ class MLP:
         """Exact Hessian of the mean loss.
 
         Closed forms through BLAS for logistic and linear regression; for other models it is
-        assembled from batched exact HVPs and symmetrised.
+        built from its block structure: every block is a sum over samples of products of small
+        per-sample factors (activations, deltas, the loss's curvature back-propagated), formed
+        as weighted Gram matrices by BLAS, ``2 n`` flops per entry and symmetric by
+        construction (see ``fastscape.kernels.hessian``).
 
         Parameters
         ----------
@@ -486,9 +490,9 @@ class MLP:
             return _linear.logistic_hessian(theta, data.X)
         if self.is_linear and self.loss_name == "mse":
             return _linear.mse_hessian(data.X, self.n_outputs)
-        s, a, l, Xk, Yk, c = self._args(data)
-        block = int(max(1, min(P, 256, config.HVP_SCRATCH_BYTES // (c * P * 8))))
-        return _k.mlp_hessian(theta, s, a, l, Xk, Yk, c, block, config.HVP_SUB_BLOCK)
+        s, a, l, Xk, Yk, _ = self._args(data)
+        block = _hessian.block_size(s, Xk.shape[0], config.HESSIAN_SCRATCH_BYTES)
+        return _hessian.mlp_hessian(theta, s, a, l, Xk, Yk, block)
 
     def logits(self, theta, X) -> np.ndarray:
         """Outputs of the last (affine) layer, (n, out)."""

@@ -483,20 +483,3 @@ def mlp_logits(theta, sizes, act, X):
         for o in range(n_out):
             out[i, o] = Z[n_units - n_out + o]
     return out
-
-
-def mlp_hessian(theta, sizes, act, loss_kind, X, Y, n_chunks, block, sub_block):
-    """Exact Hessian (P, P) assembled from batched HVPs with ``block`` unit vectors at a time.
-
-    The result is symmetrised, (H + H^T) / 2, which only removes rounding asymmetry.
-    """
-    P = theta.shape[0]
-    H = np.empty((P, P))
-    for start in range(0, P, block):
-        stop = min(P, start + block)
-        E = np.zeros((stop - start, P))
-        E[np.arange(stop - start), np.arange(start, stop)] = 1.0
-        H[start:stop] = mlp_hvp(theta, E, sizes, act, loss_kind, X, Y, n_chunks, sub_block)
-    H += H.T
-    H *= 0.5
-    return H
