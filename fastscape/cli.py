@@ -170,7 +170,9 @@ def _add_data_model_options(p: argparse.ArgumentParser) -> None:
         "--device",
         choices=("cpu", "cuda"),
         default="cpu",
-        help="where the landscape grids are evaluated [default: cpu]",
+        help="where the model is evaluated: the grids of landscape, the gradients and "
+        "Hessian-vector products of hessian and eos (training and exact Hessians of small "
+        "models stay on the CPU) [default: cpu]",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars, no summary")
 
@@ -321,16 +323,23 @@ def _grid(args, axis: str, auto: np.ndarray | None = None) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- landscape
-def _curvature(model, theta, data, k: int, seed: int, grad_tol: float = 1e-5) -> dict:
+def _curvature(
+    model, theta, data, k: int, seed: int, grad_tol: float = 1e-5, device: str = "cpu"
+) -> dict:
     """Top/bottom eigenvalues, trace, density and classification.
 
-    Small models (P <= 2000): one exact Hessian serves everything. Larger ones: Lanczos at
-    both ends of the spectrum, Hutch++ for the trace, stochastic Lanczos quadrature.
+    Small models (P <= 2000): one exact Hessian serves everything (formed on the CPU whatever
+    the device). Larger ones: Lanczos at both ends of the spectrum, Hutch++ for the trace,
+    stochastic Lanczos quadrature, their HVPs on ``device`` (with "cuda" the data are copied
+    to the GPU once for all of them).
     """
+    from . import _device
     from .critical import classify
     from .curvature import exact_density, hessian_trace, spectral_density, top_eigen
 
-    grad_norm = float(np.linalg.norm(model.grad(theta, data)[1]))
+    if _device.resolve_device(device) == "cuda":
+        data = _device.to_device(data)
+    grad_norm = float(np.linalg.norm(model.grad(theta, data, device=device)[1]))
     k = min(k, model.n_params - 1)
     if model.n_params <= 2000:
         H = model.hessian(theta, data)
@@ -339,13 +348,14 @@ def _curvature(model, theta, data, k: int, seed: int, grad_tol: float = 1e-5) ->
                "trace_std_error": 0.0, "method": "exact", "density": exact_density(vals),
                "classification": classify(H)}  # fmt: skip
     else:
-        top = top_eigen(model, theta, data, k=k, method="lanczos", which="LA", seed=seed)
-        bottom = top_eigen(model, theta, data, k=k, method="lanczos", which="SA", seed=seed)
-        trace = hessian_trace(model, theta, data, method="hutchpp", seed=seed)
+        kw = {"seed": seed, "device": device}
+        top = top_eigen(model, theta, data, k=k, method="lanczos", which="LA", **kw)
+        bottom = top_eigen(model, theta, data, k=k, method="lanczos", which="SA", **kw)
+        trace = hessian_trace(model, theta, data, method="hutchpp", **kw)
         ends = np.concatenate([bottom.eigenvalues, top.eigenvalues])
         out = {"top": np.sort(top.eigenvalues)[::-1], "bottom": np.sort(bottom.eigenvalues),
                "trace": trace.estimate, "trace_std_error": trace.std_error, "method": "lanczos",
-               "density": spectral_density(model, theta, data, method="slq", seed=seed),
+               "density": spectral_density(model, theta, data, method="slq", **kw),
                "classification": classify(ends)}  # fmt: skip
     # never call a point that is not critical a minimum: report both facts
     out["classification"].grad_norm = grad_norm
@@ -560,7 +570,10 @@ def _setup(args):
 
 
 def cmd_hessian(args) -> int:
+    from ._device import resolve_device
+
     t_start = time.perf_counter()
+    resolve_device(args.device)  # fail before any work when CUDA cannot run here
     model, data, _ = _setup(args)
     if args.theta:
         theta = _theta_from_file(args.theta, model)
@@ -569,7 +582,7 @@ def cmd_hessian(args) -> int:
         res = _fit(args, model, data, None)
         theta = res.theta
         source = {"trained": res.method, "steps": res.n_steps, "stop_reason": res.stop_reason}
-    curv = _curvature(model, theta, data, args.top, args.seed)
+    curv = _curvature(model, theta, data, args.top, args.seed, device=args.device)
     cls, density = curv["classification"], curv["density"]
     k = len(curv["top"])
     report = {
@@ -653,9 +666,11 @@ def cmd_connect(args) -> int:
 
 def cmd_eos(args) -> int:
     from . import plot
+    from ._device import resolve_device
     from .eos import edge_of_stability
 
     t_start = time.perf_counter()
+    resolve_device(args.device)  # fail before any work when CUDA cannot run here
     if args.data == "eos-default":
         # a regression a small tanh MLP cannot fit at once: y = sin(2 x0) cos(x1), standardized
         rng = np.random.default_rng(args.seed)
@@ -669,7 +684,7 @@ def cmd_eos(args) -> int:
     else:
         model, data, _ = _setup(args)
     res = edge_of_stability(model, data, None, lr=args.lr or 0.1, steps=args.steps or 800,
-                            every=args.every, seed=args.seed)  # fmt: skip
+                            every=args.every, seed=args.seed, device=args.device)  # fmt: skip
     report = {
         "command": "eos",
         "settings": {k: v for k, v in vars(args).items() if k != "func"},

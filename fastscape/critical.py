@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import curvature
+from . import _device, curvature
 from ._validation import as_float_array, check_choice, check_positive_float, check_positive_int
 from .models import MLP
 
@@ -219,6 +219,7 @@ def classify_point(
     k: int = 6,
     max_params: int = 2000,
     seed: int = 0,
+    device: str = "cpu",
 ) -> CriticalPointResult:
     """Classify ``theta`` for a model's loss, refusing points that are not critical.
 
@@ -243,12 +244,17 @@ def classify_point(
     max_params : int
         Threshold of ``auto`` (and the size limit of ``exact``).
     seed : int
+    device : {"cpu", "cuda"}
+        Where the gradient and the HVPs of ``lanczos`` run (the data are copied to the GPU
+        once per call). ``exact`` (and ``auto`` for P <= ``max_params``) forms the Hessian on
+        the CPU whatever the device, so the classification does not depend on the device.
 
     Returns
     -------
     CriticalPointResult
         With ``grad_norm`` and ``loss`` filled in.
     """
+    device = _device.resolve_device(device)
     if not isinstance(model, MLP):
         raise TypeError(f"model must be an MLP, got {type(model).__name__}")
     method = check_choice(method, "method", ("auto", "exact", "lanczos"))
@@ -256,7 +262,9 @@ def classify_point(
     k = check_positive_int(k, "k")
     theta = model.check_theta(theta)
     data = model.batch(X, y)
-    loss, g = model.grad(theta, data)
+    if device == "cuda":
+        data = _device.to_device(data)
+    loss, g = model.grad(theta, data, device=device)
     gnorm = float(np.linalg.norm(g))
     if gnorm > grad_tol:
         raise NotCriticalError(
@@ -270,8 +278,9 @@ def classify_point(
         res = classify(model.hessian(theta, data, max_params=max(max_params, P)), tol)
     else:
         k = min(k, P - 1)
-        lo = curvature.top_eigen(model, theta, data, k=k, method="lanczos", which="SA", seed=seed)
-        hi = curvature.top_eigen(model, theta, data, k=k, method="lanczos", which="LA", seed=seed)
+        kw = dict(k=k, method="lanczos", seed=seed, device=device)
+        lo = curvature.top_eigen(model, theta, data, which="SA", **kw)
+        hi = curvature.top_eigen(model, theta, data, which="LA", **kw)
         if 2 * k >= P:  # the two ends overlap: keep distinct eigenvalues only
             vals = np.concatenate([lo.eigenvalues, hi.eigenvalues[: P - k]])
         else:
@@ -331,6 +340,7 @@ def escape_saddle(
     max_halvings: int = 40,
     max_params: int = 2000,
     seed: int = 0,
+    device: str = "cpu",
 ) -> EscapeResult:
     """Step from ``theta`` along the direction of most negative curvature, verifying descent.
 
@@ -352,6 +362,9 @@ def escape_saddle(
     max_halvings : int
     max_params : int
     seed : int
+    device : {"cpu", "cuda"}
+        Where the losses, the gradient and the HVPs of ``lanczos`` run (the data are copied to
+        the GPU once per call); ``exact`` forms the Hessian on the CPU whatever the device.
 
     Returns
     -------
@@ -364,6 +377,7 @@ def escape_saddle(
     RuntimeError
         When no step length in ``step * 2**-j``, ``j <= max_halvings``, lowers the loss.
     """
+    device = _device.resolve_device(device)
     if not isinstance(model, MLP):
         raise TypeError(f"model must be an MLP, got {type(model).__name__}")
     method = check_choice(method, "method", ("auto", "exact", "lanczos"))
@@ -371,11 +385,13 @@ def escape_saddle(
     max_halvings = check_positive_int(max_halvings, "max_halvings", minimum=0)
     theta = model.check_theta(theta)
     data = model.batch(X, y)
+    if device == "cuda":
+        data = _device.to_device(data)
     if method == "auto":
         method = "exact" if model.n_params <= max_params else "lanczos"
     eig = curvature.top_eigen(
         model, theta, data, k=1, method=method, which="SA", seed=seed,
-        max_params=max(max_params, model.n_params),
+        max_params=max(max_params, model.n_params), device=device,
     )  # fmt: skip
     lam = float(eig.eigenvalues[0])
     scale = max(float(np.abs(eig.eigenvalues).max()), 1.0)
@@ -384,7 +400,7 @@ def escape_saddle(
             f"no negative curvature at theta (smallest Hessian eigenvalue {lam:.3g}): "
             "not a saddle, nothing to escape along"
         )
-    loss0, g = model.grad(theta, data)
+    loss0, g = model.grad(theta, data, device=device)
     v = eig.eigenvectors[0]
     slope = float(g @ v)
     if slope > 0:
@@ -392,7 +408,7 @@ def escape_saddle(
     t = step
     for j in range(max_halvings + 1):
         new = theta + t * v
-        loss1 = model.loss(new, data)
+        loss1 = model.loss(new, data, device=device)
         if loss1 < loss0:
             return EscapeResult(
                 theta=new,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse.linalg as spla
 
+from . import _device
 from ._validation import as_float_array, check_choice, check_positive_float, check_positive_int
 from .models import MLP, Batch
 
@@ -470,6 +471,25 @@ def hessian_matvec(model: MLP, theta, X, y=None) -> Matvec:
     return lambda V: model.hvp(theta, V, data)
 
 
+def _prepare(model, theta, X, y, device) -> tuple[np.ndarray, Batch, str]:
+    """Shared checks of the model-level functions, the device first (``device="cuda"`` that
+    cannot run here fails before any work); theta and data are checked as on the CPU."""
+    device = _device.resolve_device(device)
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    theta = model.check_theta(theta)
+    data = model.batch(X, y)
+    return theta, data, device
+
+
+def _operator(model: MLP, theta, data: Batch, device: str) -> Matvec:
+    """The HVP operator of ``device`` (validated inputs): the data go to the GPU once, here,
+    and every HVP of the solve reuses that copy."""
+    if device == "cpu":
+        return hessian_matvec(model, theta, data)
+    return hessian_matvec(model, theta, _device.to_device(data), device=device)
+
+
 def _exact_eigh(model: MLP, theta, data: Batch, max_params):
     H = model.hessian(theta, data, max_params=max_params)
     return np.linalg.eigh(0.5 * (H + H.T))
@@ -489,6 +509,7 @@ def top_eigen(
     seed: int = 0,
     v0=None,
     max_params: int | None = None,
+    device: str = "cpu",
 ) -> EigenResult:
     """Top-k Hessian eigenpairs of a model at ``theta``.
 
@@ -516,6 +537,11 @@ def top_eigen(
         Warm start, e.g. ``previous.eigenvectors``.
     max_params : int, optional
         Size limit of the exact Hessian (see :meth:`MLP.hessian`).
+    device : {"cpu", "cuda"}
+        Where the HVPs run (``power``, ``lanczos``): with ``"cuda"`` the data are copied to
+        the GPU once and every HVP of the solve runs there; the eigensolver's own small dense
+        algebra stays on the CPU. ``exact`` forms the Hessian on the CPU whatever the device
+        (it is meant for small models, where a GPU would not help).
 
     Returns
     -------
@@ -523,10 +549,7 @@ def top_eigen(
     """
     method = check_choice(method, "method", ("power", "lanczos", "exact"))
     which = check_choice(which, "which", ("LM", "LA", "SA"))
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
-    theta = model.check_theta(theta)
-    data = model.batch(X, y)
+    theta, data, device = _prepare(model, theta, X, y, device)
     P = model.n_params
     _check_n_k(P, k)
     if method == "exact":
@@ -543,7 +566,7 @@ def top_eigen(
             method="exact",
             which=which,
         )
-    mv = hessian_matvec(model, theta, data)
+    mv = _operator(model, theta, data, device)
     if method == "power":
         if which != "LM":
             raise ValueError(
@@ -674,6 +697,7 @@ def hessian_trace(
     n_samples: int = 100,
     seed: int = 0,
     max_params: int | None = None,
+    device: str = "cpu",
 ) -> TraceResult:
     """Trace of the Hessian of a model at ``theta``.
 
@@ -691,20 +715,20 @@ def hessian_trace(
     seed : int
     max_params : int, optional
         Size limit of the exact Hessian.
+    device : {"cpu", "cuda"}
+        Where the HVPs of the probes run (the data are copied to the GPU once per call);
+        ``exact`` forms the Hessian on the CPU whatever the device.
 
     Returns
     -------
     TraceResult
     """
     method = check_choice(method, "method", ("hutchinson", "hutch++", "exact"))
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
-    theta = model.check_theta(theta)
-    data = model.batch(X, y)
+    theta, data, device = _prepare(model, theta, X, y, device)
     if method == "exact":
         H = model.hessian(theta, data, max_params=max_params)
         return TraceResult(float(np.trace(H)), 0.0, 0, "exact", np.empty(0))
-    mv = hessian_matvec(model, theta, data)
+    mv = _operator(model, theta, data, device)
     if method == "hutchinson":
         return hutchinson(mv, model.n_params, n_samples, seed=seed, batched=True)
     return hutchpp(mv, model.n_params, n_samples, seed=seed, batched=True)
@@ -856,6 +880,7 @@ def spectral_density(
     bins: int = 50,
     seed: int = 0,
     max_params: int | None = None,
+    device: str = "cpu",
 ) -> DensityResult:
     """Hessian eigenvalue density of a model at ``theta``.
 
@@ -875,19 +900,20 @@ def spectral_density(
         Histogram bins (``exact``).
     max_params : int, optional
         Size limit of the exact Hessian.
+    device : {"cpu", "cuda"}
+        Where the HVPs of the Lanczos runs (``slq``) run (the data are copied to the GPU once
+        per call); ``exact`` forms the Hessian on the CPU whatever the device.
 
     Returns
     -------
     DensityResult
     """
     method = check_choice(method, "method", ("slq", "exact"))
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
-    theta = model.check_theta(theta)
-    data = model.batch(X, y)
+    theta, data, device = _prepare(model, theta, X, y, device)
     if method == "slq":
+        mv = _operator(model, theta, data, device)
         return slq(
-            hessian_matvec(model, theta, data), model.n_params, n_runs=n_runs, n_iter=n_iter,
+            mv, model.n_params, n_runs=n_runs, n_iter=n_iter,
             sigma=sigma, grid=grid, n_grid=n_grid, seed=seed, batched=True,
         )  # fmt: skip
     vals = np.linalg.eigvalsh(model.hessian(theta, data, max_params=max_params))

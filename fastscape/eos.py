@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import curvature
+from . import _device, curvature
 from ._validation import check_choice, check_positive_float, check_positive_int
 from .models import MLP
 
@@ -88,6 +88,7 @@ def edge_of_stability(
     method: str = "lanczos",
     tol: float = 1e-4,
     maxiter: int = 500,
+    device: str = "cpu",
 ) -> EoSResult:
     """Full-batch GD ``θ ← θ − η ∇L(θ)`` recording the loss and λmax.
 
@@ -117,11 +118,16 @@ def edge_of_stability(
         ARPACK's ``tol``).
     maxiter : int
         Eigensolver iterations per measurement (power).
+    device : {"cpu", "cuda"}
+        Where the gradient of every step and the HVPs of every λmax measurement run. The data
+        are copied to the GPU once for the whole run; the update ``θ − η ∇L`` and the
+        eigensolver's small dense algebra stay on the CPU (one P-vector each way per step).
 
     Returns
     -------
     EoSResult
     """
+    device = _device.resolve_device(device)
     if not isinstance(model, MLP):
         raise TypeError(f"model must be an MLP, got {type(model).__name__}")
     lr = check_positive_float(lr, "lr")
@@ -133,6 +139,8 @@ def edge_of_stability(
     if model.n_params < 2:
         raise ValueError("edge_of_stability needs a model with at least 2 parameters")
     data = model.batch(X, y)
+    if device == "cuda":
+        data = _device.to_device(data)
     theta = model.init(seed) if theta0 is None else model.check_theta(theta0, "theta0").copy()
 
     losses, gnorms = [], []
@@ -141,7 +149,7 @@ def edge_of_stability(
     stop = "max_steps"
     t = 0
     while True:
-        value, g = model.grad(theta, data)
+        value, g = model.grad(theta, data, device=device)
         with np.errstate(over="ignore", invalid="ignore"):
             gn = float(np.linalg.norm(g))
         if not (np.isfinite(value) and np.isfinite(gn)):
@@ -150,7 +158,7 @@ def edge_of_stability(
         losses.append(value)
         gnorms.append(gn)
         if t % every == 0 or t == steps:
-            mv = curvature.hessian_matvec(model, theta, data)
+            mv = curvature._operator(model, theta, data, device)
             if method == "power":
                 eig = curvature.power_iteration(mv, model.n_params, 1, tol=tol, maxiter=maxiter,
                                                 seed=seed, v0=v, batched=True)  # fmt: skip

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import curvature, landscape
+from . import _device, curvature, landscape
 from ._validation import check_choice, check_positive_float, check_positive_int
 from .models import MLP
 
@@ -77,16 +77,22 @@ class EpsilonSharpness:
     seed: int
 
 
-def _model_data(model, theta, X, y):
+def _model_data(model, theta, X, y, device="cpu"):
+    """Device first, then the shared checks; with ``device="cuda"`` the data are copied to the
+    GPU once here (a DeviceBatch), and every evaluation of the call reuses that copy."""
+    device = _device.resolve_device(device)
     if not isinstance(model, MLP):
         raise TypeError(f"model must be an MLP, got {type(model).__name__}")
-    return model.check_theta(theta), model.batch(X, y)
+    theta, data = model.check_theta(theta), model.batch(X, y)
+    return theta, (_device.to_device(data) if device == "cuda" else data)
 
 
-def _lambda_max(model, theta, data, seed) -> float:
+def _lambda_max(model, theta, data, seed, device="cpu") -> float:
     if model.n_params < 2:
         return float(model.hessian(theta, data)[0, 0])
-    eig = curvature.top_eigen(model, theta, data, k=1, method="lanczos", which="LA", seed=seed)
+    eig = curvature.top_eigen(
+        model, theta, data, k=1, method="lanczos", which="LA", seed=seed, device=device
+    )
     return float(eig.eigenvalues[0])
 
 
@@ -101,6 +107,7 @@ def epsilon_sharpness(
     seed: int = 0,
     lambda_max: float | None = None,
     n_threads: int | None = None,
+    device: str = "cpu",
 ) -> EpsilonSharpness:
     """Max and mean loss increase over random directions on the ε-sphere around θ.
 
@@ -126,12 +133,15 @@ def epsilon_sharpness(
         λmax if already known; otherwise computed by Lanczos on exact HVPs.
     n_threads : int, optional
         Numba threads for the evaluation.
+    device : {"cpu", "cuda"}
+        Where the probes (the landscape engine), the gradient and the HVPs of λmax run; the
+        data are copied to the GPU once per call.
 
     Returns
     -------
     EpsilonSharpness
     """
-    theta, data = _model_data(model, theta, X, y)
+    theta, data = _model_data(model, theta, X, y, device)
     eps = check_positive_float(eps, "eps")
     r = check_positive_int(n_directions, "n_directions")
     rng = np.random.default_rng(seed)
@@ -141,16 +151,16 @@ def epsilon_sharpness(
     coef = np.zeros((r + 1, r + 1))
     coef[:, 0] = 1.0
     coef[np.arange(1, r + 1), np.arange(1, r + 1)] = eps
-    out = landscape.evaluate(model, basis, coef, data, n_threads=n_threads)
+    out = landscape.evaluate(model, basis, coef, data, n_threads=n_threads, device=device)
     base = float(out.loss[0])
     inc = out.loss[1:] - base
     if lambda_max is None:
-        lam = _lambda_max(model, theta, data, seed)
+        lam = _lambda_max(model, theta, data, seed, device)
     else:
         lam = float(lambda_max)
         if not np.isfinite(lam):
             raise ValueError(f"lambda_max must be finite, got {lambda_max}")
-    gnorm = float(np.linalg.norm(model.grad(theta, data)[1]))
+    gnorm = float(np.linalg.norm(model.grad(theta, data, device=device)[1]))
     return EpsilonSharpness(
         eps=eps,
         base_loss=base,
@@ -207,7 +217,7 @@ def sam_epsilon(theta, g, rho: float, adaptive: bool, eta: float, mask) -> np.nd
 
 def sam_perturbation(
     model: MLP, theta, X, y=None, rho: float = 0.05, *, adaptive: bool = False,
-    eta: float = 0.01,
+    eta: float = 0.01, device: str = "cpu",
 ) -> np.ndarray:  # fmt: skip
     """SAM's worst-case perturbation ``ε*`` (P,) at θ.
 
@@ -223,56 +233,60 @@ def sam_perturbation(
         ASAM's scaling ``T = |w| + η`` (weights only).
     eta : float
         ASAM's η.
+    device : {"cpu", "cuda"}
+        Where the gradient is evaluated.
 
     Returns
     -------
     (P,) array
     """
-    theta, data = _model_data(model, theta, X, y)
+    theta, data = _model_data(model, theta, X, y, device)
     rho = check_positive_float(rho, "rho")
     eta = check_positive_float(eta, "eta", allow_zero=True)
-    g = model.grad(theta, data)[1]
+    g = model.grad(theta, data, device=device)[1]
     return sam_epsilon(theta, g, rho, adaptive, eta, weight_mask(model))
 
 
 def sam_sharpness(
     model: MLP, theta, X, y=None, rho: float = 0.05, *, adaptive: bool = False,
-    eta: float = 0.01,
+    eta: float = 0.01, device: str = "cpu",
 ) -> float:  # fmt: skip
     """SAM sharpness ``L(θ + ε*) - L(θ)``.
 
     Parameters
     ----------
-    model, theta, X, y, rho, adaptive, eta
-        As in :func:`sam_perturbation`.
+    model, theta, X, y, rho, adaptive, eta, device
+        As in :func:`sam_perturbation` (``device``: where the gradient and the two losses
+        are evaluated; the data are copied to the GPU once per call).
 
     Returns
     -------
     float
     """
-    theta, data = _model_data(model, theta, X, y)
-    e = sam_perturbation(model, theta, data, rho=rho, adaptive=adaptive, eta=eta)
-    return model.loss(theta + e, data) - model.loss(theta, data)
+    theta, data = _model_data(model, theta, X, y, device)
+    e = sam_perturbation(model, theta, data, rho=rho, adaptive=adaptive, eta=eta, device=device)
+    return model.loss(theta + e, data, device=device) - model.loss(theta, data, device=device)
 
 
 def sam_gradient(
     model: MLP, theta, X, y=None, rho: float = 0.05, *, adaptive: bool = False,
-    eta: float = 0.01,
+    eta: float = 0.01, device: str = "cpu",
 ) -> np.ndarray:  # fmt: skip
     """SAM's gradient ``∇L(θ + ε*)``, with ε* held fixed (Foret et al.'s approximation).
 
     Parameters
     ----------
-    model, theta, X, y, rho, adaptive, eta
-        As in :func:`sam_perturbation`.
+    model, theta, X, y, rho, adaptive, eta, device
+        As in :func:`sam_perturbation` (``device``: where the two gradients are evaluated;
+        the data are copied to the GPU once per call).
 
     Returns
     -------
     (P,) array
     """
-    theta, data = _model_data(model, theta, X, y)
-    e = sam_perturbation(model, theta, data, rho=rho, adaptive=adaptive, eta=eta)
-    return model.grad(theta + e, data)[1]
+    theta, data = _model_data(model, theta, X, y, device)
+    e = sam_perturbation(model, theta, data, rho=rho, adaptive=adaptive, eta=eta, device=device)
+    return model.grad(theta + e, data, device=device)[1]
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -335,6 +349,7 @@ def compare_minima(
     trace_method: str = "auto",
     trace_samples: int = 100,
     seed: int = 0,
+    device: str = "cpu",
 ) -> MinimaComparison:
     """A table of sharpness metrics for several solutions of the same model and data.
 
@@ -359,11 +374,17 @@ def compare_minima(
         ``auto``: exact for P <= 500, Hutchinson otherwise.
     trace_samples : int
     seed : int
+    device : {"cpu", "cuda"}
+        Where losses, gradients, HVPs and the ε-probes run (the data are copied to the GPU
+        once for the whole table). An exact trace (``trace_method="exact"``, or ``auto`` with
+        P <= 500) is formed on the CPU whatever the device, and the accuracy column is
+        computed on the CPU.
 
     Returns
     -------
     MinimaComparison
     """
+    device = _device.resolve_device(device)
     if not isinstance(model, MLP):
         raise TypeError(f"model must be an MLP, got {type(model).__name__}")
     if not isinstance(thetas, dict) or not thetas:
@@ -373,6 +394,8 @@ def compare_minima(
     if trace_method == "auto":
         trace_method = "exact" if model.n_params <= 500 else "hutchinson"
     data = model.batch(X, y)
+    if device == "cuda":
+        data = _device.to_device(data)
     checked = {str(k): model.check_theta(v, f"thetas[{k!r}]") for k, v in thetas.items()}
     warnings.warn(
         "raw sharpness (λmax, trace, ε- and SAM sharpness) is not reparameterization-invariant "
@@ -382,11 +405,11 @@ def compare_minima(
     )
     rows = []
     for name, theta in checked.items():
-        lam = _lambda_max(model, theta, data, seed)
+        lam = _lambda_max(model, theta, data, seed, device)
         es = epsilon_sharpness(model, theta, data, eps=eps, n_directions=n_directions, seed=seed,
-                               lambda_max=lam)  # fmt: skip
+                               lambda_max=lam, device=device)  # fmt: skip
         tr = curvature.hessian_trace(model, theta, data, method=trace_method,
-                                     n_samples=trace_samples, seed=seed)  # fmt: skip
+                                     n_samples=trace_samples, seed=seed, device=device)  # fmt: skip
         rows.append({
             "name": name,
             "loss": es.base_loss,
@@ -398,7 +421,7 @@ def compare_minima(
             "eps_sharpness_max": es.max_increase,
             "eps_sharpness_mean": es.mean_increase,
             "quadratic_prediction": es.quadratic_prediction,
-            "sam_sharpness": sam_sharpness(model, theta, data, rho=rho),
+            "sam_sharpness": sam_sharpness(model, theta, data, rho=rho, device=device),
         })  # fmt: skip
     settings = {"eps": eps, "rho": rho, "n_directions": n_directions,
                 "trace_method": trace_method, "seed": seed}  # fmt: skip
