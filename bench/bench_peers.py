@@ -45,7 +45,6 @@ ROUNDS = {
     ("B2", "loss_landscapes_random_plane"): 1,
     ("B3", "pyhessian"): 3,
     ("B3", "fastscape_power"): 1,
-    ("B4", "fastscape"): 1,
     ("B4", "torch_func_hessian"): 1,
     ("B4", "jax_hessian"): 1,
     ("B5", "pyhessian"): 3,
