@@ -22,6 +22,12 @@ HVP_SUB_BLOCK = 64
 #: Memory budget (bytes) of the scratch space of one batched HVP call.
 HVP_SCRATCH_BYTES = 256 * 2**20
 
+#: Largest sample block of the cached HVP operator (``kernels.hvp``, behind
+#: ``curvature.hessian_matvec``): the samples are split into ``ceil(n / HVP_SAMPLE_BLOCK)``
+#: fixed blocks (a partition depending on n only) whose results are added in order. Its vectors
+#: go through in chunks whose scratch stays under ``HVP_SCRATCH_BYTES``.
+HVP_SAMPLE_BLOCK = 4096
+
 #: Memory budget (bytes) of one per-sample factor matrix of the exact Hessian (samples are
 #: processed in blocks so that the widest factor fits; the Hessian itself is extra).
 HESSIAN_SCRATCH_BYTES = 64 * 2**20

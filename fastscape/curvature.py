@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse.linalg as spla
 
-from . import _device
+from . import _device, config
 from ._validation import as_float_array, check_choice, check_positive_float, check_positive_int
+from .kernels import hvp as _hvp
 from .models import MLP, Batch
 
 __all__ = [
@@ -447,28 +448,68 @@ def lanczos(
     )
 
 
-def hessian_matvec(model: MLP, theta, X, y=None) -> Matvec:
-    """The batched exact-HVP matvec of ``model`` at ``theta``.
+def hessian_matvec(model: MLP, theta, X, y=None, *, device: str = "cpu") -> Matvec:
+    """The exact-HVP operator of ``model`` at a fixed ``theta``, for many products.
 
-    Data and parameters are validated once, here.
+    Data, parameters and ``device`` are validated once, here. On the CPU the forward and
+    backward passes at ``theta`` (activations, f', f'', deltas, softmax probabilities) are
+    computed once, here, and every call applies Pearlmutter's R-operator to its block of
+    vectors with the vectors as GEMM columns (``fastscape.kernels.hvp``); its scratch memory
+    stays under ``config.HVP_SCRATCH_BYTES`` (vectors go through in chunks). On the GPU each call
+    runs the CUDA HVP kernel on a device copy of the data made once, here.
 
     Parameters
     ----------
     model : MLP
     theta : (P,) array
-    X : (n, d) array or Batch
+    X : (n, d) array, Batch, or DeviceBatch (from ``fastscape._device.to_device``)
     y : (n,) or (n, out) array
+        None when ``X`` is a Batch.
+    device : {"cpu", "cuda"}
+        Where the products run.
 
     Returns
     -------
     callable
-        ``V (b, P) -> (b, P)``: row i is ``H @ V[i]``.
+        ``V (b, P) -> (b, P)``: row i is ``H @ V[i]`` (H the Hessian of the mean loss at
+        ``theta``); a single vector ``(P,)`` gives ``(P,)``. The operator keeps ``theta`` and the
+        data as they were at this call.
     """
+    device = _device.resolve_device(device)
     if not isinstance(model, MLP):
         raise TypeError(f"model must be an MLP, got {type(model).__name__}")
-    theta = model.check_theta(theta)
+    theta = model.check_theta(theta).copy()
     data = model.batch(X, y)
-    return lambda V: model.hvp(theta, V, data)
+    P = model.n_params
+
+    def check(V) -> np.ndarray:
+        V = as_float_array(V, "V", (1, 2))
+        if V.shape[-1] != P:
+            raise ValueError(f"V has rows of length {V.shape[-1]}, expected {P}")
+        return V
+
+    if device == "cuda":
+        on_device = _device.to_device(data)
+
+        def matvec_cuda(V):
+            V = check(V)
+            out = _device.mlp_hvp(model, theta, np.atleast_2d(V), on_device, "cuda")
+            return out[0] if V.ndim == 1 else out
+
+        return matvec_cuda
+
+    cache = _hvp.forward_cache(
+        theta, model._sizes_arr, model._act, model._loss, data.X, data.Y,
+        config.HVP_SAMPLE_BLOCK,
+    )  # fmt: skip
+    chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES)
+
+    def matvec(V):
+        V = check(V)
+        out = _hvp.block_hvp(cache, np.atleast_2d(V), chunk)
+        return out[0] if V.ndim == 1 else out
+
+    return matvec
 
 
 def _prepare(model, theta, X, y, device) -> tuple[np.ndarray, Batch, str]:
