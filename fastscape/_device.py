@@ -224,7 +224,7 @@ def mlp_loss(
     """
     if resolve_device(device) == "cpu":
         check_dtype(dtype, device)
-        return float(_k.mlp_loss(theta, *_cpu_args(model, data)))
+        return float(_k.mlp_loss(theta, *_cpu_args(model, data), config.MLP_BLOCK))
     dt = check_dtype(dtype, device)
     return float(
         _cuda_mlp().mlp_loss(
@@ -249,7 +249,7 @@ def mlp_loss_grad(
     """
     if resolve_device(device) == "cpu":
         check_dtype(dtype, device)
-        value, g = _k.mlp_loss_grad(theta, *_cpu_args(model, data))
+        value, g = _k.mlp_loss_grad(theta, *_cpu_args(model, data), config.MLP_BLOCK)
     else:
         dt = check_dtype(dtype, device)
         value, g = _cuda_mlp().mlp_loss_grad(

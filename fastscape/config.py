@@ -16,6 +16,10 @@ MIN_CHUNK = 16
 #: ``hessian`` refuses models with more parameters than this unless ``max_params`` is raised.
 HESSIAN_MAX_PARAMS = 5000
 
+#: Samples per block of the loss and gradient kernels (first layer by BLAS on each block): a
+#: fixed partition of the samples, so results do not depend on the thread count.
+MLP_BLOCK = 4096
+
 #: Samples whose forward/backward passes a batched HVP keeps while its K vectors sweep them.
 HVP_SUB_BLOCK = 64
 

@@ -141,6 +141,20 @@ def test_thread_count_invariance(case):
         assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("case", MODEL_CASES[:6], ids=case_id)
+def test_sample_blocks_change_only_rounding(case):
+    """Loss and gradient go through blocks of samples; the block size is a memory knob."""
+    model, theta, X, y = make_problem(case, n=45)
+    s, a, l, Xk, Yk, c = model._args(model.batch(X, y))
+    whole = kmlp.mlp_loss_grad(theta, s, a, l, Xk, Yk, c, 45)
+    assert kmlp.mlp_loss(theta, s, a, l, Xk, Yk, c, 45) == whole[0]
+    for block in (1, 8, 44):
+        value, g = kmlp.mlp_loss_grad(theta, s, a, l, Xk, Yk, c, block)
+        assert_allclose(value, whole[0], rtol=1e-13)
+        assert_allclose(g, whole[1], rtol=1e-12, atol=1e-15 * np.abs(whole[1]).max())
+        assert_allclose(kmlp.mlp_loss(theta, s, a, l, Xk, Yk, c, block), value, rtol=1e-13)
+
+
 def test_threads_context_restores_count():
     before = numba.get_num_threads()
     with fastscape.threads(1):
@@ -185,13 +199,15 @@ def test_softplus_and_sigmoid_stable(z):
 def test_nan_propagates_through_kernels():
     """fastmath flags exclude nnan/ninf: a NaN in theta must reach the result."""
     model, theta, X, y = make_problem(MODEL_CASES[7], n=20)
+    assert len(model.layout) > 1  # a NaN in the first layer (BLAS) and in a later one (kernel)
     data = model.batch(X, y)
-    theta = theta.copy()
-    theta[0] = np.nan
     s, a, l, Xk, Yk, c = model._args(data)
-    assert np.isnan(kmlp.mlp_loss(theta, s, a, l, Xk, Yk, c))
-    value, g = kmlp.mlp_loss_grad(theta, s, a, l, Xk, Yk, c)
-    assert np.isnan(value) and np.isnan(g).any()
-    theta[0] = 0.0
+    for where in (0, model.layout[1].weight.start):
+        bad = theta.copy()
+        bad[where] = np.nan
+        assert np.isnan(kmlp.mlp_loss(bad, s, a, l, Xk, Yk, c, 7))
+        value, g = kmlp.mlp_loss_grad(bad, s, a, l, Xk, Yk, c, 7)
+        assert np.isnan(value) and np.isnan(g).any()
+    theta = theta.copy()
     theta[model.layout[-1].bias.start] = np.inf  # an infinite logit
-    assert not np.isfinite(kmlp.mlp_loss(theta, s, a, l, Xk, Yk, c))
+    assert not np.isfinite(kmlp.mlp_loss(theta, s, a, l, Xk, Yk, c, 7))
