@@ -324,14 +324,15 @@ def _grid(args, axis: str, auto: np.ndarray | None = None) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- landscape
 def _curvature(
-    model, theta, data, k: int, seed: int, grad_tol: float = 1e-5, device: str = "cpu"
-) -> dict:
+    model, theta, data, k: int, seed: int, grad_tol: float = 1e-5, *,
+    exact_max_params: int = 2000, device: str = "cpu",
+) -> dict:  # fmt: skip
     """Top/bottom eigenvalues, trace, density and classification.
 
-    Small models (P <= 2000): one exact Hessian serves everything (formed on the CPU whatever
-    the device). Larger ones: Lanczos at both ends of the spectrum, Hutch++ for the trace,
-    stochastic Lanczos quadrature, their HVPs on ``device`` (with "cuda" the data are copied
-    to the GPU once for all of them).
+    Small models (P <= ``exact_max_params``): one exact Hessian serves everything (formed on
+    the CPU whatever the device). Larger ones: Lanczos at both ends of the spectrum, Hutch++
+    for the trace, stochastic Lanczos quadrature, their HVPs on ``device`` (with "cuda" the
+    data are copied to the GPU once for all of them).
     """
     from . import _device
     from .critical import classify
@@ -341,7 +342,7 @@ def _curvature(
         data = _device.to_device(data)
     grad_norm = float(np.linalg.norm(model.grad(theta, data, device=device)[1]))
     k = min(k, model.n_params - 1)
-    if model.n_params <= 2000:
+    if model.n_params <= exact_max_params:
         H = model.hessian(theta, data)
         vals = np.linalg.eigvalsh(H)
         out = {"top": vals[::-1][:k], "bottom": vals[:k], "trace": float(vals.sum()),
@@ -351,7 +352,7 @@ def _curvature(
         kw = {"seed": seed, "device": device}
         top = top_eigen(model, theta, data, k=k, method="lanczos", which="LA", **kw)
         bottom = top_eigen(model, theta, data, k=k, method="lanczos", which="SA", **kw)
-        trace = hessian_trace(model, theta, data, method="hutchpp", **kw)
+        trace = hessian_trace(model, theta, data, method="hutch++", **kw)
         ends = np.concatenate([bottom.eigenvalues, top.eigenvalues])
         out = {"top": np.sort(top.eigenvalues)[::-1], "bottom": np.sort(bottom.eigenvalues),
                "trace": trace.estimate, "trace_std_error": trace.std_error, "method": "lanczos",
