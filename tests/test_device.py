@@ -132,3 +132,122 @@ def test_float32_needs_the_gpu():
     model, theta, X, y = make_problem(MODEL_CASES[0], n=10)
     with pytest.raises(ValueError, match="dtype='float32' is available with device='cuda' only"):
         _device.mlp_loss(model, theta, model.batch(X, y), "cpu", "float32")
+
+
+# ----------------------------------------------------------------------------- public functions
+def _public_calls():
+    """Every public function with ``device=`` beyond the model and landscape API: (name, call)
+    with ``call(model, theta, X, y, device)``."""
+    from fastscape import critical, curvature, eos, sharpness
+
+    return {
+        "top_eigen": lambda m, t, X, y, d: curvature.top_eigen(m, t, X, y, device=d),
+        "top_eigen_exact": lambda m, t, X, y, d: curvature.top_eigen(
+            m, t, X, y, method="exact", device=d
+        ),
+        "hessian_trace": lambda m, t, X, y, d: curvature.hessian_trace(m, t, X, y, device=d),
+        "spectral_density": lambda m, t, X, y, d: curvature.spectral_density(m, t, X, y, device=d),
+        "epsilon_sharpness": lambda m, t, X, y, d: sharpness.epsilon_sharpness(
+            m, t, X, y, device=d
+        ),
+        "sam_perturbation": lambda m, t, X, y, d: sharpness.sam_perturbation(m, t, X, y, device=d),
+        "sam_sharpness": lambda m, t, X, y, d: sharpness.sam_sharpness(m, t, X, y, device=d),
+        "sam_gradient": lambda m, t, X, y, d: sharpness.sam_gradient(m, t, X, y, device=d),
+        "compare_minima": lambda m, t, X, y, d: sharpness.compare_minima(
+            m, {"a": t}, X, y, device=d
+        ),
+        "classify_point": lambda m, t, X, y, d: critical.classify_point(
+            m, t, X, y, grad_tol=1e3, device=d
+        ),
+        "escape_saddle": lambda m, t, X, y, d: critical.escape_saddle(m, t, X, y, device=d),
+        "edge_of_stability": lambda m, t, X, y, d: eos.edge_of_stability(
+            m, X, y, steps=1, theta0=t, device=d
+        ),
+    }
+
+
+PUBLIC = sorted(_public_calls())
+
+
+@pytest.fixture
+def no_kernels(monkeypatch):
+    """Make every dispatcher fail loudly: a test using this proves that no kernel ran."""
+    for fn in ("mlp_loss", "mlp_loss_grad", "mlp_hvp", "span_eval"):
+
+        def ran(*args, _fn=fn, **kwargs):
+            raise AssertionError(f"_device.{_fn} ran before the device was checked")
+
+        monkeypatch.setattr(_device, fn, ran)
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_public_functions_refuse_unknown_devices_first(name, no_kernels):
+    """The device is checked before anything else: even bad data is not looked at."""
+    model, theta, X, y = make_problem(MODEL_CASES[4], n=10)
+    call = _public_calls()[name]
+    with pytest.raises(ValueError, match=r"unknown device 'gpu'; expected 'cpu' or 'cuda'"):
+        call(model, theta, X[:, :2], y, "gpu")  # X has the wrong width too
+    with pytest.raises(TypeError, match="device must be 'cpu' or 'cuda'"):
+        call(model, theta, X, y, None)
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_public_functions_without_numba_cuda_say_how_to_install(name, monkeypatch, no_kernels):
+    monkeypatch.setattr(_device, "_numba_cuda_installed", lambda: False)
+    model, theta, X, y = make_problem(MODEL_CASES[4], n=10)
+    with pytest.raises(_device.DeviceUnavailableError, match="numba-cuda") as err:
+        _public_calls()[name](model, theta, X, y, "cuda")
+    assert 'pip install "fastscape[cuda]"' in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["top_eigen", "hessian_trace", "edge_of_stability"])
+def test_public_functions_without_a_gpu_say_so(name, monkeypatch, no_kernels):
+    monkeypatch.setattr(_device, "_numba_cuda_installed", lambda: True)
+    monkeypatch.setattr(_device, "_gpu_visible", lambda: False)
+    model, theta, X, y = make_problem(MODEL_CASES[4], n=10)
+    with pytest.raises(_device.DeviceUnavailableError, match="no CUDA GPU is visible") as err:
+        _public_calls()[name](model, theta, X, y, "cuda")
+    assert "NUMBA_ENABLE_CUDASIM=1" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["top_eigen", "sam_sharpness", "classify_point"])
+def test_public_functions_default_to_the_cpu_with_the_same_bits(name):
+    """device="cpu" (the default) is the CPU path exactly."""
+    model, theta, X, y = make_problem(MODEL_CASES[4], n=10)
+    call = _public_calls()[name]
+    a, b = call(model, theta, X, y, "cpu"), call(model, theta, X, y, "cpu")
+    if name == "sam_sharpness":
+        assert a == b
+    else:
+        np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
+
+
+@pytest.mark.parametrize("command", ["hessian", "eos"])
+def test_cli_device_cuda_without_cuda_fails_before_any_work(command, monkeypatch, capsys):
+    from fastscape import cli
+
+    monkeypatch.setattr(_device, "_numba_cuda_installed", lambda: False)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the device was checked")
+
+    monkeypatch.setattr(cli, "_load", no_work)
+    monkeypatch.setattr(cli, "_fit", no_work)
+    code = cli.main([command, "--device", "cuda", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("fastscape: error: device='cuda' needs the numba-cuda package")
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["landscape", "hessian", "eos"])
+def test_cli_device_option_parses(command, capsys):
+    from fastscape.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args([command]).device == "cpu"
+    assert parser.parse_args([command, "--device", "cuda"]).device == "cuda"
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args([command, "--device", "gpu"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'gpu'" in capsys.readouterr().err
