@@ -523,14 +523,6 @@ def _prepare(model, theta, X, y, device) -> tuple[np.ndarray, Batch, str]:
     return theta, data, device
 
 
-def _operator(model: MLP, theta, data: Batch, device: str) -> Matvec:
-    """The HVP operator of ``device`` (validated inputs): the data go to the GPU once, here,
-    and every HVP of the solve reuses that copy."""
-    if device == "cpu":
-        return hessian_matvec(model, theta, data)
-    return hessian_matvec(model, theta, _device.to_device(data), device=device)
-
-
 def _exact_eigh(model: MLP, theta, data: Batch, max_params):
     H = model.hessian(theta, data, max_params=max_params)
     return np.linalg.eigh(0.5 * (H + H.T))
@@ -607,7 +599,7 @@ def top_eigen(
             method="exact",
             which=which,
         )
-    mv = _operator(model, theta, data, device)
+    mv = hessian_matvec(model, theta, data, device=device)
     if method == "power":
         if which != "LM":
             raise ValueError(
@@ -769,7 +761,7 @@ def hessian_trace(
     if method == "exact":
         H = model.hessian(theta, data, max_params=max_params)
         return TraceResult(float(np.trace(H)), 0.0, 0, "exact", np.empty(0))
-    mv = _operator(model, theta, data, device)
+    mv = hessian_matvec(model, theta, data, device=device)
     if method == "hutchinson":
         return hutchinson(mv, model.n_params, n_samples, seed=seed, batched=True)
     return hutchpp(mv, model.n_params, n_samples, seed=seed, batched=True)
@@ -952,7 +944,7 @@ def spectral_density(
     method = check_choice(method, "method", ("slq", "exact"))
     theta, data, device = _prepare(model, theta, X, y, device)
     if method == "slq":
-        mv = _operator(model, theta, data, device)
+        mv = hessian_matvec(model, theta, data, device=device)
         return slq(
             mv, model.n_params, n_runs=n_runs, n_iter=n_iter,
             sigma=sigma, grid=grid, n_grid=n_grid, seed=seed, batched=True,

@@ -158,7 +158,7 @@ def edge_of_stability(
         losses.append(value)
         gnorms.append(gn)
         if t % every == 0 or t == steps:
-            mv = curvature._operator(model, theta, data, device)
+            mv = curvature.hessian_matvec(model, theta, data, device=device)
             if method == "power":
                 eig = curvature.power_iteration(mv, model.n_params, 1, tol=tol, maxiter=maxiter,
                                                 seed=seed, v0=v, batched=True)  # fmt: skip
