@@ -24,7 +24,9 @@ a quarter of the work. For MLP 64-32-10 on 1 797 samples (P = 2 410) this is 6.7
 114 GFLOP for 2 410 Hessian-vector products.
 
 Samples are processed in fixed blocks whose size depends only on the shapes (never on the thread
-count) and the block results are added in order, so the result is reproducible bit for bit.
+count), the block results are added in order and every BLAS product goes through
+``kernels._blas`` (single-threaded BLAS on a fixed partition), so the result is reproducible bit
+for bit for any Numba or BLAS thread count.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from ._blas import matmul, serial_blas
 from ._jit import jit
 from .mlp import LOGISTIC, MSE, RELU, SIGMOID, TANH, layout
 
@@ -188,7 +191,8 @@ def _factors(theta, sizes, act, loss_kind, X, Y, w_off, b_off):
         t[:, :-1] = a
         t[:, -1] = 1.0
         aug.append(t)
-        z = a @ W[l].T + b[l]
+        z = matmul(a, W[l].T)
+        z += b[l]
         if l < L - 1:
             a = _act(act, z)
             f1, f2 = _act_d1_d2(act, z, a)
@@ -200,7 +204,7 @@ def _factors(theta, sizes, act, loss_kind, X, Y, w_off, b_off):
     g[L - 1] = g_last
     Hz[L - 1] = Hcur
     for l in range(L - 1, 0, -1):
-        back = g[l] @ W[l]  # (B, h_{l-1}) = W_lᵀ g_l per sample
+        back = matmul(g[l], W[l])  # (B, h_{l-1}) = W_lᵀ g_l per sample
         g[l - 1] = back * d1[l - 1]
         M = np.matmul(np.matmul(W[l].T, Hz[l]), W[l])  # (B, h, h)
         M *= d1[l - 1][:, :, None]
@@ -285,20 +289,23 @@ def mlp_hessian(theta, sizes, act, loss_kind, X, Y, block):
     for s0 in range(0, n, block):
         s1 = min(n, s0 + block)
         B = s1 - s0
-        aug, d1, g, Hz, T = _factors(theta, sizes, act, loss_kind, X[s0:s1], Y[s0:s1], w_off, b_off)
+        with serial_blas():  # the small batched products of the factors: reproducible too
+            aug, d1, g, Hz, T = _factors(
+                theta, sizes, act, loss_kind, X[s0:s1], Y[s0:s1], w_off, b_off
+            )
         for l in range(L):
             h, d = dims[l]
             U = np.empty((B, h * (h + 1) // 2))
             pack_sym(Hz[l], U)
             V = np.empty((B, d * (d + 1) // 2))
             pack_outer_sym(aug[l], V)
-            diag[l] += U.T @ V
+            diag[l] += matmul(U.T, V)
             for k in range(l):
                 hk, dk = dims[k]
                 C = np.matmul(Hz[l], T[l][k]).reshape(B, h * hk)
                 V = np.empty((B, d * dk))
                 pack_outer(aug[l], aug[k], V)
-                off[(l, k)] += C.T @ V
+                off[(l, k)] += matmul(C.T, V)
                 # second term: Q[i, (m, j', m')] = f'(z_{l-1})[m] T_{l-1,k}[m, j'] ã_{k-1}[m']
                 if k == l - 1:
                     Q = np.empty((B, (d - 1) * dk))
@@ -307,7 +314,7 @@ def mlp_hessian(theta, sizes, act, loss_kind, X, Y, block):
                     F = (d1[l - 1][:, :, None] * T[l - 1][k]).reshape(B, (d - 1) * hk)
                     Q = np.empty((B, (d - 1) * hk * dk))
                     pack_outer(F, aug[k], Q)
-                cross[(l, k)] += g[l].T @ Q
+                cross[(l, k)] += matmul(g[l].T, Q)
     H = np.empty((P, P))
     scale = 1.0 / n
     rows = [param_rows(sizes, w_off, b_off, l) for l in range(L)]

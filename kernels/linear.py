@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._blas import matmul, serial_blas
+
 
 def _augmented(X):
     """[X, 1]: (n, d+1)."""
@@ -23,11 +25,12 @@ def logistic_hessian(theta, X):
     p(1-p) is computed as e / (1 + e)^2 with e = exp(-|z|), exact for any finite logit z.
     """
     d = X.shape[1]
-    z = X @ theta[:d] + theta[d]
+    with serial_blas():
+        z = X @ theta[:d] + theta[d]
     e = np.exp(-np.abs(z))
     s = e / (1.0 + e) ** 2
     Xa = _augmented(X)
-    H = (Xa * s[:, None]).T @ Xa
+    H = matmul((Xa * s[:, None]).T, Xa)
     H /= X.shape[0]
     return H
 
@@ -40,7 +43,7 @@ def mse_hessian(X, n_out):
     """
     n, d = X.shape
     Xa = _augmented(X)
-    G = Xa.T @ Xa
+    G = matmul(Xa.T, Xa)
     G *= 2.0 / n
     P = n_out * (d + 1)
     H = np.zeros((P, P))

@@ -33,6 +33,7 @@ import math
 import numpy as np
 from numba import prange
 
+from ._blas import matmul
 from ._jit import jit
 
 IDENTITY, TANH, RELU, SIGMOID = 0, 1, 2, 3
@@ -241,7 +242,8 @@ def backward(theta, sizes, w_off, b_off, u_off, act, Z, A, D, T):
 
 # ----------------------------------------------------------------------------- batch kernels
 # Loss and gradient run layer by layer on blocks of samples: every layer's products
-# (A_{l-1} W_l^T forward, delta_l^T A_{l-1} and delta_l W_l backward) are GEMMs done by BLAS and
+# (A_{l-1} W_l^T forward, delta_l^T A_{l-1} and delta_l W_l backward) are GEMMs done by BLAS
+# (``_blas.matmul``: reproducible for any thread count) and
 # the activations are NumPy's SIMD loops; one compiled kernel computes the loss of the logits and
 # its derivative per sample. (Per-sample GEMV kernels ran 2-3x slower than BLAS on a 784 x 128
 # layer and no faster on small ones.)
@@ -310,7 +312,7 @@ def _forward_block(layers, act, Xb):
     Zs, As = [], [Xb]
     A = Xb
     for l, (W, b) in enumerate(layers):
-        Z = A @ W.T
+        Z = matmul(A, W.T)
         Z += b
         Zs.append(Z)
         if l < len(layers) - 1:
@@ -355,10 +357,10 @@ def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, n_chunks, block):
         total += output_loss_block(loss_kind, Zs[-1], Y[s0 : s0 + block], n_chunks, D, True)
         for l in range(len(layers) - 1, -1, -1):
             gW, gb = glayers[l]
-            gW += D.T @ As[l]
+            gW += matmul(D.T, As[l])
             gb += D.sum(axis=0)
             if l > 0:
-                D = D @ layers[l][0]
+                D = matmul(D, layers[l][0])
                 D *= activation_d1_array(act, Zs[l - 1], As[l])
     grad /= n
     return total / n, grad
