@@ -210,16 +210,22 @@ def test_public_functions_without_a_gpu_say_so(name, monkeypatch, no_kernels):
     assert "NUMBA_ENABLE_CUDASIM=1" in str(err.value)
 
 
-@pytest.mark.parametrize("name", ["top_eigen", "sam_sharpness", "classify_point"])
-def test_public_functions_default_to_the_cpu_with_the_same_bits(name):
-    """device="cpu" (the default) is the CPU path exactly."""
+def test_public_functions_default_to_the_cpu():
+    """Leaving device out is device="cpu": the same bits."""
+    from fastscape import critical, curvature, sharpness
+
     model, theta, X, y = make_problem(MODEL_CASES[4], n=10)
-    call = _public_calls()[name]
-    a, b = call(model, theta, X, y, "cpu"), call(model, theta, X, y, "cpu")
-    if name == "sam_sharpness":
-        assert a == b
-    else:
-        np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
+    kw = dict(k=2, method="lanczos", which="LA")
+    np.testing.assert_array_equal(
+        curvature.top_eigen(model, theta, X, y, **kw).eigenvalues,
+        curvature.top_eigen(model, theta, X, y, device="cpu", **kw).eigenvalues,
+    )
+    assert sharpness.sam_sharpness(model, theta, X, y) == sharpness.sam_sharpness(
+        model, theta, X, y, device="cpu"
+    )
+    a = critical.classify_point(model, theta, X, y, grad_tol=1e3)
+    b = critical.classify_point(model, theta, X, y, grad_tol=1e3, device="cpu")
+    np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
 
 
 @pytest.mark.parametrize("command", ["hessian", "eos"])
