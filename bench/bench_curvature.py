@@ -10,6 +10,9 @@ Problem: MLP 64-32-10 (tanh, softmax cross-entropy, P = 2 410) on scikit-learn's
 - ``top-eigen lanczos``: ARPACK (k=1, "LA", ncv=20, tol=1e-8) on the HVP.
 - ``exact hessian``: the full 2 410 x 2 410 Hessian (the twin builds it column by column from
   2 410 HVPs; one round only).
+- ``hvp K=1`` / ``hvp K=100``: K Hessian-vector products at one theta: the cached operator of
+  ``curvature.hessian_matvec`` (forward pass at theta once, K vectors as GEMM columns) against
+  ``model.hvp`` (per-sample kernel) and the NumPy twin.
 
 Run: ``python -m pytest bench/bench_curvature.py --benchmark-only``.
 """
@@ -115,3 +118,38 @@ def bench_exact_hessian(benchmark, record_env, digits, impl):
         e[j] = 1.0
         np.testing.assert_allclose(H[:, j], ref.mlp_hvp(theta, e, *args), rtol=1e-8,
                                    atol=1e-12 * np.abs(H).max())  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- HVP operator
+HVP_IMPLS = ["operator", "model_hvp", "reference"]
+
+
+@pytest.mark.parametrize("impl", HVP_IMPLS)
+@pytest.mark.parametrize("k", [1, 100])
+def bench_hvp_operator(benchmark, record_env, digits, k, impl):
+    """K Hessian-vector products at one theta: the cached operator of
+    ``curvature.hessian_matvec`` (forward pass at theta built once, outside the timing; its
+    build time is in extra_info), ``model.hvp`` (per-sample kernel, forward pass redone every
+    call) and the NumPy twin (one vector at a time)."""
+    model, data, theta = digits
+    V = np.random.default_rng(1).standard_normal((k, model.n_params))
+    t0 = time.perf_counter()
+    if impl == "operator":
+        fn = curvature.hessian_matvec(model, theta, data)
+    elif impl == "model_hvp":
+        fn = lambda V: model.hvp(theta, V, data)  # noqa: E731
+    else:
+        fn = _matvec("reference", model, data, theta)
+    build = time.perf_counter() - t0
+    got = fn(V)  # warm-up (compile or cache load)
+    first = time.perf_counter() - t0
+    want = model.hvp(theta, V, data) if impl != "model_hvp" else _matvec(
+        "reference", model, data, theta)(V)  # fmt: skip
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12 * np.abs(want).max())
+    benchmark.group = f"hvp K={k} mlp-64-32-10 digits-1797"
+    record_env(n=data.X.shape[0], sizes=list(model.sizes), P=model.n_params, K=k,
+               build_s=build, first_call_s=first)  # fmt: skip
+    if impl == "reference" and k > 1:
+        benchmark.pedantic(fn, args=(V,), rounds=2, iterations=1)
+    else:
+        benchmark(fn, V)

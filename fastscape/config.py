@@ -30,7 +30,7 @@ HVP_SCRATCH_BYTES = 256 * 2**20
 #: ``curvature.hessian_matvec``): the samples are split into ``ceil(n / HVP_SAMPLE_BLOCK)``
 #: fixed blocks (a partition depending on n only) whose results are added in order. Its vectors
 #: go through in chunks whose scratch stays under ``HVP_SCRATCH_BYTES``.
-HVP_SAMPLE_BLOCK = 4096
+HVP_SAMPLE_BLOCK = 1024
 
 #: Memory budget (bytes) of one per-sample factor matrix of the exact Hessian (samples are
 #: processed in blocks so that the widest factor fits; the Hessian itself is extra).

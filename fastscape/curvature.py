@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.sparse.linalg as spla
 
@@ -502,11 +503,11 @@ def hessian_matvec(model: MLP, theta, X, y=None, *, device: str = "cpu") -> Matv
         theta, model._sizes_arr, model._act, model._loss, data.X, data.Y,
         config.HVP_SAMPLE_BLOCK,
     )  # fmt: skip
-    chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES)
+    chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES, numba.config.NUMBA_NUM_THREADS)
 
     def matvec(V):
         V = check(V)
-        out = _hvp.block_hvp(cache, np.atleast_2d(V), chunk)
+        out = _hvp.block_hvp(cache, np.atleast_2d(V), chunk, numba.get_num_threads())
         return out[0] if V.ndim == 1 else out
 
     return matvec

@@ -26,38 +26,45 @@ sample i side by side)::
     R delta_{l-1} = t_l R z_{l-1} + f'(z_{l-1}) (delta_l [V_l^(1) .. V_l^(K)]
                                                    + R delta_l W_l)   two GEMMs
 
-The GEMMs are NumPy's (OpenBLAS, on its own threads) on 2-D C-contiguous float64 arrays, called
-from the thin Python driver :func:`block_hvp`; the elementwise work (about 130 light operations
-per sample and vector for MLP 64-32-10, memory-bound) is in the serial ``@jit()`` kernels below.
-They are serial on purpose: a Numba ``prange`` region between two OpenBLAS calls makes the two
-thread pools fight for the cores (OpenBLAS's workers spin after each call, Numba's workers wait
-for a core), which made a batch of 100 HVPs 3-6x slower on the 2-core benchmark machine.
-Per vector this is ``sum_l 2 h_l h_{l+1} (2 + 4 [l > 0])`` flops per sample (softmax: plus
-``s p (r - p.r)`` at the output): 21.6 MFLOP per vector for MLP 64-32-10 on 1 797 samples,
-against 47 MFLOP for the per-sample kernel ``kernels.mlp.mlp_hvp``, which also redoes the
-forward pass every call.
+The GEMMs are NumPy's (OpenBLAS) on 2-D C-contiguous float64 arrays, called from the thin Python
+driver :func:`block_hvp`; the elementwise work (about 130 light operations per sample and vector
+for MLP 64-32-10, memory-bound) is in the serial ``@jit()`` kernels below. Per vector this is
+``sum_l 2 h_l h_{l+1} (2 + 4 [l > 0])`` flops per sample (softmax: plus ``s p (r - p.r)`` at the
+output): 21.6 MFLOP per vector for MLP 64-32-10 on 1 797 samples, against 47 MFLOP for the
+per-sample kernel ``kernels.mlp.mlp_hvp``, which also redoes the forward pass every call.
 
-Memory: samples are processed in fixed blocks (``n_blocks`` of them, ``(c n) // n_blocks``
-boundaries: a partition that depends only on n and the block count) and vectors in chunks of
-``vec_chunk``; the scratch of one (block, chunk) pair is :func:`scratch_per_vector` times
-``nb * vec_chunk`` bytes. Block results are added in block order.
+Threads. Samples are processed in fixed blocks (``n_blocks`` of them, ``(c n) // n_blocks``
+boundaries: a partition that depends only on n and ``sample_block``); the blocks of a pass run
+concurrently on a small thread pool (``workers`` threads; NumPy's GEMMs and the ``nogil``
+kernels release the GIL) with BLAS **single-threaded** for the duration of the call, and their
+results are added in block order. Two reasons: (1) OpenBLAS's rounding depends on its own thread
+count (measured here: a (1797, 64) @ (64, 300) product differs in the last bit between 1 and 2
+OpenBLAS threads); (2) ten-odd multithreaded GEMM calls per HVP, each ending in a barrier,
+are ruinous when the cores are shared: with two other busy processes on the 2-core machine a
+single HVP took 140 ms instead of 1-2 ms. The elementwise kernels are serial for the same
+reason (a Numba ``prange`` region between OpenBLAS calls made the two pools fight for the cores).
 
-Determinism. The elementwise kernels are serial (the bias sums add the samples in order), so
-the result does not depend on the number of Numba threads. The GEMMs are OpenBLAS's: for a given
-shape and OpenBLAS thread count they are reproducible bit for bit, but OpenBLAS's rounding
-depends on its own thread count and on the GEMM shapes (measured on this machine: e.g. a
-(1797, 64) @ (64, 300) product differs in the last bit between 1 and 2 OpenBLAS threads, and a
-column's bits can change with the number of columns). Changing ``vec_chunk`` (the scratch limit)
-or the OpenBLAS thread count therefore changes results at the level of rounding (about 1e-16
-relative), not bitwise; the tests check both to 1e-13.
+Memory: vectors go through in chunks of ``vec_chunk`` (:func:`vec_chunk_for` bounds the
+scratch); each sample block keeps its scratch (:class:`_Workspace`) between calls, because fresh
+large arrays cost a page fault per 4 KiB on first touch.
+
+Determinism. For fixed ``sample_block`` and ``vec_chunk`` the result is the same bit for bit
+for any ``workers`` (Numba thread count) and any OpenBLAS thread count. Changing ``vec_chunk``
+(the scratch limit) changes the GEMM shapes, and OpenBLAS's rounding depends on the shapes (a
+column's bits can change with the number of columns): results then agree to rounding (about
+1e-16 relative), not bitwise; the tests check that to 1e-13.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from ._jit import jit
 from .mlp import LOGISTIC, MSE, activate, activate_d1, activate_d2, sigmoid
@@ -240,6 +247,10 @@ class HVPCache(NamedTuple):
     loss_kind : int
     n_blocks : int
         Fixed sample blocks.
+    work : list of _Workspace
+        Scratch of each sample block, reused by later calls.
+    lock : threading.Lock
+        Held by :func:`block_hvp` (the scratch is shared): one call at a time per cache.
     """
 
     sizes: tuple
@@ -254,6 +265,8 @@ class HVPCache(NamedTuple):
     s: np.ndarray
     loss_kind: int
     n_blocks: int
+    work: list
+    lock: object
 
 
 def _offsets(sizes):
@@ -268,7 +281,7 @@ def _offsets(sizes):
 
 
 def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
-    """Forward and backward pass at theta, kept for :func:`block_hvp`.
+    """Forward and backward pass at theta, kept for :func:`block_hvp` (BLAS single-threaded).
 
     Parameters
     ----------
@@ -285,6 +298,11 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
     -------
     HVPCache
     """
+    with serial_blas():
+        return _forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block)
+
+
+def _forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
     sizes = tuple(int(s) for s in sizes)
     n = X.shape[0]
     L = len(sizes) - 1
@@ -318,37 +336,50 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
         T[l - 1] = np.empty_like(B)
         backward_cache(B, D1[l - 1], D2[l - 1], delta[l - 1], T[l - 1])
     n_blocks = max(1, -(-n // max(1, int(sample_block))))
-    return HVPCache(sizes, w_off, b_off, W, A, D1, T, delta, C, s, int(loss_kind), n_blocks)
+    work = [_Workspace() for _ in range(n_blocks)]
+    return HVPCache(
+        sizes, w_off, b_off, W, A, D1, T, delta, C, s, int(loss_kind), n_blocks, work,
+        threading.Lock(),
+    )  # fmt: skip
 
 
 def scratch_per_vector(sizes, nb: int) -> int:
-    """Bytes of scratch one vector needs for a block of nb samples (R z, R a, R delta and the
-    GEMM products of every layer, plus its output row)."""
+    """Bytes of scratch one vector needs in one block of nb samples (R z, R a, R delta and the
+    GEMM products of every layer)."""
     sizes = [int(s) for s in sizes]
     hidden = sum(sizes[1:-1])
     widest = max(sizes[1:])
-    P = _offsets(sizes)[2]
-    return 8 * (nb * (2 * hidden + sizes[-1] + 4 * widest) + 2 * P)
+    return 8 * nb * (2 * hidden + sizes[-1] + 4 * widest)
 
 
-def vec_chunk_for(cache: HVPCache, scratch_bytes: int) -> int:
+def vec_chunk_for(cache: HVPCache, scratch_bytes: int, max_workers: int) -> int:
     """Vectors per pass of :func:`block_hvp` whose scratch fits in ``scratch_bytes`` (at least 1).
+
+    A pass holds the sample scratch of at most ``max_workers`` blocks at a time plus one (P,)
+    result row per block and vector.
 
     Parameters
     ----------
     cache : HVPCache
     scratch_bytes : int
+    max_workers : int
+        The most workers :func:`block_hvp` may be given (pass a fixed number, not the current
+        thread count, so that the chunking, hence the bits, never depend on it).
 
     Returns
     -------
     int
     """
     n = cache.A[0].shape[0]
-    nb = -(-n // cache.n_blocks)
-    return max(1, int(scratch_bytes) // scratch_per_vector(cache.sizes, nb))
+    nbk = cache.n_blocks
+    nb = -(-n // nbk)
+    P = _offsets(cache.sizes)[2]
+    live = min(nbk, max(1, int(max_workers)))
+    per = live * scratch_per_vector(cache.sizes, nb) + 8 * P * (nbk + 1)
+    return max(1, int(scratch_bytes) // per)
 
 
-def block_hvp(cache: HVPCache, V, vec_chunk: int) -> np.ndarray:
+def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarray:
     """Hessian-vector products ``H @ V[k]`` of the mean loss at the cached theta.
 
     Parameters
@@ -358,6 +389,9 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int) -> np.ndarray:
     V : (K, P) C-contiguous float64
     vec_chunk : int
         Vectors per pass (bounds the scratch: :func:`scratch_per_vector`).
+    workers : int
+        Threads that run the sample blocks of a pass concurrently (each with single-threaded
+        BLAS). Speed only: the blocks and the order in which their results are added are fixed.
 
     Returns
     -------
@@ -366,15 +400,17 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int) -> np.ndarray:
     K = V.shape[0]
     out = np.empty_like(V)
     step = max(1, int(vec_chunk))
-    for k0 in range(0, K, step):
-        k1 = min(K, k0 + step)
-        _chunk(cache, V[k0:k1], out[k0:k1])
+    workers = max(1, min(int(workers), cache.n_blocks))
+    with cache.lock, serial_blas():
+        for k0 in range(0, K, step):
+            k1 = min(K, k0 + step)
+            _chunk(cache, V[k0:k1], out[k0:k1], workers)
     return out
 
 
-def _chunk(cache: HVPCache, V, out):
-    """Fill out (Kc, P) with H V for one chunk of vectors, summing the fixed sample blocks in
-    order."""
+def _chunk(cache: HVPCache, V, out, workers):
+    """Fill out (Kc, P) with H V for one chunk of vectors, adding the fixed sample blocks'
+    results in block order."""
     sizes, w_off, b_off = cache.sizes, cache.w_off, cache.b_off
     L = len(sizes) - 1
     Kc = V.shape[0]
@@ -394,15 +430,92 @@ def _chunk(cache: HVPCache, V, out):
         )
         vb.append(np.ascontiguousarray(V[:, b_off[l] : b_off[l] + h]))
     nbk = cache.n_blocks
-    for c in range(nbk):
+
+    P = out.shape[1]
+
+    def run(c):
         lo, hi = (c * n) // nbk, ((c + 1) * n) // nbk
-        part = out if c == 0 else np.empty_like(out)
-        _block(cache, Vw, Vcat, vb, lo, hi, part)
+        ws = cache.work[c]
+        ws.ensure(sizes, hi - lo, Kc, P)
+        part = out if c == 0 else ws.buf["part"][: Kc * P].reshape(Kc, P)
+        _block(cache, Vw, Vcat, vb, lo, hi, part, ws)
+        return part
+
+    parts = map(run, range(nbk)) if workers == 1 else _pool(workers).map(run, range(nbk))
+    for c, part in enumerate(parts):
         if c > 0:
             out += part
 
 
-def _block(cache: HVPCache, Vw, Vcat, vb, lo, hi, out):
+# ----------------------------------------------------------------------------- threads
+_lock = threading.Lock()
+_controller: list = []
+_pools: dict = {}
+
+
+@contextlib.contextmanager
+def serial_blas():
+    """Run the enclosed BLAS calls single-threaded (every BLAS library loaded); the previous
+    thread counts are restored on exit."""
+    with _lock:
+        if not _controller:
+            _controller.append(ThreadpoolController())
+    libs = [lib for lib in _controller[0].lib_controllers if lib.user_api == "blas"]
+    previous = [lib.get_num_threads() for lib in libs]
+    for lib, k in zip(libs, previous):
+        if k != 1:
+            lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, k in zip(libs, previous):
+            if k != 1:
+                lib.set_num_threads(k)
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    with _lock:
+        if workers not in _pools:
+            _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="fastscape-hvp")
+        return _pools[workers]
+
+
+class _Workspace:
+    """Scratch of one sample block, kept between calls (fresh large arrays cost a page fault
+    per 4 KiB on first touch, which measured as much as the GEMMs themselves). Flat buffers
+    sized for ``cap`` vectors; a pass with Kc <= cap vectors uses their leading part."""
+
+    NAMES = ("rz", "ra", "t2f", "rd", "t1b", "t2b", "G", "G2", "gb")
+
+    def __init__(self):
+        self.cap = 0
+        self.buf = {}
+
+    def ensure(self, sizes, nb, Kc, P):
+        if Kc <= self.cap:
+            return
+        L = len(sizes) - 1
+        self.buf = {}
+        for l in range(L):
+            h_in, h = sizes[l], sizes[l + 1]
+            need = {"rz": nb * h, "rd": nb * h, "G": h * h_in, "gb": h}
+            if l < L - 1:
+                need["ra"] = nb * h
+            if l > 0:
+                need.update(t2f=nb * h, t1b=nb * h_in, t2b=nb * h_in, G2=h * h_in)
+            for name, size in need.items():
+                self.buf[name, l] = np.empty(size * Kc)
+        self.buf["part"] = np.empty(P * Kc)
+        self.cap = Kc
+
+    def get(self, name, l, shape):
+        size = 1
+        for d in shape:
+            size *= d
+        return self.buf[name, l][:size].reshape(shape)
+
+
+def _block(cache: HVPCache, Vw, Vcat, vb, lo, hi, out, ws):
     sizes, w_off, b_off, W = cache.sizes, cache.w_off, cache.b_off, cache.W
     L = len(sizes) - 1
     Kc = vb[0].shape[0]
@@ -411,32 +524,42 @@ def _block(cache: HVPCache, Vw, Vcat, vb, lo, hi, out):
     # R-forward
     Rz, RA = [None] * L, [None] * L
     for l in range(L):
-        h = sizes[l + 1]
-        rz = A[l] @ Vw[l].T  # (nb, Kc * h)
+        h_in, h = sizes[l], sizes[l + 1]
+        rz = ws.get("rz", l, (nb, Kc * h))
+        np.matmul(A[l], Vw[l].T, out=rz)
         has_t2 = l > 0
-        t2 = (RA[l - 1].reshape(nb * Kc, sizes[l]) @ W[l].T).reshape(nb, Kc * h) if has_t2 else rz
+        t2 = rz
+        if has_t2:
+            t2 = ws.get("t2f", l, (nb, Kc * h))
+            np.matmul(RA[l - 1].reshape(nb * Kc, h_in), W[l].T, out=t2.reshape(nb * Kc, h))
         hidden = l < L - 1
-        ra = np.empty_like(rz) if hidden else rz
+        ra = ws.get("ra", l, (nb, Kc * h)) if hidden else rz
         d1 = cache.D1[l][lo:hi] if hidden else cache.C[lo:hi]
         r_forward_layer(rz, t2, has_t2, vb[l], d1, hidden, ra)
         Rz[l], RA[l] = rz, ra
     # R-backward
-    rd = np.empty_like(Rz[L - 1])
+    rd = ws.get("rd", L - 1, Rz[L - 1].shape)
     r_output(cache.loss_kind, Rz[L - 1], cache.C[lo:hi], cache.s[lo:hi], rd)
     for l in range(L - 1, -1, -1):
         h_in, h = sizes[l], sizes[l + 1]
-        G = (rd.T @ A[l]).reshape(Kc, h, h_in)  # (R delta)^T a, vectors stacked in the rows
+        G = ws.get("G", l, (Kc * h, h_in))
+        np.matmul(rd.T, A[l], out=G)  # (R delta)^T a, vectors stacked in the rows
+        G = G.reshape(Kc, h, h_in)
         if l > 0:
             delta = cache.delta[l][lo:hi]
-            G += (delta.T @ RA[l - 1]).reshape(h, Kc, h_in).transpose(1, 0, 2)
+            G2 = ws.get("G2", l, (h, Kc * h_in))
+            np.matmul(delta.T, RA[l - 1], out=G2)
+            G += G2.reshape(h, Kc, h_in).transpose(1, 0, 2)
         out[:, w_off[l] : b_off[l]] = G.reshape(Kc, h * h_in)
-        gb = np.empty(Kc * h)
+        gb = ws.get("gb", l, (Kc * h,))
         column_sums(rd, gb)
         out[:, b_off[l] : b_off[l] + h] = gb.reshape(Kc, h)
         if l > 0:
-            t1 = delta @ Vcat[l]  # (nb, Kc * h_in)
-            t2 = (rd.reshape(nb * Kc, h) @ W[l]).reshape(nb, Kc * h_in)
-            rd_prev = np.empty_like(t1)
+            t1 = ws.get("t1b", l, (nb, Kc * h_in))
+            np.matmul(delta, Vcat[l], out=t1)
+            t2 = ws.get("t2b", l, (nb, Kc * h_in))
+            np.matmul(rd.reshape(nb * Kc, h), W[l], out=t2.reshape(nb * Kc, h_in))
+            rd_prev = ws.get("rd", l - 1, (nb, Kc * h_in))
             r_backward_layer(cache.T[l - 1][lo:hi], Rz[l - 1], cache.D1[l - 1][lo:hi], t1, t2,
                              rd_prev)  # fmt: skip
             rd = rd_prev

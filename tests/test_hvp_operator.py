@@ -4,9 +4,10 @@ NumPy twin ``reference.mlp_hvp``, for every model kind.
 Tolerances: the operator and the twin compute the same sums in different orders (GEMMs in
 OpenBLAS's blocking, the 1/n folded into the deltas instead of applied at the end), so they
 agree to rounding: 1e-10 relative to the largest entry is asserted (about 1e-15 is measured).
-Splitting the work differently (vector chunks, sample blocks, OpenBLAS threads) changes
-OpenBLAS's GEMM shapes or its thread partition and hence the last bits; those are checked to
-1e-13. The Numba thread count does not enter (serial elementwise kernels): bitwise.
+Splitting the work differently (vector chunks, sample blocks) changes the GEMM shapes or the
+order of the sums over samples and hence the last bits; those are checked to 1e-13. The thread
+counts (Numba's, which sets the workers, and OpenBLAS's, which the operator pins to 1) do not
+enter: bitwise.
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ def test_scratch_limit_sets_the_chunk(monkeypatch):
     model, theta, data = _problem(_case(2, "tanh", "softmax_ce"), n=50)
     cache = kh.forward_cache(theta, model._sizes_arr, model._act, model._loss, data.X, data.Y, 4096)
     per = kh.scratch_per_vector(model.sizes, 50)
-    assert kh.vec_chunk_for(cache, 3 * per + per // 2) == 3
-    assert kh.vec_chunk_for(cache, 1) == 1  # never below one vector
+    assert kh.vec_chunk_for(cache, 3 * per + per // 2, 1) == 3
+    assert kh.vec_chunk_for(cache, 1, 1) == 1  # never below one vector
     V = np.random.default_rng(2).normal(size=(6, model.n_params))
     big = hessian_matvec(model, theta, data)(V)
     monkeypatch.setattr(config, "HVP_SCRATCH_BYTES", 2 * per)
@@ -111,27 +112,47 @@ def test_scratch_limit_sets_the_chunk(monkeypatch):
 
 
 def test_numba_thread_count_does_not_change_bits():
-    model, theta, data = _problem(_case(2, "sigmoid", "softmax_ce"), n=300)
+    # n = 2100 > config.HVP_SAMPLE_BLOCK: several sample blocks, run by 1 or 2 workers
+    model, theta, data = _problem(_case(2, "sigmoid", "softmax_ce"), n=2100)
     V = np.random.default_rng(3).normal(size=(4, model.n_params))
     with threads(1):
         one = hessian_matvec(model, theta, data)(V)
     with threads(min(2, numba.config.NUMBA_NUM_THREADS)):
-        two = hessian_matvec(model, theta, data)(V)
+        mv = hessian_matvec(model, theta, data)
+        two = mv(V)
+        again = mv(V)  # run to run, scratch reused
     np.testing.assert_array_equal(one, two)
-    # run to run
-    np.testing.assert_array_equal(one, hessian_matvec(model, theta, data)(V))
+    np.testing.assert_array_equal(one, again)
+    _close(one, _twin(model, theta, data, V), 1e-10)
 
 
-def test_blas_thread_count_changes_rounding_only():
+def test_workers_do_not_change_bits():
+    model, theta, data = _problem(_case(1, "tanh", "mse"), n=50)
+    cache = kh.forward_cache(theta, model._sizes_arr, model._act, model._loss, data.X, data.Y, 7)
+    V = np.random.default_rng(9).normal(size=(5, model.n_params))
+    ref_bits = kh.block_hvp(cache, V, 2, 1)
+    for workers in (2, 3, 8):
+        np.testing.assert_array_equal(kh.block_hvp(cache, V, 2, workers), ref_bits)
+
+
+def test_blas_thread_count_does_not_change_bits():
+    # the operator runs BLAS single-threaded whatever the caller's setting
     threadpoolctl = pytest.importorskip("threadpoolctl")
     model, theta, data = _problem(_case(1, "tanh", "softmax_ce"), n=600)
     V = np.random.default_rng(4).normal(size=(9, model.n_params))
-    mv = hessian_matvec(model, theta, data)
     with threadpoolctl.threadpool_limits(1, user_api="blas"):
-        one = mv(V)
+        one = hessian_matvec(model, theta, data)(V)
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+                if lib["user_api"] == "blas"]  # fmt: skip
+
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
-        two = mv(V)
-    _close(one, two, 1e-13)
+        before = blas_threads()
+        two = hessian_matvec(model, theta, data)(V)
+        after = blas_threads()
+    np.testing.assert_array_equal(one, two)
+    assert after == before  # the caller's setting is restored
 
 
 @pytest.mark.parametrize("case", [_case(1, "relu", "mse"), _case(2, "tanh", "logistic")], ids=_id)
