@@ -411,7 +411,7 @@ def cmd_landscape(args) -> int:
                           "explained_variance_ratio": pca.explained_variance_ratio}  # fmt: skip
     else:
         eig = top_eigen(model, theta, train, k=2, method="lanczos" if model.n_params > 3 else
-                        "exact", which="LA", seed=args.seed)  # fmt: skip
+                        "exact", which="LA", seed=args.seed, device=args.device)  # fmt: skip
         d1, d2 = eig.eigenvectors[0], eig.eigenvectors[1]
         direction_info = {"kind": "hessian", "eigenvalues": eig.eigenvalues}
     if trajectory_xy is None and res.trajectory is not None:
@@ -434,15 +434,15 @@ def cmd_landscape(args) -> int:
     timings["landscape_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    curv = _curvature(model, theta, train, args.top, args.seed)
+    curv = _curvature(model, theta, train, args.top, args.seed, device=args.device)
     timings["curvature_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     lam_max = float(curv["top"][0])
     eps_sharp = epsilon_sharpness(model, theta, train, None, eps=args.epsilon,
                                   n_directions=args.sharpness_directions, seed=args.seed,
-                                  lambda_max=lam_max)  # fmt: skip
-    sam = sam_sharpness(model, theta, train, None, rho=args.epsilon)
+                                  lambda_max=lam_max, device=args.device)  # fmt: skip
+    sam = sam_sharpness(model, theta, train, None, rho=args.epsilon, device=args.device)
     timings["sharpness_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -625,8 +625,10 @@ def cmd_hessian(args) -> int:
 
 def cmd_connect(args) -> int:
     from . import plot
+    from ._device import resolve_device
     from .paths import mode_connectivity
 
+    resolve_device(args.device)  # fail before any work when CUDA cannot run here
     t_start = time.perf_counter()
     model, data, _ = _setup(args)
     res_a = _fit(args, model, data, None)
@@ -634,7 +636,8 @@ def cmd_connect(args) -> int:
     res_b = _fit(args_b, model, data, None)
     mc = mode_connectivity(model, res_a.theta, res_b.theta, data, None, ts=args.points,
                            fit=True, steps=args.bezier_steps, seed=args.seed,
-                           progress=None if not args.quiet else False)  # fmt: skip
+                           progress=None if not args.quiet else False,
+                           device=args.device)  # fmt: skip
     report = {
         "command": "connect",
         "settings": {k: v for k, v in vars(args).items() if k != "func"},

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _device
 from ._validation import (
     as_float_array,
     as_vector,
@@ -250,6 +251,7 @@ def fit_bezier(
     ts_per_step: int = 1,
     batch_size: int | None = None,
     seed: int = 0,
+    device: str = "cpu",
 ) -> BezierFit:
     """Train the bend of a quadratic Bézier curve between two solutions (Garipov et al. 2018).
 
@@ -272,11 +274,15 @@ def fit_bezier(
     batch_size : int, optional
     seed : int
         Seed of the t (and minibatch) draws.
+    device : {"cpu", "cuda"}
+        Where the gradients run; with "cuda" the data is copied to the GPU once (a minibatch
+        per step when ``batch_size`` is given).
 
     Returns
     -------
     BezierFit
     """
+    device = _device.resolve_device(device)
     if not isinstance(model, MLP):
         raise TypeError(f"model must be an MLP, got {type(model).__name__}")
     a = model.check_theta(theta_a, "theta_a")
@@ -287,6 +293,8 @@ def fit_bezier(
     check_choice(method, "method", ("adam", "sgd"))
     ts_per_step = check_positive_int(ts_per_step, "ts_per_step")
     data = model.batch(X, y)
+    if device == "cuda" and batch_size is None:
+        data = _device.to_device(data)
     n = data.X.shape[0]
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size")
@@ -305,7 +313,7 @@ def fit_bezier(
         value = 0.0
         for t in rng.uniform(0.0, 1.0, ts_per_step):
             phi = (1 - t) ** 2 * a + 2 * t * (1 - t) * w + t**2 * b
-            lv, gv = model.grad(phi, batch)
+            lv, gv = model.grad(phi, batch, device=device)
             g += 2 * t * (1 - t) * gv
             value += lv
         g /= ts_per_step
@@ -317,7 +325,7 @@ def fit_bezier(
             m2 = beta2 * m2 + (1 - beta2) * g * g
             w -= lr * (m1 / (1 - beta1**step)) / (np.sqrt(m2 / (1 - beta2**step)) + eps)
     settings = {"steps": steps, "lr": lr, "method": method, "ts_per_step": ts_per_step}
-    settings.update({"batch_size": batch_size, "seed": seed})
+    settings.update({"batch_size": batch_size, "seed": seed, "device": device})
     return BezierFit(w, history, settings)
 
 
@@ -365,6 +373,7 @@ def mode_connectivity(
     fit: bool = True,
     threshold: float = 1.1,
     progress: bool | None = None,
+    device: str = "cpu",
     **fit_options,
 ) -> ModeConnectivity:
     """Are two solutions connected by a low-loss path? Linear and curved barriers.
@@ -387,6 +396,9 @@ def mode_connectivity(
     threshold : float
         Relative tolerance of the connectivity flags.
     progress : bool or None
+    device : {"cpu", "cuda"}
+        Where the paths are evaluated and the curve trained (the data is copied to the GPU
+        once).
     **fit_options
         Passed to :func:`fit_bezier` (steps, lr, method, seed, ...).
 
@@ -394,14 +406,18 @@ def mode_connectivity(
     -------
     ModeConnectivity
     """
+    device = _device.resolve_device(device)
     threshold = check_positive_float(threshold, "threshold")
     data = model.batch(X, y) if isinstance(model, MLP) else None
-    lin = linear_path(model, theta_a, theta_b, data, ts=ts, progress=progress)
+    if device == "cuda" and data is not None:
+        data = _device.to_device(data)
+    kw = {"ts": ts, "progress": progress, "device": device}
+    lin = linear_path(model, theta_a, theta_b, data, **kw)
     curve = None
     bend = None
     if fit:
-        bend = fit_bezier(model, theta_a, theta_b, data, **fit_options).bend
-        curve = bezier_path(model, theta_a, bend, theta_b, data, ts=ts, progress=progress)
+        bend = fit_bezier(model, theta_a, theta_b, data, device=device, **fit_options).bend
+        curve = bezier_path(model, theta_a, bend, theta_b, data, **kw)
     return ModeConnectivity(
         lin,
         curve,

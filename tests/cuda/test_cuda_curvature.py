@@ -334,3 +334,22 @@ def test_cli_eos_device_cuda(tmp_path, capsys):
         reports[device] = json.loads((tmp_path / device / "eos.json").read_text())
     assert_allclose(reports["cuda"]["loss"], reports["cpu"]["loss"], rtol=1e-10)
     assert_allclose(reports["cuda"]["lambda_max"], reports["cpu"]["lambda_max"], rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------- mode connectivity
+def test_mode_connectivity_matches_cpu(transfers):
+    """Linear path, Bézier training (gradients) and the curve: one copy of the data."""
+    from fastscape import paths
+
+    model, theta_a, data = _problem(seed=12)
+    theta_b = theta_a + 0.3 * np.random.default_rng(13).normal(size=theta_a.shape)
+    kw = dict(ts=5, steps=3, lr=0.05, seed=1, progress=False)
+    got = paths.mode_connectivity(model, theta_a, theta_b, data, device="cuda", **kw)
+    assert transfers.count(data.X) == 1
+    want = paths.mode_connectivity(model, theta_a, theta_b, data, **kw)
+    assert_allclose(got.bend, want.bend, rtol=1e-10, atol=1e-12)
+    assert_allclose(got.linear.loss, want.linear.loss, rtol=1e-10)
+    assert_allclose(got.curve.loss, want.curve.loss, rtol=1e-10)
+    fitted = paths.fit_bezier(model, theta_a, theta_b, data, steps=2, device="cuda")
+    assert_allclose(fitted.bend, paths.fit_bezier(model, theta_a, theta_b, data, steps=2).bend,
+                    rtol=1e-10, atol=1e-12)  # fmt: skip
