@@ -199,3 +199,22 @@ def test_help_teaches_and_console_script_is_installed():
     out = subprocess.run([exe, "landscape", "--help"], capture_output=True, text=True,
                          check=True).stdout  # fmt: skip
     assert "--test-fraction" in out and "--directions" in out
+
+
+def test_curvature_iterative_branch_agrees_with_the_exact_one():
+    """The large-model branch of the curvature step (Lanczos at both ends, Hutch++ trace, SLQ)
+    run on a small model gives the exact branch's extreme eigenvalues."""
+    from fastscape.cli import _curvature
+
+    rng = np.random.default_rng(16)
+    model = fastscape.MLP([4, 5, 3], activation="tanh", loss="softmax_ce")
+    X = rng.normal(size=(60, 4))
+    data = model.batch(X, rng.integers(0, 3, 60))
+    theta = model.init(0)
+    it = _curvature(model, theta, data, 2, 0, exact_max_params=0)
+    ex = _curvature(model, theta, data, 2, 0)
+    assert it["method"] == "lanczos" and ex["method"] != "lanczos"
+    assert_allclose(it["top"], ex["top"], rtol=1e-6)
+    assert_allclose(it["bottom"], ex["bottom"], rtol=1e-6, atol=1e-8)
+    exact_trace = np.trace(model.hessian(theta, data))
+    assert abs(it["trace"] - exact_trace) < 0.5 * abs(exact_trace) + 1e-6
