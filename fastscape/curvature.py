@@ -503,7 +503,7 @@ def hessian_matvec(model: MLP, theta, X, y=None, *, device: str = "cpu") -> Matv
         theta, model._sizes_arr, model._act, model._loss, data.X, data.Y,
         config.HVP_SAMPLE_BLOCK,
     )  # fmt: skip
-    chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES, numba.config.NUMBA_NUM_THREADS)
+    chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES)
 
     def matvec(V):
         V = check(V)

@@ -343,28 +343,40 @@ def _forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache
     )  # fmt: skip
 
 
+def _buffers(sizes, nb: int) -> dict:
+    """Doubles per vector of each scratch buffer of a block of nb samples, by (name, layer)."""
+    L = len(sizes) - 1
+    need = {}
+    for l in range(L):
+        h_in, h = sizes[l], sizes[l + 1]
+        need["rz", l] = need["rd", l] = nb * h
+        need["G", l] = h * h_in
+        need["gb", l] = h
+        if l < L - 1:
+            need["ra", l] = nb * h
+        if l > 0:
+            need["t2f", l] = nb * h
+            need["t1b", l] = need["t2b", l] = nb * h_in
+            need["G2", l] = h * h_in
+    need["part", 0] = _offsets(sizes)[2]
+    return need
+
+
 def scratch_per_vector(sizes, nb: int) -> int:
-    """Bytes of scratch one vector needs in one block of nb samples (R z, R a, R delta and the
-    GEMM products of every layer)."""
-    sizes = [int(s) for s in sizes]
-    hidden = sum(sizes[1:-1])
-    widest = max(sizes[1:])
-    return 8 * nb * (2 * hidden + sizes[-1] + 4 * widest)
+    """Bytes of scratch one vector needs in one block of nb samples (R z, R a, R delta, the GEMM
+    products of every layer and the block's (P,) result)."""
+    return 8 * sum(_buffers(tuple(int(s) for s in sizes), nb).values())
 
 
-def vec_chunk_for(cache: HVPCache, scratch_bytes: int, max_workers: int) -> int:
+def vec_chunk_for(cache: HVPCache, scratch_bytes: int) -> int:
     """Vectors per pass of :func:`block_hvp` whose scratch fits in ``scratch_bytes`` (at least 1).
 
-    A pass holds the sample scratch of at most ``max_workers`` blocks at a time plus one (P,)
-    result row per block and vector.
+    Every sample block keeps its scratch between calls, so the scratch of all blocks counts.
 
     Parameters
     ----------
     cache : HVPCache
     scratch_bytes : int
-    max_workers : int
-        The most workers :func:`block_hvp` may be given (pass a fixed number, not the current
-        thread count, so that the chunking, hence the bits, never depend on it).
 
     Returns
     -------
@@ -372,10 +384,9 @@ def vec_chunk_for(cache: HVPCache, scratch_bytes: int, max_workers: int) -> int:
     """
     n = cache.A[0].shape[0]
     nbk = cache.n_blocks
-    nb = -(-n // nbk)
-    P = _offsets(cache.sizes)[2]
-    live = min(nbk, max(1, int(max_workers)))
-    per = live * scratch_per_vector(cache.sizes, nb) + 8 * P * (nbk + 1)
+    per = sum(
+        scratch_per_vector(cache.sizes, ((c + 1) * n) // nbk - (c * n) // nbk) for c in range(nbk)
+    )
     return max(1, int(scratch_bytes) // per)
 
 
@@ -436,8 +447,8 @@ def _chunk(cache: HVPCache, V, out, workers):
     def run(c):
         lo, hi = (c * n) // nbk, ((c + 1) * n) // nbk
         ws = cache.work[c]
-        ws.ensure(sizes, hi - lo, Kc, P)
-        part = out if c == 0 else ws.buf["part"][: Kc * P].reshape(Kc, P)
+        ws.ensure(sizes, hi - lo, Kc)
+        part = out if c == 0 else ws.get("part", 0, (Kc, P))
         _block(cache, Vw, Vcat, vb, lo, hi, part, ws)
         return part
 
@@ -485,27 +496,14 @@ class _Workspace:
     per 4 KiB on first touch, which measured as much as the GEMMs themselves). Flat buffers
     sized for ``cap`` vectors; a pass with Kc <= cap vectors uses their leading part."""
 
-    NAMES = ("rz", "ra", "t2f", "rd", "t1b", "t2b", "G", "G2", "gb")
-
     def __init__(self):
         self.cap = 0
         self.buf = {}
 
-    def ensure(self, sizes, nb, Kc, P):
+    def ensure(self, sizes, nb, Kc):
         if Kc <= self.cap:
             return
-        L = len(sizes) - 1
-        self.buf = {}
-        for l in range(L):
-            h_in, h = sizes[l], sizes[l + 1]
-            need = {"rz": nb * h, "rd": nb * h, "G": h * h_in, "gb": h}
-            if l < L - 1:
-                need["ra"] = nb * h
-            if l > 0:
-                need.update(t2f=nb * h, t1b=nb * h_in, t2b=nb * h_in, G2=h * h_in)
-            for name, size in need.items():
-                self.buf[name, l] = np.empty(size * Kc)
-        self.buf["part"] = np.empty(P * Kc)
+        self.buf = {key: np.empty(size * Kc) for key, size in _buffers(sizes, nb).items()}
         self.cap = Kc
 
     def get(self, name, l, shape):

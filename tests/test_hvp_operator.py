@@ -101,14 +101,22 @@ def test_scratch_limit_sets_the_chunk(monkeypatch):
     model, theta, data = _problem(_case(2, "tanh", "softmax_ce"), n=50)
     cache = kh.forward_cache(theta, model._sizes_arr, model._act, model._loss, data.X, data.Y, 4096)
     per = kh.scratch_per_vector(model.sizes, 50)
-    assert kh.vec_chunk_for(cache, 3 * per + per // 2, 1) == 3
-    assert kh.vec_chunk_for(cache, 1, 1) == 1  # never below one vector
+    assert kh.vec_chunk_for(cache, 3 * per + per // 2) == 3
+    assert kh.vec_chunk_for(cache, 1) == 1  # never below one vector
     V = np.random.default_rng(2).normal(size=(6, model.n_params))
     big = hessian_matvec(model, theta, data)(V)
     monkeypatch.setattr(config, "HVP_SCRATCH_BYTES", 2 * per)
     small = hessian_matvec(model, theta, data)(V)  # three chunks of two vectors
     _close(small, big, 1e-13)
     _close(small, _twin(model, theta, data, V), 1e-10)
+    # with several sample blocks the scratch kept by all blocks stays under the limit
+    blocks = kh.forward_cache(theta, model._sizes_arr, model._act, model._loss, data.X, data.Y, 17)
+    limit = 5 * per
+    chunk = kh.vec_chunk_for(blocks, limit)
+    assert chunk >= 2
+    _close(kh.block_hvp(blocks, V, chunk), big, 1e-13)
+    kept = sum(b.nbytes for ws in blocks.work for b in ws.buf.values())
+    assert 0 < kept <= limit
 
 
 def test_numba_thread_count_does_not_change_bits():
