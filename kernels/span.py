@@ -47,16 +47,44 @@ _INV_LN2 = 1.44269504088896338700e00
 # sample per point for logistic regression, h1 tanh per sample per point for an MLP). The loops
 # below are branch-free arithmetic that LLVM turns into SIMD code.
 @jit()
-def exp_neg_abs_block(z, factor, shift, out, bits):
-    """out[i] = exp(-factor * |z[i] - shift|), vectorisable. ``out`` must not be ``z``.
+def exp_neg(a, bits, scale, i):
+    """exp(-a) for a >= 0 (nan gives nan), branch-free: the body of a vectorisable loop over i.
 
-    With ``a = factor * |z - shift|``: ``a = k ln2 + r``, ``|r| <= ln2 / 2`` (Cody-Waite),
-    ``exp(-r)`` by its degree-11 Chebyshev interpolant on [-ln2/2, ln2/2] (error 3e-18,
-    coefficients computed with mpmath.chebyfit) and ``2**-k`` assembled from its exponent
-    bits; exp(-a) is taken as 0 beyond a = 708 (where it is below 3.3e-308). Relative error a
-    few ulp plus about ``a`` ulp from the reduction (the condition number of exp at -a). The
-    input is read directly (not copied into ``out`` first) because LLVM vectorises a loop only
-    when its input and output arrays do not overlap.
+    ``a = k ln2 + r``, ``|r| <= ln2 / 2`` (Cody-Waite), ``exp(-r)`` by its degree-11 Chebyshev
+    interpolant on [-ln2/2, ln2/2] (error 3e-18, coefficients computed with mpmath.chebyfit)
+    and ``2**-k`` assembled from its exponent bits in ``bits[i]`` (int64 scratch) and read back
+    through ``scale = bits.view(np.float64)``: LLVM forwards the store to the load, so the loop
+    needs no second pass. exp(-a) is taken as 0 beyond a = 708 (where it is below 3.3e-308).
+    Relative error a few ulp plus about ``a`` ulp from the reduction (the condition number of
+    exp at -a). A plain function that LLVM inlines: inlined at Numba IR level instead
+    (``inline="always"``), the store-to-load forwarding does not happen and the caller's loop
+    stays scalar.
+    """
+    x = min(a, 708.0)
+    k = np.int64(x * _INV_LN2 + 0.5)
+    bits[i] = (1023 - k) << 52 if a <= 708.0 else 0  # bits 0 are +0.0
+    r = (x - k * _LN2_HI) - k * _LN2_LO
+    p = -2.5110037605963777e-08
+    p = p * r + 2.763263963904103e-07
+    p = p * r - 2.755724091857897e-06
+    p = p * r + 2.4801485482328494e-05
+    p = p * r - 0.00019841269890047113
+    p = p * r + 0.0013888888952314775
+    p = p * r - 0.008333333333319601
+    p = p * r + 0.0416666666664881
+    p = p * r - 0.1666666666666668
+    p = p * r + 0.5000000000000019
+    p = p * r - 1.0
+    p = p * r + 1.0
+    return p * scale[i]
+
+
+@jit()
+def exp_neg_abs_block(z, factor, shift, out, bits):
+    """out[i] = exp(-factor * |z[i] - shift|), vectorisable (:func:`exp_neg`), one pass.
+
+    ``out`` must not be ``z``: LLVM vectorises a loop only when its input and output arrays do
+    not overlap.
 
     Parameters
     ----------
@@ -66,28 +94,9 @@ def exp_neg_abs_block(z, factor, shift, out, bits):
     bits : (B,) int64, scratch
     """
     n = z.shape[0]
-    for i in range(n):
-        a = factor * abs(z[i] - shift)
-        x = min(a, 708.0)
-        k = np.int64(x * _INV_LN2 + 0.5)
-        bits[i] = (1023 - k) << 52 if a <= 708.0 else 0  # bits 0 are +0.0
-        out[i] = (x - k * _LN2_HI) - k * _LN2_LO
     scale = bits.view(np.float64)
     for i in range(n):
-        r = out[i]
-        p = -2.5110037605963777e-08
-        p = p * r + 2.763263963904103e-07
-        p = p * r - 2.755724091857897e-06
-        p = p * r + 2.4801485482328494e-05
-        p = p * r - 0.00019841269890047113
-        p = p * r + 0.0013888888952314775
-        p = p * r - 0.008333333333319601
-        p = p * r + 0.0416666666664881
-        p = p * r - 0.1666666666666668
-        p = p * r + 0.5000000000000019
-        p = p * r - 1.0
-        p = p * r + 1.0
-        out[i] = p * scale[i]
+        out[i] = exp_neg(factor * abs(z[i] - shift), bits, scale, i)
 
 
 @jit(inline="always")
@@ -116,12 +125,12 @@ def log1p_unit(u):
 def softplus_block(z, out, bits):
     """out[i] = softplus(z[i]) = max(z, 0) + log1p(exp(-|z|)) for a whole buffer, vectorisable.
 
-    ``u = exp(-|z|)`` by :func:`exp_neg_abs_block`; ``log1p(u)`` for u in (0, 1] as ``2 atanh(s)``
+    ``u = exp(-|z|)`` by :func:`exp_neg`; ``log1p(u)`` for u in (0, 1] as ``2 atanh(s)``
     with ``s = u / (2 + u)``, or, for u > sqrt(2) - 1, as ``ln(sqrt 2) + 2 atanh(s')`` with
     ``s' = (u - (sqrt 2 - 1)) / (u + 1 + sqrt 2)`` (the same thing for ``(1 + u) / sqrt 2``), so
     that ``|s| <= 0.1716``; ``atanh(s) / s`` is a degree-7 Chebyshev interpolant in s² on
     [0, 0.0295] (error 1.2e-18; the odd series would need 11 terms).
-    Unlike ``log(1 + u)`` this keeps full relative accuracy for tiny u.
+    Unlike ``log(1 + u)`` this keeps full relative accuracy for tiny u. One fused pass.
 
     Agrees with ``numpy.logaddexp(0, z)`` to a relative 1e-13 (tested); for z -> -inf the error
     grows like |z| ulp, the condition number of softplus there.
@@ -129,24 +138,25 @@ def softplus_block(z, out, bits):
     Parameters
     ----------
     z : (B,) float64
-    out : (B,) float64, written
+    out : (B,) float64, written (must not be z)
     bits : (B,) int64, scratch
     """
     n = z.shape[0]
-    exp_neg_abs_block(z, 1.0, 0.0, out, bits)
+    scale = bits.view(np.float64)
     for i in range(n):
-        out[i] = max(z[i], 0.0) + log1p_unit(out[i])
+        zi = z[i]
+        out[i] = max(zi, 0.0) + log1p_unit(exp_neg(abs(zi), bits, scale, i))
 
 
 @jit()
 def activate_block(act, z, out, bits):
-    """out = f(z) elementwise for a hidden activation, vectorisable.
+    """out = f(z) elementwise for a hidden activation, vectorisable, one fused pass.
 
     tanh as ``sign(z) (1 - e) / (1 + e)`` with ``e = exp(-2|z|)`` and the logistic sigmoid as
-    ``1 / (1 + e)`` or ``e / (1 + e)`` with ``e = exp(-|z|)`` (:func:`exp_neg_abs_block`); ReLU and
-    identity directly. Absolute error below 2e-16 (relative error for tanh grows like
-    1e-16 / |z| as z -> 0, where tanh z ~ z: harmless for a loss, which depends on activations
-    through absolute changes).
+    ``1 / (1 + e)`` or ``e / (1 + e)`` with ``e = exp(-|z|)`` (:func:`exp_neg`, in the same loop
+    as the division, so that the divider overlaps the polynomial); ReLU and identity directly.
+    Absolute error below 2e-16 (relative error for tanh grows like 1e-16 / |z| as z -> 0, where
+    tanh z ~ z: harmless for a loss, which depends on activations through absolute changes).
 
     Parameters
     ----------
@@ -156,23 +166,77 @@ def activate_block(act, z, out, bits):
     bits : (h,) int64, scratch
     """
     n = z.shape[0]
+    scale = bits.view(np.float64)
     if act == TANH:
-        exp_neg_abs_block(z, 2.0, 0.0, out, bits)
         for i in range(n):
-            e = out[i]
+            zi = z[i]
+            e = exp_neg(2.0 * abs(zi), bits, scale, i)
             t = (1.0 - e) / (1.0 + e)
-            out[i] = t if z[i] >= 0.0 else -t
+            out[i] = t if zi >= 0.0 else -t
     elif act == SIGMOID:
-        exp_neg_abs_block(z, 1.0, 0.0, out, bits)
         for i in range(n):
-            e = out[i]
-            out[i] = (1.0 if z[i] >= 0.0 else e) / (1.0 + e)
+            zi = z[i]
+            e = exp_neg(abs(zi), bits, scale, i)
+            out[i] = (1.0 if zi >= 0.0 else e) / (1.0 + e)
     elif act == RELU:
         for i in range(n):
             out[i] = max(z[i], 0.0)
     else:
         for i in range(n):
             out[i] = z[i]
+
+
+@jit()
+def first_layer(F0, c0, F1, c1, F2, c2, two, three, j):
+    """``c0 F0[j] (+ c1 F1[j] if two) (+ c2 F2[j] if three)``: one first-layer unit of a point
+    with at most three non-zero coefficients, as selects (branch-free, vectorisable in the
+    caller's loop over j; the unused rows may be any readable row)."""
+    z = c0 * F0[j]
+    z2 = z + c1 * F1[j]
+    z = z2 if two else z
+    z3 = z + c2 * F2[j]
+    return z3 if three else z
+
+
+@jit()
+def combine_activate(act, cnt, F0, c0, F1, c1, F2, c2, out, bits):
+    """out = f(sum_t c_t F_t) for 1 <= cnt <= 3 terms, fused into one vectorised pass.
+
+    The first layer of :func:`span_block_hidden` for points with at most three non-zero
+    coefficients (2D grids, slices, paths): forming the pre-activations in the activation's own
+    loop saves writing and re-reading them, and the loads of F overlap the arithmetic of the
+    activation. Same activation formulas as :func:`activate_block`.
+
+    Parameters
+    ----------
+    act, cnt : int
+    F0, F1, F2 : (h,) float64
+        Rows of F; F1 (F2) is read but unused when cnt < 2 (cnt < 3).
+    c0, c1, c2 : float
+    out : (h,) float64, written
+    bits : (h,) int64, scratch
+    """
+    n = out.shape[0]
+    two = cnt >= 2
+    three = cnt >= 3
+    scale = bits.view(np.float64)
+    if act == TANH:
+        for j in range(n):
+            z = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
+            e = exp_neg(2.0 * abs(z), bits, scale, j)
+            t = (1.0 - e) / (1.0 + e)
+            out[j] = t if z >= 0.0 else -t
+    elif act == SIGMOID:
+        for j in range(n):
+            z = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
+            e = exp_neg(abs(z), bits, scale, j)
+            out[j] = (1.0 if z >= 0.0 else e) / (1.0 + e)
+    elif act == RELU:
+        for j in range(n):
+            out[j] = max(first_layer(F0, c0, F1, c1, F2, c2, two, three, j), 0.0)
+    else:
+        for j in range(n):
+            out[j] = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
 
 
 @jit()
@@ -328,19 +392,308 @@ def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, sub_block, 
 
 
 @jit()
+def log_block(x, out, bits):
+    """out[i] = log(x[i]) for positive normal x, vectorisable; inf and nan pass through.
+
+    ``x = m 2**e`` with m in [1, 2) taken from the bits, ``log x = e ln2 + log1p(m - 1)`` with
+    :func:`log1p_unit` (``m - 1`` is exact) and ln2 split as in :func:`exp_neg_abs_block` so
+    that ``e ln2`` carries no rounding. Relative error a few ulp (tested against ``numpy.log``).
+    Zero, negative and subnormal inputs give meaningless results (the span engine calls it on
+    softmax normalisers, which are >= 1 or not finite).
+
+    Parameters
+    ----------
+    x : (B,) float64
+    out : (B,) float64, written (must not be x)
+    bits : (B,) int64, scratch
+    """
+    n = x.shape[0]
+    xb = x.view(np.int64)
+    mant = bits.view(np.float64)
+    for i in range(n):
+        bits[i] = (xb[i] & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000
+        biased = (xb[i] >> 52) & 0x7FF
+        e = np.float64(biased - 1023)
+        r = e * _LN2_HI + (e * _LN2_LO + log1p_unit(mant[i] - 1.0))
+        out[i] = x[i] if biased == 0x7FF else r
+
+
+@jit(parallel=True)
+def span_block_hidden(
+    coef, F, tail, act, loss_kind, YT, labels, point_chunk, tile, loss_out, hits_out
+):
+    """Per-point loss and accuracy sums over one block of samples, one hidden layer.
+
+    The fast path of :func:`span_block` for ``sizes = (d, h1, out)``. Samples are processed in
+    tiles of ``S`` (``tile`` rounded up to a multiple of 4) and each point of a chunk runs
+    through the whole tile with array-wide, vectorised steps:
+
+    1. first layer: ``Z[s, :] = sum_t c_t F[k_t, s, :]`` over the tile, one flat axpy per
+       non-zero coefficient (``F[k, s0:s0 + S]`` is contiguous);
+    2. activation of the whole tile in one :func:`activate_block` call;
+    3. output layer: four samples and two outputs at a time, eight dot products over the
+       hidden units in one loop (eight independent accumulators, each LLVM-vectorised over
+       the hidden units: the weights are loaded once per four samples). Padding samples up to
+       a multiple of 4 are zero rows whose results are dropped;
+    4. the loss with the sample index as the vector lane: max over outputs, the outputs' exps in
+       one :func:`exp_neg_abs_block` call, the log of the normaliser by :func:`log_block`
+       (softmax-CE); :func:`exp_neg_abs_block` and :func:`log1p_unit` (logistic); squares (MSE).
+
+    Determinism: a sample's logits and loss are computed by the same code whatever its tile
+    (the four-sample groups start at multiples of 4 from the block's start); the per-sample
+    losses of the block are written into a (points, B) buffer and each point sums its row with
+    one loop over the B samples, so the summation order depends on B only: not on ``tile``,
+    ``point_chunk`` or the thread count. Hits are integer counts (exact in any order).
+
+    Parameters
+    ----------
+    coef : (m, K) float64
+    F : (K, B, h1) float64
+        ``F[k] = X_blk W1_k^T + b1_k``; rows of unused k may hold junk.
+    tail : (K, out * h1 + out) float64
+        The basis restricted to the output layer (W2 row-major, then b2).
+    act, loss_kind : int
+    YT : (out, B) float64
+        Targets of the block, transposed.
+    labels : (B,) int64
+        Class of each sample (first maximum of its target row; read for softmax-CE only).
+    point_chunk : int
+        Points per parallel task.
+    tile : int
+        Samples per tile (speed only).
+    loss_out, hits_out : (m,) float64, written
+    """
+    m, K = coef.shape
+    B = F.shape[1]
+    h1 = F.shape[2]
+    n_out = YT.shape[0]
+    P_tail = tail.shape[1]
+    bias_off = n_out * h1
+    S = max(4, ((tile + 3) // 4) * 4)
+    Ff = F.reshape((K, B * h1))
+    n_tasks = (m + point_chunk - 1) // point_chunk
+    for task in prange(n_tasks):
+        lo = task * point_chunk
+        npts = min(m, lo + point_chunk) - lo
+        idx = np.empty((npts, K), np.int64)
+        val = np.empty((npts, K))
+        cnt = np.empty(npts, np.int64)
+        theta_t = np.zeros((npts, P_tail))
+        lsum = np.empty((npts, B))
+        hits = np.zeros(npts)
+        zf = np.empty(S * h1)
+        af = np.empty(S * h1)
+        a2 = af.reshape((S, h1))
+        hbits = np.empty(S * max(h1, n_out), np.int64)
+        zo = np.empty((n_out, S))
+        dexp = np.empty(n_out * S)
+        eexp = np.empty(n_out * S)
+        mx = np.empty(S)
+        arg = np.empty(S, np.int64)
+        se = np.empty(S)
+        lse = np.empty(S)
+        lossv = np.empty(S)
+        sy = np.empty(S)
+        yz = np.empty(S)
+        for q in range(npts):
+            cnt[q] = nonzero_coefficients(coef[lo + q], idx[q], val[q])
+            th = theta_t[q]
+            for t in range(cnt[q]):
+                row = tail[idx[q, t]]
+                c = val[q, t]
+                for p in range(P_tail):
+                    th[p] += c * row[p]
+        for s0 in range(0, B, S):
+            ns = min(S, B - s0)
+            ns4 = ((ns + 3) // 4) * 4
+            nz = ns * h1
+            nz4 = ns4 * h1
+            base = s0 * h1
+            for q in range(npts):
+                th = theta_t[q]
+                # 1.-2. first layer and activation of the tile (padding rows zero). Slices, so
+                # that the loop index is the array index: no wraparound handling (gathers).
+                nq = cnt[q]
+                if 1 <= nq <= 3:
+                    k0 = idx[q, 0]
+                    k1 = idx[q, 1] if nq >= 2 else k0
+                    k2 = idx[q, 2] if nq >= 3 else k0
+                    combine_activate(
+                        act,
+                        nq,
+                        Ff[k0, base : base + nz],
+                        val[q, 0],
+                        Ff[k1, base : base + nz],
+                        val[q, 1] if nq >= 2 else 0.0,
+                        Ff[k2, base : base + nz],
+                        val[q, 2] if nq >= 3 else 0.0,
+                        af[:nz],
+                        hbits[:nz],
+                    )
+                else:
+                    if nq == 0:
+                        for j in range(nz):
+                            zf[j] = 0.0
+                    else:
+                        Fk = Ff[idx[q, 0], base : base + nz]
+                        c = val[q, 0]
+                        for j in range(nz):
+                            zf[j] = c * Fk[j]
+                    for t in range(1, nq):
+                        Fk = Ff[idx[q, t], base : base + nz]
+                        c = val[q, t]
+                        for j in range(nz):
+                            zf[j] += c * Fk[j]
+                    activate_block(act, zf[:nz], af[:nz], hbits[:nz])
+                pad = af[nz:nz4]
+                for j in range(nz4 - nz):
+                    pad[j] = 0.0
+                # 3. output layer, 4 samples x 2 outputs per pass over the hidden units
+                for g in range(0, ns4, 4):
+                    r0 = a2[g]
+                    r1 = a2[g + 1]
+                    r2 = a2[g + 2]
+                    r3 = a2[g + 3]
+                    o = 0
+                    while o + 1 < n_out:
+                        w0 = th[o * h1 : (o + 1) * h1]
+                        w1 = th[(o + 1) * h1 : (o + 2) * h1]
+                        b0 = th[bias_off + o]
+                        b1 = th[bias_off + o + 1]
+                        c00 = b0
+                        c01 = b0
+                        c02 = b0
+                        c03 = b0
+                        c10 = b1
+                        c11 = b1
+                        c12 = b1
+                        c13 = b1
+                        for u in range(h1):
+                            x0 = r0[u]
+                            x1 = r1[u]
+                            x2 = r2[u]
+                            x3 = r3[u]
+                            v0 = w0[u]
+                            v1 = w1[u]
+                            c00 += v0 * x0
+                            c01 += v0 * x1
+                            c02 += v0 * x2
+                            c03 += v0 * x3
+                            c10 += v1 * x0
+                            c11 += v1 * x1
+                            c12 += v1 * x2
+                            c13 += v1 * x3
+                        zo[o, g] = c00
+                        zo[o, g + 1] = c01
+                        zo[o, g + 2] = c02
+                        zo[o, g + 3] = c03
+                        zo[o + 1, g] = c10
+                        zo[o + 1, g + 1] = c11
+                        zo[o + 1, g + 2] = c12
+                        zo[o + 1, g + 3] = c13
+                        o += 2
+                    if o < n_out:
+                        w0 = th[o * h1 : (o + 1) * h1]
+                        b0 = th[bias_off + o]
+                        c00 = b0
+                        c01 = b0
+                        c02 = b0
+                        c03 = b0
+                        for u in range(h1):
+                            v0 = w0[u]
+                            c00 += v0 * r0[u]
+                            c01 += v0 * r1[u]
+                            c02 += v0 * r2[u]
+                            c03 += v0 * r3[u]
+                        zo[o, g] = c00
+                        zo[o, g + 1] = c01
+                        zo[o, g + 2] = c02
+                        zo[o, g + 3] = c03
+                # 4. loss and hits of the tile, the sample index as the vector lane
+                nh = 0
+                if loss_kind == SOFTMAX_CE:
+                    for s in range(ns4):
+                        mx[s] = zo[0, s]
+                        arg[s] = 0
+                    for o in range(1, n_out):
+                        for s in range(ns4):
+                            v = zo[o, s]
+                            big = v > mx[s]
+                            mx[s] = v if big else mx[s]
+                            arg[s] = o if big else arg[s]
+                    for o in range(n_out):
+                        zrow = zo[o]
+                        drow = dexp[o * ns4 : (o + 1) * ns4]
+                        for s in range(ns4):
+                            drow[s] = zrow[s] - mx[s]
+                    ne = n_out * ns4
+                    exp_neg_abs_block(dexp[:ne], 1.0, 0.0, eexp[:ne], hbits[:ne])
+                    for s in range(ns4):
+                        se[s] = eexp[s]
+                        sy[s] = 0.0
+                        yz[s] = 0.0
+                    for o in range(1, n_out):
+                        erow = eexp[o * ns4 : (o + 1) * ns4]
+                        for s in range(ns4):
+                            se[s] += erow[s]
+                    log_block(se[:ns4], lse[:ns4], hbits[:ns4])
+                    for o in range(n_out):
+                        zrow = zo[o]
+                        yrow = YT[o, s0 : s0 + ns]
+                        for s in range(ns):
+                            y = yrow[s]
+                            sy[s] += y
+                            yz[s] += y * zrow[s]
+                    lab = labels[s0 : s0 + ns]
+                    for s in range(ns):
+                        lossv[s] = sy[s] * (mx[s] + lse[s]) - yz[s]
+                        nh += 1 if arg[s] == lab[s] else 0
+                elif loss_kind == LOGISTIC:
+                    exp_neg_abs_block(zo[0, :ns4], 1.0, 0.0, eexp[:ns4], hbits[:ns4])
+                    yrow = YT[0, s0 : s0 + ns]
+                    for s in range(ns):
+                        z = zo[0, s]
+                        y = yrow[s]
+                        lossv[s] = (max(z, 0.0) + log1p_unit(eexp[s])) - y * z
+                        nh += 1 if (z > 0.0) == (y > 0.5) else 0
+                else:
+                    for s in range(ns):
+                        lossv[s] = 0.0
+                    for o in range(n_out):
+                        zrow = zo[o]
+                        yrow = YT[o, s0 : s0 + ns]
+                        for s in range(ns):
+                            r = zrow[s] - yrow[s]
+                            lossv[s] += r * r
+                lrow = lsum[q, s0 : s0 + ns]
+                for s in range(ns):
+                    lrow[s] = lossv[s]
+                hits[q] += nh
+        for q in range(npts):
+            total = 0.0
+            row = lsum[q]
+            for i in range(B):
+                total += row[i]
+            loss_out[lo + q] = total
+            hits_out[lo + q] = hits[q]
+
+
+@jit()
 def logistic_block_sums(z, y, sp, bits):
     """Sum over a block of the logistic loss ``softplus(z) - y z`` and of correct predictions.
 
-    The softplus of :func:`softplus_block`, with the loss and accuracy sums fused into its last
-    loop (one pass fewer over the block). Returns (loss sum, hits).
+    The softplus of :func:`softplus_block` with the loss and accuracy sums in the same loop (one
+    pass over the block). ``sp`` (B,) is unused (kept for the signature). Returns (loss sum,
+    hits).
     """
     n = z.shape[0]
-    exp_neg_abs_block(z, 1.0, 0.0, sp, bits)
+    scale = bits.view(np.float64)
     total = 0.0
     hits = 0.0
     for i in range(n):
         zi = z[i]
-        total += (max(zi, 0.0) + log1p_unit(sp[i])) - y[i] * zi
+        u = exp_neg(abs(zi), bits, scale, i)
+        total += (max(zi, 0.0) + log1p_unit(u)) - y[i] * zi
         hits += 1.0 if (zi > 0.0) == (y[i] > 0.5) else 0.0
     return total, hits
 
@@ -453,6 +806,25 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk, sub_
             for k in used:
                 np.matmul(Xb, W1[k].T, out=F[k])
                 F[k] += b1[k]
+        if n_layers == 2:
+            Yb = Y[lo:hi]
+            labels = (
+                np.argmax(Yb, axis=1) if loss_kind == SOFTMAX_CE else np.zeros(hi - lo, np.int64)
+            )
+            span_block_hidden(
+                coef,
+                F,
+                tail,
+                act,
+                loss_kind,
+                np.ascontiguousarray(Yb.T),
+                labels,
+                point_chunk,
+                sub_block,
+                block_loss,
+                block_hits,
+            )
+        elif not scalar:
             span_block(
                 coef,
                 F,
