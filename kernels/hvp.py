@@ -173,53 +173,54 @@ def r_forward_layer(Rz, T2, has_t2, vb, D1, want_ra, RA):
 
 
 @jit()
-def r_output(loss_kind, Rz, C, s, Rd):
+def r_output(loss_kind, Rz, C, s, Rd, gb):
     """R delta of the output layer: (d2 mean loss / dz2) R z per sample and vector.
 
     ``Rz``, ``Rd`` (nb, K * out); ``C`` (nb, out), ``s`` (nb,) from :func:`output_cache`.
+    ``gb`` (K * out,) receives the column sums of Rd (the bias part), samples added in order.
     """
     nb, n_out = C.shape
     K = Rz.shape[1] // n_out
+    for q in range(K * n_out):
+        gb[q] = 0.0
     for i in range(nb):
         for k in range(K):
             q0 = k * n_out
             if loss_kind == LOGISTIC or loss_kind == MSE:
                 for o in range(n_out):
-                    Rd[i, q0 + o] = C[i, o] * Rz[i, q0 + o]
+                    r = C[i, o] * Rz[i, q0 + o]
+                    Rd[i, q0 + o] = r
+                    gb[q0 + o] += r
             else:
                 pr = 0.0
                 for o in range(n_out):
                     pr += C[i, o] * Rz[i, q0 + o]
                 for o in range(n_out):
-                    Rd[i, q0 + o] = s[i] * C[i, o] * (Rz[i, q0 + o] - pr)
+                    r = s[i] * C[i, o] * (Rz[i, q0 + o] - pr)
+                    Rd[i, q0 + o] = r
+                    gb[q0 + o] += r
 
 
 @jit()
-def r_backward_layer(T, Rz, D1, T1, T2, Rd):
+def r_backward_layer(T, Rz, D1, T1, T2, Rd, gb):
     """R delta of a hidden layer: ``Rd = T * Rz + D1 * (T1 + T2)``.
 
     ``T``, ``D1`` (nb, h) at theta; ``Rz``, ``T1`` (= delta_next [V]), ``T2`` (= R delta_next W),
-    ``Rd`` (nb, K * h).
+    ``Rd`` (nb, K * h). ``gb`` (K * h,) receives the column sums of Rd, samples added in order.
     """
     nb, h = T.shape
-    K = Rz.shape[1] // h
+    m = Rz.shape[1]
+    K = m // h
+    for q in range(m):
+        gb[q] = 0.0
     for i in range(nb):
         for k in range(K):
             q0 = k * h
             for j in range(h):
                 q = q0 + j
-                Rd[i, q] = T[i, j] * Rz[i, q] + D1[i, j] * (T1[i, q] + T2[i, q])
-
-
-@jit()
-def column_sums(M, out):
-    """out[q] = sum_i M[i, q] for M (nb, m), the rows added in order."""
-    nb, m = M.shape
-    for q in range(m):
-        out[q] = 0.0
-    for i in range(nb):
-        for q in range(m):
-            out[q] += M[i, q]
+                r = T[i, j] * Rz[i, q] + D1[i, j] * (T1[i, q] + T2[i, q])
+                Rd[i, q] = r
+                gb[q] += r
 
 
 # ----------------------------------------------------------------------------- driver
@@ -470,8 +471,9 @@ def serial_blas():
     thread counts are restored on exit."""
     with _lock:
         if not _controller:
-            _controller.append(ThreadpoolController())
-    libs = [lib for lib in _controller[0].lib_controllers if lib.user_api == "blas"]
+            found = ThreadpoolController().lib_controllers
+            _controller.append([lib for lib in found if lib.user_api == "blas"])
+    libs = _controller[0]
     previous = [lib.get_num_threads() for lib in libs]
     for lib, k in zip(libs, previous):
         if k != 1:
@@ -537,7 +539,8 @@ def _block(cache: HVPCache, Vw, Vcat, vb, lo, hi, out, ws):
         Rz[l], RA[l] = rz, ra
     # R-backward
     rd = ws.get("rd", L - 1, Rz[L - 1].shape)
-    r_output(cache.loss_kind, Rz[L - 1], cache.C[lo:hi], cache.s[lo:hi], rd)
+    gb = ws.get("gb", L - 1, (Kc * sizes[L],))
+    r_output(cache.loss_kind, Rz[L - 1], cache.C[lo:hi], cache.s[lo:hi], rd, gb)
     for l in range(L - 1, -1, -1):
         h_in, h = sizes[l], sizes[l + 1]
         G = ws.get("G", l, (Kc * h, h_in))
@@ -549,8 +552,6 @@ def _block(cache: HVPCache, Vw, Vcat, vb, lo, hi, out, ws):
             np.matmul(delta.T, RA[l - 1], out=G2)
             G += G2.reshape(h, Kc, h_in).transpose(1, 0, 2)
         out[:, w_off[l] : b_off[l]] = G.reshape(Kc, h * h_in)
-        gb = ws.get("gb", l, (Kc * h,))
-        column_sums(rd, gb)
         out[:, b_off[l] : b_off[l] + h] = gb.reshape(Kc, h)
         if l > 0:
             t1 = ws.get("t1b", l, (nb, Kc * h_in))
@@ -558,6 +559,7 @@ def _block(cache: HVPCache, Vw, Vcat, vb, lo, hi, out, ws):
             t2 = ws.get("t2b", l, (nb, Kc * h_in))
             np.matmul(rd.reshape(nb * Kc, h), W[l], out=t2.reshape(nb * Kc, h_in))
             rd_prev = ws.get("rd", l - 1, (nb, Kc * h_in))
+            gb = ws.get("gb", l - 1, (Kc * h_in,))
             r_backward_layer(cache.T[l - 1][lo:hi], Rz[l - 1], cache.D1[l - 1][lo:hi], t1, t2,
-                             rd_prev)  # fmt: skip
+                             rd_prev, gb)  # fmt: skip
             rd = rd_prev
