@@ -511,18 +511,15 @@ def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, n_chunks, sub_block):
     return out
 
 
-@jit(parallel=True)
-def mlp_logits(theta, sizes, act, X):
-    """Network outputs before the loss link (logits or regression outputs), (n, out)."""
+def mlp_logits(theta, sizes, act, X, block):
+    """Network outputs before the loss link (logits or regression outputs), (n, out).
+
+    Layer by layer on blocks of ``block`` samples (BLAS products, NumPy activations).
+    """
+    layers = _layers(theta, sizes)
     n = X.shape[0]
-    w_off, b_off, u_off = layout(sizes)
-    n_units = u_off[-1]
-    n_out = sizes[-1]
-    out = np.empty((n, n_out))
-    for i in prange(n):
-        Z = np.empty(n_units)
-        A = np.empty(n_units)
-        forward(theta, sizes, w_off, b_off, u_off, act, X[i], Z, A)
-        for o in range(n_out):
-            out[i, o] = Z[n_units - n_out + o]
+    out = np.empty((n, int(sizes[-1])))
+    for s0 in range(0, n, block):
+        Zs, _ = _forward_block(layers, act, X[s0 : s0 + block])
+        out[s0 : s0 + block] = Zs[-1]
     return out

@@ -49,6 +49,7 @@ def _everything(model, theta, data):
         _blas.matmul(data.X.T, data.X),
         np.array([model.loss(theta, data)]),
         model.grad(theta, data)[1],
+        model.logits(theta, data),
         model.hessian(theta, data),
     ]
 
