@@ -57,15 +57,14 @@ column's bits can change with the number of columns): results then agree to roun
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
+from ._blas import serial_blas
 from ._jit import jit
 from .mlp import LOGISTIC, MSE, activate, activate_d1, activate_d2, sigmoid
 
@@ -461,32 +460,11 @@ def _chunk(cache: HVPCache, V, out, workers):
 
 # ----------------------------------------------------------------------------- threads
 _lock = threading.Lock()
-_controller: list = []
 _pools: dict = {}
 
 
-@contextlib.contextmanager
-def serial_blas():
-    """Run the enclosed BLAS calls single-threaded (every BLAS library loaded); the previous
-    thread counts are restored on exit."""
-    with _lock:
-        if not _controller:
-            found = ThreadpoolController().lib_controllers
-            _controller.append([lib for lib in found if lib.user_api == "blas"])
-    libs = _controller[0]
-    previous = [lib.get_num_threads() for lib in libs]
-    for lib, k in zip(libs, previous):
-        if k != 1:
-            lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, k in zip(libs, previous):
-            if k != 1:
-                lib.set_num_threads(k)
-
-
 def _pool(workers: int) -> ThreadPoolExecutor:
+    """A pool of its own (not ``_blas``'s): a block task never waits on the pool it runs in."""
     with _lock:
         if workers not in _pools:
             _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="fastscape-hvp")
