@@ -698,13 +698,42 @@ def logistic_block_sums(z, y, sp, bits):
     return total, hits
 
 
+@jit()
+def scalar_sums3(loss_kind, cnt, F0, c0, F1, c1, F2, c2, y, bits):
+    """Loss and hit sums of one point of :func:`span_block_scalar` with 1 <= cnt <= 3 terms.
+
+    The output ``z = sum_t c_t F_t`` (:func:`first_layer`) and the loss (the softplus of
+    :func:`logistic_block_sums`, or the squared error) in one fused, vectorised pass: no
+    output buffer is written or re-read. Returns (loss sum, hits).
+    """
+    n = y.shape[0]
+    two = cnt >= 2
+    three = cnt >= 3
+    total = 0.0
+    hits = 0.0
+    if loss_kind == LOGISTIC:
+        scale = bits.view(np.float64)
+        for i in range(n):
+            zi = first_layer(F0, c0, F1, c1, F2, c2, two, three, i)
+            u = exp_neg(abs(zi), bits, scale, i)
+            total += (max(zi, 0.0) + log1p_unit(u)) - y[i] * zi
+            hits += 1.0 if (zi > 0.0) == (y[i] > 0.5) else 0.0
+    else:
+        for i in range(n):
+            r = first_layer(F0, c0, F1, c1, F2, c2, two, three, i) - y[i]
+            total += r * r
+    return total, hits
+
+
 @jit(parallel=True)
 def span_block_scalar(coef, F, y, loss_kind, point_chunk, loss_out, hits_out):
     """Fast path of :func:`span_block` for one output and no hidden layer (logistic, linear).
 
-    ``F`` is (K, B): ``F[k] = X_blk w_k + b_k``; ``y`` (B,) the block's targets. Each point
-    forms its B outputs with K_j vectorised axpys, then the loss in one vectorised pass
-    (:func:`logistic_block_sums` for logistic).
+    ``F`` is (K, B): ``F[k] = X_blk w_k + b_k``; ``y`` (B,) the block's targets. A point with
+    1 to 3 non-zero coefficients (grids, slices, paths) forms its outputs and its loss in one
+    fused pass (:func:`scalar_sums3`); others form their B outputs with K_j vectorised axpys,
+    then the loss in one vectorised pass (:func:`logistic_block_sums` for logistic). Each point
+    is computed by one thread, with sums in an order fixed by B and its number of terms.
     """
     m, K = coef.shape
     B = F.shape[1]
@@ -718,6 +747,25 @@ def span_block_scalar(coef, F, y, loss_kind, point_chunk, loss_out, hits_out):
         stop = min(m, (task + 1) * point_chunk)
         for j in range(task * point_chunk, stop):
             cnt = nonzero_coefficients(coef[j], idx, val)
+            if 1 <= cnt <= 3:
+                k0 = idx[0]
+                k1 = idx[1] if cnt >= 2 else k0
+                k2 = idx[2] if cnt >= 3 else k0
+                total, hits = scalar_sums3(
+                    loss_kind,
+                    cnt,
+                    F[k0],
+                    val[0],
+                    F[k1],
+                    val[1] if cnt >= 2 else 0.0,
+                    F[k2],
+                    val[2] if cnt >= 3 else 0.0,
+                    y,
+                    bits,
+                )
+                loss_out[j] = total
+                hits_out[j] = hits
+                continue
             if cnt == 0:
                 for i in range(B):
                     z[i] = 0.0
