@@ -479,18 +479,24 @@ class _Workspace:
     def __init__(self):
         self.cap = 0
         self.buf = {}
+        self.views = {}  # (name, layer, shape) -> view of buf, made once
 
     def ensure(self, sizes, nb, Kc):
         if Kc <= self.cap:
             return
         self.buf = {key: np.empty(size * Kc) for key, size in _buffers(sizes, nb).items()}
+        self.views = {}
         self.cap = Kc
 
     def get(self, name, l, shape):
-        size = 1
-        for d in shape:
-            size *= d
-        return self.buf[name, l][:size].reshape(shape)
+        key = (name, l, shape)
+        view = self.views.get(key)
+        if view is None:
+            size = 1
+            for d in shape:
+                size *= d
+            view = self.views[key] = self.buf[name, l][:size].reshape(shape)
+        return view
 
 
 def _block(cache: HVPCache, Vw, Vcat, vb, lo, hi, out, ws):
