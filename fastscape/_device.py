@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import importlib.util
 
+import numba
 import numpy as np
 
 from . import config
+from .kernels import hvp as _hvp
 from .kernels import mlp as _k
 from .kernels import span as _span
 from .models import Batch
@@ -288,7 +290,12 @@ def mlp_hvp(
     """
     if resolve_device(device) == "cpu":
         check_dtype(dtype, device)
-        return _k.mlp_hvp(theta, V, *_cpu_args(model, data), config.HVP_SUB_BLOCK)
+        cache = _hvp.forward_cache(
+            theta, model._sizes_arr, model._act, model._loss, data.X, data.Y,
+            config.HVP_SAMPLE_BLOCK,
+        )  # fmt: skip
+        chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES)
+        return _hvp.block_hvp(cache, V, chunk, numba.get_num_threads())
     dt = check_dtype(dtype, device)
     km = _cuda_mlp()
     n_units = int(sum(model.sizes[1:]))

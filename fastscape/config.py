@@ -20,9 +20,6 @@ HESSIAN_MAX_PARAMS = 5000
 #: fixed partition of the samples, so results do not depend on the thread count.
 MLP_BLOCK = 4096
 
-#: Samples whose forward/backward passes a batched HVP keeps while its K vectors sweep them.
-HVP_SUB_BLOCK = 64
-
 #: Memory budget (bytes) of the scratch space of one batched HVP call.
 HVP_SCRATCH_BYTES = 256 * 2**20
 

@@ -31,7 +31,7 @@ driver :func:`block_hvp`; the elementwise work (about 130 light operations per s
 for MLP 64-32-10, memory-bound) is in the serial ``@jit()`` kernels below. Per vector this is
 ``sum_l 2 h_l h_{l+1} (2 + 4 [l > 0])`` flops per sample (softmax: plus ``s p (r - p.r)`` at the
 output): 21.6 MFLOP per vector for MLP 64-32-10 on 1 797 samples, against 47 MFLOP for the
-per-sample kernel ``kernels.mlp.mlp_hvp``, which also redoes the forward pass every call.
+per-sample R-operator kernel it replaced, which also redid the forward pass every call.
 
 Threads. Samples are processed in fixed blocks (``n_blocks`` of them, ``(c n) // n_blocks``
 boundaries: a partition that depends only on n and ``sample_block``); the blocks of a pass run

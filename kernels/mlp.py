@@ -1,4 +1,7 @@
-"""CPU kernels of the MLP family: loss, loss + gradient, Hessian-vector products, outputs.
+"""CPU kernels of the MLP family: loss, loss + gradient, outputs, and the per-sample helpers.
+
+Hessian-vector products are in ``kernels.hvp`` (forward pass at theta cached, vectors as GEMM
+columns), the exact Hessian in ``kernels.hessian``.
 
 Model encoding shared by every kernel (the API builds it, see ``fastscape.models``):
 
@@ -20,10 +23,11 @@ Model encoding shared by every kernel (the API builds it, see ``fastscape.models
     - logistic: ``softplus(z) - y z``;
     - MSE: ``sum_o (z_o - y_o)**2``.
 
-Work is split into ``n_chunks`` contiguous chunks of samples, a partition that depends only on
-``n`` and ``n_chunks``, never on the thread count. Each chunk accumulates into its own row of a
-scratch array inside ``prange``; the rows are then summed serially in chunk order. Results are
-therefore bitwise identical for any number of threads.
+Samples go in blocks (a fixed partition of range(n)); inside a block, per-sample work is split
+into ``n_chunks`` contiguous chunks, a partition that depends only on the sizes, never on the
+thread count. Each chunk accumulates into its own slot inside ``prange``; the slots are summed
+serially in chunk order, and matrix products go through ``kernels._blas`` (reproducible for any
+thread count). Results are therefore bitwise identical for any number of threads.
 """
 
 from __future__ import annotations
@@ -183,63 +187,6 @@ def output_loss(loss_kind, z, y, g, want_grad):
     return s * lse - yz
 
 
-@jit()
-def output_hvp(loss_kind, z, y, r, out):
-    """out = (d2 loss / dz2) r for one sample's logits z."""
-    n_out = z.shape[0]
-    if loss_kind == LOGISTIC:
-        p = sigmoid(z[0])
-        out[0] = p * (1.0 - p) * r[0]
-        return
-    if loss_kind == MSE:
-        for o in range(n_out):
-            out[o] = 2.0 * r[o]
-        return
-    m = z[0]
-    for o in range(1, n_out):
-        if z[o] > m:
-            m = z[o]
-    se = 0.0
-    for o in range(n_out):
-        se += math.exp(z[o] - m)
-    lse = m + math.log(se)
-    s = 0.0
-    pr = 0.0
-    for o in range(n_out):
-        s += y[o]
-        pr += math.exp(z[o] - lse) * r[o]
-    for o in range(n_out):
-        p = math.exp(z[o] - lse)
-        out[o] = s * p * (r[o] - pr)
-
-
-@jit()
-def backward(theta, sizes, w_off, b_off, u_off, act, Z, A, D, T):
-    """Backpropagate deltas of one sample.
-
-    On entry D holds dloss/dz of the output layer. On exit ``D[u_off[l]:u_off[l+1]]`` holds
-    dloss/dz_{l+1} for every layer and ``T`` holds ``W_{l+1}^T delta_{l+1}`` for every hidden
-    layer (the backpropagated signal before multiplication by f').
-    """
-    n_layers = sizes.shape[0] - 1
-    for l in range(n_layers - 1, 0, -1):
-        n_in = sizes[l]
-        n_out = sizes[l + 1]
-        lo = u_off[l - 1]
-        t = T[lo : lo + n_in]
-        d = D[lo : lo + n_in]
-        z = Z[lo : lo + n_in]
-        a = A[lo : lo + n_in]
-        t[:] = 0.0
-        for j in range(n_out):
-            dj = D[u_off[l] + j]
-            w = theta[w_off[l] + j * n_in : w_off[l] + (j + 1) * n_in]
-            for k in range(n_in):
-                t[k] += w[k] * dj
-        for k in range(n_in):
-            d[k] = t[k] * activate_d1(act, z[k], a[k])
-
-
 # ----------------------------------------------------------------------------- batch kernels
 # Loss and gradient run layer by layer on blocks of samples: every layer's products
 # (A_{l-1} W_l^T forward, delta_l^T A_{l-1} and delta_l W_l backward) are GEMMs done by BLAS
@@ -364,151 +311,6 @@ def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, n_chunks, block):
                 D *= activation_d1_array(act, Zs[l - 1], As[l])
     grad /= n
     return total / n, grad
-
-
-@jit()
-def r_forward(theta, v, sizes, w_off, b_off, u_off, act, x, Z, A, RZ, RA):
-    """Pearlmutter's forward R-pass: directional derivatives RZ = R{z}, RA = R{a} along v."""
-    n_layers = sizes.shape[0] - 1
-    for l in range(n_layers):
-        n_in = sizes[l]
-        n_out = sizes[l + 1]
-        prev = x if l == 0 else A[u_off[l - 1] : u_off[l]]
-        last = l == n_layers - 1
-        for j in range(n_out):
-            lo = w_off[l] + j * n_in
-            vw = v[lo : lo + n_in]
-            s = v[b_off[l] + j]
-            for k in range(n_in):
-                s += vw[k] * prev[k]
-            if l > 0:
-                w = theta[lo : lo + n_in]
-                rprev = RA[u_off[l - 1] : u_off[l]]
-                for k in range(n_in):
-                    s += w[k] * rprev[k]
-            u = u_off[l] + j
-            RZ[u] = s
-            RA[u] = s if last else activate_d1(act, Z[u], A[u]) * s
-
-
-@jit()
-def r_backward(theta, v, sizes, w_off, b_off, u_off, act, x, Z, A, D, T, RZ, RA, RD, H):
-    """Pearlmutter's backward R-pass for one sample; H += R{per-sample gradient}.
-
-    On entry RD's output block holds R{delta_L} = (d2 loss/dz2) R{z_L}.
-    """
-    n_layers = sizes.shape[0] - 1
-    for l in range(n_layers - 1, -1, -1):
-        n_in = sizes[l]
-        n_out = sizes[l + 1]
-        prev = x if l == 0 else A[u_off[l - 1] : u_off[l]]
-        for j in range(n_out):
-            u = u_off[l] + j
-            rdj = RD[u]
-            dj = D[u]
-            h = H[w_off[l] + j * n_in : w_off[l] + (j + 1) * n_in]
-            for k in range(n_in):
-                h[k] += rdj * prev[k]
-            if l > 0:
-                rprev = RA[u_off[l - 1] : u_off[l]]
-                for k in range(n_in):
-                    h[k] += dj * rprev[k]
-            H[b_off[l] + j] += rdj
-        if l > 0:
-            lo = u_off[l - 1]
-            # RD_{l-1} = f''(z) R{z} * T + f'(z) * (V_l^T delta_l + W_l^T R{delta_l})
-            rd = RD[lo : lo + n_in]
-            rd[:] = 0.0
-            for j in range(n_out):
-                u = u_off[l] + j
-                dj = D[u]
-                rdj = RD[u]
-                w = theta[w_off[l] + j * n_in : w_off[l] + (j + 1) * n_in]
-                vw = v[w_off[l] + j * n_in : w_off[l] + (j + 1) * n_in]
-                for k in range(n_in):
-                    rd[k] += vw[k] * dj + w[k] * rdj
-            for k in range(n_in):
-                z = Z[lo + k]
-                a = A[lo + k]
-                rd[k] = (
-                    activate_d2(act, z, a) * RZ[lo + k] * T[lo + k] + activate_d1(act, z, a) * rd[k]
-                )
-
-
-@jit(parallel=True)
-def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, n_chunks, sub_block):
-    """Hessian-vector products of the mean loss, exact (Pearlmutter's R-operator).
-
-    Parameters
-    ----------
-    theta : (P,) float64
-    V : (K, P) float64
-        K vectors; the forward and backward passes of each sample are shared by all K.
-    n_chunks : int
-        Fixed partition of the samples (see the module docstring).
-    sub_block : int
-        Samples whose forward/backward passes are kept while the K vectors sweep them.
-
-    Returns
-    -------
-    (K, P) float64
-        Row k is H @ V[k].
-    """
-    n = X.shape[0]
-    K = V.shape[0]
-    P = theta.shape[0]
-    w_off, b_off, u_off = layout(sizes)
-    n_units = u_off[-1]
-    n_out = sizes[-1]
-    out_lo = n_units - n_out
-    scratch = np.zeros((n_chunks, K, P))
-    for c in prange(n_chunks):
-        # Forward and backward passes of a sub-block of samples are stored first; then each
-        # vector k sweeps the sub-block, so its accumulator scratch[c, k] (P values) stays in
-        # cache instead of K accumulators being streamed through memory for every sample.
-        # For each k the samples are still added in increasing order.
-        Zs = np.empty((sub_block, n_units))
-        As = np.empty((sub_block, n_units))
-        Ds = np.empty((sub_block, n_units))
-        Ts = np.empty((sub_block, n_units))
-        RZ = np.empty(n_units)
-        RA = np.empty(n_units)
-        RD = np.empty(n_units)
-        lo, hi = chunk_bounds(n, n_chunks, c)
-        for s0 in range(lo, hi, sub_block):
-            s1 = min(hi, s0 + sub_block)
-            for i in range(s0, s1):
-                r = i - s0
-                Z = Zs[r]
-                A = As[r]
-                D = Ds[r]
-                forward(theta, sizes, w_off, b_off, u_off, act, X[i], Z, A)
-                output_loss(loss_kind, Z[out_lo:], Y[i], D[out_lo:], True)
-                backward(theta, sizes, w_off, b_off, u_off, act, Z, A, D, Ts[r])
-            for k in range(K):
-                v = V[k]
-                acc = scratch[c, k]
-                for i in range(s0, s1):
-                    r = i - s0
-                    x = X[i]
-                    Z = Zs[r]
-                    A = As[r]
-                    r_forward(theta, v, sizes, w_off, b_off, u_off, act, x, Z, A, RZ, RA)
-                    output_hvp(loss_kind, Z[out_lo:], Y[i], RZ[out_lo:], RD[out_lo:])
-                    r_backward(
-                        theta, v, sizes, w_off, b_off, u_off, act, x, Z, A, Ds[r], Ts[r],
-                        RZ, RA, RD, acc,
-                    )  # fmt: skip
-    out = np.zeros((K, P))
-    inv = 1.0 / n
-    for c in range(n_chunks):
-        for k in range(K):
-            for p in range(P):
-                out[k, p] += scratch[c, k, p]
-    for k in range(K):
-        for p in range(P):
-            out[k, p] *= inv
-    return out
 
 
 def mlp_logits(theta, sizes, act, X, block):

@@ -77,7 +77,9 @@ def test_second_process_does_not_recompile(tmp_path):
         theta = model.init(0)
         model.loss(theta, X, y); model.grad(theta, X, y); model.hvp(theta, theta, X, y)
         model.logits(theta, X)
-        kernels = [mlp.output_loss_block, mlp.mlp_hvp]
+        from fastscape.kernels import hvp
+        kernels = [mlp.output_loss_block, hvp.activation_cache, hvp.output_cache,
+                   hvp.backward_cache, hvp.r_forward_layer, hvp.r_output, hvp.r_backward_layer]
         print(json.dumps({
             "hits": sum(sum(k.stats.cache_hits.values()) for k in kernels),
             "misses": sum(sum(k.stats.cache_misses.values()) for k in kernels),
@@ -86,8 +88,8 @@ def test_second_process_does_not_recompile(tmp_path):
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     first = json.loads(_run(code, tmp_path, env))
     second = json.loads(_run(code, tmp_path, env))
-    assert first["misses"] == 2
-    assert second == {"hits": 2, "misses": 0}
+    assert first["misses"] >= 7  # each kernel compiled (some for two signatures)
+    assert second == {"hits": first["misses"], "misses": 0}
 
 
 def test_top_level_kernels_import_is_refused():
