@@ -29,7 +29,7 @@ SERIAL_MADDS = 2_000_000
 
 _lock = threading.Lock()
 _controller: ThreadpoolController | None = None
-_pools: dict[int, ThreadPoolExecutor] = {}
+_pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
 
 
 def _get_controller() -> ThreadpoolController:
@@ -59,11 +59,16 @@ def serial_blas() -> Iterator[None]:
                 lib.set_num_threads(n)
 
 
-def _pool(n: int) -> ThreadPoolExecutor:
+def thread_pool(workers: int, name: str = "blas") -> ThreadPoolExecutor:
+    """The process's pool of ``workers`` threads named ``name`` (made once, then reused).
+
+    Separate names give separate pools: a task running in one pool may wait on another.
+    """
     with _lock:
-        if n not in _pools:
-            _pools[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="fastscape-blas")
-        return _pools[n]
+        key = (name, workers)
+        if key not in _pools:
+            _pools[key] = ThreadPoolExecutor(workers, thread_name_prefix=f"fastscape-{name}")
+        return _pools[key]
 
 
 def parts(length: int) -> list[tuple[int, int]]:
@@ -100,5 +105,5 @@ def matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
             for a, b, o in jobs:
                 np.matmul(a, b, out=o)
         else:
-            list(_pool(workers).map(lambda j: np.matmul(j[0], j[1], out=j[2]), jobs))
+            list(thread_pool(workers).map(lambda j: np.matmul(j[0], j[1], out=j[2]), jobs))
     return out

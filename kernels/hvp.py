@@ -64,7 +64,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._blas import serial_blas
+from ._blas import serial_blas, thread_pool
 from ._jit import jit
 from .mlp import LOGISTIC, MSE, activate, activate_d1, activate_d2, sigmoid
 
@@ -458,17 +458,10 @@ def _chunk(cache: HVPCache, V, out, workers):
             out += part
 
 
-# ----------------------------------------------------------------------------- threads
-_lock = threading.Lock()
-_pools: dict = {}
-
-
 def _pool(workers: int) -> ThreadPoolExecutor:
-    """A pool of its own (not ``_blas``'s): a block task never waits on the pool it runs in."""
-    with _lock:
-        if workers not in _pools:
-            _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="fastscape-hvp")
-        return _pools[workers]
+    """A pool of its own (not ``_blas.matmul``'s): a block task never waits on the pool it
+    runs in."""
+    return thread_pool(workers, "hvp")
 
 
 class _Workspace:
