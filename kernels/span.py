@@ -16,14 +16,24 @@ the number of its non-zero coefficients (zero coefficients are skipped), plus a 
 through the later (small) layers whose parameters it forms itself. A model with no hidden layer
 costs ``O(block * K_j)`` per point, independent of the input dimension.
 
-Memory is ``O(K * block * h1 + m)``: never ``O(n * m)`` or ``O(m * P)``.
+Memory is ``O(K * block * h1 + m)`` (plus, per running task, ``O(point_chunk * block)`` for
+the per-sample losses of the one-hidden-layer path): never ``O(n * m)`` or ``O(m * P)``.
 
 Determinism: samples are processed in fixed blocks (a partition depending on n and ``block``
 only), serially; inside a block the points are split into fixed chunks of ``point_chunk``
 points run in parallel, each point computed serially by one thread into its own output slot.
-The per-block sums are added to the running totals serially, in block order. Results are
-therefore bitwise identical for any number of Numba threads, and a point's value does not
-depend on which other points share the call (tiles and resumed runs give the same bits).
+The per-block sums are added to the running totals serially, in block order. Inside a block,
+a point's sum over its samples is formed by code that depends only on the block length and on
+the point's number of non-zero coefficients (1-3 terms take fused paths): the one-hidden-layer
+path (:func:`span_block_hidden`) writes each sample's loss into a per-point row and sums the
+row in one loop, so its sample tiles (``sub_block``) change no bit. Results are therefore
+bitwise identical for any number of Numba threads, ``point_chunk`` and ``sub_block``, and a
+point's value does not depend on which other points share the call (tiles and resumed runs
+give the same bits).
+
+Speed (issue 6, ``bench/NOTES.md``): there is no vector libm, so exp, log1p and tanh are
+written as branch-free arithmetic in single-pass loops that LLVM vectorises; on the benchmark
+machine LLVM emits 256-bit (ymm) code by default (``prefer-256-bit`` tuning of Ice Lake).
 """
 
 from __future__ import annotations
