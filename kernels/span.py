@@ -470,10 +470,11 @@ def span_block_hidden(
     1. first layer: ``Z[s, :] = sum_t c_t F[k_t, s, :]`` over the tile, one flat axpy per
        non-zero coefficient (``F[k, s0:s0 + S]`` is contiguous);
     2. activation of the whole tile in one :func:`activate_block` call;
-    3. output layer: four samples and two outputs at a time, eight dot products over the
-       hidden units in one loop (eight independent accumulators, each LLVM-vectorised over
-       the hidden units: the weights are loaded once per four samples). Padding samples up to
-       a multiple of 4 are zero rows whose results are dropped;
+    3. output layer: four samples and five outputs at a time (then two, then one), twenty dot
+       products over the hidden units in one loop (independent accumulators, each
+       LLVM-vectorised over the hidden units: a weight is loaded once per four samples, an
+       activation once per five outputs). Padding samples up to a multiple of 4 are zero rows
+       whose results are dropped;
     4. the loss with the sample index as the vector lane: max over outputs, the outputs' exps in
        one :func:`exp_neg_abs_block` call, the log of the normaliser by :func:`log_block`
        (softmax-CE); :func:`exp_neg_abs_block` and :func:`log1p_unit` (logistic); squares (MSE).
@@ -587,13 +588,80 @@ def span_block_hidden(
                 pad = af[nz:nz4]
                 for j in range(nz4 - nz):
                     pad[j] = 0.0
-                # 3. output layer, 4 samples x 2 outputs per pass over the hidden units
+                # 3. output layer, 4 samples x 5 (then 2, then 1) outputs per pass over the units
                 for g in range(0, ns4, 4):
                     r0 = a2[g]
                     r1 = a2[g + 1]
                     r2 = a2[g + 2]
                     r3 = a2[g + 3]
                     o = 0
+                    while o + 4 < n_out:
+                        w0 = th[o * h1 : (o + 1) * h1]
+                        w1 = th[(o + 1) * h1 : (o + 2) * h1]
+                        w2 = th[(o + 2) * h1 : (o + 3) * h1]
+                        w3 = th[(o + 3) * h1 : (o + 4) * h1]
+                        w4 = th[(o + 4) * h1 : (o + 5) * h1]
+                        b0 = th[bias_off + o]
+                        b1 = th[bias_off + o + 1]
+                        b2 = th[bias_off + o + 2]
+                        b3 = th[bias_off + o + 3]
+                        b4 = th[bias_off + o + 4]
+                        c00, c01, c02, c03 = b0, b0, b0, b0
+                        c10, c11, c12, c13 = b1, b1, b1, b1
+                        c20, c21, c22, c23 = b2, b2, b2, b2
+                        c30, c31, c32, c33 = b3, b3, b3, b3
+                        c40, c41, c42, c43 = b4, b4, b4, b4
+                        for u in range(h1):
+                            x0 = r0[u]
+                            x1 = r1[u]
+                            x2 = r2[u]
+                            x3 = r3[u]
+                            v = w0[u]
+                            c00 += v * x0
+                            c01 += v * x1
+                            c02 += v * x2
+                            c03 += v * x3
+                            v = w1[u]
+                            c10 += v * x0
+                            c11 += v * x1
+                            c12 += v * x2
+                            c13 += v * x3
+                            v = w2[u]
+                            c20 += v * x0
+                            c21 += v * x1
+                            c22 += v * x2
+                            c23 += v * x3
+                            v = w3[u]
+                            c30 += v * x0
+                            c31 += v * x1
+                            c32 += v * x2
+                            c33 += v * x3
+                            v = w4[u]
+                            c40 += v * x0
+                            c41 += v * x1
+                            c42 += v * x2
+                            c43 += v * x3
+                        zo[o, g] = c00
+                        zo[o, g + 1] = c01
+                        zo[o, g + 2] = c02
+                        zo[o, g + 3] = c03
+                        zo[o + 1, g] = c10
+                        zo[o + 1, g + 1] = c11
+                        zo[o + 1, g + 2] = c12
+                        zo[o + 1, g + 3] = c13
+                        zo[o + 2, g] = c20
+                        zo[o + 2, g + 1] = c21
+                        zo[o + 2, g + 2] = c22
+                        zo[o + 2, g + 3] = c23
+                        zo[o + 3, g] = c30
+                        zo[o + 3, g + 1] = c31
+                        zo[o + 3, g + 2] = c32
+                        zo[o + 3, g + 3] = c33
+                        zo[o + 4, g] = c40
+                        zo[o + 4, g + 1] = c41
+                        zo[o + 4, g + 2] = c42
+                        zo[o + 4, g + 3] = c43
+                        o += 5
                     while o + 1 < n_out:
                         w0 = th[o * h1 : (o + 1) * h1]
                         w1 = th[(o + 1) * h1 : (o + 2) * h1]

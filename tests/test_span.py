@@ -159,7 +159,11 @@ def test_block_size_rule():
 # ----------------------------------------------------------------------------- one hidden layer
 # span_block_hidden: sample tiles, fused first layer + activation (<= 3 non-zero coefficients),
 # output layer 4 samples x 2 outputs at a time, the loss vectorised over the tile.
-HIDDEN1 = [c for c in MODEL_CASES if len(c[0]) == 3] + [([6, 7, 5], "tanh", "softmax_ce")]
+# (output groups of 5, 2 and 1: n_out = 5 and 8 cover every group kind)
+HIDDEN1 = [c for c in MODEL_CASES if len(c[0]) == 3] + [
+    ([6, 7, 5], "tanh", "softmax_ce"),
+    ([4, 9, 8], "sigmoid", "softmax_ce"),
+]
 
 
 def _hidden_args(case, K, m=11, n=150, seed=0):
