@@ -261,10 +261,22 @@ def combine_activate(act, cnt, F0, c0, F1, c1, F2, c2, out, bits):
     three = cnt >= 3
     scale = bits.view(np.float64)
     if act == TANH:
-        for j in range(n):
-            z = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
-            e = exp_neg_twice(abs(z), bits, scale, j)
-            out[j] = math.copysign((1.0 - e) / (1.0 + e), z)
+        # one loop per term count: constant selects fold away (no tests in the loop body)
+        if three:
+            for j in range(n):
+                z = first_layer(F0, c0, F1, c1, F2, c2, True, True, j)
+                e = exp_neg_twice(abs(z), bits, scale, j)
+                out[j] = math.copysign((1.0 - e) / (1.0 + e), z)
+        elif two:
+            for j in range(n):
+                z = first_layer(F0, c0, F1, c1, F2, c2, True, False, j)
+                e = exp_neg_twice(abs(z), bits, scale, j)
+                out[j] = math.copysign((1.0 - e) / (1.0 + e), z)
+        else:
+            for j in range(n):
+                z = first_layer(F0, c0, F1, c1, F2, c2, False, False, j)
+                e = exp_neg_twice(abs(z), bits, scale, j)
+                out[j] = math.copysign((1.0 - e) / (1.0 + e), z)
     elif act == SIGMOID:
         for j in range(n):
             z = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
@@ -820,11 +832,25 @@ def scalar_sums3(loss_kind, cnt, F0, c0, F1, c1, F2, c2, y, bits):
     hits = 0.0
     if loss_kind == LOGISTIC:
         scale = bits.view(np.float64)
-        for i in range(n):
-            zi = first_layer(F0, c0, F1, c1, F2, c2, two, three, i)
-            u = exp_neg(abs(zi), bits, scale, i)
-            total += (max(zi, 0.0) + log1p_unit(u)) - y[i] * zi
-            hits += 1.0 if (zi > 0.0) == (y[i] > 0.5) else 0.0
+        # one loop per term count: constant selects fold away (no tests in the loop body)
+        if three:
+            for i in range(n):
+                zi = first_layer(F0, c0, F1, c1, F2, c2, True, True, i)
+                u = exp_neg(abs(zi), bits, scale, i)
+                total += (max(zi, 0.0) + log1p_unit(u)) - y[i] * zi
+                hits += 1.0 if (zi > 0.0) == (y[i] > 0.5) else 0.0
+        elif two:
+            for i in range(n):
+                zi = first_layer(F0, c0, F1, c1, F2, c2, True, False, i)
+                u = exp_neg(abs(zi), bits, scale, i)
+                total += (max(zi, 0.0) + log1p_unit(u)) - y[i] * zi
+                hits += 1.0 if (zi > 0.0) == (y[i] > 0.5) else 0.0
+        else:
+            for i in range(n):
+                zi = first_layer(F0, c0, F1, c1, F2, c2, False, False, i)
+                u = exp_neg(abs(zi), bits, scale, i)
+                total += (max(zi, 0.0) + log1p_unit(u)) - y[i] * zi
+                hits += 1.0 if (zi > 0.0) == (y[i] > 0.5) else 0.0
     else:
         for i in range(n):
             r = first_layer(F0, c0, F1, c1, F2, c2, two, three, i) - y[i]
