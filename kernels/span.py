@@ -340,6 +340,10 @@ def nonzero_coefficients(coef_row, idx, val):
 def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, sub_block, loss_out, hits_out):
     """Per-point loss and accuracy sums over one block of samples (general MLP).
 
+    Used for models without hidden layer and several outputs and for two or more hidden
+    layers, one sample at a time; one hidden layer takes :func:`span_block_hidden`, one output
+    without hidden layer :func:`span_block_scalar`.
+
     Parameters
     ----------
     coef : (m, K) float64
@@ -384,7 +388,6 @@ def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, sub_block, 
         Z = np.empty(max(n_tail_units, 1))
         A = np.empty(max(n_tail_units, 1))
         g = np.empty(n_out)
-        zout = np.empty(n_out)
         obuf = np.empty(n_out)
         obits = np.empty(n_out, np.int64)
         for q in range(npts):
@@ -420,17 +423,6 @@ def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, sub_block, 
                     if n_layers == 1:
                         totals[q] += sample_loss(loss_kind, z1, yi, g, obuf, obits)
                         hits[q] += correct(loss_kind, z1, yi)
-                    elif n_layers == 2:
-                        # one hidden layer (the common case): the output layer written out
-                        # with 2-D indexing, no array views per sample
-                        activate_block(act, z1, a1, bits)
-                        for o in range(n_out):
-                            sacc = theta_t[q, n_out * h1 + o]
-                            for u in range(h1):
-                                sacc += theta_t[q, o * h1 + u] * a1[u]
-                            zout[o] = sacc
-                        totals[q] += sample_loss(loss_kind, zout, yi, g, obuf, obits)
-                        hits[q] += correct(loss_kind, zout, yi)
                     else:
                         activate_block(act, z1, a1, bits)
                         forward(theta_t[q], tail_sizes, tw_off, tb_off, tu_off, act, a1, Z, A)
