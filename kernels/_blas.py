@@ -77,21 +77,25 @@ def parts(length: int) -> list[tuple[int, int]]:
     return [((i * length) // k, ((i + 1) * length) // k) for i in range(k)]
 
 
-def matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+def matmul(A: np.ndarray, B: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``A @ B`` for 2-D float64 arrays (views and transposes allowed), reproducible bit for bit.
 
     Parameters
     ----------
     A : (m, k) array
     B : (k, n) array
+    out : (m, n) array, optional
+        Written in place (rows with unit stride, e.g. a C-contiguous array or a row block of
+        one); a new C-contiguous array otherwise.
 
     Returns
     -------
-    (m, n) array, C-contiguous
+    (m, n) array
     """
     m, k = A.shape
     n = B.shape[1]
-    out = np.empty((m, n))
+    if out is None:
+        out = np.empty((m, n))
     with serial_blas():
         if m * k * n < SERIAL_MADDS:
             np.matmul(A, B, out=out)

@@ -75,3 +75,13 @@ def test_results_do_not_depend_on_any_thread_count(sizes, loss):
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             assert_array_equal(a, b)
+
+
+def test_matmul_writes_into_out():
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(300, 500))
+    B = rng.normal(size=(500, 200))
+    F = np.zeros((3, 300, 200))
+    _blas.matmul(A, B, out=F[1])
+    assert_array_equal(F[1], _blas.matmul(A, B))
+    assert not F[0].any() and not F[2].any()
