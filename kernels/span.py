@@ -43,6 +43,7 @@ import math
 import numpy as np
 from numba import prange
 
+from ._blas import matmul, serial_blas
 from ._jit import jit
 from .functions import analytic
 from .mlp import LOGISTIC, MSE, RELU, SIGMOID, SOFTMAX_CE, TANH, forward, layout, output_loss
@@ -968,16 +969,17 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk, sub_
         Xb = X[lo:hi]
         if scalar:
             F = np.empty((K, hi - lo))  # rows no point uses stay unread
-            for k in used:
-                np.matmul(Xb, W1[k, 0], out=F[k])
-                F[k] += b1[k, 0]
+            with serial_blas():  # matrix-vector products: reproducible for any thread count
+                for k in used:
+                    np.matmul(Xb, W1[k, 0], out=F[k])
+                    F[k] += b1[k, 0]
             span_block_scalar(
                 coef, F, Y[lo:hi, 0].copy(), loss_kind, point_chunk, block_loss, block_hits
             )
         else:
             F = np.empty((K, hi - lo, h1))
             for k in used:
-                np.matmul(Xb, W1[k].T, out=F[k])
+                matmul(Xb, W1[k].T, out=F[k])
                 F[k] += b1[k]
         if n_layers == 2:
             Yb = Y[lo:hi]

@@ -51,6 +51,16 @@ def _everything(model, theta, data):
         model.grad(theta, data)[1],
         model.logits(theta, data),
         model.hessian(theta, data),
+        model.hvp(theta, np.cos(np.arange(model.n_params)), data),
+        fastscape.landscape.slice_1d(
+            model,
+            theta,
+            np.sin(np.arange(model.n_params)),
+            data,
+            None,
+            np.linspace(-1, 1, 5),
+            progress=False,
+        ).loss,
     ]
 
 
