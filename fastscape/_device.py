@@ -226,7 +226,14 @@ def mlp_loss(
     """
     if resolve_device(device) == "cpu":
         check_dtype(dtype, device)
-        return float(_k.mlp_loss(theta, *_cpu_args(model, data), config.MLP_BLOCK))
+        return float(
+            _k.mlp_loss(
+                theta,
+                *_cpu_args(model, data),
+                config.mlp_block_for(model.sizes),
+                config.MLP_SERIAL_BELOW,
+            )
+        )
     dt = check_dtype(dtype, device)
     return float(
         _cuda_mlp().mlp_loss(
@@ -251,7 +258,12 @@ def mlp_loss_grad(
     """
     if resolve_device(device) == "cpu":
         check_dtype(dtype, device)
-        value, g = _k.mlp_loss_grad(theta, *_cpu_args(model, data), config.MLP_BLOCK)
+        value, g = _k.mlp_loss_grad(
+            theta,
+            *_cpu_args(model, data),
+            config.mlp_block_for(model.sizes),
+            config.MLP_SERIAL_BELOW,
+        )
     else:
         dt = check_dtype(dtype, device)
         value, g = _cuda_mlp().mlp_loss_grad(

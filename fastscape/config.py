@@ -16,9 +16,21 @@ MIN_CHUNK = 16
 #: ``hessian`` refuses models with more parameters than this unless ``max_params`` is raised.
 HESSIAN_MAX_PARAMS = 5000
 
-#: Samples per block of the loss and gradient kernels (first layer by BLAS on each block): a
-#: fixed partition of the samples, so results do not depend on the thread count.
-MLP_BLOCK = 4096
+#: Memory budget (bytes) of one block of samples in the loss, gradient and logits kernels (the
+#: pre-activations, activations and deltas of every layer); the block size is a fixed function of
+#: the layer sizes (``mlp_block_for``), so results do not depend on the thread count.
+MLP_SCRATCH_BYTES = 32 * 2**20
+
+
+def mlp_block_for(sizes) -> int:
+    """Samples per block of the loss/gradient kernels for layer ``sizes`` (input first)."""
+    per_sample = 8 * 3 * sum(int(s) for s in sizes[1:])
+    return max(256, MLP_SCRATCH_BYTES // per_sample)
+
+
+#: Blocks whose logits have fewer entries than this compute their loss on one thread (same
+#: chunks, same bits): waking the thread team costs more than the work below ~40k entries.
+MLP_SERIAL_BELOW = 40000
 
 #: Memory budget (bytes) of the scratch space of one batched HVP call.
 HVP_SCRATCH_BYTES = 256 * 2**20

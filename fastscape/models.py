@@ -498,7 +498,7 @@ class MLP:
         """Outputs of the last (affine) layer, (n, out)."""
         theta = self.check_theta(theta)
         X = X.X if isinstance(X, Batch) else self.check_X(X)
-        return _k.mlp_logits(theta, self._sizes_arr, self._act, X, config.MLP_BLOCK)
+        return _k.mlp_logits(theta, self._sizes_arr, self._act, X, config.mlp_block_for(self.sizes))
 
     def predict(self, theta, X) -> np.ndarray:
         """Predictions of the model.

@@ -25,7 +25,7 @@ from threadpoolctl import ThreadpoolController
 PARTS = 8
 MIN_SIDE = 32
 #: Products below this many multiply-adds run as one single-threaded call.
-SERIAL_MADDS = 2_000_000
+SERIAL_MADDS = 8_000_000
 
 _lock = threading.Lock()
 _controller: ThreadpoolController | None = None
