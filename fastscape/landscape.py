@@ -227,8 +227,10 @@ def evaluate(
         Show a tqdm bar (if tqdm is installed); None shows one when the evaluation is expected
         to take more than about a second.
     tile_size : int, optional
-        Points per tile (default ``config.SPAN_TILE``, smaller with a progress bar so that it
-        moves). The result does not depend on it.
+        Points per tile. Default: all points in one tile on the CPU when there is nothing to
+        save or report between tiles (no ``checkpoint_dir``, ``on_tile`` or bar),
+        ``config.SPAN_TILE`` otherwise, smaller with a progress bar so that it moves. The result
+        does not depend on it.
     checkpoint_dir : path, optional
         Directory for finished tiles; a repeated call resumes, skipping them. The directory
         is bound to this exact evaluation (inputs are fingerprinted): a different one is
@@ -264,6 +266,12 @@ def evaluate(
     elif progress and checkpoint_dir is None:
         # about 20 updates of the bar; results do not depend on the tiling
         tile = min(config.SPAN_TILE, max(64, -(-m // 20)))
+    elif checkpoint_dir is None and on_tile is None and device == "cpu":
+        # nothing to save or report between tiles: one pass over the data for all points
+        # (each tile forms the first-layer products again; B1: 196 -> 166 ms measured). The
+        # CPU engine's memory does not grow with the tile; the GPU's keeps per-point
+        # parameters, so it stays tiled.
+        tile = max(1, m)
     else:
         tile = config.SPAN_TILE
     starts = list(range(0, m, tile))

@@ -114,6 +114,23 @@ def test_interrupted_tiled_grid_resumes_identically(tmp_path):
         surface_2d(model, theta, d1, d2, X, y, alphas=3, betas=3, tile_size=10, checkpoint_dir=ckpt)
 
 
+def test_default_single_tile_equals_tiled_evaluation():
+    """Without checkpoint, callback or bar the CPU evaluates all points in one tile: the same
+    bits as any tiling."""
+    model, theta, X, y = _mlp_problem(n=50)
+    d1, d2 = D.pair(model, theta, seed=4)
+    grid = dict(alphas=np.linspace(-1, 1, 9), betas=np.linspace(-1, 1, 7), progress=False)
+    one = surface_2d(model, theta, d1, d2, X, y, **grid)
+    tiles = []
+    tiled = surface_2d(model, theta, d1, d2, X, y, **grid, on_tile=lambda t, n: tiles.append(n))
+    assert tiles == [1]  # 63 points <= config.SPAN_TILE: one tile with a callback too
+    for size in (1, 10, 62):
+        other = surface_2d(model, theta, d1, d2, X, y, **grid, tile_size=size)
+        assert_array_equal(other.loss, one.loss)
+        assert_array_equal(other.accuracy, one.accuracy)
+    assert_array_equal(tiled.loss, one.loss)
+
+
 def test_progress_bar_with_and_without_tqdm(monkeypatch, capsys):
     model, theta, X, y = _mlp_problem(n=20)
     d = D.random(model, theta, seed=1)
