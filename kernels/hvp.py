@@ -403,6 +403,9 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarra
     workers : int
         Threads that run the sample blocks of a pass concurrently (each with single-threaded
         BLAS). Speed only: the blocks and the order in which their results are added are fixed.
+        A single vector runs on the calling thread: handing its blocks to the pool costs more
+        than it saves (MLP 64-32-10 on 1 797 samples: 1.86 ms on one thread, 2.77 ms on two;
+        from two vectors on, two threads win: 3.17 vs 3.64 ms).
 
     Returns
     -------
@@ -411,7 +414,7 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarra
     K = V.shape[0]
     out = np.empty_like(V)
     step = max(1, int(vec_chunk))
-    workers = max(1, min(int(workers), cache.n_blocks))
+    workers = 1 if K == 1 else max(1, min(int(workers), cache.n_blocks))
     with cache.lock, serial_blas():
         for k0 in range(0, K, step):
             k1 = min(K, k0 + step)
