@@ -78,8 +78,9 @@ def test_second_process_does_not_recompile(tmp_path):
         model.loss(theta, X, y); model.grad(theta, X, y); model.hvp(theta, theta, X, y)
         model.logits(theta, X)
         from fastscape.kernels import hvp
-        kernels = [mlp.output_loss_serial, mlp.output_loss_block, hvp.activation_cache, hvp.output_cache,
-                   hvp.backward_cache, hvp.r_forward_layer, hvp.r_output, hvp.r_backward_layer]
+        kernels = [mlp.output_loss_serial, mlp.output_loss_block, hvp.activation_cache,
+                   hvp.output_cache, hvp.backward_cache, hvp.r_forward_layer, hvp.r_output,
+                   hvp.r_backward_layer]
         print(json.dumps({
             "hits": sum(sum(k.stats.cache_hits.values()) for k in kernels),
             "misses": sum(sum(k.stats.cache_misses.values()) for k in kernels),
