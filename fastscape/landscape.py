@@ -151,7 +151,9 @@ def _check_basis(basis, P: int | None) -> np.ndarray:
     return B
 
 
-def _fingerprint(target: _Target, basis, coef, tile: int, device: str = "cpu") -> str:
+def _fingerprint(
+    target: _Target, basis, coef, tile: int, device: str = "cpu", dtype: str = "float64"
+) -> str:
     h = hashlib.sha256()
     fn = getattr(target.fn, "py_func", target.fn)
     if target.kind in ("mlp", "analytic"):
@@ -161,7 +163,7 @@ def _fingerprint(target: _Target, basis, coef, tile: int, device: str = "cpu") -
     block = config.span_block_for(basis.shape[0], target.fn.sizes[1]) if target.data else 0
     key = (target.kind, name, tile, block)
     if device == "cuda":  # GPU tiles round differently: a checkpoint belongs to one device
-        key += (device, config.CUDA_SPAN_BLOCK, config.CUDA_SPAN_SLOTS)
+        key += (device, dtype, config.CUDA_SPAN_BLOCK, config.CUDA_SPAN_SLOTS)
     h.update(repr(key).encode())
     for arr in (basis, coef) + ((target.data.X, target.data.Y) if target.data else ()):
         h.update(repr(arr.shape).encode())
@@ -178,11 +180,11 @@ def _work(target: _Target, K: int, m: int) -> float:
     return float(m) * n * (K * sizes[1] + tail)
 
 
-def _run_tile(target: _Target, basis, coef, n_threads, device: str = "cpu"):
+def _run_tile(target: _Target, basis, coef, n_threads, device: str = "cpu", dtype="float64"):
     with threads(n_threads):
         if target.kind == "mlp":
             model = target.fn
-            loss, acc = _device.span_eval(model, basis, coef, target.data, device)
+            loss, acc = _device.span_eval(model, basis, coef, target.data, device, dtype)
             return loss, (acc if model.is_classifier else None)
         if target.kind == "analytic":
             return _span.span_analytic(target.fn.code, basis, coef, config.SPAN_POINT_CHUNK), None
@@ -208,6 +210,7 @@ def evaluate(
     on_tile: Callable[[int, int], None] | None = None,
     n_threads: int | None = None,
     device: str = "cpu",
+    dtype: str = "float64",
 ) -> Evaluation:
     """Loss (and accuracy) at the m points ``theta_j = coefficients[j] @ basis``.
 
@@ -242,18 +245,23 @@ def evaluate(
     device : {"cpu", "cuda"}
         Where MLP points are evaluated (the data are copied to the GPU once per call);
         functions f(theta) run on the CPU. The CUDA engine agrees with the CPU to rtol 1e-10.
+    dtype : {"float64", "float32"}
+        Working precision of the MLP engine; ``"float32"`` with ``device="cuda"`` only (the
+        forward pass in float32, sums in float64: about 1e-6 relative error on the loss, see
+        ``docs/cuda.md``).
 
     Returns
     -------
     Evaluation
         ``loss`` (m,) and ``accuracy`` (m,) or None.
     """
+    _device.check_dtype(dtype, _device.resolve_device(device))
     target = _target(model, X, y)
     basis = _check_basis(basis, target.P)
-    if _device.resolve_device(device) == "cuda":
+    if device == "cuda":
         if target.kind != "mlp":
             raise ValueError("device='cuda' evaluates MLPs; functions f(theta) run on the CPU")
-        target = target._replace(data=_device.to_device(target.data))
+        target = target._replace(data=_device.to_device(target.data, dtype))
     K = basis.shape[0]
     C = as_float_array(coefficients, "coefficients", 2)
     if C.shape[1] != K:
@@ -282,7 +290,7 @@ def evaluate(
     if checkpoint_dir is not None:
         ckpt = Path(checkpoint_dir)
         ckpt.mkdir(parents=True, exist_ok=True)
-        fp = _fingerprint(target, basis, C, tile, device)
+        fp = _fingerprint(target, basis, C, tile, device, dtype)
         manifest = ckpt / "manifest.json"
         if manifest.exists():
             info = json.loads(manifest.read_text())
@@ -310,7 +318,9 @@ def evaluate(
             if done[t]:
                 continue
             e = min(m, s + tile)
-            tl, ta = _run_tile(target, basis, np.ascontiguousarray(C[s:e]), n_threads, device)
+            tl, ta = _run_tile(
+                target, basis, np.ascontiguousarray(C[s:e]), n_threads, device, dtype
+            )
             loss[s:e] = tl
             if acc is not None:
                 acc[s:e] = ta
@@ -432,7 +442,8 @@ def slice_1d(
     progress : bool or None
         See :func:`evaluate` (None: a bar when it would take over a second).
     **engine
-        ``tile_size``, ``checkpoint_dir``, ``on_tile``, ``n_threads`` of :func:`evaluate`.
+        ``tile_size``, ``checkpoint_dir``, ``on_tile``, ``n_threads``, ``device``, ``dtype`` of
+        :func:`evaluate`.
 
     Returns
     -------
@@ -481,7 +492,8 @@ def surface_2d(
     progress : bool or None
         See :func:`evaluate`.
     **engine
-        ``tile_size``, ``checkpoint_dir``, ``on_tile``, ``n_threads`` of :func:`evaluate`.
+        ``tile_size``, ``checkpoint_dir``, ``on_tile``, ``n_threads``, ``device``, ``dtype`` of
+        :func:`evaluate`.
 
     Returns
     -------

@@ -147,7 +147,7 @@ def linear_path(
         Default 51 points on [0, 1]; an int n means n points.
     progress : bool or None
     **engine
-        ``tile_size``, ``checkpoint_dir``, ``on_tile``, ``n_threads`` of
+        ``tile_size``, ``checkpoint_dir``, ``on_tile``, ``n_threads``, ``device``, ``dtype`` of
         :func:`fastscape.landscape.evaluate`.
 
     Returns

@@ -257,3 +257,19 @@ def test_cli_device_option_parses(command, capsys):
         parser.parse_args([command, "--device", "gpu"])
     assert exc.value.code == 2
     assert "invalid choice: 'gpu'" in capsys.readouterr().err
+
+
+def test_float32_landscape_needs_the_gpu_and_a_known_dtype():
+    """dtype is checked by the public engine before any work, naming the argument."""
+    from fastscape.landscape import evaluate
+
+    model, theta, X, y = make_problem(MODEL_CASES[0], n=10)
+    basis, coef = theta[None, :], np.ones((2, 1))
+    with pytest.raises(ValueError, match="dtype='float32' is available with device='cuda' only"):
+        evaluate(model, basis, coef, X, y, dtype="float32")
+    with pytest.raises(ValueError, match="unknown dtype 'float16'"):
+        evaluate(model, basis, coef, X, y, dtype="float16")
+    np.testing.assert_array_equal(
+        evaluate(model, basis, coef, X, y, dtype="float64").loss,
+        evaluate(model, basis, coef, X, y).loss,
+    )

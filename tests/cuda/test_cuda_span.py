@@ -155,3 +155,22 @@ def test_public_landscape_api_on_cuda():
         from fastscape.landscape import evaluate
 
         evaluate(rosenbrock, np.eye(2), np.ones((1, 2)), device="cuda")
+
+
+def test_public_landscape_api_in_float32():
+    """dtype="float32" through surface_2d / linear_path: the float32 engine's accuracy."""
+    from fastscape.landscape import surface_2d
+    from fastscape.paths import linear_path
+
+    model, theta, X, y = make_problem(MODEL_CASES[7], n=20, seed=7)
+    rng = np.random.default_rng(8)
+    d1, d2 = rng.normal(size=(2, model.n_params))
+    kw = dict(alphas=3, betas=2, progress=False)
+    f32 = surface_2d(model, theta, d1, d2, X, y, device="cuda", dtype="float32", **kw)
+    f64 = surface_2d(model, theta, d1, d2, X, y, **kw)
+    assert f32.loss.dtype == np.float64
+    assert_allclose(f32.loss, f64.loss, rtol=1e-5)
+    assert not np.array_equal(f32.loss, f64.loss)  # float32 arithmetic really ran
+    path = linear_path(model, theta, theta + d1, X, y, ts=4, progress=False, device="cuda",
+                       dtype="float32")  # fmt: skip
+    assert_allclose(path.loss, linear_path(model, theta, theta + d1, X, y, ts=4).loss, rtol=1e-5)
