@@ -276,6 +276,29 @@ def mlp_loss_grad(
     return float(value), g
 
 
+def cpu_hvp_operator(model, theta: np.ndarray, data: Batch):
+    """The CPU's HVP operator at ``theta``: the pass at theta computed once, here.
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) float64, validated
+    data : Batch, validated
+
+    Returns
+    -------
+    callable
+        ``V (K, P) -> (K, P)`` (C-contiguous float64, validated): rows ``H @ V[k]``, on
+        ``numba.get_num_threads()`` threads at call time.
+    """
+    cache = _hvp.forward_cache(
+        theta, model._sizes_arr, model._act, model._loss, data.X, data.Y,
+        config.HVP_SAMPLE_BLOCK,
+    )  # fmt: skip
+    chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES)
+    return lambda V: _hvp.block_hvp(cache, V, chunk, numba.get_num_threads())
+
+
 def mlp_hvp(
     model,
     theta: np.ndarray,
@@ -302,12 +325,7 @@ def mlp_hvp(
     """
     if resolve_device(device) == "cpu":
         check_dtype(dtype, device)
-        cache = _hvp.forward_cache(
-            theta, model._sizes_arr, model._act, model._loss, data.X, data.Y,
-            config.HVP_SAMPLE_BLOCK,
-        )  # fmt: skip
-        chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES)
-        return _hvp.block_hvp(cache, V, chunk, numba.get_num_threads())
+        return cpu_hvp_operator(model, theta, data)(V)
     dt = check_dtype(dtype, device)
     km = _cuda_mlp()
     n_units = int(sum(model.sizes[1:]))

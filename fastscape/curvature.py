@@ -19,13 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import scipy.sparse.linalg as spla
 
-from . import _device, config
+from . import _device
 from ._validation import as_float_array, check_choice, check_positive_float, check_positive_int
-from .kernels import hvp as _hvp
 from .models import MLP, Batch
 
 __all__ = [
@@ -499,15 +497,11 @@ def hessian_matvec(model: MLP, theta, X, y=None, *, device: str = "cpu") -> Matv
 
         return matvec_cuda
 
-    cache = _hvp.forward_cache(
-        theta, model._sizes_arr, model._act, model._loss, data.X, data.Y,
-        config.HVP_SAMPLE_BLOCK,
-    )  # fmt: skip
-    chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES)
+    apply = _device.cpu_hvp_operator(model, theta, data)
 
     def matvec(V):
         V = check(V)
-        out = _hvp.block_hvp(cache, np.atleast_2d(V), chunk, numba.get_num_threads())
+        out = apply(np.ascontiguousarray(np.atleast_2d(V)))
         return out[0] if V.ndim == 1 else out
 
     return matvec
