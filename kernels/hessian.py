@@ -36,7 +36,15 @@ from numba import prange
 
 from ._blas import matmul, serial_blas
 from ._jit import jit
-from .mlp import LOGISTIC, MSE, RELU, SIGMOID, TANH, layout
+from .mlp import (
+    LOGISTIC,
+    MSE,
+    _forward_block,
+    _layers,
+    activation_d1_array,
+    activation_d2_array,
+    layout,
+)
 
 
 # ----------------------------------------------------------------------------- packing
@@ -135,28 +143,6 @@ def scatter_offdiagonal(R, rows, cols, scale, H):
 
 
 # ----------------------------------------------------------------------------- per-sample factors
-def _act(act, z):
-    if act == TANH:
-        return np.tanh(z)
-    if act == RELU:
-        return np.maximum(z, 0.0)
-    if act == SIGMOID:
-        return 0.5 * (1.0 + np.tanh(0.5 * z))
-    return z
-
-
-def _act_d1_d2(act, z, a):
-    if act == TANH:
-        d1 = 1.0 - a * a
-        return d1, -2.0 * a * d1
-    if act == RELU:
-        return (z > 0.0).astype(np.float64), np.zeros_like(z)
-    if act == SIGMOID:
-        d1 = a * (1.0 - a)
-        return d1, d1 * (1.0 - 2.0 * a)
-    return np.ones_like(z), np.zeros_like(z)
-
-
 def _output(loss_kind, z, Y):
     """Per-sample dℓ/dz (B, c) and d²ℓ/dz² (B, c, c) from the logits z (B, c)."""
     B, c = z.shape
@@ -175,29 +161,25 @@ def _output(loss_kind, z, Y):
     return g, Hout
 
 
-def _factors(theta, sizes, act, loss_kind, X, Y, w_off, b_off):
+def _factors(theta, sizes, act, loss_kind, X, Y):
     """Augmented activations ã_{l-1} (B, d_l), f'(z_l), g_l, ℋ_l and T_{l,k} of a sample block.
 
     Lists are indexed by layer 0 .. L-1 (layer l + 1 in the module notation).
     """
     L = len(sizes) - 1
     B = X.shape[0]
-    W = [theta[w_off[l] : b_off[l]].reshape(sizes[l + 1], sizes[l]) for l in range(L)]
-    b = [theta[b_off[l] : b_off[l] + sizes[l + 1]] for l in range(L)]
-    aug, d1, d2 = [], [], []
-    a = X
-    for l in range(L):
-        t = np.empty((B, sizes[l] + 1))
+    layers = _layers(theta, sizes)
+    W = [w for w, _ in layers]
+    Zs, As = _forward_block(layers, act, X)
+    aug = []
+    for a in As:
+        t = np.empty((B, a.shape[1] + 1))
         t[:, :-1] = a
         t[:, -1] = 1.0
         aug.append(t)
-        z = matmul(a, W[l].T)
-        z += b[l]
-        if l < L - 1:
-            a = _act(act, z)
-            f1, f2 = _act_d1_d2(act, z, a)
-            d1.append(f1)
-            d2.append(f2)
+    d1 = [activation_d1_array(act, Zs[l], As[l + 1]) for l in range(L - 1)]
+    d2 = [activation_d2_array(act, Zs[l], As[l + 1]) for l in range(L - 1)]
+    z = Zs[-1]
     g_last, Hcur = _output(loss_kind, z, Y)
     g = [None] * L
     Hz = [None] * L
@@ -290,9 +272,7 @@ def mlp_hessian(theta, sizes, act, loss_kind, X, Y, block):
         s1 = min(n, s0 + block)
         B = s1 - s0
         with serial_blas():  # the small batched products of the factors: reproducible too
-            aug, d1, g, Hz, T = _factors(
-                theta, sizes, act, loss_kind, X[s0:s1], Y[s0:s1], w_off, b_off
-            )
+            aug, d1, g, Hz, T = _factors(theta, sizes, act, loss_kind, X[s0:s1], Y[s0:s1])
         for l in range(L):
             h, d = dims[l]
             U = np.empty((B, h * (h + 1) // 2))

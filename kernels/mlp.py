@@ -274,6 +274,16 @@ def activation_d1_array(act, Z, A):
     return np.ones_like(Z)
 
 
+def activation_d2_array(act, Z, A):
+    """f''(Z) given A = f(Z), a new array."""
+    if act == TANH:
+        return -2.0 * A * (1.0 - A * A)
+    if act == SIGMOID:
+        d1 = A * (1.0 - A)
+        return d1 * (1.0 - 2.0 * A)
+    return np.zeros_like(Z)
+
+
 def _layers(theta, sizes):
     """Views (W_l (out, in), b_l (out,)) of every layer."""
     out = []
