@@ -70,6 +70,133 @@ def test_planted_spectrum_recovered():
         np.testing.assert_allclose(r.eigenvalues, want, rtol=1e-10)
 
 
+_ORDERS = {
+    "LA": lambda lam: np.sort(lam)[::-1],
+    "SA": lambda lam: np.sort(lam),
+    "LM": lambda lam: lam[np.argsort(-np.abs(lam), kind="stable")],
+}
+
+
+def _counted(A):
+    count = [0]
+
+    def mv(V):
+        count[0] += V.shape[0]
+        return V @ A
+
+    return mv, count
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+@pytest.mark.parametrize("k", [1, 4])
+def test_lanczos_matches_eigh_on_known_spectra(which, k):
+    rng = np.random.default_rng(17)
+    lam = np.concatenate([[5.0, -4.5, 3.0, -2.0, 1.8], rng.uniform(-1.5, 1.5, 75)])
+    A, _, _ = _planted(80, seed=21, spectrum=lam)
+    mv, count = _counted(A)
+    res = C.lanczos(mv, 80, k, which, tol=1e-10, seed=1, batched=True)
+    want = _ORDERS[which](lam)[:k]
+    np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-9)
+    assert res.converged.all() and (res.residuals <= 1e-9).all()
+    assert res.n_matvecs == count[0] and (res.iterations == count[0]).all()
+    # the residuals reported are those of the returned pairs
+    true = np.linalg.norm(res.eigenvectors @ A - want[:, None] * res.eigenvectors, axis=1)
+    np.testing.assert_allclose(res.residuals, true / np.abs(want), rtol=1e-3, atol=1e-13)
+    np.testing.assert_allclose(np.linalg.norm(res.eigenvectors, axis=1), 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("tol", [1e-3, 1e-6, 1e-10])
+def test_lanczos_honours_tol_and_stops_early(tol):
+    rng = np.random.default_rng(5)
+    lam = np.concatenate([[2.0, 1.9, 1.8], rng.uniform(-1.0, 1.7, 197)])
+    A, _, _ = _planted(200, seed=4, spectrum=lam)
+    res = C.lanczos(lambda v: A @ v, 200, 3, "LA", tol=tol, seed=0)
+    assert res.converged.all()
+    assert (res.residuals <= 3 * tol).all(), res.residuals
+    # eigenvalue errors are second order in the residual
+    assert np.abs(res.eigenvalues - [2.0, 1.9, 1.8]).max() <= max(10 * tol**2 * 2.0 / 0.1, 1e-12)
+    # a looser tolerance never needs more operator applications
+    if tol < 1e-3:
+        loose = C.lanczos(lambda v: A @ v, 200, 3, "LA", tol=1e-3, seed=0)
+        assert loose.n_matvecs < res.n_matvecs
+
+
+def test_lanczos_thick_restart_with_small_basis():
+    rng = np.random.default_rng(8)
+    lam = np.concatenate([[3.0, 2.5, -2.8, 2.2], rng.uniform(-2.0, 2.0, 296)])
+    A, _, _ = _planted(300, seed=6, spectrum=lam)
+    mv, count = _counted(A)
+    res = C.lanczos(mv, 300, 3, "LM", tol=1e-9, ncv=8, seed=2, batched=True)
+    np.testing.assert_allclose(res.eigenvalues, [3.0, -2.8, 2.5], rtol=1e-9)
+    assert res.converged.all() and (res.residuals <= 3e-9).all()
+    assert res.n_matvecs == count[0] > 8  # the basis of 8 vectors was restarted
+    full = C.lanczos(lambda v: A @ v, 300, 3, "LM", tol=1e-9, ncv=120, seed=2)
+    np.testing.assert_allclose(full.eigenvalues, res.eigenvalues, rtol=1e-9)
+    # too few restarts: reported, not hidden
+    short = C.lanczos(lambda v: A @ v, 300, 3, "LM", tol=1e-12, ncv=6, maxiter=2, seed=2)
+    assert not short.converged.all() and short.n_matvecs <= 6 + 2 * 2
+
+
+def test_lanczos_clustered_and_repeated_eigenvalues():
+    rng = np.random.default_rng(3)
+    clustered = np.concatenate([[3.0, 3.0 - 1e-4, 3.0 - 2e-4], rng.uniform(-1, 1, 57)])
+    A, _, _ = _planted(60, seed=9, spectrum=clustered)
+    res = C.lanczos(lambda v: A @ v, 60, 3, "LA", tol=1e-10)
+    np.testing.assert_allclose(res.eigenvalues, clustered[:3], rtol=1e-12)
+    assert res.converged.all()
+    # a triple top eigenvalue: the eigenvalue and a vector of its eigenspace
+    repeated = np.concatenate([[4.0, 4.0, 4.0], rng.uniform(-1, 1, 57)])
+    A, _, Q = _planted(60, seed=10, spectrum=repeated)
+    res = C.lanczos(lambda v: A @ v, 60, 1, "LA", tol=1e-10)
+    np.testing.assert_allclose(res.eigenvalues, [4.0], rtol=1e-12)
+    inside = np.linalg.norm(res.eigenvectors[0] @ Q[:, :3])
+    np.testing.assert_allclose(inside, 1.0, atol=1e-10)
+
+
+def test_lanczos_small_space_and_zero_operator():
+    A, lam, _ = _planted(6, seed=12)
+    res = C.lanczos(lambda v: A @ v, 6, 5, "LA", tol=0.0)  # the whole space
+    np.testing.assert_allclose(res.eigenvalues, np.sort(lam)[::-1][:5], rtol=1e-12)
+    assert res.converged.all()
+    zero = C.lanczos(lambda v: 0.0 * v, 6, 2, "LM", tol=1e-8)
+    np.testing.assert_array_equal(zero.eigenvalues, 0.0)
+    assert zero.converged.all()
+
+
+def test_lanczos_seed_and_warm_start(model_case):
+    model, theta, X, y, (vals, _) = model_case
+    a = C.top_eigen(model, theta, X, y, k=2, method="lanczos", which="LA", tol=1e-8, seed=3)
+    b = C.top_eigen(model, theta, X, y, k=2, method="lanczos", which="LA", tol=1e-8, seed=3)
+    np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
+    np.testing.assert_array_equal(a.eigenvectors, b.eigenvectors)
+    np.testing.assert_allclose(a.eigenvalues, np.sort(vals)[::-1][:2], rtol=1e-9)
+    cold = C.top_eigen(model, theta, X, y, k=1, method="lanczos", which="LA", tol=1e-8)
+    warm = C.top_eigen(
+        model, theta, X, y, k=1, method="lanczos", which="LA", tol=1e-8, v0=cold.eigenvectors
+    )
+    assert warm.converged.all() and warm.n_matvecs < cold.n_matvecs
+    np.testing.assert_allclose(warm.eigenvalues, cold.eigenvalues, rtol=1e-10)
+
+
+def test_lanczos_bad_inputs():
+    A, _, _ = _planted(10, seed=1)
+    mv = lambda v: A @ v  # noqa: E731
+    with pytest.raises(ValueError, match="ncv must satisfy"):
+        C.lanczos(mv, 10, 3, ncv=3)
+    with pytest.raises(ValueError, match="ncv must satisfy"):
+        C.lanczos(mv, 10, 3, ncv=11)
+    with pytest.raises(ValueError, match="tol must be finite"):
+        C.lanczos(mv, 10, 1, tol=-1e-3)
+    with pytest.raises(ValueError, match="maxiter must be >= 1"):
+        C.lanczos(mv, 10, 1, maxiter=0)
+    with pytest.raises(ValueError, match="v0 has length"):
+        C.lanczos(mv, 10, 1, v0=np.ones(9))
+    with pytest.raises(ValueError, match="matvec returned shape"):
+        C.lanczos(lambda v: np.ones(9), 10, 1)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        C.lanczos(lambda v: np.full(10, np.inf), 10, 1)
+
+
 def test_power_iteration_stopping_rule_and_counts():
     A, _lam, _ = _planted(25, seed=5, spectrum=np.concatenate([[3.0], np.linspace(0, 1, 24)]))
     res = C.power_iteration(lambda v: A @ v, 25, tol=1e-8, seed=0)
@@ -226,6 +353,7 @@ def test_results_do_not_depend_on_thread_count(model_case):
         with fastscape.threads(n):
             out.append((
                 C.top_eigen(model, theta, X, y, k=2, method="power", maxiter=50).eigenvalues,
+                C.top_eigen(model, theta, X, y, k=2, method="lanczos", tol=1e-6).eigenvectors,
                 C.hessian_trace(model, theta, X, y, n_samples=10).estimate,
                 C.spectral_density(model, theta, X, y, n_runs=2, n_iter=10).density,
             ))  # fmt: skip
