@@ -370,6 +370,7 @@ def span_eval(
         return _span.span_eval(
             basis, coef, model._sizes_arr, model._act, model._loss, data.X, data.Y,
             config.span_block_for(K, h1), config.SPAN_POINT_CHUNK, config.SPAN_SUB_BLOCK,
+            config.SPAN_SCRATCH_BYTES,
         )  # fmt: skip
     dt = check_dtype(dtype, device)
     return _cuda_span().span_eval(

@@ -851,28 +851,416 @@ def scalar_sums3(loss_kind, cnt, F0, c0, F1, c1, F2, c2, y, bits):
     return total, hits
 
 
+# Logistic loss without a transcendental per sample and point (issue 6, B1). With
+# z = sum_t c_t F_t, exp(z) = prod_t exp(c_t F_t) and exp(-z) = prod_t exp(-c_t F_t), so
+#   softplus(z) - y z = max((1 - 2y) z, 0) + log1p(u),   u = min(exp(z), exp(-z)),
+# and a sum of log1p is the log of a product: a (point, sample) pays a few multiplies, a min
+# and a max, and each (point, chunk of PRODUCT_CHUNK samples) one log. The factors
+# exp(+-c F_k[i]) depend on a coefficient value, not on a point: a grid's 1 + 2 * 100 values
+# serve its 101 * 101 points (tables of T = exp(c F_k) and N = exp(-c F_k), built once per
+# block). Points sharing their leading terms (a grid row) go four at a time through one loop
+# that loads the shared rows once.
+#: Samples per product in :func:`logistic_product_group`: factors (1 + u) <= 2, so a product
+#: of 1000 stays below 2**1000 (no overflow).
+PRODUCT_CHUNK = 1000
+#: Below this u, log1p(u) is summed as its degree-4 Taylor polynomial (relative error
+#: u**4 / 5 < 2e-17) instead of entering the product, where the rounding of 1 + u would lose
+#: the relative accuracy of a small loss.
+_TINY_U = 1e-4
+#: Largest sum_t |c_t| max|F_t| (a bound on |z|) at which every u = exp(-|z|) >= 1e-4, so the
+#: product path needs no Taylor split (:func:`logistic_product_group`).
+PLAIN_REACH = 9.21
+#: Largest sum_t |c_t| max|F_t| of the product path: exp of any partial sum stays a normal
+#: double (exp(709.8) overflows; exp(-708) is the smallest normal).
+EXP_PRODUCT_RANGE = 700.0
+
+
+@jit()
+def exp_bounded(x, bits, scale, i):
+    """exp(x) for |x| <= 708, branch-free: the body of a vectorisable loop over i.
+
+    ``x = k ln2 + r`` with k = round(x / ln2) (Cody-Waite halves of ln2), ``exp(r)`` by the
+    Chebyshev polynomial of :func:`exp_neg` evaluated at ``-r``, and ``2**k`` from its exponent
+    bits in ``bits[i]`` (int64 scratch, read back through ``scale = bits.view(np.float64)``).
+    Relative error a few ulp plus about |x| ulp from the reduction.
+    """
+    k = np.floor(x * _INV_LN2 + 0.5)
+    bits[i] = (1023 + np.int64(k)) << 52
+    r = (k * _LN2_HI - x) + k * _LN2_LO  # -(x - k ln2)
+    p = -2.5110037605963777e-08
+    p = p * r + 2.763263963904103e-07
+    p = p * r - 2.755724091857897e-06
+    p = p * r + 2.4801485482328494e-05
+    p = p * r - 0.00019841269890047113
+    p = p * r + 0.0013888888952314775
+    p = p * r - 0.008333333333319601
+    p = p * r + 0.0416666666664881
+    p = p * r - 0.1666666666666668
+    p = p * r + 0.5000000000000019
+    p = p * r - 1.0
+    p = p * r + 1.0
+    return p * scale[i]
+
+
+@jit()
+def exp_row(F, c, out, bits):
+    """out[i] = exp(c F[i]) (:func:`exp_bounded`), one vectorised pass; |c F[i]| <= 708."""
+    scale = bits.view(np.float64)
+    for i in range(F.shape[0]):
+        out[i] = exp_bounded(c * F[i], bits, scale, i)
+
+
 @jit(parallel=True)
-def span_block_scalar(coef, F, y, loss_kind, point_chunk, loss_out, hits_out):
+def exp_tables(F, rows, values, T, N):
+    """T[r] = exp(values[r] F[rows[r]]) and N[r] = exp(-values[r] F[rows[r]]) for the R shared
+    factors of one block (:func:`exp_row`).
+
+    Parameters
+    ----------
+    F : (K, B) float64
+    rows : (R,) int64
+    values : (R,) float64
+    T, N : (R, B) float64, written
+    """
+    R, B = T.shape
+    for r in prange(R):
+        bits = np.empty(B, np.int64)
+        exp_row(F[rows[r]], values[r], T[r], bits)
+        exp_row(F[rows[r]], -values[r], N[r], bits)
+
+
+@jit()
+def product_chunk4(bz, F, bT, bN, sg, yb, c0, T0, N0, c1, T1, N1, c2, T2, N2, c3, T3, N3):
+    """Sums of four points over one chunk of samples (at most :data:`PRODUCT_CHUNK`), one
+    vectorised pass that loads the shared rows once.
+
+    The four points share the base arrays (:func:`product_base`) and the column F of their
+    last term; point p has ``z = bz + c_p F``, ``exp(z) = bT T_p``, ``exp(-z) = bN N_p``. Per
+    sample ``softplus(z) - y z = max(sg z, 0) + log1p(u)`` with ``sg = 1 - 2 y`` (exact for
+    0/1 targets) and ``u = min(exp(z), exp(-z))``; the log1p terms enter the product of the
+    ``1 + u`` (the plain path: every u >= 1e-4, see :func:`logistic_product_group`). A sample
+    is a hit when ``(z > 0) == yb``.
+
+    Returns
+    -------
+    tuple of 12
+        (exact-part sum, product of the 1 + u, hits) of points 0 to 3.
+    """
+    l0 = 0.0
+    l1 = 0.0
+    l2 = 0.0
+    l3 = 0.0
+    p0 = 1.0
+    p1 = 1.0
+    p2 = 1.0
+    p3 = 1.0
+    h0 = 0
+    h1 = 0
+    h2 = 0
+    h3 = 0
+    for i in range(sg.shape[0]):
+        b = bz[i]
+        f = F[i]
+        et = bT[i]
+        en = bN[i]
+        g = sg[i]
+        yi = yb[i]
+        z = b + c0 * f
+        p0 *= 1.0 + min(et * T0[i], en * N0[i])
+        l0 += max(g * z, 0.0)
+        h0 += (z > 0.0) == yi
+        z = b + c1 * f
+        p1 *= 1.0 + min(et * T1[i], en * N1[i])
+        l1 += max(g * z, 0.0)
+        h1 += (z > 0.0) == yi
+        z = b + c2 * f
+        p2 *= 1.0 + min(et * T2[i], en * N2[i])
+        l2 += max(g * z, 0.0)
+        h2 += (z > 0.0) == yi
+        z = b + c3 * f
+        p3 *= 1.0 + min(et * T3[i], en * N3[i])
+        l3 += max(g * z, 0.0)
+        h3 += (z > 0.0) == yi
+    return l0, p0, h0, l1, p1, h1, l2, p2, h2, l3, p3, h3
+
+
+@jit()
+def product_chunk_split(bz, F, c, bT, T, bN, N, sg, yb):
+    """One point over one chunk as :func:`product_chunk4`, with u below 1e-4 (where the
+    rounding of 1 + u and of the product would be large against log1p(u)) summed instead as
+    its degree-4 Taylor polynomial (relative error < 2e-17), by arithmetic selects (a
+    conditional expression would stop LLVM from vectorising the loop).
+
+    Returns
+    -------
+    (exact-part sum, sum of the Taylor terms, product of the other 1 + u, hits)
+    """
+    lin = 0.0
+    small = 0.0
+    prod = 1.0
+    hits = 0
+    for i in range(sg.shape[0]):
+        z = bz[i] + c * F[i]
+        u = min(bT[i] * T[i], bN[i] * N[i])
+        us = u * (u < _TINY_U)
+        small += us * (1.0 - us * (0.5 - us * (1.0 / 3.0 - 0.25 * us)))
+        # not 1 + (u - us): with reassociation allowed LLVM may form (1 + u) - us
+        prod *= 1.0 + u * (u >= _TINY_U)
+        lin += max(sg[i] * z, 0.0)
+        hits += (z > 0.0) == yb[i]
+    return lin, small, prod, hits
+
+
+@jit()
+def product_base(cnt, F0, c0, T0, N0, F1, c1, T1, N1, bz, bT, bN):
+    """The leading ``cnt - 1`` terms of a product-path point, summed once for its run of
+    points (consecutive points that differ only in their last term, as along a grid row):
+    ``bz = sum_t c_t F_t``, ``bT = prod_t T_t``, ``bN = prod_t N_t``; (0, 1, 1) for cnt = 1.
+    Rows of unused terms may be any readable rows."""
+    B = bz.shape[0]
+    if cnt == 1:
+        for i in range(B):
+            bz[i] = 0.0
+            bT[i] = 1.0
+            bN[i] = 1.0
+    elif cnt == 2:
+        for i in range(B):
+            bz[i] = c0 * F0[i]
+            bT[i] = T0[i]
+            bN[i] = N0[i]
+    else:
+        for i in range(B):
+            bz[i] = c0 * F0[i] + c1 * F1[i]
+            bT[i] = T0[i] * T1[i]
+            bN[i] = N0[i] * N1[i]
+
+
+@jit()
+def logistic_product_split(F, c, T, N, bz, bT, bN, sg, yb):
+    """Logistic loss and hit sums of one point over one block by the split product
+    (:func:`product_chunk_split`), one log per chunk. Returns (loss sum, hits)."""
+    B = sg.shape[0]
+    lin = 0.0
+    small = 0.0
+    logs = 0.0
+    hits = 0.0
+    for lo in range(0, B, PRODUCT_CHUNK):
+        hi = min(B, lo + PRODUCT_CHUNK)
+        # a separate function per chunk: LLVM leaves an inner loop with these reductions
+        # scalar when it is nested in the chunk loop
+        a, b, prod, h = product_chunk_split(
+            bz[lo:hi], F[lo:hi], c, bT[lo:hi], T[lo:hi], bN[lo:hi], N[lo:hi], sg[lo:hi],
+            yb[lo:hi],
+        )  # fmt: skip
+        lin += a
+        small += b
+        logs += math.log(prod)
+        hits += h
+    return lin + small + logs, hits
+
+
+@jit()
+def _row(T, own, r, p, lo, hi):
+    """Samples lo:hi of row r of a table, or of row p of a point's own rows when r < 0."""
+    return T[r, lo:hi] if r >= 0 else own[p, lo:hi]
+
+
+@jit()
+def logistic_product_group(
+    F, bz, bT, bN, sg, yb, cs, rows, T, N, ownT, ownN, js, loss_out, hits_out
+):  # fmt: skip
+    """Logistic loss and hit sums over one block of up to four plain-path points that share
+    their base arrays and last column (:func:`product_chunk4`), one log per point and chunk.
+
+    The product of the 1 + u over a chunk stays below 2**PRODUCT_CHUNK. Its rounding (of each
+    1 + u and of each multiply, 2**-53 each) is an absolute error of at most ~2.2e-16 per
+    sample, against a log1p(u) of at least 1e-4 per sample on the plain path: at most
+    ~2.2e-12 relative. Slots with ``js[p] < 0`` are padding (computed, not written): every
+    point goes through the same four-point loop, so its bits do not depend on its group.
+
+    Parameters
+    ----------
+    F, bz, bT, bN, sg : (B,) float64
+    yb : (B,) bool
+    cs : (4,) float64
+        Last coefficient of each point.
+    rows : (4,) int64
+        Row of T and N with ``exp(+-c_p F)`` for point p, or -1: row p of ownT and ownN.
+    T, N : (R, B) float64
+    ownT, ownN : (4, B) float64
+    js : (4,) int64
+        Output slot of each point, or -1.
+    loss_out, hits_out : (m,) float64, written at js
+    """
+    B = sg.shape[0]
+    tot = np.zeros(4)
+    hit = np.zeros(4)
+    r0, r1, r2, r3 = rows[0], rows[1], rows[2], rows[3]
+    for lo in range(0, B, PRODUCT_CHUNK):
+        hi = min(B, lo + PRODUCT_CHUNK)
+        r = product_chunk4(
+            bz[lo:hi], F[lo:hi], bT[lo:hi], bN[lo:hi], sg[lo:hi], yb[lo:hi],
+            cs[0], _row(T, ownT, r0, 0, lo, hi), _row(N, ownN, r0, 0, lo, hi),
+            cs[1], _row(T, ownT, r1, 1, lo, hi), _row(N, ownN, r1, 1, lo, hi),
+            cs[2], _row(T, ownT, r2, 2, lo, hi), _row(N, ownN, r2, 2, lo, hi),
+            cs[3], _row(T, ownT, r3, 3, lo, hi), _row(N, ownN, r3, 3, lo, hi),
+        )  # fmt: skip
+        tot[0] += r[0] + math.log(r[1])
+        hit[0] += r[2]
+        tot[1] += r[3] + math.log(r[4])
+        hit[1] += r[5]
+        tot[2] += r[6] + math.log(r[7])
+        hit[2] += r[8]
+        tot[3] += r[9] + math.log(r[10])
+        hit[3] += r[11]
+    for p in range(4):
+        if js[p] >= 0:
+            loss_out[js[p]] = tot[p]
+            hits_out[js[p]] = hit[p]
+
+
+@jit()
+def flush_group(F, bz, bT, bN, sg, yb, n_pend, cs, rows, js, T, N, ownT, ownN, loss_out, hits_out):
+    """Run the pending plain-path points (1 to 4) of a task as one four-point group; empty
+    slots repeat point 0 and are not written (:func:`logistic_product_group`)."""
+    for p in range(n_pend, 4):
+        cs[p] = cs[0]
+        rows[p] = rows[0]
+        js[p] = -1
+        if rows[0] < 0:
+            ownT[p] = ownT[0]
+            ownN[p] = ownN[0]
+    logistic_product_group(F, bz, bT, bN, sg, yb, cs, rows, T, N, ownT, ownN, js, loss_out,
+                           hits_out)  # fmt: skip
+
+
+@jit(parallel=True)
+def span_block_scalar(
+    coef, F, y, loss_kind, point_chunk, loss_out, hits_out, tix, T, N, Fmax, sg, yb, order
+):  # fmt: skip
     """Fast path of :func:`span_block` for one output and no hidden layer (logistic, linear).
 
-    ``F`` is (K, B): ``F[k] = X_blk w_k + b_k``; ``y`` (B,) the block's targets. A point with
-    1 to 3 non-zero coefficients (grids, slices, paths) forms its outputs and its loss in one
-    fused pass (:func:`scalar_sums3`); others form their B outputs with K_j vectorised axpys,
-    then the loss in one vectorised pass (:func:`logistic_block_sums` for logistic). Each point
-    is computed by one thread, with sums in an order fixed by B and its number of terms.
+    ``F`` is (K, B): ``F[k] = X_blk w_k + b_k``; ``y`` (B,) the block's targets. A logistic
+    point with 1 to 3 non-zero coefficients whose ``reach = sum_t |c_t| Fmax[k_t]`` (a bound
+    on |z|) is at most :data:`EXP_PRODUCT_RANGE` takes the product path: its factors
+    ``exp(+-c_t F_t)`` come from rows ``tix[j, t]`` of T and N when shared (``tix >= 0``) or are
+    formed by :func:`exp_row` (the same bits either way); the sums of its leading terms
+    (:func:`product_base`) are formed once per run of consecutive points of a task that share
+    them, and such points with ``reach <= PLAIN_REACH`` go four at a time through
+    :func:`logistic_product_group` (the same bits either way), the others one at a time
+    through :func:`logistic_product_split`. Other points with 1 to 3 non-zero coefficients
+    form their outputs and their loss in one fused pass (:func:`scalar_sums3`); the rest form
+    their B outputs with K_j vectorised axpys, then the loss in one vectorised pass
+    (:func:`logistic_block_sums` for logistic). Each point's sums are formed in an order fixed
+    by B, its coefficients and Fmax: none depends on the other points or on the threads.
+
+    Parameters
+    ----------
+    coef : (m, K) float64
+    F : (K, B) float64
+    y : (B,) float64
+    loss_kind, point_chunk : int
+    loss_out, hits_out : (m,) float64, written
+    tix : (m, 3) int64
+        Row of T and N holding ``exp(+-c_t F_t)`` for the t-th non-zero coefficient of each
+        point, or -1 (formed per point).
+    T, N : (R, B) float64
+    Fmax : (K,) float64
+        ``max |F[k]|`` over the block (rows no point uses: anything).
+    sg : (B,) float64
+        ``1 - 2 y`` (logistic; anything for MSE).
+    yb : (B,) bool
+        ``y > 0.5``.
+    order : (m,) int64
+        The order in which tasks take the points (:func:`product_order`; speed only).
     """
     m, K = coef.shape
     B = F.shape[1]
-    n_tasks = (m + point_chunk - 1) // point_chunk
+    # tasks of at least 64 points: each allocates its scratch rows once, and a grid row's
+    # points share their leading terms. No bit depends on the tasks.
+    chunk = max(point_chunk, 64)
+    n_tasks = (m + chunk - 1) // chunk
     for task in prange(n_tasks):
         idx = np.empty(K, np.int64)
         val = np.empty(K)
         z = np.empty(B)
         sp = np.empty(B)
         bits = np.empty(B, np.int64)
-        stop = min(m, (task + 1) * point_chunk)
-        for j in range(task * point_chunk, stop):
+        leadT = np.ones((2, B))  # own factors of leading terms
+        leadN = np.ones((2, B))
+        ownT = np.ones((4, B))  # own last-term factors of the pending points
+        ownN = np.ones((4, B))
+        oneT = np.ones((1, B))  # own last-term factors of a split-path point
+        oneN = np.ones((1, B))
+        bz = np.empty(B)
+        bT = np.empty(B)
+        bN = np.empty(B)
+        base_cnt = 0  # cnt of the run whose leading terms bz, bT, bN hold (0: none)
+        base_idx = np.zeros(3, np.int64)
+        base_val = np.zeros(2)
+        cs = np.zeros(4)
+        rows = np.zeros(4, np.int64)
+        js = np.zeros(4, np.int64)
+        n_pend = 0
+        stop = min(m, (task + 1) * chunk)
+        for jj in range(task * chunk, stop):
+            j = order[jj]
             cnt = nonzero_coefficients(coef[j], idx, val)
+            reach = 0.0
+            for t in range(cnt):
+                reach += abs(val[t]) * Fmax[idx[t]]
+            if loss_kind == LOGISTIC and 1 <= cnt <= 3 and reach <= EXP_PRODUCT_RANGE:
+                last = cnt - 1
+                same = cnt == base_cnt and idx[last] == base_idx[last]
+                for t in range(last):
+                    same = same and idx[t] == base_idx[t] and val[t] == base_val[t]
+                if not same:
+                    if n_pend > 0:
+                        flush_group(F[base_idx[base_cnt - 1]], bz, bT, bN, sg, yb, n_pend, cs,
+                                    rows, js, T, N, ownT, ownN, loss_out, hits_out)  # fmt: skip
+                        n_pend = 0
+                    for t in range(last):
+                        if tix[j, t] < 0:
+                            exp_row(F[idx[t]], val[t], leadT[t], bits)
+                            exp_row(F[idx[t]], -val[t], leadN[t], bits)
+                    r0 = tix[j, 0]
+                    r1 = tix[j, 1]
+                    k1 = idx[1] if cnt == 3 else idx[0]
+                    product_base(
+                        cnt, F[idx[0]], val[0], T[r0] if r0 >= 0 else leadT[0],
+                        N[r0] if r0 >= 0 else leadN[0], F[k1], val[1] if cnt == 3 else 0.0,
+                        T[r1] if r1 >= 0 and cnt == 3 else leadT[1],
+                        N[r1] if r1 >= 0 and cnt == 3 else leadN[1], bz, bT, bN,
+                    )  # fmt: skip
+                    base_cnt = cnt
+                    for t in range(cnt):
+                        base_idx[t] = idx[t]
+                    for t in range(last):
+                        base_val[t] = val[t]
+                r = tix[j, last]
+                if reach > PLAIN_REACH:
+                    if r < 0:
+                        exp_row(F[idx[last]], val[last], oneT[0], bits)
+                        exp_row(F[idx[last]], -val[last], oneN[0], bits)
+                    total, hits = logistic_product_split(
+                        F[idx[last]], val[last], T[r] if r >= 0 else oneT[0],
+                        N[r] if r >= 0 else oneN[0], bz, bT, bN, sg, yb,
+                    )  # fmt: skip
+                    loss_out[j] = total
+                    hits_out[j] = hits
+                    continue
+                if r < 0:
+                    exp_row(F[idx[last]], val[last], ownT[n_pend], bits)
+                    exp_row(F[idx[last]], -val[last], ownN[n_pend], bits)
+                cs[n_pend] = val[last]
+                rows[n_pend] = r
+                js[n_pend] = j
+                n_pend += 1
+                if n_pend == 4:
+                    flush_group(F[idx[last]], bz, bT, bN, sg, yb, n_pend, cs, rows, js, T, N,
+                                ownT, ownN, loss_out, hits_out)  # fmt: skip
+                    n_pend = 0
+                continue
             if 1 <= cnt <= 3:
                 k0 = idx[0]
                 k1 = idx[1] if cnt >= 2 else k0
@@ -915,15 +1303,96 @@ def span_block_scalar(coef, F, y, loss_kind, point_chunk, loss_out, hits_out):
                     total += r * r
             loss_out[j] = total
             hits_out[j] = hits
+        if n_pend > 0:
+            flush_group(F[base_idx[base_cnt - 1]], bz, bT, bN, sg, yb, n_pend, cs, rows, js, T,
+                        N, ownT, ownN, loss_out, hits_out)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- driver
-def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk, sub_block=32):
+def shared_factors(coef, max_rows):
+    """Which factors ``exp(c F_k)`` of the logistic product path are tabulated per block.
+
+    A coefficient value of column k shared by two or more points with 1 to 3 non-zero
+    coefficients (a grid's alphas and betas, the 1 of its theta) gets a table row, most shared
+    first, at most ``max_rows``. Speed only: a point's bits do not depend on whether its factors
+    come from a table (:func:`span_block_scalar`).
+
+    Parameters
+    ----------
+    coef : (m, K) float64
+    max_rows : int
+
+    Returns
+    -------
+    tix : (m, 3) int64
+        Table row of the t-th non-zero coefficient of each point, or -1.
+    rows : (R,) int64
+        Column k of each table row.
+    values : (R,) float64
+        Coefficient value of each table row.
+    """
+    m, K = coef.shape
+    nz = coef != 0.0
+    cnt = nz.sum(axis=1)
+    ok = (cnt >= 1) & (cnt <= 3)
+    pos = np.cumsum(nz, axis=1) - 1  # position of column k among a point's non-zeros
+    cands = []  # (-count, k, value index) per shared value, with the points that use it
+    per_k = []
+    for k in range(K):
+        sel = np.flatnonzero(ok & nz[:, k])
+        vals, inv, counts = np.unique(coef[sel, k], return_inverse=True, return_counts=True)
+        per_k.append((sel, vals, inv))
+        for u in np.flatnonzero(counts >= 2):
+            cands.append((-int(counts[u]), k, int(u)))
+    cands.sort()
+    cands = cands[: max(0, int(max_rows))]
+    tix = np.full((m, 3), -1, np.int64)
+    rows = np.empty(len(cands), np.int64)
+    values = np.empty(len(cands))
+    rowmaps = [np.full(v.size, -1, np.int64) for _, v, _ in per_k]
+    for r, (_, k, u) in enumerate(cands):
+        rows[r] = k
+        values[r] = per_k[k][1][u]
+        rowmaps[k][u] = r
+    for k, (sel, _, inv) in enumerate(per_k):
+        if sel.size:
+            tix[sel, pos[sel, k]] = rowmaps[k][inv]
+    return tix, rows, values
+
+
+def product_order(coef, tix, tile_rows=16):
+    """An order of the points for :func:`span_block_scalar` that keeps shared factors in
+    cache: points whose last factor lies in the same tile of ``tile_rows`` table rows come
+    together (those rows stay in L2 while every run of leading terms passes over them), and
+    inside a tile the points of one run of leading terms are consecutive. Speed only: no
+    point's bits depend on the order.
+
+    Returns
+    -------
+    (m,) int64
+    """
+    m = coef.shape[0]
+    cnt = np.count_nonzero(coef, axis=1)
+    pos = np.clip(cnt - 1, 0, 2)
+    ar = np.arange(m)
+    last = tix[ar, pos]
+    lead0 = np.where(cnt >= 2, tix[:, 0], -1)
+    lead1 = np.where(cnt >= 3, tix[:, 1], -1)
+    tile = np.where((cnt >= 1) & (cnt <= 3) & (last >= 0), last // tile_rows, -1)
+    tile = np.where((cnt >= 1) & (cnt <= 3), tile, np.iinfo(np.int64).max)  # general: last
+    return np.lexsort((last, lead1, lead0, cnt, tile)).astype(np.int64)
+
+
+def span_eval(
+    basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk, sub_block=32,
+    table_bytes=64 * 2**20,
+):  # fmt: skip
     """Mean loss and accuracy of the model at the m points ``coef @ basis``.
 
     Plain Python driver around the parallel block kernels: it loops over fixed sample blocks,
     forms the first-layer products with one BLAS GEMM per basis row that some point uses, and
-    adds the per-block sums serially.
+    adds the per-block sums serially. For logistic regression it also tabulates, per block,
+    the factors ``exp(c F_k)`` that several points share (:func:`shared_factors`).
 
     Parameters
     ----------
@@ -941,6 +1410,8 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk, sub_
     sub_block : int
         Samples per cache tile inside a block (models with hidden layers); speed only, the
         results do not depend on it.
+    table_bytes : int
+        Memory for the shared exponential factors of logistic regression (speed only).
 
     Returns
     -------
@@ -960,6 +1431,12 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk, sub_
     tail = np.ascontiguousarray(basis[:, w1 + h1 :])
     used = np.flatnonzero((coef != 0.0).any(axis=0))
     scalar = n_layers == 1 and h1 == 1 and loss_kind in (LOGISTIC, MSE)
+    if scalar and loss_kind == LOGISTIC:
+        tix, rows, values = shared_factors(coef, table_bytes // (16 * min(n, block)))
+        order = product_order(coef, tix)
+    else:
+        tix, rows, values = np.full((m, 3), -1, np.int64), np.empty(0, np.int64), np.empty(0)
+        order = np.arange(m, dtype=np.int64)
     loss = np.zeros(m)
     hits = np.zeros(m)
     block_loss = np.empty(m)
@@ -973,9 +1450,17 @@ def span_eval(basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk, sub_
                 for k in used:
                     np.matmul(Xb, W1[k, 0], out=F[k])
                     F[k] += b1[k, 0]
+            Fmax = np.zeros(K)
+            Fmax[used] = np.abs(F[used]).max(axis=1)
+            T = np.empty((rows.size, hi - lo))
+            N = np.empty((rows.size, hi - lo))
+            if rows.size:
+                exp_tables(F, rows, values, T, N)
+            yv = Y[lo:hi, 0].copy()
             span_block_scalar(
-                coef, F, Y[lo:hi, 0].copy(), loss_kind, point_chunk, block_loss, block_hits
-            )
+                coef, F, yv, loss_kind, point_chunk, block_loss, block_hits, tix, T, N, Fmax,
+                1.0 - 2.0 * yv, yv > 0.5, order,
+            )  # fmt: skip
         else:
             F = np.empty((K, hi - lo, h1))
             for k in used:
