@@ -1,271 +1,266 @@
-"""Hessian-vector products as an operator at a fixed theta: forward pass cached, GEMM-shaped.
+"""Hessian-vector products as an operator at a fixed theta: the pass at theta cached, every
+product a BLAS call, the sample blocks in parallel.
 
 A curvature solve (Lanczos, power iteration, Hutchinson, SLQ) multiplies the Hessian at ONE
 theta by many vectors. Everything that depends on theta only is computed once by
-:func:`forward_cache`:
+:func:`forward_cache` (NumPy on all samples, then laid out block after block):
 
-- the layer inputs ``a_l`` (``a_0 = X``), ``f'(z_l)`` of every hidden layer,
-- the back-propagated deltas ``delta_l`` of the MEAN loss (they carry the 1/n),
-- ``t_l = f''(z_{l-1}) * (delta_l W_l)``, the second-derivative factor of the R-backward pass,
+- the layer inputs ``a_l`` of the hidden layers (twice: feature-major ``(h, n)`` for the R-forward
+  products, sample-major ``(n, h)`` for the weight-gradient products; ``a_0 = X`` is not copied),
+- ``f'(z_l)`` of every hidden layer,
+- the back-propagated deltas ``delta_l`` of the MEAN loss (they carry the 1/n), l >= 1,
+- ``T_l = f''(z_l) * (W_{l+1}^T delta_{l+1})``, the second-derivative factor of the R-backward
+  pass,
 - the output curvature: softmax probabilities ``p`` and ``s/n`` (``s`` = row sums of the
   targets), ``p (1 - p) / n`` for logistic, ``2 / n`` for MSE.
 
-:func:`block_hvp` then applies Pearlmutter's R-operator to K vectors at once, the vectors being
-extra GEMM columns. With ``V_l`` / ``v_l`` the weight / bias parts of a vector at layer l and the
-per-layer arrays laid out sample-major, ``(nb, K * h)`` (row i holds the K vectors' values of
-sample i side by side)::
+:func:`block_hvp` then applies Pearlmutter's R-operator to each vector (kernel
+:func:`r_blocks`). With ``V_l`` / ``v_l`` the weight / bias parts of the vector at layer l and
+the per-sample quantities as columns (feature-major, one column per sample of the block)::
 
-    R z_l      = a_l [V_l^(1) .. V_l^(K)]^T          one GEMM (nb, h_l) @ (h_l, K h_{l+1})
-               + (R a_l) W_l^T                         one GEMM (nb K, h_l) @ (h_l, h_{l+1})
-               + v_l
-    R a_{l+1}  = f'(z_l) R z_l
-    R delta_L  = (d2 loss / dz2) R z_L / n             per sample and vector
-    R dW_l     = (R delta_l)^T a_l                     one GEMM (K h_{l+1}, nb) @ (nb, h_l)
-               + delta_l^T R a_l                        one GEMM (h_{l+1}, nb) @ (nb, K h_l)
-    R db_l     = sum_i R delta_l
-    R delta_{l-1} = t_l R z_{l-1} + f'(z_{l-1}) (delta_l [V_l^(1) .. V_l^(K)]
-                                                   + R delta_l W_l)   two GEMMs
+    R z_l         = V_l a_l + W_l R a_l + v_l              two GEMMs (h_{l+1}, h_l) @ (h_l, nb)
+    R a_{l+1}     = f'(z_l) * R z_l
+    R delta_L     = (d2 loss / dz2) R z_L / n               per sample
+    R dW_l        = R delta_l a_l^T + delta_l (R a_l)^T     two GEMMs (h_{l+1}, nb) @ (nb, h_l)
+    R db_l        = sum over samples of R delta_l
+    R delta_{l-1} = T_{l-1} * R z_{l-1} + f'(z_{l-1}) * (V_l^T delta_l + W_l^T R delta_l)
 
-The GEMMs are NumPy's (OpenBLAS) on 2-D C-contiguous float64 arrays, called from the thin Python
-driver :func:`block_hvp`; the elementwise work (about 130 light operations per sample and vector
-for MLP 64-32-10, memory-bound) is in the serial ``@jit()`` kernels below. Per vector this is
-``sum_l 2 h_l h_{l+1} (2 + 4 [l > 0])`` flops per sample (softmax: plus ``s p (r - p.r)`` at the
-output): 21.6 MFLOP per vector for MLP 64-32-10 on 1 797 samples, against 47 MFLOP for the
-per-sample R-operator kernel it replaced, which also redid the forward pass every call.
+(the terms with ``R a_0`` and ``delta_0`` vanish). Per vector this is
+``sum_l 2 h_l h_{l+1} (2 + 4 [l > 0])`` flops per sample: 21.6 MFLOP for MLP 64-32-10 on 1 797
+samples. The whole pass of one (sample block, vector) task is ONE compiled function
+(:func:`r_block`): the products are ``np.dot`` calls into BLAS from Numba (no Python between
+them, no GIL), the elementwise work is fused into loops over the contiguous sample axis.
+Feature-major arrays make the products short-and-wide, which OpenBLAS runs 1.6-3x faster than
+the sample-major ``(nb, 64) @ (64, 32)`` and ``(nb, 32) @ (32, 10)`` shapes of the previous
+(Python-driven, sample-major) version of this module: on B3 one product went from 1.7 ms to
+about 0.4 ms on two threads.
 
-Threads. Samples are processed in fixed blocks (``n_blocks`` of them, ``(c n) // n_blocks``
-boundaries: a partition that depends only on n and ``sample_block``); the blocks of a pass run
-concurrently on a small thread pool (``workers`` threads; NumPy's GEMMs and the ``nogil``
-kernels release the GIL) with BLAS **single-threaded** for the duration of the call, and their
-results are added in block order. Two reasons: (1) OpenBLAS's rounding depends on its own thread
-count (measured here: a (1797, 64) @ (64, 300) product differs in the last bit between 1 and 2
-OpenBLAS threads); (2) ten-odd multithreaded GEMM calls per HVP, each ending in a barrier,
-are ruinous when the cores are shared: with two other busy processes on the 2-core machine a
-single HVP took 140 ms instead of 1-2 ms. The elementwise kernels are serial for the same
-reason (a Numba ``prange`` region between OpenBLAS calls made the two pools fight for the cores).
+Threads. Samples are split into fixed blocks (``bounds``: ``(c n) // n_blocks`` with
+``n_blocks = ceil(n / sample_block)``, a partition that depends only on n and ``sample_block``).
+The tasks (block, vector) run in a Numba ``prange``, each on single-threaded BLAS, each with the
+scratch row of the thread that runs it (fully overwritten before it is read); block 0 writes the
+result, every other block its own partial row, and the partial rows are added in block order
+after the parallel loop. Two reasons for single-threaded BLAS: (1) OpenBLAS's rounding depends
+on its own thread count (measured here: a (1797, 64) @ (64, 300) product differs in the last bit
+between 1 and 2 OpenBLAS threads); (2) a multithreaded BLAS call inside a parallel region
+oversubscribes the cores (with two other busy processes on the 2-core machine a single HVP took
+140 ms instead of 1-2 ms).
 
-Memory: vectors go through in chunks of ``vec_chunk`` (:func:`vec_chunk_for` bounds the
-scratch); each sample block keeps its scratch (:class:`_Workspace`) between calls, because fresh
-large arrays cost a page fault per 4 KiB on first touch.
+Determinism. Each vector is computed alone (its products do not share GEMM columns with other
+vectors), so a row of the result is the same bit for bit whatever the other rows, the vector
+chunking (``vec_chunk``), the Numba thread count and the BLAS thread count; only
+``sample_block`` (which changes the sums over samples) changes the last bits.
 
-Determinism. For fixed ``sample_block`` and ``vec_chunk`` the result is the same bit for bit
-for any ``workers`` (Numba thread count) and any OpenBLAS thread count. Changing ``vec_chunk``
-(the scratch limit) changes the GEMM shapes, and OpenBLAS's rounding depends on the shapes (a
-column's bits can change with the number of columns): results then agree to rounding (about
-1e-16 relative), not bitwise; the tests check that to 1e-13.
+Memory: the partial rows of blocks 1.. (``(n_blocks - 1) * P`` doubles per vector) bound the
+vectors per pass (``vec_chunk``, :func:`vec_chunk_for`); the per-thread scratch (R z, R a,
+R delta and the products of one block: ``scratch_doubles``) and the partial rows are kept in
+the cache between calls, because fresh large arrays cost a page fault per 4 KiB on first touch.
 """
 
 from __future__ import annotations
 
-import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
+import numba
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  (Numba's np.dot calls this BLAS: load it first)
+from numba import prange
 
-from ._blas import serial_blas, thread_pool
+from ._blas import serial_blas
 from ._jit import jit
-from .mlp import LOGISTIC, MSE, activate, activate_d1, activate_d2, sigmoid
+from .mlp import (
+    LOGISTIC,
+    MSE,
+    SOFTMAX_CE,
+    activation_array,
+    activation_d1_array,
+    activation_d2_array,
+)
+
+# ----------------------------------------------------------------------------- layout
+# Kinds of the per-sample arrays kept at theta (``cache``, table ``coff[kind, layer]``), all
+# stored block after block: block c of an array with s rows starts at ``off + s * lo_c``.
+AT, AS, D1, TT, DT, CC, SS = range(7)
+N_CACHE_KINDS = 7
+# Kinds of a thread's scratch (``scratch[thread]``, table ``soff[kind, layer]``).
+RZ, RA, RD, TF, TB1, TB2, G2, PR = range(8)
+N_SCRATCH_KINDS = 8
 
 
-# ----------------------------------------------------------------------------- elementwise
 @jit()
-def activation_cache(Z, act, A, D1, D2):
-    """A = f(Z), D1 = f'(Z), D2 = f''(Z), elementwise; all (n, h)."""
-    n, h = Z.shape
-    for i in range(n):
-        for j in range(h):
-            z = Z[i, j]
-            a = activate(act, z)
-            A[i, j] = a
-            D1[i, j] = activate_d1(act, z, a)
-            D2[i, j] = activate_d2(act, z, a)
+def fm_view(buf, off, lo, s, nb):
+    """Block of samples lo .. lo + nb of a per-sample array with s rows, feature-major (s, nb)."""
+    return buf[off + s * lo : off + s * (lo + nb)].reshape((s, nb))
 
 
 @jit()
-def output_cache(loss_kind, Z, Y, inv_n, delta, C, s):
-    """Output layer at theta, per sample.
+def sm_view(buf, off, lo, s, nb):
+    """The same block of a sample-major array: (nb, s)."""
+    return buf[off + s * lo : off + s * (lo + nb)].reshape((nb, s))
 
-    Parameters
-    ----------
-    Z, Y : (n, out)
-        Logits and target matrix.
-    inv_n : float
-        1 / (total number of samples): the mean loss's factor.
 
-    Writes ``delta`` (n, out) = d(mean loss)/dz, and the curvature data: softmax-CE ``C = p``
-    (probabilities) and ``s = sum(y) / n``; logistic ``C = p (1 - p) / n``; MSE ``C = 2 / n``
-    (``s`` unused, 0).
+# ----------------------------------------------------------------------------- R-operator
+@jit()
+def r_block(v, theta, sizes, w_off, b_off, loss_kind, Xb, lo, cache, coff, scr, soff, dst):
+    """H v restricted to one block of samples (their share of the mean loss), into dst (P,).
+
+    Feature-major R-forward and R-backward passes (module docstring); every product is one
+    BLAS call (``np.dot``), the elementwise work is fused into short loops over the samples.
     """
-    n, n_out = Z.shape
-    for i in range(n):
-        if loss_kind == LOGISTIC:
-            p = sigmoid(Z[i, 0])
-            delta[i, 0] = (p - Y[i, 0]) * inv_n
-            C[i, 0] = p * (1.0 - p) * inv_n
-            s[i] = 0.0
-        elif loss_kind == MSE:
-            for o in range(n_out):
-                delta[i, o] = 2.0 * (Z[i, o] - Y[i, o]) * inv_n
-                C[i, o] = 2.0 * inv_n
-            s[i] = 0.0
+    L = sizes.size - 1
+    nb = Xb.shape[0]
+    # R-forward: R z_l = V_l a_l + W_l R a_l + v_l ; R a_{l+1} = f'(z_l) R z_l
+    for l in range(L):
+        s0, s1 = sizes[l], sizes[l + 1]
+        Vl = v[w_off[l] : b_off[l]].reshape((s1, s0))
+        vb = v[b_off[l] : b_off[l] + s1]
+        Rz = fm_view(scr, soff[RZ, l], 0, s1, nb)
+        if l == 0:
+            np.dot(Vl, Xb.T, Rz)
+            for j in range(s1):
+                for i in range(nb):
+                    Rz[j, i] += vb[j]
         else:
-            m = Z[i, 0]
-            for o in range(1, n_out):
-                if Z[i, o] > m:
-                    m = Z[i, o]
-            se = 0.0
-            for o in range(n_out):
-                se += math.exp(Z[i, o] - m)
-            lse = m + math.log(se)
-            sy = 0.0
-            for o in range(n_out):
-                sy += Y[i, o]
-            for o in range(n_out):
-                p = math.exp(Z[i, o] - lse)
-                C[i, o] = p
-                delta[i, o] = (sy * p - Y[i, o]) * inv_n
-            s[i] = sy * inv_n
+            np.dot(Vl, fm_view(cache, coff[AT, l], lo, s0, nb), Rz)
+            Tf = fm_view(scr, soff[TF, l], 0, s1, nb)
+            W = theta[w_off[l] : b_off[l]].reshape((s1, s0))
+            np.dot(W, fm_view(scr, soff[RA, l - 1], 0, s0, nb), Tf)
+            for j in range(s1):
+                for i in range(nb):
+                    Rz[j, i] += vb[j] + Tf[j, i]
+        if l < L - 1:
+            Fd1 = fm_view(cache, coff[D1, l], lo, s1, nb)
+            Ra = fm_view(scr, soff[RA, l], 0, s1, nb)
+            for j in range(s1):
+                for i in range(nb):
+                    Ra[j, i] = Fd1[j, i] * Rz[j, i]
+    # output: R delta = (d2 mean loss / dz2) R z
+    s1 = sizes[L]
+    Rz = fm_view(scr, soff[RZ, L - 1], 0, s1, nb)
+    Rd = fm_view(scr, soff[RD, L - 1], 0, s1, nb)
+    Cf = fm_view(cache, coff[CC, 0], lo, s1, nb)
+    if loss_kind == SOFTMAX_CE:
+        Sf = fm_view(cache, coff[SS, 0], lo, 1, nb)
+        pr = fm_view(scr, soff[PR, 0], 0, 1, nb)
+        for i in range(nb):
+            pr[0, i] = 0.0
+        for o in range(s1):
+            for i in range(nb):
+                pr[0, i] += Cf[o, i] * Rz[o, i]
+        for o in range(s1):
+            for i in range(nb):
+                Rd[o, i] = Sf[0, i] * Cf[o, i] * (Rz[o, i] - pr[0, i])
+    else:
+        for o in range(s1):
+            for i in range(nb):
+                Rd[o, i] = Cf[o, i] * Rz[o, i]
+    # R-backward: R dW_l = R delta_l a_l^T + delta_l (R a_l)^T ; R db_l = sum_i R delta_l
+    # R delta_{l-1} = T R z_{l-1} + f'(z_{l-1}) (V_l^T delta_l + W_l^T R delta_l)
+    for l in range(L - 1, -1, -1):
+        s0, s1 = sizes[l], sizes[l + 1]
+        Rd = fm_view(scr, soff[RD, l], 0, s1, nb)
+        G = dst[w_off[l] : b_off[l]].reshape((s1, s0))
+        if l == 0:
+            np.dot(Rd, Xb, G)
+        else:
+            np.dot(Rd, sm_view(cache, coff[AS, l], lo, s0, nb), G)
+            Df = fm_view(cache, coff[DT, l], lo, s1, nb)
+            G2m = fm_view(scr, soff[G2, l], 0, s1, s0)
+            np.dot(Df, fm_view(scr, soff[RA, l - 1], 0, s0, nb).T, G2m)
+            for j in range(s1):
+                for q in range(s0):
+                    G[j, q] += G2m[j, q]
+        for j in range(s1):
+            acc = 0.0
+            for i in range(nb):
+                acc += Rd[j, i]
+            dst[b_off[l] + j] = acc
+        if l > 0:
+            Vl = v[w_off[l] : b_off[l]].reshape((s1, s0))
+            W = theta[w_off[l] : b_off[l]].reshape((s1, s0))
+            Df = fm_view(cache, coff[DT, l], lo, s1, nb)
+            Tb1 = fm_view(scr, soff[TB1, l], 0, s0, nb)
+            Tb2 = fm_view(scr, soff[TB2, l], 0, s0, nb)
+            np.dot(Vl.T, Df, Tb1)
+            np.dot(W.T, Rd, Tb2)
+            T = fm_view(cache, coff[TT, l - 1], lo, s0, nb)
+            Fd1 = fm_view(cache, coff[D1, l - 1], lo, s0, nb)
+            Rzp = fm_view(scr, soff[RZ, l - 1], 0, s0, nb)
+            Rdp = fm_view(scr, soff[RD, l - 1], 0, s0, nb)
+            for j in range(s0):
+                for i in range(nb):
+                    Rdp[j, i] = T[j, i] * Rzp[j, i] + Fd1[j, i] * (Tb1[j, i] + Tb2[j, i])
 
 
-@jit()
-def backward_cache(B, D1, D2, delta, T):
-    """delta = B * D1 and T = B * D2 with B = delta_next W (the signal before f'); all (n, h)."""
-    n, h = B.shape
-    for i in range(n):
-        for j in range(h):
-            b = B[i, j]
-            delta[i, j] = b * D1[i, j]
-            T[i, j] = b * D2[i, j]
+@jit(parallel=True)
+def r_blocks(V, theta, sizes, w_off, b_off, loss_kind, X, bounds, cache, coff, scratch, soff,
+             out, part):  # fmt: skip
+    """H V[k] for the K rows of V: one task per (sample block, vector), in parallel; block 0
+    writes ``out``, block c > 0 writes ``part[c - 1]``, then the blocks are added in order.
 
-
-@jit()
-def r_forward_layer(Rz, T2, has_t2, vb, D1, want_ra, RA):
-    """Finish R z of one layer for K vectors and, for a hidden layer, R a = f'(z) R z.
-
-    Parameters
-    ----------
-    Rz : (nb, K * h)
-        On entry ``a V^T`` for the K vectors (sample-major); on exit R z.
-    T2 : (nb, K * h)
-        ``(R a_prev) W^T``, added when ``has_t2``.
-    vb : (K, h)
-        Bias parts of the vectors.
-    D1 : (nb, h)
-        f'(z) at theta (ignored unless ``want_ra``).
-    RA : (nb, K * h)
-        Written with f'(z) R z when ``want_ra``.
+    ``scratch`` has one row per thread (``numba.get_num_threads()`` rows); a task uses the row
+    of the thread that runs it, which it overwrites before reading, so who runs a task does not
+    change its result.
     """
-    nb = Rz.shape[0]
-    K, h = vb.shape
-    for i in range(nb):
+    K = V.shape[0]
+    nbk = bounds.size - 1
+    for t in prange(nbk * K):
+        c = t // K
+        k = t - c * K
+        lo, hi = bounds[c], bounds[c + 1]
+        dst = out[k] if c == 0 else part[c - 1, k]
+        r_block(V[k], theta, sizes, w_off, b_off, loss_kind, X[lo:hi], lo, cache, coff,
+                scratch[numba.get_thread_id()], soff, dst)  # fmt: skip
+    P = out.shape[1]
+    for c in range(1, nbk):
         for k in range(K):
-            q0 = k * h
-            for j in range(h):
-                r = Rz[i, q0 + j] + vb[k, j]
-                if has_t2:
-                    r += T2[i, q0 + j]
-                Rz[i, q0 + j] = r
-                if want_ra:
-                    RA[i, q0 + j] = D1[i, j] * r
-
-
-@jit()
-def r_output(loss_kind, Rz, C, s, Rd, gb):
-    """R delta of the output layer: (d2 mean loss / dz2) R z per sample and vector.
-
-    ``Rz``, ``Rd`` (nb, K * out); ``C`` (nb, out), ``s`` (nb,) from :func:`output_cache`.
-    ``gb`` (K * out,) receives the column sums of Rd (the bias part), samples added in order.
-    """
-    nb, n_out = C.shape
-    K = Rz.shape[1] // n_out
-    for q in range(K * n_out):
-        gb[q] = 0.0
-    for i in range(nb):
-        for k in range(K):
-            q0 = k * n_out
-            if loss_kind == LOGISTIC or loss_kind == MSE:
-                for o in range(n_out):
-                    r = C[i, o] * Rz[i, q0 + o]
-                    Rd[i, q0 + o] = r
-                    gb[q0 + o] += r
-            else:
-                pr = 0.0
-                for o in range(n_out):
-                    pr += C[i, o] * Rz[i, q0 + o]
-                for o in range(n_out):
-                    r = s[i] * C[i, o] * (Rz[i, q0 + o] - pr)
-                    Rd[i, q0 + o] = r
-                    gb[q0 + o] += r
-
-
-@jit()
-def r_backward_layer(T, Rz, D1, T1, T2, Rd, gb):
-    """R delta of a hidden layer: ``Rd = T * Rz + D1 * (T1 + T2)``.
-
-    ``T``, ``D1`` (nb, h) at theta; ``Rz``, ``T1`` (= delta_next [V]), ``T2`` (= R delta_next W),
-    ``Rd`` (nb, K * h). ``gb`` (K * h,) receives the column sums of Rd, samples added in order.
-    """
-    nb, h = T.shape
-    m = Rz.shape[1]
-    K = m // h
-    for q in range(m):
-        gb[q] = 0.0
-    for i in range(nb):
-        for k in range(K):
-            q0 = k * h
-            for j in range(h):
-                q = q0 + j
-                r = T[i, j] * Rz[i, q] + D1[i, j] * (T1[i, q] + T2[i, q])
-                Rd[i, q] = r
-                gb[q] += r
+            for p in range(P):
+                out[k, p] += part[c - 1, k, p]
 
 
 # ----------------------------------------------------------------------------- driver
 class HVPCache(NamedTuple):
-    """Everything of the R-operator that depends on theta only (see the module docstring).
+    """The pass at theta and the tables of :func:`r_blocks` (see the module docstring).
 
     Attributes
     ----------
-    sizes : tuple of int
-        ``(d, h_1, ..., out)``.
-    w_off, b_off : tuple of int
-        Offsets of ``W_l`` and ``b_l`` in theta.
-    W : list of (h_{l+1}, h_l) arrays
-    A : list of (n, h_l) arrays
-        Layer inputs at theta; ``A[0]`` is X.
-    D1 : list of (n, h_{l+1}) arrays
-        f'(z_l) of the hidden layers (L - 1 of them).
-    T : list of (n, h_l) arrays
-        ``T[l - 1] = f''(z_{l-1}) * (delta_l W_l)`` for l = 1 .. L-1.
-    delta : list of (n, h_{l+1}) arrays
-        Deltas of the mean loss.
-    C : (n, out) array
-    s : (n,) array
-        Output curvature data (:func:`output_cache`).
+    theta : (P,) array
+        A private copy.
+    sizes, w_off, b_off : (L+1,), (L,), (L,) int64 arrays
+        Layer sizes and the offsets of ``W_l`` and ``b_l`` in theta.
+    X : (n, d) array
     loss_kind : int
-    n_blocks : int
+    bounds : (n_blocks + 1,) int64 array
         Fixed sample blocks.
-    work : list of _Workspace
-        Scratch of each sample block, reused by later calls.
+    cache : (m,) array
+        The per-sample arrays at theta, block after block (table ``coff``).
+    coff : (7, L) int64 array
+    soff : (8, L) int64 array
+        Offsets in a thread's scratch row (sized for the largest block).
+    scratch_doubles : int
+        Length of a thread's scratch row.
+    n_blocks : int
+    work : dict
+        Scratch kept between calls: ``"scratch"`` (threads, scratch_doubles) and ``"part"``
+        (flat partial rows).
     lock : threading.Lock
         Held by :func:`block_hvp` (the scratch is shared): one call at a time per cache.
     """
 
-    sizes: tuple
-    w_off: tuple
-    b_off: tuple
-    W: list
-    A: list
-    D1: list
-    T: list
-    delta: list
-    C: np.ndarray
-    s: np.ndarray
+    theta: np.ndarray
+    sizes: np.ndarray
+    w_off: np.ndarray
+    b_off: np.ndarray
+    X: np.ndarray
     loss_kind: int
+    bounds: np.ndarray
+    cache: np.ndarray
+    coff: np.ndarray
+    soff: np.ndarray
+    scratch_doubles: int
     n_blocks: int
-    work: list
+    work: dict
     lock: object
 
 
@@ -277,11 +272,112 @@ def _offsets(sizes):
         o += n_in * n_out
         b_off.append(o)
         o += n_out
-    return tuple(w_off), tuple(b_off), o
+    return w_off, b_off, o
+
+
+def _cache_table(sizes, n):
+    """Offsets (7, L) of the per-sample arrays at theta, and the total length."""
+    L = len(sizes) - 1
+    coff = np.full((N_CACHE_KINDS, L), -1, dtype=np.int64)
+    o = 0
+
+    def put(kind, l, rows):
+        nonlocal o
+        coff[kind, l] = o
+        o += rows * n
+
+    for l in range(1, L):
+        put(AT, l, sizes[l])
+        put(AS, l, sizes[l])
+        put(DT, l, sizes[l + 1])
+    for l in range(L - 1):
+        put(D1, l, sizes[l + 1])
+        put(TT, l, sizes[l + 1])
+    put(CC, 0, sizes[L])
+    put(SS, 0, 1)
+    return coff, o
+
+
+def _scratch_table(sizes, nb):
+    """Offsets (8, L) of a thread's scratch arrays for blocks of at most nb samples, and its
+    length."""
+    L = len(sizes) - 1
+    soff = np.full((N_SCRATCH_KINDS, L), -1, dtype=np.int64)
+    o = 0
+
+    def put(kind, l, size):
+        nonlocal o
+        soff[kind, l] = o
+        o += size
+
+    for l in range(L):
+        h_in, h = sizes[l], sizes[l + 1]
+        put(RZ, l, h * nb)
+        put(RD, l, h * nb)
+        if l < L - 1:
+            put(RA, l, h * nb)
+        if l > 0:
+            put(TF, l, h * nb)
+            put(TB1, l, h_in * nb)
+            put(TB2, l, h_in * nb)
+            put(G2, l, h * h_in)
+    put(PR, 0, nb)
+    return soff, o
+
+
+def sample_bounds(n: int, sample_block: int) -> np.ndarray:
+    """The fixed sample blocks: ``(c n) // n_blocks`` for c = 0 .. n_blocks, with
+    ``n_blocks = ceil(n / sample_block)`` (at most n)."""
+    nbk = min(n, max(1, -(-n // max(1, int(sample_block)))))
+    return np.array([(c * n) // nbk for c in range(nbk + 1)], dtype=np.int64)
+
+
+def output_cache(loss_kind, Z, Y, inv_n):
+    """Output layer at theta, all samples (NumPy's vector loops for exp and tanh).
+
+    Parameters
+    ----------
+    loss_kind : int
+    Z, Y : (n, out) arrays
+        Logits and target matrix.
+    inv_n : float
+        1 / (total number of samples): the mean loss's factor.
+
+    Returns
+    -------
+    delta : (n, out) array
+        d(mean loss) / dz.
+    C : (n, out) array
+        Softmax-CE: the probabilities p; logistic: ``p (1 - p) / n``; MSE: ``2 / n``.
+    s : (n,) array
+        Softmax-CE: ``sum(y) / n`` per sample; 0 otherwise.
+    """
+    n = Z.shape[0]
+    if loss_kind == LOGISTIC:
+        p = np.tanh(0.5 * Z)  # sigmoid(z) = (1 + tanh(z / 2)) / 2, without overflow
+        p += 1.0
+        p *= 0.5
+        return (p - Y) * inv_n, p * (1.0 - p) * inv_n, np.zeros(n)
+    if loss_kind == MSE:
+        return 2.0 * inv_n * (Z - Y), np.full(Z.shape, 2.0 * inv_n), np.zeros(n)
+    E = np.exp(Z - Z.max(axis=1, keepdims=True))
+    p = E / E.sum(axis=1, keepdims=True)
+    sy = Y.sum(axis=1)
+    return (sy[:, None] * p - Y) * inv_n, p, sy * inv_n
+
+
+def _put(cache, off, arr, lo, hi, sample_major=False):
+    """Rows lo .. hi of a sample-major (n, rows) array into its block slot of ``cache``."""
+    rows = arr.shape[1]
+    block = cache[off + rows * lo : off + rows * hi]
+    if sample_major:
+        block.reshape(hi - lo, rows)[...] = arr[lo:hi]
+    else:
+        block.reshape(rows, hi - lo)[...] = arr[lo:hi].T
 
 
 def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
-    """Forward and backward pass at theta, kept for :func:`block_hvp` (BLAS single-threaded).
+    """The pass at theta, kept for :func:`block_hvp` (blocks in parallel, BLAS single-threaded).
 
     Parameters
     ----------
@@ -298,80 +394,66 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
     -------
     HVPCache
     """
-    with serial_blas():
-        return _forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block)
-
-
-def _forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
-    sizes = tuple(int(s) for s in sizes)
+    sizes_t = tuple(int(s) for s in sizes)
+    sizes = np.asarray(sizes_t, dtype=np.int64)
     n = X.shape[0]
-    L = len(sizes) - 1
-    w_off, b_off, _ = _offsets(sizes)
-    W = [
-        np.ascontiguousarray(theta[w_off[l] : b_off[l]].reshape(sizes[l + 1], sizes[l]))
-        for l in range(L)
-    ]
-    bias = [theta[b_off[l] : b_off[l] + sizes[l + 1]] for l in range(L)]
-    A, D1, D2 = [X], [], []
-    for l in range(L - 1):
-        Z = A[l] @ W[l].T
-        Z += bias[l]
-        a, d1, d2 = np.empty_like(Z), np.empty_like(Z), np.empty_like(Z)
-        activation_cache(Z, act, a, d1, d2)
-        A.append(a)
-        D1.append(d1)
-        D2.append(d2)
-    Z = A[L - 1] @ W[L - 1].T
-    Z += bias[L - 1]
-    n_out = sizes[-1]
-    delta = [None] * L
-    delta[L - 1] = np.empty((n, n_out))
-    C = np.empty((n, n_out))
-    s = np.empty(n)
-    output_cache(loss_kind, Z, Y, 1.0 / n, delta[L - 1], C, s)
-    T = [None] * (L - 1)
-    for l in range(L - 1, 0, -1):
-        B = delta[l] @ W[l]
-        delta[l - 1] = np.empty_like(B)
-        T[l - 1] = np.empty_like(B)
-        backward_cache(B, D1[l - 1], D2[l - 1], delta[l - 1], T[l - 1])
-    n_blocks = max(1, -(-n // max(1, int(sample_block))))
-    work = [_Workspace() for _ in range(n_blocks)]
+    L = len(sizes_t) - 1
+    w_off, b_off, _ = _offsets(sizes_t)
+    theta = np.array(theta, dtype=np.float64)  # a private copy
+    bounds = sample_bounds(n, sample_block)
+    coff, total = _cache_table(sizes_t, n)
+    soff, per_thread = _scratch_table(sizes_t, int(np.diff(bounds).max()))
+    cache = np.empty(total)
+    W = [theta[w_off[l] : b_off[l]].reshape(sizes_t[l + 1], sizes_t[l]) for l in range(L)]
+    bias = [theta[b_off[l] : b_off[l] + sizes_t[l + 1]] for l in range(L)]
+    # the pass at theta on all samples, sample-major (NumPy's vector loops for f, f', f'')
+    with serial_blas():
+        A, D1s, D2s = [X], [], []
+        for l in range(L - 1):
+            Z = A[l] @ W[l].T
+            Z += bias[l]
+            a = activation_array(act, Z)
+            A.append(a)
+            D1s.append(activation_d1_array(act, Z, a))
+            D2s.append(activation_d2_array(act, Z, a))
+        Z = A[L - 1] @ W[L - 1].T
+        Z += bias[L - 1]
+        delta = [None] * L
+        delta[L - 1], C, s = output_cache(int(loss_kind), Z, Y, 1.0 / n)
+        T = [None] * L
+        for l in range(L - 1, 0, -1):
+            B = delta[l] @ W[l]
+            delta[l - 1] = B * D1s[l - 1]
+            T[l - 1] = B * D2s[l - 1]
+    # laid out block after block, feature-major (and sample-major for a_l)
+    for c in range(bounds.size - 1):
+        lo, hi = int(bounds[c]), int(bounds[c + 1])
+        for l in range(1, L):
+            _put(cache, coff[AT, l], A[l], lo, hi)
+            _put(cache, coff[AS, l], A[l], lo, hi, sample_major=True)
+            _put(cache, coff[DT, l], delta[l], lo, hi)
+        for l in range(L - 1):
+            _put(cache, coff[D1, l], D1s[l], lo, hi)
+            _put(cache, coff[TT, l], T[l], lo, hi)
+        _put(cache, coff[CC, 0], C, lo, hi)
+        _put(cache, coff[SS, 0], s[:, None], lo, hi)
     return HVPCache(
-        sizes, w_off, b_off, W, A, D1, T, delta, C, s, int(loss_kind), n_blocks, work,
+        theta, sizes, np.asarray(w_off, dtype=np.int64), np.asarray(b_off, dtype=np.int64), X,
+        int(loss_kind), bounds, cache, coff, soff, per_thread, bounds.size - 1, {},
         threading.Lock(),
     )  # fmt: skip
 
 
-def _buffers(sizes, nb: int) -> dict:
-    """Doubles per vector of each scratch buffer of a block of nb samples, by (name, layer)."""
-    L = len(sizes) - 1
-    need = {}
-    for l in range(L):
-        h_in, h = sizes[l], sizes[l + 1]
-        need["rz", l] = need["rd", l] = nb * h
-        need["G", l] = h * h_in
-        need["gb", l] = h
-        if l < L - 1:
-            need["ra", l] = nb * h
-        if l > 0:
-            need["t2f", l] = nb * h
-            need["t1b", l] = need["t2b", l] = nb * h_in
-            need["G2", l] = h * h_in
-    need["part", 0] = _offsets(sizes)[2]
-    return need
-
-
-def scratch_per_vector(sizes, nb: int) -> int:
-    """Bytes of scratch one vector needs in one block of nb samples (R z, R a, R delta, the GEMM
-    products of every layer and the block's (P,) result)."""
-    return 8 * sum(_buffers(tuple(int(s) for s in sizes), nb).values())
+def scratch_per_vector(sizes, n_blocks: int) -> int:
+    """Bytes one vector of a pass needs beyond the fixed scratch: its partial rows of sample
+    blocks 1 .. n_blocks - 1, ``8 P (n_blocks - 1)``."""
+    P = _offsets(tuple(int(s) for s in sizes))[2]
+    return 8 * P * max(0, int(n_blocks) - 1)
 
 
 def vec_chunk_for(cache: HVPCache, scratch_bytes: int) -> int:
-    """Vectors per pass of :func:`block_hvp` whose scratch fits in ``scratch_bytes`` (at least 1).
-
-    Every sample block keeps its scratch between calls, so the scratch of all blocks counts.
+    """Vectors per pass of :func:`block_hvp` whose partial rows fit in ``scratch_bytes`` (at
+    least 1; with one sample block there are none and every vector goes in one pass).
 
     Parameters
     ----------
@@ -382,11 +464,9 @@ def vec_chunk_for(cache: HVPCache, scratch_bytes: int) -> int:
     -------
     int
     """
-    n = cache.A[0].shape[0]
-    nbk = cache.n_blocks
-    per = sum(
-        scratch_per_vector(cache.sizes, ((c + 1) * n) // nbk - (c * n) // nbk) for c in range(nbk)
-    )
+    per = scratch_per_vector(cache.sizes, cache.n_blocks)
+    if per == 0:
+        return 1 << 30
     return max(1, int(scratch_bytes) // per)
 
 
@@ -399,147 +479,41 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarra
         From :func:`forward_cache`.
     V : (K, P) C-contiguous float64
     vec_chunk : int
-        Vectors per pass (bounds the scratch: :func:`scratch_per_vector`).
+        Vectors per pass (bounds the partial rows: :func:`vec_chunk_for`).
     workers : int
-        Threads that run the sample blocks of a pass concurrently (each with single-threaded
-        BLAS). Speed only: the blocks and the order in which their results are added are fixed.
-        A single vector runs on the calling thread: handing its blocks to the pool costs more
-        than it saves (MLP 64-32-10 on 1 797 samples: 1.86 ms on one thread, 2.77 ms on two;
-        from two vectors on, two threads win: 3.17 vs 3.64 ms).
+        Numba threads that run the (sample block, vector) tasks (at most Numba's thread pool).
+        Speed only: the result is the same bit for bit for any value.
 
     Returns
     -------
     (K, P) float64
     """
-    K = V.shape[0]
-    out = np.empty_like(V)
-    step = max(1, int(vec_chunk))
-    workers = 1 if K == 1 else max(1, min(int(workers), cache.n_blocks))
-    with cache.lock, serial_blas():
-        for k0 in range(0, K, step):
-            k1 = min(K, k0 + step)
-            _chunk(cache, V[k0:k1], out[k0:k1], workers)
-    return out
-
-
-def _chunk(cache: HVPCache, V, out, workers):
-    """Fill out (Kc, P) with H V for one chunk of vectors, adding the fixed sample blocks'
-    results in block order."""
-    sizes, w_off, b_off = cache.sizes, cache.w_off, cache.b_off
-    L = len(sizes) - 1
-    Kc = V.shape[0]
-    n = cache.A[0].shape[0]
-    # vector parts, stacked for the GEMMs
-    Vw = []  # (Kc * h_{l+1}, h_l): row k*h + j is row j of V_l^(k)
-    Vcat = []  # (h_{l+1}, Kc * h_l): the V_l^(k) side by side
-    vb = []  # (Kc, h_{l+1})
-    for l in range(L):
-        h_in, h = sizes[l], sizes[l + 1]
-        stacked = np.ascontiguousarray(V[:, w_off[l] : b_off[l]]).reshape(Kc * h, h_in)
-        Vw.append(stacked)
-        Vcat.append(
-            np.ascontiguousarray(stacked.reshape(Kc, h, h_in).transpose(1, 0, 2)).reshape(
-                h, Kc * h_in
-            )
-        )
-        vb.append(np.ascontiguousarray(V[:, b_off[l] : b_off[l] + h]))
+    K, P = V.shape
+    out = np.empty((K, P))
+    step = max(1, min(int(vec_chunk), K))
+    workers = max(1, min(int(workers), numba.config.NUMBA_NUM_THREADS))
     nbk = cache.n_blocks
-
-    P = out.shape[1]
-
-    def run(c):
-        lo, hi = (c * n) // nbk, ((c + 1) * n) // nbk
-        ws = cache.work[c]
-        ws.ensure(sizes, hi - lo, Kc)
-        part = out if c == 0 else ws.get("part", 0, (Kc, P))
-        _block(cache, Vw, Vcat, vb, lo, hi, part, ws)
-        return part
-
-    parts = map(run, range(nbk)) if workers == 1 else _pool(workers).map(run, range(nbk))
-    for c, part in enumerate(parts):
-        if c > 0:
-            out += part
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """A pool of its own (not ``_blas.matmul``'s): a block task never waits on the pool it
-    runs in."""
-    return thread_pool(workers, "hvp")
-
-
-class _Workspace:
-    """Scratch of one sample block, kept between calls (fresh large arrays cost a page fault
-    per 4 KiB on first touch, which measured as much as the GEMMs themselves). Flat buffers
-    sized for ``cap`` vectors; a pass with Kc <= cap vectors uses their leading part."""
-
-    def __init__(self):
-        self.cap = 0
-        self.buf = {}
-        self.views = {}  # (name, layer, shape) -> view of buf, made once
-
-    def ensure(self, sizes, nb, Kc):
-        if Kc <= self.cap:
-            return
-        self.buf = {key: np.empty(size * Kc) for key, size in _buffers(sizes, nb).items()}
-        self.views = {}
-        self.cap = Kc
-
-    def get(self, name, l, shape):
-        key = (name, l, shape)
-        view = self.views.get(key)
-        if view is None:
-            size = 1
-            for d in shape:
-                size *= d
-            view = self.views[key] = self.buf[name, l][:size].reshape(shape)
-        return view
-
-
-def _block(cache: HVPCache, Vw, Vcat, vb, lo, hi, out, ws):
-    sizes, w_off, b_off, W = cache.sizes, cache.w_off, cache.b_off, cache.W
-    L = len(sizes) - 1
-    Kc = vb[0].shape[0]
-    nb = hi - lo
-    A = [a[lo:hi] for a in cache.A]
-    # R-forward
-    Rz, RA = [None] * L, [None] * L
-    for l in range(L):
-        h_in, h = sizes[l], sizes[l + 1]
-        rz = ws.get("rz", l, (nb, Kc * h))
-        np.matmul(A[l], Vw[l].T, out=rz)
-        has_t2 = l > 0
-        t2 = rz
-        if has_t2:
-            t2 = ws.get("t2f", l, (nb, Kc * h))
-            np.matmul(RA[l - 1].reshape(nb * Kc, h_in), W[l].T, out=t2.reshape(nb * Kc, h))
-        hidden = l < L - 1
-        ra = ws.get("ra", l, (nb, Kc * h)) if hidden else rz
-        d1 = cache.D1[l][lo:hi] if hidden else cache.C[lo:hi]
-        r_forward_layer(rz, t2, has_t2, vb[l], d1, hidden, ra)
-        Rz[l], RA[l] = rz, ra
-    # R-backward
-    rd = ws.get("rd", L - 1, Rz[L - 1].shape)
-    gb = ws.get("gb", L - 1, (Kc * sizes[L],))
-    r_output(cache.loss_kind, Rz[L - 1], cache.C[lo:hi], cache.s[lo:hi], rd, gb)
-    for l in range(L - 1, -1, -1):
-        h_in, h = sizes[l], sizes[l + 1]
-        G = ws.get("G", l, (Kc * h, h_in))
-        np.matmul(rd.T, A[l], out=G)  # (R delta)^T a, vectors stacked in the rows
-        G = G.reshape(Kc, h, h_in)
-        if l > 0:
-            delta = cache.delta[l][lo:hi]
-            G2 = ws.get("G2", l, (h, Kc * h_in))
-            np.matmul(delta.T, RA[l - 1], out=G2)
-            G += G2.reshape(h, Kc, h_in).transpose(1, 0, 2)
-        out[:, w_off[l] : b_off[l]] = G.reshape(Kc, h * h_in)
-        out[:, b_off[l] : b_off[l] + h] = gb.reshape(Kc, h)
-        if l > 0:
-            t1 = ws.get("t1b", l, (nb, Kc * h_in))
-            np.matmul(delta, Vcat[l], out=t1)
-            t2 = ws.get("t2b", l, (nb, Kc * h_in))
-            np.matmul(rd.reshape(nb * Kc, h), W[l], out=t2.reshape(nb * Kc, h_in))
-            rd_prev = ws.get("rd", l - 1, (nb, Kc * h_in))
-            gb = ws.get("gb", l - 1, (Kc * h_in,))
-            r_backward_layer(cache.T[l - 1][lo:hi], Rz[l - 1], cache.D1[l - 1][lo:hi], t1, t2,
-                             rd_prev, gb)  # fmt: skip
-            rd = rd_prev
+    with cache.lock, serial_blas():
+        scratch = cache.work.get("scratch")
+        if scratch is None or scratch.shape[0] < workers:
+            scratch = cache.work["scratch"] = np.empty((workers, cache.scratch_doubles))
+        need = (nbk - 1) * step * P
+        part = cache.work.get("part")
+        if part is None or part.size < need:
+            part = cache.work["part"] = np.empty(max(need, 1))
+        previous = numba.get_num_threads()
+        if previous != workers:
+            numba.set_num_threads(workers)
+        try:
+            for k0 in range(0, K, step):
+                k1 = min(K, k0 + step)
+                r_blocks(
+                    V[k0:k1], cache.theta, cache.sizes, cache.w_off, cache.b_off,
+                    cache.loss_kind, cache.X, cache.bounds, cache.cache, cache.coff, scratch,
+                    cache.soff, out[k0:k1], part[: (nbk - 1) * (k1 - k0) * P].reshape(
+                        nbk - 1, k1 - k0, P),
+                )  # fmt: skip
+        finally:
+            if previous != workers:
+                numba.set_num_threads(previous)
+    return out

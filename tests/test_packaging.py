@@ -78,9 +78,8 @@ def test_second_process_does_not_recompile(tmp_path):
         model.loss(theta, X, y); model.grad(theta, X, y); model.hvp(theta, theta, X, y)
         model.logits(theta, X)
         from fastscape.kernels import hvp
-        kernels = [mlp.output_loss_serial, mlp.output_loss_block, hvp.activation_cache,
-                   hvp.output_cache, hvp.backward_cache, hvp.r_forward_layer, hvp.r_output,
-                   hvp.r_backward_layer]
+        # the kernels called from Python (their jitted callees are compiled into them)
+        kernels = [mlp.output_loss_serial, mlp.output_loss_block, hvp.r_blocks]
         print(json.dumps({
             "hits": sum(sum(k.stats.cache_hits.values()) for k in kernels),
             "misses": sum(sum(k.stats.cache_misses.values()) for k in kernels),
@@ -89,7 +88,7 @@ def test_second_process_does_not_recompile(tmp_path):
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     first = json.loads(_run(code, tmp_path, env))
     second = json.loads(_run(code, tmp_path, env))
-    assert first["misses"] >= 6  # every kernel the calls use, compiled once or more
+    assert first["misses"] >= 2  # every kernel the calls use, compiled once or more
     assert second == {"hits": first["misses"], "misses": 0}
 
 
