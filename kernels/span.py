@@ -860,9 +860,10 @@ def scalar_sums3(loss_kind, cnt, F0, c0, F1, c1, F2, c2, y, bits):
 # serve its 101 * 101 points (tables of T = exp(c F_k) and N = exp(-c F_k), built once per
 # block). Points sharing their leading terms (a grid row) go four at a time through one loop
 # that loads the shared rows once.
-#: Samples per product in :func:`logistic_product_group`: factors (1 + u) <= 2, so a product
-#: of 1000 stays below 2**1000 (no overflow).
-PRODUCT_CHUNK = 1000
+#: Samples per product in :func:`logistic_product_group`: the factors are 0.5 (1 + u) in
+#: [0.5, 1], so a product of 1024 stays in [2**-1024, 1] (2**-1024 and its neighbours are
+#: subnormal with 50 significant bits left), and a block of 2048 is two chunks.
+PRODUCT_CHUNK = 1024
 #: Below this u, log1p(u) is summed as its degree-4 Taylor polynomial (relative error
 #: u**4 / 5 < 2e-17) instead of entering the product, where the rounding of 1 + u would lose
 #: the relative accuracy of a small loss.
@@ -930,6 +931,17 @@ def exp_tables(F, rows, values, T, N):
 
 
 @jit()
+def log_product(prod, n):
+    """``log(prod * 2**n)`` for a product of n factors ``0.5 (1 + u)``: the sum of their
+    ``log1p(u)``. With ``prod = m 2**e`` (frexp), ``log(2m) + (e + n - 1) ln2``, the integer
+    times ln2 by its Cody-Waite halves (exact high part): when every u is tiny, 2m = 1 and the
+    integer is 0, so the result is exactly 0 (no cancellation between two logs)."""
+    m, e = math.frexp(prod)
+    k = e + n - 1
+    return math.log(2.0 * m) + (k * _LN2_HI + k * _LN2_LO)
+
+
+@jit()
 def product_chunk4(bz, F, bT, bN, sg, yb, c0, T0, N0, c1, T1, N1, c2, T2, N2, c3, T3, N3):
     """Sums of four points over one chunk of samples (at most :data:`PRODUCT_CHUNK`), one
     vectorised pass that loads the shared rows once.
@@ -938,13 +950,13 @@ def product_chunk4(bz, F, bT, bN, sg, yb, c0, T0, N0, c1, T1, N1, c2, T2, N2, c3
     last term; point p has ``z = bz + c_p F``, ``exp(z) = bT T_p``, ``exp(-z) = bN N_p``. Per
     sample ``softplus(z) - y z = max(sg z, 0) + log1p(u)`` with ``sg = 1 - 2 y`` (exact for
     0/1 targets) and ``u = min(exp(z), exp(-z))``; the log1p terms enter the product of the
-    ``1 + u`` (the plain path: every u >= 1e-4, see :func:`logistic_product_group`). A sample
-    is a hit when ``(z > 0) == yb``.
+    ``0.5 (1 + u)`` (the plain path: every u >= 1e-4, see :func:`logistic_product_group`;
+    :func:`log_product` takes the 0.5 out again). A sample is a hit when ``(z > 0) == yb``.
 
     Returns
     -------
     tuple of 12
-        (exact-part sum, product of the 1 + u, hits) of points 0 to 3.
+        (exact-part sum, product of the 0.5 (1 + u), hits) of points 0 to 3.
     """
     l0 = 0.0
     l1 = 0.0
@@ -966,19 +978,19 @@ def product_chunk4(bz, F, bT, bN, sg, yb, c0, T0, N0, c1, T1, N1, c2, T2, N2, c3
         g = sg[i]
         yi = yb[i]
         z = b + c0 * f
-        p0 *= 1.0 + min(et * T0[i], en * N0[i])
+        p0 *= 0.5 + 0.5 * min(et * T0[i], en * N0[i])
         l0 += max(g * z, 0.0)
         h0 += (z > 0.0) == yi
         z = b + c1 * f
-        p1 *= 1.0 + min(et * T1[i], en * N1[i])
+        p1 *= 0.5 + 0.5 * min(et * T1[i], en * N1[i])
         l1 += max(g * z, 0.0)
         h1 += (z > 0.0) == yi
         z = b + c2 * f
-        p2 *= 1.0 + min(et * T2[i], en * N2[i])
+        p2 *= 0.5 + 0.5 * min(et * T2[i], en * N2[i])
         l2 += max(g * z, 0.0)
         h2 += (z > 0.0) == yi
         z = b + c3 * f
-        p3 *= 1.0 + min(et * T3[i], en * N3[i])
+        p3 *= 0.5 + 0.5 * min(et * T3[i], en * N3[i])
         l3 += max(g * z, 0.0)
         h3 += (z > 0.0) == yi
     return l0, p0, h0, l1, p1, h1, l2, p2, h2, l3, p3, h3
@@ -993,7 +1005,8 @@ def product_chunk_split(bz, F, c, bT, T, bN, N, sg, yb):
 
     Returns
     -------
-    (exact-part sum, sum of the Taylor terms, product of the other 1 + u, hits)
+    (exact-part sum, sum of the Taylor terms, product of 0.5 (1 + u) or 0.5 for the tiny u,
+    hits)
     """
     lin = 0.0
     small = 0.0
@@ -1005,7 +1018,7 @@ def product_chunk_split(bz, F, c, bT, T, bN, N, sg, yb):
         us = u * (u < _TINY_U)
         small += us * (1.0 - us * (0.5 - us * (1.0 / 3.0 - 0.25 * us)))
         # not 1 + (u - us): with reassociation allowed LLVM may form (1 + u) - us
-        prod *= 1.0 + u * (u >= _TINY_U)
+        prod *= 0.5 + 0.5 * (u * (u >= _TINY_U))
         lin += max(sg[i] * z, 0.0)
         hits += (z > 0.0) == yb[i]
     return lin, small, prod, hits
@@ -1054,7 +1067,7 @@ def logistic_product_split(F, c, T, N, bz, bT, bN, sg, yb):
         )  # fmt: skip
         lin += a
         small += b
-        logs += math.log(prod)
+        logs += log_product(prod, hi - lo)
         hits += h
     return lin + small + logs, hits
 
@@ -1072,11 +1085,11 @@ def logistic_product_group(
     """Logistic loss and hit sums over one block of up to four plain-path points that share
     their base arrays and last column (:func:`product_chunk4`), one log per point and chunk.
 
-    The product of the 1 + u over a chunk stays below 2**PRODUCT_CHUNK. Its rounding (of each
-    1 + u and of each multiply, 2**-53 each) is an absolute error of at most ~2.2e-16 per
-    sample, against a log1p(u) of at least 1e-4 per sample on the plain path: at most
-    ~2.2e-12 relative. Slots with ``js[p] < 0`` are padding (computed, not written): every
-    point goes through the same four-point loop, so its bits do not depend on its group.
+    The rounding of the products (of each 0.5 (1 + u) and of each multiply, 2**-53 each) is an
+    absolute error of at most ~2.2e-16 per sample, against a log1p(u) of at least 1e-4 per
+    sample on the plain path: at most ~2.2e-12 relative. Slots with ``js[p] < 0`` are padding
+    (computed, not written): every point goes through the same four-point loop, so its bits
+    do not depend on its group.
 
     Parameters
     ----------
@@ -1105,13 +1118,14 @@ def logistic_product_group(
             cs[2], _row(T, ownT, r2, 2, lo, hi), _row(N, ownN, r2, 2, lo, hi),
             cs[3], _row(T, ownT, r3, 3, lo, hi), _row(N, ownN, r3, 3, lo, hi),
         )  # fmt: skip
-        tot[0] += r[0] + math.log(r[1])
+        nc = hi - lo
+        tot[0] += r[0] + log_product(r[1], nc)
         hit[0] += r[2]
-        tot[1] += r[3] + math.log(r[4])
+        tot[1] += r[3] + log_product(r[4], nc)
         hit[1] += r[5]
-        tot[2] += r[6] + math.log(r[7])
+        tot[2] += r[6] + log_product(r[7], nc)
         hit[2] += r[8]
-        tot[3] += r[9] + math.log(r[10])
+        tot[3] += r[9] + log_product(r[10], nc)
         hit[3] += r[11]
     for p in range(4):
         if js[p] >= 0:
