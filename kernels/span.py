@@ -911,10 +911,19 @@ def exp_row(F, c, out, bits):
         out[i] = exp_bounded(c * F[i], bits, scale, i)
 
 
+@jit()
+def exp_pair_row(F, c, T, N, bits):
+    """T = exp(c F) (:func:`exp_row`) and N = 1 / T = exp(-c F) (a division is cheaper than a
+    second exponential); |c F[i]| <= 708 keeps both normal."""
+    exp_row(F, c, T, bits)
+    for i in range(F.shape[0]):
+        N[i] = 1.0 / T[i]
+
+
 @jit(parallel=True)
 def exp_tables(F, rows, values, T, N):
-    """T[r] = exp(values[r] F[rows[r]]) and N[r] = exp(-values[r] F[rows[r]]) for the R shared
-    factors of one block (:func:`exp_row`).
+    """T[r] = exp(values[r] F[rows[r]]) and N[r] = 1 / T[r] for the R shared factors of one
+    block (:func:`exp_pair_row`).
 
     Parameters
     ----------
@@ -926,8 +935,7 @@ def exp_tables(F, rows, values, T, N):
     R, B = T.shape
     for r in prange(R):
         bits = np.empty(B, np.int64)
-        exp_row(F[rows[r]], values[r], T[r], bits)
-        exp_row(F[rows[r]], -values[r], N[r], bits)
+        exp_pair_row(F[rows[r]], values[r], T[r], N[r], bits)
 
 
 @jit()
@@ -1235,8 +1243,7 @@ def span_block_scalar(
                         n_pend = 0
                     for t in range(last):
                         if tix[j, t] < 0:
-                            exp_row(F[idx[t]], val[t], leadT[t], bits)
-                            exp_row(F[idx[t]], -val[t], leadN[t], bits)
+                            exp_pair_row(F[idx[t]], val[t], leadT[t], leadN[t], bits)
                     r0 = tix[j, 0]
                     r1 = tix[j, 1]
                     k1 = idx[1] if cnt == 3 else idx[0]
@@ -1254,8 +1261,7 @@ def span_block_scalar(
                 r = tix[j, last]
                 if reach > PLAIN_REACH:
                     if r < 0:
-                        exp_row(F[idx[last]], val[last], oneT[0], bits)
-                        exp_row(F[idx[last]], -val[last], oneN[0], bits)
+                        exp_pair_row(F[idx[last]], val[last], oneT[0], oneN[0], bits)
                     total, hits = logistic_product_split(
                         F[idx[last]], val[last], T[r] if r >= 0 else oneT[0],
                         N[r] if r >= 0 else oneN[0], bz, bT, bN, sg, yb,
@@ -1264,8 +1270,7 @@ def span_block_scalar(
                     hits_out[j] = hits
                     continue
                 if r < 0:
-                    exp_row(F[idx[last]], val[last], ownT[n_pend], bits)
-                    exp_row(F[idx[last]], -val[last], ownN[n_pend], bits)
+                    exp_pair_row(F[idx[last]], val[last], ownT[n_pend], ownN[n_pend], bits)
                 cs[n_pend] = val[last]
                 rows[n_pend] = r
                 js[n_pend] = j
