@@ -332,48 +332,49 @@ def sample_bounds(n: int, sample_block: int) -> np.ndarray:
     return np.array([(c * n) // nbk for c in range(nbk + 1)], dtype=np.int64)
 
 
-def output_cache(loss_kind, Z, Y, inv_n):
-    """Output layer at theta, all samples (NumPy's vector loops for exp and tanh).
+def output_cache(loss_kind, Z, Yt, inv_n):
+    """Output layer at theta, all samples, feature-major (NumPy's vector loops for exp, tanh).
 
     Parameters
     ----------
     loss_kind : int
-    Z, Y : (n, out) arrays
-        Logits and target matrix.
+    Z, Yt : (out, n) arrays
+        Logits and target matrix, one column per sample.
     inv_n : float
         1 / (total number of samples): the mean loss's factor.
 
     Returns
     -------
-    delta : (n, out) array
+    delta : (out, n) array
         d(mean loss) / dz.
-    C : (n, out) array
+    C : (out, n) array
         Softmax-CE: the probabilities p; logistic: ``p (1 - p) / n``; MSE: ``2 / n``.
-    s : (n,) array
+    s : (1, n) array
         Softmax-CE: ``sum(y) / n`` per sample; 0 otherwise.
     """
-    n = Z.shape[0]
+    n = Z.shape[1]
     if loss_kind == LOGISTIC:
         p = np.tanh(0.5 * Z)  # sigmoid(z) = (1 + tanh(z / 2)) / 2, without overflow
         p += 1.0
         p *= 0.5
-        return (p - Y) * inv_n, p * (1.0 - p) * inv_n, np.zeros(n)
+        return (p - Yt) * inv_n, p * (1.0 - p) * inv_n, np.zeros((1, n))
     if loss_kind == MSE:
-        return 2.0 * inv_n * (Z - Y), np.full(Z.shape, 2.0 * inv_n), np.zeros(n)
-    E = np.exp(Z - Z.max(axis=1, keepdims=True))
-    p = E / E.sum(axis=1, keepdims=True)
-    sy = Y.sum(axis=1)
-    return (sy[:, None] * p - Y) * inv_n, p, sy * inv_n
+        return 2.0 * inv_n * (Z - Yt), np.full(Z.shape, 2.0 * inv_n), np.zeros((1, n))
+    E = np.exp(Z - Z.max(axis=0))  # reductions over the rows: elementwise vector loops
+    p = E / E.sum(axis=0)
+    sy = Yt.sum(axis=0)
+    return (sy * p - Yt) * inv_n, p, (sy * inv_n)[None, :]
 
 
 def _put(cache, off, arr, lo, hi, sample_major=False):
-    """Rows lo .. hi of a sample-major (n, rows) array into its block slot of ``cache``."""
-    rows = arr.shape[1]
+    """Columns lo .. hi of a feature-major (rows, n) array into their block slot of ``cache``,
+    as (rows, hi - lo), or transposed (hi - lo, rows) with ``sample_major``."""
+    rows = arr.shape[0]
     block = cache[off + rows * lo : off + rows * hi]
     if sample_major:
-        block.reshape(hi - lo, rows)[...] = arr[lo:hi]
+        block.reshape(hi - lo, rows)[...] = arr[:, lo:hi].T
     else:
-        block.reshape(rows, hi - lo)[...] = arr[lo:hi].T
+        block.reshape(rows, hi - lo)[...] = arr[:, lo:hi]
 
 
 def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
@@ -405,27 +406,27 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
     soff, per_thread = _scratch_table(sizes_t, int(np.diff(bounds).max()))
     cache = np.empty(total)
     W = [theta[w_off[l] : b_off[l]].reshape(sizes_t[l + 1], sizes_t[l]) for l in range(L)]
-    bias = [theta[b_off[l] : b_off[l] + sizes_t[l + 1]] for l in range(L)]
-    # the pass at theta on all samples, sample-major (NumPy's vector loops for f, f', f'')
+    bias = [theta[b_off[l] : b_off[l] + sizes_t[l + 1], None] for l in range(L)]
+    # the pass at theta on all samples, feature-major (NumPy's vector loops for f, f', f'')
     with serial_blas():
-        A, D1s, D2s = [X], [], []
+        A, D1s, D2s = [X.T], [], []
         for l in range(L - 1):
-            Z = A[l] @ W[l].T
+            Z = W[l] @ A[l]
             Z += bias[l]
             a = activation_array(act, Z)
             A.append(a)
             D1s.append(activation_d1_array(act, Z, a))
             D2s.append(activation_d2_array(act, Z, a))
-        Z = A[L - 1] @ W[L - 1].T
+        Z = W[L - 1] @ A[L - 1]
         Z += bias[L - 1]
         delta = [None] * L
-        delta[L - 1], C, s = output_cache(int(loss_kind), Z, Y, 1.0 / n)
+        delta[L - 1], C, s = output_cache(int(loss_kind), Z, Y.T, 1.0 / n)
         T = [None] * L
         for l in range(L - 1, 0, -1):
-            B = delta[l] @ W[l]
+            B = W[l].T @ delta[l]
             delta[l - 1] = B * D1s[l - 1]
             T[l - 1] = B * D2s[l - 1]
-    # laid out block after block, feature-major (and sample-major for a_l)
+    # laid out block after block (a_l also sample-major)
     for c in range(bounds.size - 1):
         lo, hi = int(bounds[c]), int(bounds[c + 1])
         for l in range(1, L):
@@ -436,7 +437,7 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
             _put(cache, coff[D1, l], D1s[l], lo, hi)
             _put(cache, coff[TT, l], T[l], lo, hi)
         _put(cache, coff[CC, 0], C, lo, hi)
-        _put(cache, coff[SS, 0], s[:, None], lo, hi)
+        _put(cache, coff[SS, 0], s, lo, hi)
     return HVPCache(
         theta, sizes, np.asarray(w_off, dtype=np.int64), np.asarray(b_off, dtype=np.int64), X,
         int(loss_kind), bounds, cache, coff, soff, per_thread, bounds.size - 1, {},
