@@ -102,6 +102,23 @@ def sm_view(buf, off, lo, s, nb):
 
 # ----------------------------------------------------------------------------- R-operator
 @jit()
+def finish_rz(Rz, Tf, has_tf, vb, Fd1, hidden, Ra):
+    """R z += v_b (+ Tf), and for a hidden layer R a = f'(z) R z; all (h, nb) but vb (h,)."""
+    h, nb = Rz.shape
+    for j in range(h):
+        bj = vb[j]
+        if has_tf:
+            for i in range(nb):
+                Rz[j, i] += bj + Tf[j, i]
+        else:
+            for i in range(nb):
+                Rz[j, i] += bj
+        if hidden:
+            for i in range(nb):
+                Ra[j, i] = Fd1[j, i] * Rz[j, i]
+
+
+@jit()
 def r_block(v, theta, sizes, w_off, b_off, loss_kind, Xb, lo, cache, coff, scr, soff, dst):
     """H v restricted to one block of samples (their share of the mean loss), into dst (P,).
 
@@ -116,25 +133,21 @@ def r_block(v, theta, sizes, w_off, b_off, loss_kind, Xb, lo, cache, coff, scr, 
         Vl = v[w_off[l] : b_off[l]].reshape((s1, s0))
         vb = v[b_off[l] : b_off[l] + s1]
         Rz = fm_view(scr, soff[RZ, l], 0, s1, nb)
+        Tf = Rz  # unused for l = 0
         if l == 0:
             np.dot(Vl, Xb.T, Rz)
-            for j in range(s1):
-                for i in range(nb):
-                    Rz[j, i] += vb[j]
         else:
             np.dot(Vl, fm_view(cache, coff[AT, l], lo, s0, nb), Rz)
             Tf = fm_view(scr, soff[TF, l], 0, s1, nb)
             W = theta[w_off[l] : b_off[l]].reshape((s1, s0))
             np.dot(W, fm_view(scr, soff[RA, l - 1], 0, s0, nb), Tf)
-            for j in range(s1):
-                for i in range(nb):
-                    Rz[j, i] += vb[j] + Tf[j, i]
-        if l < L - 1:
+        hidden = l < L - 1
+        Fd1 = Rz  # unused for the output layer
+        Ra = Rz
+        if hidden:
             Fd1 = fm_view(cache, coff[D1, l], lo, s1, nb)
             Ra = fm_view(scr, soff[RA, l], 0, s1, nb)
-            for j in range(s1):
-                for i in range(nb):
-                    Ra[j, i] = Fd1[j, i] * Rz[j, i]
+        finish_rz(Rz, Tf, l > 0, vb, Fd1, hidden, Ra)
     # output: R delta = (d2 mean loss / dz2) R z
     s1 = sizes[L]
     Rz = fm_view(scr, soff[RZ, L - 1], 0, s1, nb)
@@ -149,13 +162,22 @@ def r_block(v, theta, sizes, w_off, b_off, loss_kind, Xb, lo, cache, coff, scr, 
             for i in range(nb):
                 pr[0, i] += Cf[o, i] * Rz[o, i]
         for o in range(s1):
+            acc = 0.0
             for i in range(nb):
-                Rd[o, i] = Sf[0, i] * Cf[o, i] * (Rz[o, i] - pr[0, i])
+                r = Sf[0, i] * Cf[o, i] * (Rz[o, i] - pr[0, i])
+                Rd[o, i] = r
+                acc += r
+            dst[b_off[L - 1] + o] = acc
     else:
         for o in range(s1):
+            acc = 0.0
             for i in range(nb):
-                Rd[o, i] = Cf[o, i] * Rz[o, i]
+                r = Cf[o, i] * Rz[o, i]
+                Rd[o, i] = r
+                acc += r
+            dst[b_off[L - 1] + o] = acc
     # R-backward: R dW_l = R delta_l a_l^T + delta_l (R a_l)^T ; R db_l = sum_i R delta_l
+    # (the sums R db_l are taken where R delta_l is formed)
     # R delta_{l-1} = T R z_{l-1} + f'(z_{l-1}) (V_l^T delta_l + W_l^T R delta_l)
     for l in range(L - 1, -1, -1):
         s0, s1 = sizes[l], sizes[l + 1]
@@ -171,11 +193,6 @@ def r_block(v, theta, sizes, w_off, b_off, loss_kind, Xb, lo, cache, coff, scr, 
             for j in range(s1):
                 for q in range(s0):
                     G[j, q] += G2m[j, q]
-        for j in range(s1):
-            acc = 0.0
-            for i in range(nb):
-                acc += Rd[j, i]
-            dst[b_off[l] + j] = acc
         if l > 0:
             Vl = v[w_off[l] : b_off[l]].reshape((s1, s0))
             W = theta[w_off[l] : b_off[l]].reshape((s1, s0))
@@ -189,8 +206,12 @@ def r_block(v, theta, sizes, w_off, b_off, loss_kind, Xb, lo, cache, coff, scr, 
             Rzp = fm_view(scr, soff[RZ, l - 1], 0, s0, nb)
             Rdp = fm_view(scr, soff[RD, l - 1], 0, s0, nb)
             for j in range(s0):
+                acc = 0.0
                 for i in range(nb):
-                    Rdp[j, i] = T[j, i] * Rzp[j, i] + Fd1[j, i] * (Tb1[j, i] + Tb2[j, i])
+                    r = T[j, i] * Rzp[j, i] + Fd1[j, i] * (Tb1[j, i] + Tb2[j, i])
+                    Rdp[j, i] = r
+                    acc += r
+                dst[b_off[l - 1] + j] = acc  # R db_{l-1}
 
 
 @jit(parallel=True)
