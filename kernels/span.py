@@ -1144,14 +1144,12 @@ def logistic_product_group(
 @jit()
 def flush_group(F, bz, bT, bN, sg, yb, n_pend, cs, rows, js, T, N, ownT, ownN, loss_out, hits_out):
     """Run the pending plain-path points (1 to 4) of a task as one four-point group; empty
-    slots repeat point 0 and are not written (:func:`logistic_product_group`)."""
+    slots repeat point 0's coefficient and row (own rows: whatever finite factors the slot
+    holds) and are not written (:func:`logistic_product_group`)."""
     for p in range(n_pend, 4):
         cs[p] = cs[0]
         rows[p] = rows[0]
         js[p] = -1
-        if rows[0] < 0:
-            ownT[p] = ownT[0]
-            ownN[p] = ownN[0]
     logistic_product_group(F, bz, bT, bN, sg, yb, cs, rows, T, N, ownT, ownN, js, loss_out,
                            hits_out)  # fmt: skip
 
@@ -1196,135 +1194,144 @@ def span_block_scalar(
     order : (m,) int64
         The order in which tasks take the points (:func:`product_order`; speed only).
     """
-    m, K = coef.shape
-    B = F.shape[1]
+    m = coef.shape[0]
     # tasks of at least 64 points: each allocates its scratch rows once, and a grid row's
     # points share their leading terms. No bit depends on the tasks.
     chunk = max(point_chunk, 64)
     n_tasks = (m + chunk - 1) // chunk
     for task in prange(n_tasks):
-        idx = np.empty(K, np.int64)
-        val = np.empty(K)
-        z = np.empty(B)
-        sp = np.empty(B)
-        bits = np.empty(B, np.int64)
-        leadT = np.ones((2, B))  # own factors of leading terms
-        leadN = np.ones((2, B))
-        ownT = np.ones((4, B))  # own last-term factors of the pending points
-        ownN = np.ones((4, B))
-        oneT = np.ones((1, B))  # own last-term factors of a split-path point
-        oneN = np.ones((1, B))
-        bz = np.empty(B)
-        bT = np.empty(B)
-        bN = np.empty(B)
-        base_cnt = 0  # cnt of the run whose leading terms bz, bT, bN hold (0: none)
-        base_idx = np.zeros(3, np.int64)
-        base_val = np.zeros(2)
-        cs = np.zeros(4)
-        rows = np.zeros(4, np.int64)
-        js = np.zeros(4, np.int64)
-        n_pend = 0
-        stop = min(m, (task + 1) * chunk)
-        for jj in range(task * chunk, stop):
-            j = order[jj]
+        scalar_points(
+            coef, F, y, loss_kind, order[task * chunk : min(m, (task + 1) * chunk)], loss_out,
+            hits_out, tix, T, N, Fmax, sg, yb,
+        )  # fmt: skip
+
+
+@jit()
+def scalar_points(coef, F, y, loss_kind, points, loss_out, hits_out, tix, T, N, Fmax, sg, yb):
+    """The points ``points`` of one task of :func:`span_block_scalar`, in that order.
+
+    Pending plain-path points are flushed in one place (a single call site keeps the compiled
+    code small): before a point that needs other base arrays, when four are pending, and after
+    the last point.
+    """
+    K = coef.shape[1]
+    B = F.shape[1]
+    idx = np.empty(K, np.int64)
+    val = np.empty(K)
+    z = np.empty(B)
+    sp = np.empty(B)
+    bits = np.empty(B, np.int64)
+    leadT = np.ones((2, B))  # own factors of leading terms
+    leadN = np.ones((2, B))
+    ownT = np.ones((4, B))  # own last-term factors of the pending points
+    ownN = np.ones((4, B))
+    oneT = np.ones((1, B))  # own last-term factors of a split-path point
+    oneN = np.ones((1, B))
+    bz = np.empty(B)
+    bT = np.empty(B)
+    bN = np.empty(B)
+    base_cnt = 0  # cnt of the run whose leading terms bz, bT, bN hold (0: none)
+    base_idx = np.zeros(3, np.int64)
+    base_val = np.zeros(2)
+    cs = np.zeros(4)
+    rows = np.zeros(4, np.int64)
+    js = np.zeros(4, np.int64)
+    n_pend = 0
+    n = points.shape[0]
+    for jj in range(n + 1):
+        product = False
+        same = False
+        j = 0
+        cnt = 0
+        reach = 0.0
+        if jj < n:
+            j = points[jj]
             cnt = nonzero_coefficients(coef[j], idx, val)
-            reach = 0.0
             for t in range(cnt):
                 reach += abs(val[t]) * Fmax[idx[t]]
-            if loss_kind == LOGISTIC and 1 <= cnt <= 3 and reach <= EXP_PRODUCT_RANGE:
-                last = cnt - 1
-                same = cnt == base_cnt and idx[last] == base_idx[last]
-                for t in range(last):
+            product = loss_kind == LOGISTIC and 1 <= cnt <= 3 and reach <= EXP_PRODUCT_RANGE
+            if product:
+                same = cnt == base_cnt and idx[cnt - 1] == base_idx[cnt - 1]
+                for t in range(cnt - 1):
                     same = same and idx[t] == base_idx[t] and val[t] == base_val[t]
-                if not same:
-                    if n_pend > 0:
-                        flush_group(F[base_idx[base_cnt - 1]], bz, bT, bN, sg, yb, n_pend, cs,
-                                    rows, js, T, N, ownT, ownN, loss_out, hits_out)  # fmt: skip
-                        n_pend = 0
-                    for t in range(last):
-                        if tix[j, t] < 0:
-                            exp_pair_row(F[idx[t]], val[t], leadT[t], leadN[t], bits)
-                    r0 = tix[j, 0]
-                    r1 = tix[j, 1]
-                    k1 = idx[1] if cnt == 3 else idx[0]
-                    product_base(
-                        cnt, F[idx[0]], val[0], T[r0] if r0 >= 0 else leadT[0],
-                        N[r0] if r0 >= 0 else leadN[0], F[k1], val[1] if cnt == 3 else 0.0,
-                        T[r1] if r1 >= 0 and cnt == 3 else leadT[1],
-                        N[r1] if r1 >= 0 and cnt == 3 else leadN[1], bz, bT, bN,
-                    )  # fmt: skip
-                    base_cnt = cnt
-                    for t in range(cnt):
-                        base_idx[t] = idx[t]
-                    for t in range(last):
-                        base_val[t] = val[t]
-                r = tix[j, last]
-                if reach > PLAIN_REACH:
-                    if r < 0:
-                        exp_pair_row(F[idx[last]], val[last], oneT[0], oneN[0], bits)
-                    total, hits = logistic_product_split(
-                        F[idx[last]], val[last], T[r] if r >= 0 else oneT[0],
-                        N[r] if r >= 0 else oneN[0], bz, bT, bN, sg, yb,
-                    )  # fmt: skip
-                    loss_out[j] = total
-                    hits_out[j] = hits
-                    continue
+        if n_pend > 0 and (jj == n or n_pend == 4 or (product and not same)):
+            flush_group(F[base_idx[base_cnt - 1]], bz, bT, bN, sg, yb, n_pend, cs, rows, js, T,
+                        N, ownT, ownN, loss_out, hits_out)  # fmt: skip
+            n_pend = 0
+        if jj == n:
+            break
+        if product:
+            last = cnt - 1
+            if not same:
+                for t in range(last):
+                    if tix[j, t] < 0:
+                        exp_pair_row(F[idx[t]], val[t], leadT[t], leadN[t], bits)
+                r0 = tix[j, 0]
+                r1 = tix[j, 1]
+                k1 = idx[1] if cnt == 3 else idx[0]
+                product_base(
+                    cnt, F[idx[0]], val[0], T[r0] if r0 >= 0 else leadT[0],
+                    N[r0] if r0 >= 0 else leadN[0], F[k1], val[1] if cnt == 3 else 0.0,
+                    T[r1] if r1 >= 0 and cnt == 3 else leadT[1],
+                    N[r1] if r1 >= 0 and cnt == 3 else leadN[1], bz, bT, bN,
+                )  # fmt: skip
+                base_cnt = cnt
+                for t in range(cnt):
+                    base_idx[t] = idx[t]
+                for t in range(last):
+                    base_val[t] = val[t]
+            r = tix[j, last]
+            if reach > PLAIN_REACH:
                 if r < 0:
-                    exp_pair_row(F[idx[last]], val[last], ownT[n_pend], ownN[n_pend], bits)
-                cs[n_pend] = val[last]
-                rows[n_pend] = r
-                js[n_pend] = j
-                n_pend += 1
-                if n_pend == 4:
-                    flush_group(F[idx[last]], bz, bT, bN, sg, yb, n_pend, cs, rows, js, T, N,
-                                ownT, ownN, loss_out, hits_out)  # fmt: skip
-                    n_pend = 0
-                continue
-            if 1 <= cnt <= 3:
-                k0 = idx[0]
-                k1 = idx[1] if cnt >= 2 else k0
-                k2 = idx[2] if cnt >= 3 else k0
-                total, hits = scalar_sums3(
-                    loss_kind,
-                    cnt,
-                    F[k0],
-                    val[0],
-                    F[k1],
-                    val[1] if cnt >= 2 else 0.0,
-                    F[k2],
-                    val[2] if cnt >= 3 else 0.0,
-                    y,
-                    bits,
-                )
+                    exp_pair_row(F[idx[last]], val[last], oneT[0], oneN[0], bits)
+                total, hits = logistic_product_split(
+                    F[idx[last]], val[last], T[r] if r >= 0 else oneT[0],
+                    N[r] if r >= 0 else oneN[0], bz, bT, bN, sg, yb,
+                )  # fmt: skip
                 loss_out[j] = total
                 hits_out[j] = hits
                 continue
-            if cnt == 0:
-                for i in range(B):
-                    z[i] = 0.0
-            else:
-                row = F[idx[0]]
-                c = val[0]
-                for i in range(B):
-                    z[i] = c * row[i]
-            for t in range(1, cnt):
-                row = F[idx[t]]
-                c = val[t]
-                for i in range(B):
-                    z[i] += c * row[i]
-            if loss_kind == LOGISTIC:
-                total, hits = logistic_block_sums(z, y, sp, bits)
-            else:
-                total = 0.0
-                hits = 0.0
-                for i in range(B):
-                    r = z[i] - y[i]
-                    total += r * r
+            if r < 0:
+                exp_pair_row(F[idx[last]], val[last], ownT[n_pend], ownN[n_pend], bits)
+            cs[n_pend] = val[last]
+            rows[n_pend] = r
+            js[n_pend] = j
+            n_pend += 1
+            continue
+        if 1 <= cnt <= 3:
+            k0 = idx[0]
+            k1 = idx[1] if cnt >= 2 else k0
+            k2 = idx[2] if cnt >= 3 else k0
+            total, hits = scalar_sums3(
+                loss_kind, cnt, F[k0], val[0], F[k1], val[1] if cnt >= 2 else 0.0, F[k2],
+                val[2] if cnt >= 3 else 0.0, y, bits,
+            )  # fmt: skip
             loss_out[j] = total
             hits_out[j] = hits
-        if n_pend > 0:
-            flush_group(F[base_idx[base_cnt - 1]], bz, bT, bN, sg, yb, n_pend, cs, rows, js, T,
-                        N, ownT, ownN, loss_out, hits_out)  # fmt: skip
+            continue
+        if cnt == 0:
+            for i in range(B):
+                z[i] = 0.0
+        else:
+            row = F[idx[0]]
+            c = val[0]
+            for i in range(B):
+                z[i] = c * row[i]
+        for t in range(1, cnt):
+            row = F[idx[t]]
+            c = val[t]
+            for i in range(B):
+                z[i] += c * row[i]
+        if loss_kind == LOGISTIC:
+            total, hits = logistic_block_sums(z, y, sp, bits)
+        else:
+            total = 0.0
+            hits = 0.0
+            for i in range(B):
+                r = z[i] - y[i]
+                total += r * r
+        loss_out[j] = total
+        hits_out[j] = hits
 
 
 # ----------------------------------------------------------------------------- driver
