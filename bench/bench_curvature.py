@@ -7,11 +7,16 @@ Problem: MLP 64-32-10 (tanh, softmax cross-entropy, P = 2 410) on scikit-learn's
   implementations do exactly the same work).
 - ``top-eigen power k=4``: block power iteration on 4 vectors, 20 iterations; the kernel takes
   the 4 vectors in one pass over the data (batched HVP), the twin loops over them.
-- ``top-eigen lanczos``: ARPACK (k=1, "LA", ncv=20, tol=1e-8) on the HVP.
+- ``top-eigen lanczos``: thick-restart Lanczos (k=1, "LA", ncv=20, tol=1e-8) on the HVP.
+- ``B3 solver k=1`` / ``k=5``: the eigensolver alone, on the same cached HVP operator and
+  B3's settings ("LM", tol 1e-4): fastscape's thick-restart Lanczos against ARPACK
+  (``scipy.sparse.linalg.eigsh``, ncv 20, which the Lanczos method used before); the HVP counts
+  are in extra_info.
 - ``exact hessian``: the full 2 410 x 2 410 Hessian (the twin builds it column by column from
   2 410 HVPs; one round only).
 - ``hvp K=1`` / ``hvp K=100``: K Hessian-vector products at one theta: the cached operator of
-  ``curvature.hessian_matvec`` (forward pass at theta once, K vectors as GEMM columns) against
+  ``curvature.hessian_matvec`` (forward pass at theta once, then one compiled R-pass per
+  vector and sample block) against
   ``model.hvp`` (per-sample kernel) and the NumPy twin.
 
 Run: ``python -m pytest bench/bench_curvature.py --benchmark-only``.
@@ -153,3 +158,46 @@ def bench_hvp_operator(benchmark, record_env, digits, k, impl):
         benchmark.pedantic(fn, args=(V,), rounds=2, iterations=1)
     else:
         benchmark(fn, V)
+
+
+# ----------------------------------------------------------------------------- B3's eigensolver
+def _arpack(mv, P, k, seed):
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    count = [0]
+
+    def matmat(X):
+        count[0] += X.shape[1]
+        return mv(np.ascontiguousarray(X.T)).T
+
+    op = LinearOperator((P, P), matvec=lambda x: matmat(x.reshape(P, 1)).ravel(),
+                        matmat=matmat, dtype=np.float64)  # fmt: skip
+    v0 = np.random.default_rng(seed).standard_normal(P)
+    vals = eigsh(op, k=k, which="LM", tol=1e-4, ncv=max(2 * k + 1, 20), v0=v0,
+                 return_eigenvectors=False)  # fmt: skip
+    return vals[np.argsort(-np.abs(vals))], count[0]
+
+
+@pytest.mark.parametrize("impl", ["thick_restart_lanczos", "arpack_eigsh"])
+@pytest.mark.parametrize("k", [1, 5])
+def bench_b3_solver(benchmark, record_env, digits, k, impl):
+    """The eigensolver of B3 alone: same operator (built once, outside the timing), same
+    tolerance and start vector; only the Krylov method differs."""
+    model, data, theta = digits
+    mv = curvature.hessian_matvec(model, theta, data)
+    P = model.n_params
+    if impl == "arpack_eigsh":
+        solve = lambda: _arpack(mv, P, k, 0)  # noqa: E731
+    else:
+
+        def solve():
+            r = curvature.lanczos(mv, P, k, "LM", tol=1e-4, seed=0, batched=True)
+            return r.eigenvalues, r.n_matvecs
+
+    vals, hvps = solve()
+    H = model.hessian(theta, data)
+    exact = np.linalg.eigvalsh(0.5 * (H + H.T))
+    np.testing.assert_allclose(vals, exact[np.argsort(-np.abs(exact))][:k], rtol=1e-6)
+    benchmark.group = f"B3 solver k={k} mlp-64-32-10 digits-1797"
+    record_env(n=data.X.shape[0], P=P, k=k, hvps=int(hvps))
+    benchmark(solve)

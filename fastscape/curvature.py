@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg.lapack import dstev as _dstev
 
 from . import _device
 from ._validation import as_float_array, check_choice, check_positive_float, check_positive_int
@@ -446,6 +447,7 @@ def _thick_restart_lanczos(matvec, n, k, which, tol, maxiter, ncv, rng, start, b
     m = 0
     n_mv = 0
     restarts = 0
+    tridiagonal = True
     while True:
         w = _apply(matvec, Q[m : m + 1], n, batched)[0]
         n_mv += 1
@@ -462,14 +464,21 @@ def _thick_restart_lanczos(matvec, n, k, which, tol, maxiter, ncv, rng, start, b
         T[: m + 1, m] = c
         T[m, : m + 1] = c
         m += 1
-        theta, S = np.linalg.eigh(T[:m, :m])
+        if tridiagonal and m > 1:  # before the first restart: LAPACK's tridiagonal solver (the
+            # Gram-Schmidt coefficients off the tridiagonal are rounding errors)
+            theta, S, info = _dstev(np.diagonal(T)[:m], np.diagonal(T, 1)[: m - 1])
+            if info != 0:
+                theta, S = np.linalg.eigh(T[:m, :m])
+        else:
+            theta, S = np.linalg.eigh(T[:m, :m])
         order = _order(theta, which)
-        anorm = max(float(np.abs(theta).max()), 1e-300)
+        anorm = max(abs(theta[0]), abs(theta[-1]), 1e-300)
         # invariant subspace: H Q = Q T exactly (to rounding); every Ritz pair is exact
         breakdown = beta <= 64.0 * _EPS * anorm * np.sqrt(m)
         want = order[:k]
+        vals = theta[want]
         est = 0.0 if breakdown else beta * np.abs(S[m - 1, want])
-        denom = np.maximum(np.abs(theta[want]), _EPS ** (2 / 3) * anorm)
+        denom = np.maximum(np.abs(vals), _EPS ** (2 / 3) * anorm)
         ok = est <= tol_eff * denom
         if m >= k and (np.all(ok) or m == n):
             break
@@ -481,6 +490,7 @@ def _thick_restart_lanczos(matvec, n, k, which, tol, maxiter, ncv, rng, start, b
                 r -= (B @ r) @ B
             beta = float(np.linalg.norm(r))
         if m == ncv:  # thick restart: keep the wanted Ritz vectors and a few more
+            tridiagonal = False
             kept = order[:keep]
             Sk = S[:, kept]
             Q[:keep] = Sk.T @ Q[:m]
@@ -491,7 +501,6 @@ def _thick_restart_lanczos(matvec, n, k, which, tol, maxiter, ncv, rng, start, b
             restarts += 1
         Q[m] = r / beta
     Sw = S[:, want]
-    vals = theta[want]
     V = Sw.T @ Q[:m]
     HV = Sw.T @ HQ[:m]
     norms = np.linalg.norm(V, axis=1)
