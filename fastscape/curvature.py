@@ -533,9 +533,10 @@ def hessian_matvec(model: MLP, theta, X, y=None, *, device: str = "cpu") -> Matv
 
     Data, parameters and ``device`` are validated once, here. On the CPU the forward and
     backward passes at ``theta`` (activations, f', f'', deltas, softmax probabilities) are
-    computed once, here, and every call applies Pearlmutter's R-operator to its block of
-    vectors with the vectors as GEMM columns (``fastscape.kernels.hvp``); its scratch memory
-    stays under ``config.HVP_SCRATCH_BYTES`` (vectors go through in chunks). On the GPU each call
+    computed once, here, and every call applies Pearlmutter's R-operator to each of its vectors,
+    one compiled pass per (sample block, vector) on Numba's threads, every product a BLAS call
+    (``fastscape.kernels.hvp``); the partial results of the sample blocks stay under
+    ``config.HVP_SCRATCH_BYTES`` (vectors go through in chunks). On the GPU each call
     runs the CUDA HVP kernel on a device copy of the data made once, here.
 
     Parameters
