@@ -33,7 +33,9 @@ them, no GIL), the elementwise work is fused into loops over the contiguous samp
 Feature-major arrays make the products short-and-wide, which OpenBLAS runs 1.6-3x faster than
 the sample-major ``(nb, 64) @ (64, 32)`` and ``(nb, 32) @ (32, 10)`` shapes of the previous
 (Python-driven, sample-major) version of this module: on B3 one product went from 1.7 ms to
-about 0.4 ms on two threads.
+0.8-1.0 ms on one thread and 0.55-0.76 ms on two (medians and minima on the quiet 2-core
+machine; the two sample blocks scale by 1.3-1.6x there, and not at all when another process
+holds a core).
 
 Threads. Samples are split into fixed blocks (``bounds``: ``(c n) // n_blocks`` with
 ``n_blocks = ceil(n / sample_block)``, a partition that depends only on n and ``sample_block``).
