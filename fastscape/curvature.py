@@ -16,6 +16,7 @@ Ghorbani, Krishnan & Xiao (2019) for stochastic Lanczos quadrature. See ``docs/c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -434,6 +435,7 @@ def lanczos(
 
 
 _EPS = float(np.finfo(np.float64).eps)
+_EPS23 = _EPS ** (2.0 / 3.0)
 _DGKS = 1.0 / np.sqrt(2.0)  # re-orthogonalise when ||r|| < ||w|| / sqrt(2) (Daniel et al. 1976)
 
 
@@ -471,16 +473,19 @@ def _thick_restart_lanczos(matvec, n, k, which, tol, maxiter, ncv, rng, start, b
                 theta, S = np.linalg.eigh(T[:m, :m])
         else:
             theta, S = np.linalg.eigh(T[:m, :m])
+        # the test of the wanted pairs, in scalars (it runs after every HVP, on cold caches)
         order = _order(theta, which)
-        anorm = max(abs(theta[0]), abs(theta[-1]), 1e-300)
-        # invariant subspace: H Q = Q T exactly (to rounding); every Ritz pair is exact
-        breakdown = beta <= 64.0 * _EPS * anorm * np.sqrt(m)
         want = order[:k]
-        vals = theta[want]
-        est = 0.0 if breakdown else beta * np.abs(S[m - 1, want])
-        denom = np.maximum(np.abs(vals), _EPS ** (2 / 3) * anorm)
-        ok = est <= tol_eff * denom
-        if m >= k and (np.all(ok) or m == n):
+        anorm = max(abs(float(theta[0])), abs(float(theta[-1])), 1e-300)
+        # invariant subspace: H Q = Q T exactly (to rounding); every Ritz pair is exact
+        breakdown = beta <= 64.0 * _EPS * anorm * math.sqrt(m)
+        floor = _EPS23 * anorm
+        done = m >= k
+        for i in want:
+            if not breakdown and beta * abs(S[m - 1, i]) > tol_eff * max(abs(theta[i]), floor):
+                done = False
+                break
+        if done or (m >= k and m == n):
             break
         if m >= k and restarts >= maxiter:
             break
@@ -500,6 +505,10 @@ def _thick_restart_lanczos(matvec, n, k, which, tol, maxiter, ncv, rng, start, b
             m = keep
             restarts += 1
         Q[m] = r / beta
+    vals = theta[want]
+    denom = np.maximum(np.abs(vals), _EPS23 * anorm)
+    est = np.zeros(k) if breakdown else beta * np.abs(S[m - 1, want])
+    ok = est <= tol_eff * denom
     Sw = S[:, want]
     V = Sw.T @ Q[:m]
     HV = Sw.T @ HQ[:m]
