@@ -108,14 +108,15 @@ def edge_of_stability(
     seed : int
         Seed of the initialisation and of the first eigensolver start.
     method : {"lanczos", "power"}
-        ``lanczos``: ARPACK on exact HVPs, largest algebraic eigenvalue (default: near the
+        ``lanczos``: thick-restart Lanczos (:func:`curvature.lanczos`) on exact HVPs, largest
+        algebraic eigenvalue (default: near the
         edge of stability the top eigenvalues crowd together and power iteration slows down);
         ``power``: power iteration on batched exact HVPs (the top eigenvalue by magnitude,
         which is λmax along GD on these losses). Both are warm-started from the previous top
         eigenvector.
     tol : float
-        Relative tolerance of the eigensolver (power: change of λ and residual; Lanczos:
-        ARPACK's ``tol``).
+        Relative tolerance of the eigensolver (power: change of λ and residual; Lanczos: Ritz
+        residual, ARPACK's criterion).
     maxiter : int
         Eigensolver iterations per measurement (power).
     device : {"cpu", "cuda"}
