@@ -109,8 +109,8 @@ def edge_of_stability(
         Seed of the initialisation and of the first eigensolver start.
     method : {"lanczos", "power"}
         ``lanczos``: thick-restart Lanczos (:func:`curvature.lanczos`) on exact HVPs, largest
-        algebraic eigenvalue (default: near the
-        edge of stability the top eigenvalues crowd together and power iteration slows down);
+        algebraic eigenvalue (default: near the edge of stability the top eigenvalues crowd
+        together and power iteration slows down);
         ``power``: power iteration on batched exact HVPs (the top eigenvalue by magnitude,
         which is λmax along GD on these losses). Both are warm-started from the previous top
         eigenvector.
