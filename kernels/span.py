@@ -923,7 +923,8 @@ def exp_pair_row(F, c, T, N, bits):
 @jit(parallel=True)
 def exp_tables(F, rows, values, T, N):
     """T[r] = exp(values[r] F[rows[r]]) and N[r] = 1 / T[r] for the R shared factors of one
-    block (:func:`exp_pair_row`).
+    block (:func:`exp_pair_row`; the values are coefficient magnitudes, see
+    :func:`factor_rows`).
 
     Parameters
     ----------
@@ -1081,9 +1082,13 @@ def logistic_product_split(F, c, T, N, bz, bT, bN, sg, yb):
 
 
 @jit()
-def _row(T, own, r, p, lo, hi):
-    """Samples lo:hi of row r of a table, or of row p of a point's own rows when r < 0."""
-    return T[r, lo:hi] if r >= 0 else own[p, lo:hi]
+def factor_rows(T, N, own_T, own_N, r, c):
+    """The rows ``exp(c F)`` and ``exp(-c F)`` of a term with coefficient c: row r of the tables
+    (or the term's own rows when r < 0) holds ``exp(|c| F)`` and its reciprocal, swapped for a
+    negative c (a grid's c and -c share one row)."""
+    E = T[r] if r >= 0 else own_T
+    R = N[r] if r >= 0 else own_N
+    return (E, R) if c > 0.0 else (R, E)
 
 
 @jit()
@@ -1106,7 +1111,7 @@ def logistic_product_group(
     cs : (4,) float64
         Last coefficient of each point.
     rows : (4,) int64
-        Row of T and N with ``exp(+-c_p F)`` for point p, or -1: row p of ownT and ownN.
+        Row of T and N for point p (:func:`factor_rows`), or -1: row p of ownT and ownN.
     T, N : (R, B) float64
     ownT, ownN : (4, B) float64
     js : (4,) int64
@@ -1116,15 +1121,16 @@ def logistic_product_group(
     B = sg.shape[0]
     tot = np.zeros(4)
     hit = np.zeros(4)
-    r0, r1, r2, r3 = rows[0], rows[1], rows[2], rows[3]
+    T0, N0 = factor_rows(T, N, ownT[0], ownN[0], rows[0], cs[0])
+    T1, N1 = factor_rows(T, N, ownT[1], ownN[1], rows[1], cs[1])
+    T2, N2 = factor_rows(T, N, ownT[2], ownN[2], rows[2], cs[2])
+    T3, N3 = factor_rows(T, N, ownT[3], ownN[3], rows[3], cs[3])
     for lo in range(0, B, PRODUCT_CHUNK):
         hi = min(B, lo + PRODUCT_CHUNK)
         r = product_chunk4(
             bz[lo:hi], F[lo:hi], bT[lo:hi], bN[lo:hi], sg[lo:hi], yb[lo:hi],
-            cs[0], _row(T, ownT, r0, 0, lo, hi), _row(N, ownN, r0, 0, lo, hi),
-            cs[1], _row(T, ownT, r1, 1, lo, hi), _row(N, ownN, r1, 1, lo, hi),
-            cs[2], _row(T, ownT, r2, 2, lo, hi), _row(N, ownN, r2, 2, lo, hi),
-            cs[3], _row(T, ownT, r3, 3, lo, hi), _row(N, ownN, r3, 3, lo, hi),
+            cs[0], T0[lo:hi], N0[lo:hi], cs[1], T1[lo:hi], N1[lo:hi],
+            cs[2], T2[lo:hi], N2[lo:hi], cs[3], T3[lo:hi], N3[lo:hi],
         )  # fmt: skip
         nc = hi - lo
         tot[0] += r[0] + log_product(r[1], nc)
@@ -1163,8 +1169,9 @@ def span_block_scalar(
     ``F`` is (K, B): ``F[k] = X_blk w_k + b_k``; ``y`` (B,) the block's targets. A logistic
     point with 1 to 3 non-zero coefficients whose ``reach = sum_t |c_t| Fmax[k_t]`` (a bound
     on |z|) is at most :data:`EXP_PRODUCT_RANGE` takes the product path: its factors
-    ``exp(+-c_t F_t)`` come from rows ``tix[j, t]`` of T and N when shared (``tix >= 0``) or are
-    formed by :func:`exp_row` (the same bits either way); the sums of its leading terms
+    ``exp(+-c_t F_t)`` come from rows ``tix[j, t]`` of T and N when shared (``tix >= 0``,
+    :func:`factor_rows`) or are formed by :func:`exp_pair_row` (the same bits either way); the
+    sums of its leading terms
     (:func:`product_base`) are formed once per run of consecutive points of a task that share
     them, and such points with ``reach <= PLAIN_REACH`` go four at a time through
     :func:`logistic_product_group` (the same bits either way), the others one at a time
@@ -1182,8 +1189,8 @@ def span_block_scalar(
     loss_kind, point_chunk : int
     loss_out, hits_out : (m,) float64, written
     tix : (m, 3) int64
-        Row of T and N holding ``exp(+-c_t F_t)`` for the t-th non-zero coefficient of each
-        point, or -1 (formed per point).
+        Row of T and N holding ``exp(|c_t| F_t)`` and its reciprocal for the t-th non-zero
+        coefficient of each point (:func:`factor_rows`), or -1 (formed per point).
     T, N : (R, B) float64
     Fmax : (K,) float64
         ``max |F[k]|`` over the block (rows no point uses: anything).
@@ -1265,15 +1272,15 @@ def scalar_points(coef, F, y, loss_kind, points, loss_out, hits_out, tix, T, N, 
             if not same:
                 for t in range(last):
                     if tix[j, t] < 0:
-                        exp_pair_row(F[idx[t]], val[t], leadT[t], leadN[t], bits)
-                r0 = tix[j, 0]
-                r1 = tix[j, 1]
+                        exp_pair_row(F[idx[t]], abs(val[t]), leadT[t], leadN[t], bits)
+                T0, N0 = factor_rows(T, N, leadT[0], leadN[0], tix[j, 0], val[0])
+                T1, N1 = leadT[1], leadN[1]  # unused unless cnt == 3
+                if cnt == 3:
+                    T1, N1 = factor_rows(T, N, leadT[1], leadN[1], tix[j, 1], val[1])
                 k1 = idx[1] if cnt == 3 else idx[0]
                 product_base(
-                    cnt, F[idx[0]], val[0], T[r0] if r0 >= 0 else leadT[0],
-                    N[r0] if r0 >= 0 else leadN[0], F[k1], val[1] if cnt == 3 else 0.0,
-                    T[r1] if r1 >= 0 and cnt == 3 else leadT[1],
-                    N[r1] if r1 >= 0 and cnt == 3 else leadN[1], bz, bT, bN,
+                    cnt, F[idx[0]], val[0], T0, N0, F[k1], val[1] if cnt == 3 else 0.0, T1, N1,
+                    bz, bT, bN,
                 )  # fmt: skip
                 base_cnt = cnt
                 for t in range(cnt):
@@ -1283,16 +1290,16 @@ def scalar_points(coef, F, y, loss_kind, points, loss_out, hits_out, tix, T, N, 
             r = tix[j, last]
             if reach > PLAIN_REACH:
                 if r < 0:
-                    exp_pair_row(F[idx[last]], val[last], oneT[0], oneN[0], bits)
+                    exp_pair_row(F[idx[last]], abs(val[last]), oneT[0], oneN[0], bits)
+                Tl, Nl = factor_rows(T, N, oneT[0], oneN[0], r, val[last])
                 total, hits = logistic_product_split(
-                    F[idx[last]], val[last], T[r] if r >= 0 else oneT[0],
-                    N[r] if r >= 0 else oneN[0], bz, bT, bN, sg, yb,
-                )  # fmt: skip
+                    F[idx[last]], val[last], Tl, Nl, bz, bT, bN, sg, yb
+                )
                 loss_out[j] = total
                 hits_out[j] = hits
                 continue
             if r < 0:
-                exp_pair_row(F[idx[last]], val[last], ownT[n_pend], ownN[n_pend], bits)
+                exp_pair_row(F[idx[last]], abs(val[last]), ownT[n_pend], ownN[n_pend], bits)
             cs[n_pend] = val[last]
             rows[n_pend] = r
             js[n_pend] = j
@@ -1336,12 +1343,12 @@ def scalar_points(coef, F, y, loss_kind, points, loss_out, hits_out, tix, T, N, 
 
 # ----------------------------------------------------------------------------- driver
 def shared_factors(coef, max_rows):
-    """Which factors ``exp(c F_k)`` of the logistic product path are tabulated per block.
+    """Which factors ``exp(|c| F_k)`` of the logistic product path are tabulated per block.
 
-    A coefficient value of column k shared by two or more points with 1 to 3 non-zero
-    coefficients (a grid's alphas and betas, the 1 of its theta) gets a table row, most shared
-    first, at most ``max_rows``. Speed only: a point's bits do not depend on whether its factors
-    come from a table (:func:`span_block_scalar`).
+    A coefficient magnitude of column k shared by two or more points with 1 to 3 non-zero
+    coefficients (a grid's alphas and betas, +-alpha together, the 1 of its theta) gets a table
+    row, most shared first, at most ``max_rows``. Speed only: a point's bits do not depend on
+    whether its factors come from a table (:func:`span_block_scalar`).
 
     Parameters
     ----------
@@ -1355,7 +1362,7 @@ def shared_factors(coef, max_rows):
     rows : (R,) int64
         Column k of each table row.
     values : (R,) float64
-        Coefficient value of each table row.
+        Coefficient magnitude of each table row.
     """
     m, K = coef.shape
     nz = coef != 0.0
@@ -1366,7 +1373,7 @@ def shared_factors(coef, max_rows):
     per_k = []
     for k in range(K):
         sel = np.flatnonzero(ok & nz[:, k])
-        vals, inv, counts = np.unique(coef[sel, k], return_inverse=True, return_counts=True)
+        vals, inv, counts = np.unique(np.abs(coef[sel, k]), return_inverse=True, return_counts=True)
         per_k.append((sel, vals, inv))
         for u in np.flatnonzero(counts >= 2):
             cands.append((-int(counts[u]), k, int(u)))
@@ -1398,12 +1405,18 @@ def product_order(coef, tix, tile_rows=16):
     (m,) int64
     """
     m = coef.shape[0]
-    cnt = np.count_nonzero(coef, axis=1)
+    nz = coef != 0.0
+    cnt = np.count_nonzero(nz, axis=1)
     pos = np.clip(cnt - 1, 0, 2)
     ar = np.arange(m)
     last = tix[ar, pos]
-    lead0 = np.where(cnt >= 2, tix[:, 0], -1)
-    lead1 = np.where(cnt >= 3, tix[:, 1], -1)
+    # the leading terms' signs too: c and -c share a table row but not a run
+    first = np.argmax(nz, axis=1)  # column of the first / second non-zero coefficient
+    second = np.argmax(np.cumsum(nz, axis=1) > 1, axis=1)
+    neg0 = coef[ar, first] < 0
+    neg1 = coef[ar, second] < 0
+    lead0 = np.where(cnt >= 2, 2 * tix[:, 0] + neg0, -1)
+    lead1 = np.where(cnt >= 3, 2 * tix[:, 1] + neg1, -1)
     tile = np.where((cnt >= 1) & (cnt <= 3) & (last >= 0), last // tile_rows, -1)
     tile = np.where((cnt >= 1) & (cnt <= 3), tile, np.iinfo(np.int64).max)  # general: last
     return np.lexsort((last, lead1, lead0, cnt, tile)).astype(np.int64)
