@@ -951,16 +951,20 @@ def log_product(prod, n):
 
 
 @jit()
-def product_chunk4(bz, F, bT, bN, sg, yb, c0, T0, N0, c1, T1, N1, c2, T2, N2, c3, T3, N3):
+def product_chunk4(gz, gF, bT, bN, tv, c0, T0, N0, c1, T1, N1, c2, T2, N2, c3, T3, N3):
     """Sums of four points over one chunk of samples (at most :data:`PRODUCT_CHUNK`), one
     vectorised pass that loads the shared rows once.
 
     The four points share the base arrays (:func:`product_base`) and the column F of their
-    last term; point p has ``z = bz + c_p F``, ``exp(z) = bT T_p``, ``exp(-z) = bN N_p``. Per
-    sample ``softplus(z) - y z = max(sg z, 0) + log1p(u)`` with ``sg = 1 - 2 y`` (exact for
-    0/1 targets) and ``u = min(exp(z), exp(-z))``; the log1p terms enter the product of the
-    ``0.5 (1 + u)`` (the plain path: every u >= 1e-4, see :func:`logistic_product_group`;
-    :func:`log_product` takes the 0.5 out again). A sample is a hit when ``(z > 0) == yb``.
+    last term; point p has ``z = bz + c_p F``, ``exp(z) = bT T_p``, ``exp(-z) = bN N_p``. The
+    loop reads ``gz = g bz`` and ``gF = g F`` with ``g = 1 - 2 y`` = +-1 (exact), so that
+    ``w = g z = gz + c_p gF`` (the same bits as g times the fma of z). Per sample
+    ``softplus(z) - y z = max(w, 0) + log1p(u)`` (exact for 0/1 targets) with
+    ``u = min(exp(z), exp(-z))``; the log1p terms enter the product of the ``0.5 (1 + u)``
+    (the plain path: every u >= 1e-4, see :func:`logistic_product_group`; :func:`log_product`
+    takes the 0.5 out again). A sample is a hit, ``(z > 0) == (y == 1)``, exactly when
+    ``w < tv`` with ``tv = 0`` for y = 1 (``w = -z < 0``) and the smallest subnormal for
+    y = 0 (``w = z <= 0``): one comparison, signed zeros included.
 
     Returns
     -------
@@ -979,34 +983,33 @@ def product_chunk4(bz, F, bT, bN, sg, yb, c0, T0, N0, c1, T1, N1, c2, T2, N2, c3
     h1 = 0
     h2 = 0
     h3 = 0
-    for i in range(sg.shape[0]):
-        b = bz[i]
-        f = F[i]
+    for i in range(tv.shape[0]):
+        b = gz[i]
+        f = gF[i]
         et = bT[i]
         en = bN[i]
-        g = sg[i]
-        yi = yb[i]
-        z = b + c0 * f
+        t = tv[i]
+        w = b + c0 * f
         p0 *= 0.5 + 0.5 * min(et * T0[i], en * N0[i])
-        l0 += max(g * z, 0.0)
-        h0 += (z > 0.0) == yi
-        z = b + c1 * f
+        l0 += max(w, 0.0)
+        h0 += w < t
+        w = b + c1 * f
         p1 *= 0.5 + 0.5 * min(et * T1[i], en * N1[i])
-        l1 += max(g * z, 0.0)
-        h1 += (z > 0.0) == yi
-        z = b + c2 * f
+        l1 += max(w, 0.0)
+        h1 += w < t
+        w = b + c2 * f
         p2 *= 0.5 + 0.5 * min(et * T2[i], en * N2[i])
-        l2 += max(g * z, 0.0)
-        h2 += (z > 0.0) == yi
-        z = b + c3 * f
+        l2 += max(w, 0.0)
+        h2 += w < t
+        w = b + c3 * f
         p3 *= 0.5 + 0.5 * min(et * T3[i], en * N3[i])
-        l3 += max(g * z, 0.0)
-        h3 += (z > 0.0) == yi
+        l3 += max(w, 0.0)
+        h3 += w < t
     return l0, p0, h0, l1, p1, h1, l2, p2, h2, l3, p3, h3
 
 
 @jit()
-def product_chunk_split(bz, F, c, bT, T, bN, N, sg, yb):
+def product_chunk_split(gz, gF, c, bT, T, bN, N, tv):
     """One point over one chunk as :func:`product_chunk4`, with u below 1e-4 (where the
     rounding of 1 + u and of the product would be large against log1p(u)) summed instead as
     its degree-4 Taylor polynomial (relative error < 2e-17), by arithmetic selects (a
@@ -1021,15 +1024,15 @@ def product_chunk_split(bz, F, c, bT, T, bN, N, sg, yb):
     small = 0.0
     prod = 1.0
     hits = 0
-    for i in range(sg.shape[0]):
-        z = bz[i] + c * F[i]
+    for i in range(tv.shape[0]):
+        w = gz[i] + c * gF[i]
         u = min(bT[i] * T[i], bN[i] * N[i])
         us = u * (u < _TINY_U)
         small += us * (1.0 - us * (0.5 - us * (1.0 / 3.0 - 0.25 * us)))
         # not 1 + (u - us): with reassociation allowed LLVM may form (1 + u) - us
         prod *= 0.5 + 0.5 * (u * (u >= _TINY_U))
-        lin += max(sg[i] * z, 0.0)
-        hits += (z > 0.0) == yb[i]
+        lin += max(w, 0.0)
+        hits += w < tv[i]
     return lin, small, prod, hits
 
 
@@ -1058,10 +1061,10 @@ def product_base(cnt, F0, c0, T0, N0, F1, c1, T1, N1, bz, bT, bN):
 
 
 @jit()
-def logistic_product_split(F, c, T, N, bz, bT, bN, sg, yb):
+def logistic_product_split(gF, c, T, N, gz, bT, bN, tv):
     """Logistic loss and hit sums of one point over one block by the split product
     (:func:`product_chunk_split`), one log per chunk. Returns (loss sum, hits)."""
-    B = sg.shape[0]
+    B = tv.shape[0]
     lin = 0.0
     small = 0.0
     logs = 0.0
@@ -1071,9 +1074,8 @@ def logistic_product_split(F, c, T, N, bz, bT, bN, sg, yb):
         # a separate function per chunk: LLVM leaves an inner loop with these reductions
         # scalar when it is nested in the chunk loop
         a, b, prod, h = product_chunk_split(
-            bz[lo:hi], F[lo:hi], c, bT[lo:hi], T[lo:hi], bN[lo:hi], N[lo:hi], sg[lo:hi],
-            yb[lo:hi],
-        )  # fmt: skip
+            gz[lo:hi], gF[lo:hi], c, bT[lo:hi], T[lo:hi], bN[lo:hi], N[lo:hi], tv[lo:hi]
+        )
         lin += a
         small += b
         logs += log_product(prod, hi - lo)
@@ -1093,7 +1095,7 @@ def factor_rows(T, N, own_T, own_N, r, c):
 
 @jit()
 def logistic_product_group(
-    F, bz, bT, bN, sg, yb, cs, rows, T, N, ownT, ownN, js, loss_out, hits_out
+    gF, gz, bT, bN, tv, cs, rows, T, N, ownT, ownN, js, loss_out, hits_out
 ):  # fmt: skip
     """Logistic loss and hit sums over one block of up to four plain-path points that share
     their base arrays and last column (:func:`product_chunk4`), one log per point and chunk.
@@ -1106,8 +1108,8 @@ def logistic_product_group(
 
     Parameters
     ----------
-    F, bz, bT, bN, sg : (B,) float64
-    yb : (B,) bool
+    gF, gz, bT, bN, tv : (B,) float64
+        Shared rows of :func:`product_chunk4`.
     cs : (4,) float64
         Last coefficient of each point.
     rows : (4,) int64
@@ -1118,7 +1120,7 @@ def logistic_product_group(
         Output slot of each point, or -1.
     loss_out, hits_out : (m,) float64, written at js
     """
-    B = sg.shape[0]
+    B = tv.shape[0]
     tot = np.zeros(4)
     hit = np.zeros(4)
     T0, N0 = factor_rows(T, N, ownT[0], ownN[0], rows[0], cs[0])
@@ -1128,7 +1130,7 @@ def logistic_product_group(
     for lo in range(0, B, PRODUCT_CHUNK):
         hi = min(B, lo + PRODUCT_CHUNK)
         r = product_chunk4(
-            bz[lo:hi], F[lo:hi], bT[lo:hi], bN[lo:hi], sg[lo:hi], yb[lo:hi],
+            gz[lo:hi], gF[lo:hi], bT[lo:hi], bN[lo:hi], tv[lo:hi],
             cs[0], T0[lo:hi], N0[lo:hi], cs[1], T1[lo:hi], N1[lo:hi],
             cs[2], T2[lo:hi], N2[lo:hi], cs[3], T3[lo:hi], N3[lo:hi],
         )  # fmt: skip
@@ -1148,7 +1150,7 @@ def logistic_product_group(
 
 
 @jit()
-def flush_group(F, bz, bT, bN, sg, yb, n_pend, cs, rows, js, T, N, ownT, ownN, loss_out, hits_out):
+def flush_group(gF, gz, bT, bN, tv, n_pend, cs, rows, js, T, N, ownT, ownN, loss_out, hits_out):
     """Run the pending plain-path points (1 to 4) of a task as one four-point group; empty
     slots repeat point 0's coefficient and row (own rows: whatever finite factors the slot
     holds) and are not written (:func:`logistic_product_group`)."""
@@ -1156,13 +1158,13 @@ def flush_group(F, bz, bT, bN, sg, yb, n_pend, cs, rows, js, T, N, ownT, ownN, l
         cs[p] = cs[0]
         rows[p] = rows[0]
         js[p] = -1
-    logistic_product_group(F, bz, bT, bN, sg, yb, cs, rows, T, N, ownT, ownN, js, loss_out,
+    logistic_product_group(gF, gz, bT, bN, tv, cs, rows, T, N, ownT, ownN, js, loss_out,
                            hits_out)  # fmt: skip
 
 
 @jit(parallel=True)
 def span_block_scalar(
-    coef, F, y, loss_kind, point_chunk, loss_out, hits_out, tix, T, N, Fmax, sg, yb, order
+    coef, F, y, loss_kind, point_chunk, loss_out, hits_out, tix, T, N, Fmax, G, tv, order
 ):  # fmt: skip
     """Fast path of :func:`span_block` for one output and no hidden layer (logistic, linear).
 
@@ -1194,10 +1196,11 @@ def span_block_scalar(
     T, N : (R, B) float64
     Fmax : (K,) float64
         ``max |F[k]|`` over the block (rows no point uses: anything).
-    sg : (B,) float64
-        ``1 - 2 y`` (logistic; anything for MSE).
-    yb : (B,) bool
-        ``y > 0.5``.
+    G : (K, B) float64
+        ``g F`` with ``g = 1 - 2 y`` (logistic; anything for MSE), see :func:`product_chunk4`.
+    tv : (B,) float64
+        The hit thresholds of :func:`product_chunk4`: 0 where y = 1, the smallest subnormal
+        where y = 0.
     order : (m,) int64
         The order in which tasks take the points (:func:`product_order`; speed only).
     """
@@ -1209,12 +1212,12 @@ def span_block_scalar(
     for task in prange(n_tasks):
         scalar_points(
             coef, F, y, loss_kind, order[task * chunk : min(m, (task + 1) * chunk)], loss_out,
-            hits_out, tix, T, N, Fmax, sg, yb,
+            hits_out, tix, T, N, Fmax, G, tv,
         )  # fmt: skip
 
 
 @jit()
-def scalar_points(coef, F, y, loss_kind, points, loss_out, hits_out, tix, T, N, Fmax, sg, yb):
+def scalar_points(coef, F, y, loss_kind, points, loss_out, hits_out, tix, T, N, Fmax, G, tv):
     """The points ``points`` of one task of :func:`span_block_scalar`, in that order.
 
     Pending plain-path points are flushed in one place (a single call site keeps the compiled
@@ -1262,8 +1265,8 @@ def scalar_points(coef, F, y, loss_kind, points, loss_out, hits_out, tix, T, N, 
                 for t in range(cnt - 1):
                     same = same and idx[t] == base_idx[t] and val[t] == base_val[t]
         if n_pend > 0 and (jj == n or n_pend == 4 or (product and not same)):
-            flush_group(F[base_idx[base_cnt - 1]], bz, bT, bN, sg, yb, n_pend, cs, rows, js, T,
-                        N, ownT, ownN, loss_out, hits_out)  # fmt: skip
+            flush_group(G[base_idx[base_cnt - 1]], bz, bT, bN, tv, n_pend, cs, rows, js, T, N,
+                        ownT, ownN, loss_out, hits_out)  # fmt: skip
             n_pend = 0
         if jj == n:
             break
@@ -1278,8 +1281,8 @@ def scalar_points(coef, F, y, loss_kind, points, loss_out, hits_out, tix, T, N, 
                 if cnt == 3:
                     T1, N1 = factor_rows(T, N, leadT[1], leadN[1], tix[j, 1], val[1])
                 k1 = idx[1] if cnt == 3 else idx[0]
-                product_base(
-                    cnt, F[idx[0]], val[0], T0, N0, F[k1], val[1] if cnt == 3 else 0.0, T1, N1,
+                product_base(  # on the rows of G: bz holds g times the leading sum
+                    cnt, G[idx[0]], val[0], T0, N0, G[k1], val[1] if cnt == 3 else 0.0, T1, N1,
                     bz, bT, bN,
                 )  # fmt: skip
                 base_cnt = cnt
@@ -1293,7 +1296,7 @@ def scalar_points(coef, F, y, loss_kind, points, loss_out, hits_out, tix, T, N, 
                     exp_pair_row(F[idx[last]], abs(val[last]), oneT[0], oneN[0], bits)
                 Tl, Nl = factor_rows(T, N, oneT[0], oneN[0], r, val[last])
                 total, hits = logistic_product_split(
-                    F[idx[last]], val[last], Tl, Nl, bz, bT, bN, sg, yb
+                    G[idx[last]], val[last], Tl, Nl, bz, bT, bN, tv
                 )
                 loss_out[j] = total
                 hits_out[j] = hits
@@ -1496,9 +1499,12 @@ def span_eval(
             if rows.size:
                 exp_tables(F, rows, values, T, N)
             yv = Y[lo:hi, 0].copy()
+            G = np.empty_like(F)  # g F, g = +-1: exact (rows no point uses stay unread)
+            G[used] = F[used] * (1.0 - 2.0 * yv)
+            tv = np.where(yv > 0.5, 0.0, 5e-324)  # 5e-324: the smallest subnormal
             span_block_scalar(
-                coef, F, yv, loss_kind, point_chunk, block_loss, block_hits, tix, T, N, Fmax,
-                1.0 - 2.0 * yv, yv > 0.5, order,
+                coef, F, yv, loss_kind, point_chunk, block_loss, block_hits, tix, T, N, Fmax, G,
+                tv, order,
             )  # fmt: skip
         else:
             F = np.empty((K, hi - lo, h1))
