@@ -1041,6 +1041,7 @@ def product_base(cnt, F0, c0, T0, N0, F1, c1, T1, N1, bz, bT, bN):
     """The leading ``cnt - 1`` terms of a product-path point, summed once for its run of
     points (consecutive points that differ only in their last term, as along a grid row):
     ``bz = sum_t c_t F_t``, ``bT = prod_t T_t``, ``bN = prod_t N_t``; (0, 1, 1) for cnt = 1.
+    :func:`scalar_points` passes the rows of ``G = g F``, so that bz holds ``g`` times the sum.
     Rows of unused terms may be any readable rows."""
     B = bz.shape[0]
     if cnt == 1:
