@@ -298,54 +298,44 @@ def _offsets(sizes):
     return w_off, b_off, o
 
 
+def _offset_table(n_kinds, L, entries):
+    """Consecutive offsets in one flat buffer: ``entries`` is (kind, layer, length) in buffer
+    order; returns the (n_kinds, L) offset table (-1 where absent) and the total length."""
+    table = np.full((n_kinds, L), -1, dtype=np.int64)
+    o = 0
+    for kind, l, length in entries:
+        table[kind, l] = o
+        o += length
+    return table, o
+
+
 def _cache_table(sizes, n):
     """Offsets (7, L) of the per-sample arrays at theta, and the total length."""
     L = len(sizes) - 1
-    coff = np.full((N_CACHE_KINDS, L), -1, dtype=np.int64)
-    o = 0
-
-    def put(kind, l, rows):
-        nonlocal o
-        coff[kind, l] = o
-        o += rows * n
-
+    entries = []
     for l in range(1, L):
-        put(AT, l, sizes[l])
-        put(AS, l, sizes[l])
-        put(DT, l, sizes[l + 1])
+        entries += [(AT, l, sizes[l] * n), (AS, l, sizes[l] * n), (DT, l, sizes[l + 1] * n)]
     for l in range(L - 1):
-        put(D1, l, sizes[l + 1])
-        put(TT, l, sizes[l + 1])
-    put(CC, 0, sizes[L])
-    put(SS, 0, 1)
-    return coff, o
+        entries += [(D1, l, sizes[l + 1] * n), (TT, l, sizes[l + 1] * n)]
+    entries += [(CC, 0, sizes[L] * n), (SS, 0, n)]
+    return _offset_table(N_CACHE_KINDS, L, entries)
 
 
 def _scratch_table(sizes, nb):
     """Offsets (8, L) of a thread's scratch arrays for blocks of at most nb samples, and its
     length."""
     L = len(sizes) - 1
-    soff = np.full((N_SCRATCH_KINDS, L), -1, dtype=np.int64)
-    o = 0
-
-    def put(kind, l, size):
-        nonlocal o
-        soff[kind, l] = o
-        o += size
-
+    entries = []
     for l in range(L):
         h_in, h = sizes[l], sizes[l + 1]
-        put(RZ, l, h * nb)
-        put(RD, l, h * nb)
+        entries += [(RZ, l, h * nb), (RD, l, h * nb)]
         if l < L - 1:
-            put(RA, l, h * nb)
+            entries.append((RA, l, h * nb))
         if l > 0:
-            put(TF, l, h * nb)
-            put(TB1, l, h_in * nb)
-            put(TB2, l, h_in * nb)
-            put(G2, l, h * h_in)
-    put(PR, 0, nb)
-    return soff, o
+            entries += [(TF, l, h * nb), (TB1, l, h_in * nb), (TB2, l, h_in * nb)]
+            entries.append((G2, l, h * h_in))
+    entries.append((PR, 0, nb))
+    return _offset_table(N_SCRATCH_KINDS, L, entries)
 
 
 def sample_bounds(n: int, sample_block: int) -> np.ndarray:
