@@ -856,10 +856,10 @@ def scalar_sums3(loss_kind, cnt, F0, c0, F1, c1, F2, c2, y, bits):
 #   softplus(z) - y z = max((1 - 2y) z, 0) + log1p(u),   u = min(exp(z), exp(-z)),
 # and a sum of log1p is the log of a product: a (point, sample) pays a few multiplies, a min
 # and a max, and each (point, chunk of PRODUCT_CHUNK samples) one log. The factors
-# exp(+-c F_k[i]) depend on a coefficient value, not on a point: a grid's 1 + 2 * 100 values
-# serve its 101 * 101 points (tables of T = exp(c F_k) and N = exp(-c F_k), built once per
-# block). Points sharing their leading terms (a grid row) go four at a time through one loop
-# that loads the shared rows once.
+# exp(+-c F_k[i]) depend on a coefficient magnitude, not on a point: a 101 x 101 grid on
+# [-1, 1]^2 has 1 + 2 * 50 of them for its 10 201 points (tables of exp(|c| F_k) and of the
+# reciprocal, built once per block, see factor_rows). Points sharing their leading terms (a
+# grid row) go four at a time through one loop that loads the shared rows once.
 #: Samples per product in :func:`logistic_product_group`: the factors are 0.5 (1 + u) in
 #: [0.5, 1], so a product of 1024 stays in [2**-1024, 1] (2**-1024 and its neighbours are
 #: subnormal with 50 significant bits left), and a block of 2048 is two chunks.
