@@ -1373,7 +1373,7 @@ def shared_factors(coef, max_rows):
     cnt = nz.sum(axis=1)
     ok = (cnt >= 1) & (cnt <= 3)
     pos = np.cumsum(nz, axis=1) - 1  # position of column k among a point's non-zeros
-    cands = []  # (-count, k, value index) per shared value, with the points that use it
+    cands = []  # (-count, k, index into that column's magnitudes), one per shared magnitude
     per_k = []
     for k in range(K):
         sel = np.flatnonzero(ok & nz[:, k])
