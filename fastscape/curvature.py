@@ -16,15 +16,14 @@ Ghorbani, Krishnan & Xiao (2019) for stochastic Lanczos quadrature. See ``docs/c
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg.lapack import dstev as _dstev
 
 from . import _device
 from ._validation import as_float_array, check_choice, check_positive_float, check_positive_int
+from .kernels import lanczos as _lz
 from .kernels._blas import serial_blas
 from .models import MLP, Batch
 
@@ -450,61 +449,41 @@ def _thick_restart_lanczos(matvec, n, k, which, tol, maxiter, ncv, rng, start, b
     n_mv = 0
     restarts = 0
     tridiagonal = True
+    which_code = _lz.WHICH_CODES[which]
     while True:
         w = _apply(matvec, Q[m : m + 1], n, batched)[0]
         n_mv += 1
         HQ[m] = w
-        B = Q[: m + 1]
-        c = B @ w
-        r = w - c @ B
-        beta = float(np.sqrt(r @ r))
-        if beta < _DGKS * float(np.sqrt(w @ w)):  # cancellation: Gram-Schmidt once more
-            c2 = B @ r
-            r -= c2 @ B
-            c += c2
-            beta = float(np.sqrt(r @ r))
-        T[: m + 1, m] = c
-        T[m, : m + 1] = c
+        beta = _lz.orthogonalize(Q, m, w, T, _DGKS)  # the new direction into Q[m + 1]
         m += 1
-        if tridiagonal and m > 1:  # before the first restart: LAPACK's tridiagonal solver (the
-            # Gram-Schmidt coefficients off the tridiagonal are rounding errors)
-            theta, S, info = _dstev(np.diagonal(T)[:m], np.diagonal(T, 1)[: m - 1])
-            if info != 0:
-                theta, S = np.linalg.eigh(T[:m, :m])
-        else:
-            theta, S = np.linalg.eigh(T[:m, :m])
-        # the test of the wanted pairs, in scalars (it runs after every HVP, on cold caches)
-        order = _order(theta, which)
-        want = order[:k]
-        anorm = max(abs(float(theta[0])), abs(float(theta[-1])), 1e-300)
-        # invariant subspace: H Q = Q T exactly (to rounding); every Ritz pair is exact
-        breakdown = beta <= 64.0 * _EPS * anorm * math.sqrt(m)
-        floor = _EPS23 * anorm
-        done = m >= k
-        for i in want:
-            if not breakdown and beta * abs(S[m - 1, i]) > tol_eff * max(abs(theta[i]), floor):
-                done = False
-                break
+        theta, S, order, done, breakdown, anorm = _lz.ritz_test(
+            T, m, tridiagonal, which_code, k, beta, tol_eff, _EPS23
+        )
         if done or (m >= k and m == n):
             break
         if m >= k and restarts >= maxiter:
             break
         if breakdown:  # continue with a random direction orthogonal to the basis
             r = rng.standard_normal(n)
+            B = Q[:m]
             for _ in range(2):
                 r -= (B @ r) @ B
             beta = float(np.linalg.norm(r))
+            Q[m] = r
         if m == ncv:  # thick restart: keep the wanted Ritz vectors and a few more
             tridiagonal = False
             kept = order[:keep]
             Sk = S[:, kept]
-            Q[:keep] = Sk.T @ Q[:m]
+            kept_rows = Sk.T @ Q[:m]
+            Q[keep] = Q[m]  # the next direction
+            Q[:keep] = kept_rows
             HQ[:keep] = Sk.T @ HQ[:m]
             T[:] = 0.0
             T[np.arange(keep), np.arange(keep)] = theta[kept]
             m = keep
             restarts += 1
-        Q[m] = r / beta
+        Q[m] /= beta
+    want = order[:k]
     vals = theta[want]
     denom = np.maximum(np.abs(vals), _EPS23 * anorm)
     est = np.zeros(k) if breakdown else beta * np.abs(S[m - 1, want])

@@ -44,6 +44,22 @@ def test_serial_blas_restores_the_thread_counts():
     assert _blas_threads() == before
 
 
+def test_nested_serial_blas_keeps_one_thread_until_the_outermost_exits():
+    with threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()
+        with _blas.serial_blas():
+            with _blas.serial_blas():
+                assert set(_blas_threads()) <= {1}
+            assert set(_blas_threads()) <= {1}  # the inner exit restored nothing
+            with pytest.raises(RuntimeError), _blas.serial_blas():
+                raise RuntimeError("inside a nested context")
+            assert set(_blas_threads()) <= {1}
+        assert _blas_threads() == before
+        with _blas.serial_blas():  # a fresh outermost context sets and restores again
+            assert set(_blas_threads()) <= {1}
+        assert _blas_threads() == before
+
+
 def _everything(model, theta, data):
     return [
         _blas.matmul(data.X.T, data.X),
