@@ -3,7 +3,9 @@ product a BLAS call, the sample blocks in parallel.
 
 A curvature solve (Lanczos, power iteration, Hutchinson, SLQ) multiplies the Hessian at ONE
 theta by many vectors. Everything that depends on theta only is computed once by
-:func:`forward_cache` (NumPy on all samples, then laid out block after block):
+:func:`forward_cache` (one compiled task per sample block, :func:`forward_blocks`, writing its
+block's slots directly: 0.67 ms on B3, where NumPy on all samples plus the copies into the block
+layout took 2.3 ms):
 
 - the layer inputs ``a_l`` of the hidden layers (twice: feature-major ``(h, n)`` for the R-forward
   products, sample-major ``(n, h)`` for the weight-gradient products; ``a_0 = X`` is not copied),
@@ -61,6 +63,7 @@ the cache between calls, because fresh large arrays cost a page fault per 4 KiB 
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import NamedTuple
 
@@ -71,14 +74,8 @@ from numba import prange
 
 from ._blas import serial_blas
 from ._jit import jit
-from .mlp import (
-    LOGISTIC,
-    MSE,
-    SOFTMAX_CE,
-    activation_array,
-    activation_d1_array,
-    activation_d2_array,
-)
+from .mlp import LOGISTIC, RELU, SIGMOID, SOFTMAX_CE, TANH
+from .span import exp_neg, exp_neg_twice
 
 # ----------------------------------------------------------------------------- layout
 # Kinds of the per-sample arrays kept at theta (``cache``, table ``coff[kind, layer]``), all
@@ -345,49 +342,191 @@ def sample_bounds(n: int, sample_block: int) -> np.ndarray:
     return np.array([(c * n) // nbk for c in range(nbk + 1)], dtype=np.int64)
 
 
-def output_cache(loss_kind, Z, Yt, inv_n):
-    """Output layer at theta, all samples, feature-major (NumPy's vector loops for exp, tanh).
+@jit()
+def activate_derivatives(act, Z, D1, D2, bits):
+    """In place: ``Z <- f(Z)``; ``D1 = f'(z)``, ``D2 = f''(z)``, all (h, nb), one vectorised pass
+    per row (tanh and the sigmoid by the span engine's branch-free exp, error ~1e-16)."""
+    h, nb = Z.shape
+    scale = bits.view(np.float64)
+    for j in range(h):
+        z = Z[j]
+        d1 = D1[j]
+        d2 = D2[j]
+        if act == TANH:
+            for i in range(nb):
+                zi = z[i]
+                e = exp_neg_twice(abs(zi), bits, scale, i)
+                a = math.copysign((1.0 - e) / (1.0 + e), zi)
+                z[i] = a
+                d1[i] = 1.0 - a * a
+                d2[i] = -2.0 * a * (1.0 - a * a)
+        elif act == SIGMOID:
+            for i in range(nb):
+                zi = z[i]
+                e = exp_neg(abs(zi), bits, scale, i)
+                a = (1.0 if zi >= 0.0 else e) / (1.0 + e)
+                z[i] = a
+                d1[i] = a * (1.0 - a)
+                d2[i] = a * (1.0 - a) * (1.0 - 2.0 * a)
+        elif act == RELU:
+            for i in range(nb):
+                zi = z[i]
+                z[i] = max(zi, 0.0)
+                d1[i] = 1.0 if zi > 0.0 else 0.0
+                d2[i] = 0.0
+        else:
+            for i in range(nb):
+                d1[i] = 1.0
+                d2[i] = 0.0
+
+
+@jit()
+def output_derivatives(loss_kind, Z, Yb, inv_n, delta, C, S, bits):
+    """The output layer at theta for one block, feature-major (out, nb).
 
     Parameters
     ----------
     loss_kind : int
-    Z, Yt : (out, n) arrays
-        Logits and target matrix, one column per sample.
+    Z : (out, nb) array
+        Logits (overwritten for softmax-CE).
+    Yb : (nb, out) array
+        Targets of the block, sample-major.
     inv_n : float
         1 / (total number of samples): the mean loss's factor.
-
-    Returns
-    -------
-    delta : (out, n) array
+    delta : (out, nb) array, written
         d(mean loss) / dz.
-    C : (out, n) array
+    C : (out, nb) array, written
         Softmax-CE: the probabilities p; logistic: ``p (1 - p) / n``; MSE: ``2 / n``.
-    s : (1, n) array
+    S : (1, nb) array, written
         Softmax-CE: ``sum(y) / n`` per sample; 0 otherwise.
+    bits : (nb,) int64 scratch
     """
-    n = Z.shape[1]
-    if loss_kind == LOGISTIC:
-        p = np.tanh(0.5 * Z)  # sigmoid(z) = (1 + tanh(z / 2)) / 2, without overflow
-        p += 1.0
-        p *= 0.5
-        return (p - Yt) * inv_n, p * (1.0 - p) * inv_n, np.zeros((1, n))
-    if loss_kind == MSE:
-        return 2.0 * inv_n * (Z - Yt), np.full(Z.shape, 2.0 * inv_n), np.zeros((1, n))
-    E = np.exp(Z - Z.max(axis=0))  # reductions over the rows: elementwise vector loops
-    p = E / E.sum(axis=0)
-    sy = Yt.sum(axis=0)
-    return (sy * p - Yt) * inv_n, p, (sy * inv_n)[None, :]
-
-
-def _put(cache, off, arr, lo, hi, sample_major=False):
-    """Columns lo .. hi of a feature-major (rows, n) array into their block slot of ``cache``,
-    as (rows, hi - lo), or transposed (hi - lo, rows) with ``sample_major``."""
-    rows = arr.shape[0]
-    block = cache[off + rows * lo : off + rows * hi]
-    if sample_major:
-        block.reshape(hi - lo, rows)[...] = arr[:, lo:hi].T
+    n_out, nb = Z.shape
+    scale = bits.view(np.float64)
+    s = S[0]
+    if loss_kind == SOFTMAX_CE:
+        mx = Z[0].copy()
+        for o in range(1, n_out):
+            zo = Z[o]
+            for i in range(nb):
+                mx[i] = max(mx[i], zo[i])
+        tot = np.zeros(nb)
+        for o in range(n_out):
+            zo = Z[o]
+            co = C[o]
+            for i in range(nb):
+                e = exp_neg(mx[i] - zo[i], bits, scale, i)
+                co[i] = e
+                tot[i] += e
+        for i in range(nb):
+            tot[i] = 1.0 / tot[i]
+            s[i] = 0.0
+        for o in range(n_out):
+            for i in range(nb):
+                s[i] += Yb[i, o]
+        for o in range(n_out):
+            co = C[o]
+            do = delta[o]
+            for i in range(nb):
+                p = co[i] * tot[i]
+                co[i] = p
+                do[i] = (s[i] * p - Yb[i, o]) * inv_n
+        for i in range(nb):
+            s[i] *= inv_n
+    elif loss_kind == LOGISTIC:
+        for o in range(n_out):
+            zo = Z[o]
+            co = C[o]
+            do = delta[o]
+            for i in range(nb):
+                zi = zo[i]
+                e = exp_neg(abs(zi), bits, scale, i)
+                p = (1.0 if zi >= 0.0 else e) / (1.0 + e)
+                do[i] = (p - Yb[i, o]) * inv_n
+                co[i] = p * (1.0 - p) * inv_n
+        for i in range(nb):
+            s[i] = 0.0
     else:
-        block.reshape(rows, hi - lo)[...] = arr[:, lo:hi]
+        for o in range(n_out):
+            zo = Z[o]
+            co = C[o]
+            do = delta[o]
+            for i in range(nb):
+                do[i] = 2.0 * inv_n * (zo[i] - Yb[i, o])
+                co[i] = 2.0 * inv_n
+        for i in range(nb):
+            s[i] = 0.0
+
+
+@jit(parallel=True)
+def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cache, coff):
+    """The pass at theta, written block after block into ``cache`` (the layout of
+    :func:`forward_cache`); one task per sample block, products by single-threaded BLAS.
+
+    Hidden layer l: ``z = W_l a_l + b_l`` is formed in the slot of ``a_{l+1}`` (feature-major)
+    and activated there, f' goes to ``D1`` and f'' to ``TT`` (which the backward pass then
+    multiplies by ``W_{l+1}^T delta_{l+1}``). The output deltas carry the 1/n of the mean loss.
+    """
+    L = sizes.size - 1
+    n = X.shape[0]
+    inv_n = 1.0 / n
+    for c in prange(bounds.size - 1):
+        lo, hi = bounds[c], bounds[c + 1]
+        nb = hi - lo
+        Xb = X[lo:hi]
+        bits = np.empty(nb, np.int64)
+        for l in range(L - 1):
+            s0, s1 = sizes[l], sizes[l + 1]
+            W = theta[w_off[l] : b_off[l]].reshape((s1, s0))
+            b = theta[b_off[l] : b_off[l] + s1]
+            Z = fm_view(cache, coff[AT, l + 1], lo, s1, nb)
+            if l == 0:
+                np.dot(W, Xb.T, Z)
+            else:
+                np.dot(W, fm_view(cache, coff[AT, l], lo, s0, nb), Z)
+            for j in range(s1):
+                bj = b[j]
+                zj = Z[j]
+                for i in range(nb):
+                    zj[i] += bj
+            Fd1 = fm_view(cache, coff[D1, l], lo, s1, nb)
+            Fd2 = fm_view(cache, coff[TT, l], lo, s1, nb)
+            activate_derivatives(act, Z, Fd1, Fd2, bits)
+            AS_ = sm_view(cache, coff[AS, l + 1], lo, s1, nb)
+            for i in range(nb):
+                for j in range(s1):
+                    AS_[i, j] = Z[j, i]
+        s0, s1 = sizes[L - 1], sizes[L]
+        W = theta[w_off[L - 1] : b_off[L - 1]].reshape((s1, s0))
+        b = theta[b_off[L - 1] : b_off[L - 1] + s1]
+        Zo = np.empty((s1, nb))
+        if L == 1:
+            np.dot(W, Xb.T, Zo)
+        else:
+            np.dot(W, fm_view(cache, coff[AT, L - 1], lo, s0, nb), Zo)
+        for j in range(s1):
+            bj = b[j]
+            for i in range(nb):
+                Zo[j, i] += bj
+        delta = np.empty((s1, nb)) if L == 1 else fm_view(cache, coff[DT, L - 1], lo, s1, nb)
+        output_derivatives(loss_kind, Zo, Y[lo:hi], inv_n, delta,
+                           fm_view(cache, coff[CC, 0], lo, s1, nb),
+                           fm_view(cache, coff[SS, 0], lo, 1, nb), bits)  # fmt: skip
+        for l in range(L - 1, 0, -1):
+            s0, s1 = sizes[l], sizes[l + 1]
+            W = theta[w_off[l] : b_off[l]].reshape((s1, s0))
+            Bk = np.empty((s0, nb))
+            np.dot(W.T, fm_view(cache, coff[DT, l], lo, s1, nb), Bk)
+            Fd1 = fm_view(cache, coff[D1, l - 1], lo, s0, nb)
+            T = fm_view(cache, coff[TT, l - 1], lo, s0, nb)
+            has_delta = l - 1 >= 1
+            Dp = fm_view(cache, coff[DT, l - 1], lo, s0, nb) if has_delta else Bk
+            for j in range(s0):
+                for i in range(nb):
+                    bv = Bk[j, i]
+                    T[j, i] *= bv
+                    if has_delta:
+                        Dp[j, i] = bv * Fd1[j, i]
 
 
 def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
@@ -411,50 +550,20 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
     sizes_t = tuple(int(s) for s in sizes)
     sizes = np.asarray(sizes_t, dtype=np.int64)
     n = X.shape[0]
-    L = len(sizes_t) - 1
     w_off, b_off, _ = _offsets(sizes_t)
+    w_off = np.asarray(w_off, dtype=np.int64)
+    b_off = np.asarray(b_off, dtype=np.int64)
     theta = np.array(theta, dtype=np.float64)  # a private copy
     bounds = sample_bounds(n, sample_block)
     coff, total = _cache_table(sizes_t, n)
     soff, per_thread = _scratch_table(sizes_t, int(np.diff(bounds).max()))
     cache = np.empty(total)
-    W = [theta[w_off[l] : b_off[l]].reshape(sizes_t[l + 1], sizes_t[l]) for l in range(L)]
-    bias = [theta[b_off[l] : b_off[l] + sizes_t[l + 1], None] for l in range(L)]
-    # the pass at theta on all samples, feature-major (NumPy's vector loops for f, f', f'')
     with serial_blas():
-        A, D1s, D2s = [X.T], [], []
-        for l in range(L - 1):
-            Z = W[l] @ A[l]
-            Z += bias[l]
-            a = activation_array(act, Z)
-            A.append(a)
-            D1s.append(activation_d1_array(act, Z, a))
-            D2s.append(activation_d2_array(act, Z, a))
-        Z = W[L - 1] @ A[L - 1]
-        Z += bias[L - 1]
-        delta = [None] * L
-        delta[L - 1], C, s = output_cache(int(loss_kind), Z, Y.T, 1.0 / n)
-        T = [None] * L
-        for l in range(L - 1, 0, -1):
-            B = W[l].T @ delta[l]
-            delta[l - 1] = B * D1s[l - 1]
-            T[l - 1] = B * D2s[l - 1]
-    # laid out block after block (a_l also sample-major)
-    for c in range(bounds.size - 1):
-        lo, hi = int(bounds[c]), int(bounds[c + 1])
-        for l in range(1, L):
-            _put(cache, coff[AT, l], A[l], lo, hi)
-            _put(cache, coff[AS, l], A[l], lo, hi, sample_major=True)
-            _put(cache, coff[DT, l], delta[l], lo, hi)
-        for l in range(L - 1):
-            _put(cache, coff[D1, l], D1s[l], lo, hi)
-            _put(cache, coff[TT, l], T[l], lo, hi)
-        _put(cache, coff[CC, 0], C, lo, hi)
-        _put(cache, coff[SS, 0], s, lo, hi)
+        forward_blocks(theta, sizes, w_off, b_off, int(act), int(loss_kind), X, Y, bounds, cache,
+                       coff)  # fmt: skip
     return HVPCache(
-        theta, sizes, np.asarray(w_off, dtype=np.int64), np.asarray(b_off, dtype=np.int64), X,
-        int(loss_kind), bounds, cache, coff, soff, per_thread, bounds.size - 1, {},
-        threading.Lock(),
+        theta, sizes, w_off, b_off, X, int(loss_kind), bounds, cache, coff, soff, per_thread,
+        bounds.size - 1, {}, threading.Lock(),
     )  # fmt: skip
 
 
