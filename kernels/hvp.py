@@ -3,9 +3,10 @@ product a BLAS call, the sample blocks in parallel.
 
 A curvature solve (Lanczos, power iteration, Hutchinson, SLQ) multiplies the Hessian at ONE
 theta by many vectors. Everything that depends on theta only is computed once by
-:func:`forward_cache` (one compiled task per sample block, :func:`forward_blocks`, writing its
-block's slots directly: 0.67 ms on B3, where NumPy on all samples plus the copies into the block
-layout took 2.3 ms):
+:func:`forward_cache` (one compiled pass per sample block, :func:`forward_blocks`, writing its
+block's slots directly: 0.63 ms on B3, where NumPy on all samples plus the copies into the block
+layout took 2.3 ms; the blocks run one after the other: a parallel loop gained nothing
+measurable here and cost 7 s more of cold compile):
 
 - the layer inputs ``a_l`` of the hidden layers (twice: feature-major ``(h, n)`` for the R-forward
   products, sample-major ``(n, h)`` for the weight-gradient products; ``a_0 = X`` is not copied),
@@ -458,10 +459,10 @@ def output_derivatives(loss_kind, Z, Yb, inv_n, delta, C, S, bits):
             s[i] = 0.0
 
 
-@jit(parallel=True)
+@jit()
 def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cache, coff):
     """The pass at theta, written block after block into ``cache`` (the layout of
-    :func:`forward_cache`); one task per sample block, products by single-threaded BLAS.
+    :func:`forward_cache`); the blocks in order, products by single-threaded BLAS.
 
     Hidden layer l: ``z = W_l a_l + b_l`` is formed in the slot of ``a_{l+1}`` (feature-major)
     and activated there, f' goes to ``D1`` and f'' to ``TT`` (which the backward pass then
@@ -470,7 +471,7 @@ def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cac
     L = sizes.size - 1
     n = X.shape[0]
     inv_n = 1.0 / n
-    for c in prange(bounds.size - 1):
+    for c in range(bounds.size - 1):
         lo, hi = bounds[c], bounds[c + 1]
         nb = hi - lo
         Xb = X[lo:hi]
@@ -530,7 +531,7 @@ def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cac
 
 
 def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
-    """The pass at theta, kept for :func:`block_hvp` (blocks in parallel, BLAS single-threaded).
+    """The pass at theta, kept for :func:`block_hvp` (BLAS single-threaded).
 
     Parameters
     ----------

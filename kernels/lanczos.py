@@ -7,7 +7,9 @@ NumPy calls they cost ~0.13 ms per step on the benchmark machine, a tenth of an 
 
 - :func:`orthogonalize`: classical Gram-Schmidt of the operator's output against the basis,
   repeated once when it cancels (the DGKS test), the coefficients written into the projected
-  matrix and the new direction (not yet normalised) into the next row of the basis;
+  matrix and the new direction (not yet normalised) into the next row of the basis. Plain
+  vectorised loops, not ``np.dot``: Numba's BLAS bindings cost ~5 s of cold compile here, and
+  these products (at most ``ncv`` rows of n) are bound by memory, not by arithmetic;
 - :func:`ritz_test`: the Ritz pairs of the projected matrix (LAPACK ``dsyevd`` through
   ``np.linalg.eigh``), ordered as ``which`` asks, and the Ritz residual test of the wanted ones.
 
@@ -27,6 +29,42 @@ LA, SA, LM = 0, 1, 2
 WHICH_CODES = {"LA": LA, "SA": SA, "LM": LM}
 
 _EPS = float(np.finfo(np.float64).eps)
+
+
+@jit()
+def sum_squares(x):
+    """``x @ x``, vectorised."""
+    acc = 0.0
+    for j in range(x.shape[0]):
+        acc += x[j] * x[j]
+    return acc
+
+
+@jit()
+def basis_dots(Q, rows, w):
+    """``Q[:rows] @ w``: one vectorised dot product per basis row."""
+    n = w.shape[0]
+    c = np.empty(rows)
+    for i in range(rows):
+        q = Q[i]
+        acc = 0.0
+        for j in range(n):
+            acc += q[j] * w[j]
+        c[i] = acc
+    return c
+
+
+@jit()
+def subtract_combination(Q, rows, c, w, out):
+    """``out = w - c @ Q[:rows]`` (out may be w), one pass over the rows per basis vector."""
+    n = w.shape[0]
+    for j in range(n):
+        out[j] = w[j]
+    for i in range(rows):
+        q = Q[i]
+        ci = c[i]
+        for j in range(n):
+            out[j] -= ci * q[j]
 
 
 @jit()
@@ -52,16 +90,15 @@ def orthogonalize(Q, m, w, T, dgks):
     float
         Norm ``beta`` of the new direction.
     """
-    B = Q[: m + 1]
-    c = np.dot(B, w)
     r = Q[m + 1]
-    r[:] = w - np.dot(c, B)
-    beta = math.sqrt(np.dot(r, r))
-    if beta < dgks * math.sqrt(np.dot(w, w)):
-        c2 = np.dot(B, r)
-        r -= np.dot(c2, B)
+    c = basis_dots(Q, m + 1, w)
+    subtract_combination(Q, m + 1, c, w, r)
+    beta = math.sqrt(sum_squares(r))
+    if beta < dgks * math.sqrt(sum_squares(w)):
+        c2 = basis_dots(Q, m + 1, r)
+        subtract_combination(Q, m + 1, c2, r, r)
         c += c2
-        beta = math.sqrt(np.dot(r, r))
+        beta = math.sqrt(sum_squares(r))
     for i in range(m + 1):
         T[i, m] = c[i]
         T[m, i] = c[i]
@@ -70,14 +107,28 @@ def orthogonalize(Q, m, w, T, dgks):
 
 @jit()
 def ritz_order(theta, which):
-    """Indices of ``theta`` in the order of ``which`` (stable: ties keep ascending order)."""
-    if which == LA:
-        key = -theta
-    elif which == SA:
-        key = theta.copy()
-    else:
-        key = -np.abs(theta)
-    return np.argsort(key, kind="mergesort")
+    """Indices of ``theta`` in the order of ``which`` (stable: ties keep ascending order).
+
+    An insertion sort: m is at most ``ncv`` (tens), and it compiles in a fraction of the
+    time of ``np.argsort(kind="mergesort")``.
+    """
+    m = theta.shape[0]
+    key = np.empty(m)
+    for i in range(m):
+        if which == LA:
+            key[i] = -theta[i]
+        elif which == SA:
+            key[i] = theta[i]
+        else:
+            key[i] = -abs(theta[i])
+    order = np.empty(m, np.int64)
+    for i in range(m):
+        j = i
+        while j > 0 and key[order[j - 1]] > key[i]:
+            order[j] = order[j - 1]
+            j -= 1
+        order[j] = i
+    return order
 
 
 @jit()

@@ -78,3 +78,13 @@ def test_ritz_test_matches_eigh_and_the_residual_rule(which, tridiagonal):
         assert res[4] == (beta <= 64 * np.finfo(float).eps * anorm * np.sqrt(m))
     # fewer basis vectors than wanted pairs: never done
     assert not lz.ritz_test(T, 2, tridiagonal, code, k, 0.0, 1.0, 1e-10)[3]
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+def test_ritz_order_is_a_stable_sort_with_ties(which):
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        theta = rng.integers(-3, 4, size=rng.integers(1, 25)).astype(float)  # many ties, +-
+        key = {"LA": -theta, "SA": theta, "LM": -np.abs(theta)}[which]
+        got = lz.ritz_order(theta, lz.WHICH_CODES[which])
+        assert list(got) == list(np.argsort(key, kind="stable"))
