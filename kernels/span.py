@@ -1489,6 +1489,14 @@ def span_eval(
     nb_max = min(n, block)
     if scalar:
         table_buf = np.empty(2 * rows.size * nb_max)
+        # the first-layer values of all samples before the block loop: one matrix-vector
+        # product per used basis row over the whole of X (the same products per block cost 3x:
+        # 3.2 against 1.1 ms on B1)
+        F_all = np.empty((used.size, n))
+        with serial_blas():  # reproducible for any thread count
+            for i, k in enumerate(used):
+                np.matmul(X, W1[k, 0], out=F_all[i])
+                F_all[i] += b1[k, 0]
     else:
         f_buf = np.empty(K * nb_max * h1)
     for lo in range(0, n, block):
@@ -1497,10 +1505,7 @@ def span_eval(
         nb = hi - lo
         if scalar:
             F = np.empty((K, hi - lo))  # rows no point uses stay unread
-            with serial_blas():  # matrix-vector products: reproducible for any thread count
-                for k in used:
-                    np.matmul(Xb, W1[k, 0], out=F[k])
-                    F[k] += b1[k, 0]
+            F[used] = F_all[:, lo:hi]
             Fmax = np.zeros(K)
             Fmax[used] = np.abs(F[used]).max(axis=1)
             T = table_buf[: rows.size * nb].reshape(rows.size, nb)
