@@ -241,6 +241,9 @@ def _start_block(n: int, k: int, seed, v0) -> np.ndarray:
 
 
 def _order(vals: np.ndarray, which: str) -> np.ndarray:
+    """Indices of vals in the order of ``which`` (stable). The same rule as the Lanczos step's
+    ``kernels.lanczos.ritz_order``, which sorts at most ``ncv`` values by insertion; here any
+    number (the exact method's full spectrum)."""
     if which == "LA":
         return np.argsort(-vals, kind="stable")
     if which == "SA":
