@@ -17,7 +17,9 @@ through the later (small) layers whose parameters it forms itself. A model with 
 costs ``O(block * K_j)`` per point, independent of the input dimension.
 
 Memory is ``O(K * block * h1 + m)`` (plus, per running task, ``O(point_chunk * block)`` for
-the per-sample losses of the one-hidden-layer path): never ``O(n * m)`` or ``O(m * P)``.
+the per-sample losses of the one-hidden-layer path; a model with no hidden layer keeps its
+``K * n`` first-layer values and ``2 * rows * block`` exponential tables): never ``O(n * m)``
+or ``O(m * P)``.
 
 Determinism: samples are processed in fixed blocks (a partition depending on n and ``block``
 only), serially; inside a block the points are split into fixed chunks of ``point_chunk``
