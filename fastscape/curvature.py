@@ -468,9 +468,8 @@ def _thick_restart_lanczos(matvec, n, k, which, tol, maxiter, ncv, rng, start, b
             break
         if breakdown:  # continue with a random direction orthogonal to the basis
             r = rng.standard_normal(n)
-            B = Q[:m]
-            for _ in range(2):
-                r -= (B @ r) @ B
+            for _ in range(2):  # the step's own projection, twice
+                _lz.subtract_combination(Q, m, _lz.basis_dots(Q, m, r), r, r)
             beta = float(np.linalg.norm(r))
             Q[m] = r
         if m == ncv:  # thick restart: keep the wanted Ritz vectors and a few more
