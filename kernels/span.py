@@ -54,6 +54,14 @@ from .mlp import LOGISTIC, MSE, RELU, SIGMOID, SOFTMAX_CE, TANH, forward, layout
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
 _INV_LN2 = 1.44269504088896338700e00
+# 2**-k and 2**k from an integer-valued double k without a float-to-int conversion (AVX2 has
+# no vector instruction for it: LLVM made four scalar conversions and reinsertions of every
+# 4-double vector, a third of the tanh loop): the bits of k + 1.5 * 2**52 are those of the
+# shifter plus k (|k| < 2**51), so the exponent field is an integer subtraction and a shift.
+_SHIFTER = 6755399441055744.0  # 1.5 * 2**52
+_SHIFTER_BITS = 0x4338000000000000  # its bits
+_EXP_NEG_BIAS = 1023 + _SHIFTER_BITS  # bits of 2**-k: (_EXP_NEG_BIAS - bits(k + S)) << 52
+_EXP_POS_BIAS = _SHIFTER_BITS - 1023  # bits of 2**k: (bits(k + S) - _EXP_POS_BIAS) << 52
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -76,8 +84,9 @@ def exp_neg(a, bits, scale, i):
     stays scalar.
     """
     x = min(a, 708.0)
-    k = np.int64(x * _INV_LN2 + 0.5)
-    bits[i] = (1023 - k) << 52 if a <= 708.0 else 0  # bits 0 are +0.0
+    k = np.floor(x * _INV_LN2 + 0.5)
+    scale[i] = k + _SHIFTER
+    bits[i] = (_EXP_NEG_BIAS - bits[i]) << 52 if a <= 708.0 else 0  # bits 0 are +0.0
     r = (x - k * _LN2_HI) - k * _LN2_LO
     p = -2.5110037605963777e-08
     p = p * r + 2.763263963904103e-07
@@ -105,8 +114,9 @@ def exp_neg_twice(y, bits, scale, i):
     instructions fewer per element than ``exp_neg(2 |z|)``.
     """
     x = min(y, 354.0)
-    k = np.int64(x * (2.0 * _INV_LN2) + 0.5)
-    bits[i] = (1023 - k) << 52
+    k = np.floor(x * (2.0 * _INV_LN2) + 0.5)
+    scale[i] = k + _SHIFTER
+    bits[i] = (_EXP_NEG_BIAS - bits[i]) << 52
     r = (x - k * (0.5 * _LN2_HI)) - k * (0.5 * _LN2_LO)
     p = -5.1425357017013815e-05
     p = p * r + 0.00028295822990378013
@@ -888,7 +898,8 @@ def exp_bounded(x, bits, scale, i):
     Relative error a few ulp plus about |x| ulp from the reduction.
     """
     k = np.floor(x * _INV_LN2 + 0.5)
-    bits[i] = (1023 + np.int64(k)) << 52
+    scale[i] = k + _SHIFTER
+    bits[i] = (bits[i] - _EXP_POS_BIAS) << 52
     r = (k * _LN2_HI - x) + k * _LN2_LO  # -(x - k ln2)
     p = -2.5110037605963777e-08
     p = p * r + 2.763263963904103e-07
