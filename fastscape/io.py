@@ -125,6 +125,8 @@ def _json(meta: dict) -> str:
 
 
 def _from_meta(meta: dict, alphas, betas, loss, acc):
+    if isinstance(meta, dict) and meta.get("type") == "slices":
+        raise ValueError("it holds several slices: read it with load_slices")
     if not isinstance(meta, dict) or meta.get("type") not in ("surface", "slice"):
         raise ValueError("its metadata names no surface or slice")
     dirs = meta.get("directions") or [{}]
@@ -208,6 +210,8 @@ def _load_csv(path: Path):
                 meta = json.loads(line[len("# meta: ") :])
     if meta is None:
         raise FileFormatError(path, "no '# meta:' line: not a fastscape CSV")
+    if meta.get("type") == "slices":
+        raise FileFormatError(path, "it holds several slices: read it with load_slices")
     data = np.loadtxt(path, ndmin=2)
     acc = None
     expected = int(np.prod(meta["shape"])) if "shape" in meta else -1
@@ -584,3 +588,127 @@ def load_theta(path: str | os.PathLike, model: MLP | None = None) -> tuple[MLP, 
         return model, model.check_theta(theta, "theta").copy()
     except ValueError as exc:
         raise FileFormatError(path, f"parameters do not fit {model!r}: {exc}") from None
+
+
+# ----------------------------------------------------------------------------- several slices
+def save_slices(slices, path: str | os.PathLike) -> Path:
+    """Write several slices sharing their coordinates (e.g. along d1 and d2) in one file.
+
+    Parameters
+    ----------
+    slices : mapping of str to Slice, or sequence of Slice
+        Named slices (a sequence is named ``d1, d2, ...``), all on the same ``alphas``.
+    path : str or PathLike
+        ``.csv``: comment lines (title, ``# meta: {json}``, column names) then one row per
+        coordinate, ``alpha loss_<name> [accuracy_<name>] ...``; gnuplot plots the second
+        slice with ``plot 'file' using 1:4`` when there is accuracy, ``1:3`` without.
+        ``.npz``: ``alphas``, ``loss_<name>``, ``accuracy_<name>`` and ``meta``.
+
+    Returns
+    -------
+    Path
+    """
+    if isinstance(slices, Slice):
+        raise TypeError("slices must be several slices (a mapping or a sequence); use save_csv")
+    items = dict(slices) if hasattr(slices, "keys") else {
+        f"d{k + 1}": s for k, s in enumerate(slices)
+    }  # fmt: skip
+    if not items:
+        raise ValueError("slices is empty")
+    for name, sl in items.items():
+        if not isinstance(sl, Slice):
+            raise TypeError(f"slices[{name!r}] must be a Slice, got {type(sl).__name__}")
+        if not str(name).isidentifier():
+            raise ValueError(f"slice name {name!r} must be a word (letters, digits, _)")
+    first = next(iter(items.values()))
+    for name, sl in items.items():
+        if not np.array_equal(sl.alphas, first.alphas):
+            raise ValueError(f"slices[{name!r}] has other coordinates than the first slice")
+    meta = {
+        "type": "slices", "version": _VERSION, "names": list(items),
+        "directions": [sl.direction for sl in items.values()],
+        "settings": [sl.settings for sl in items.values()],
+        "has_accuracy": [sl.accuracy is not None for sl in items.values()],
+    }  # fmt: skip
+    columns = {"alphas": first.alphas}
+    for name, sl in items.items():
+        columns[f"loss_{name}"] = sl.loss
+        if sl.accuracy is not None:
+            columns[f"accuracy_{name}"] = sl.accuracy
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+
+        def write(p):
+            with open(p, "wb") as fh:
+                np.savez(fh, meta=np.array(_json(meta)), **columns)
+
+        return atomic_write(path, write, suffix=".npz")
+    if suffix not in (".csv", ".dat", ".txt"):
+        raise ValueError(f"path must end in .csv or .npz, got {suffix!r}")
+    names = ["alpha", *list(columns)[1:]]
+    table = np.column_stack(list(columns.values()))
+    lines = ["# fastscape slices", f"# meta: {_json(meta)}", f"# columns: {' '.join(names)}"]
+    lines += [" ".join(repr(float(v)) for v in row) for row in table]
+    text = "\n".join(lines) + "\n"
+    return atomic_write(path, lambda p: Path(p).write_text(text), suffix=".csv")
+
+
+def load_slices(path: str | os.PathLike) -> dict[str, Slice]:
+    """Read a file written by :func:`save_slices`.
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Returns
+    -------
+    dict of str to Slice
+        The slices by name, in the saved order.
+
+    Raises
+    ------
+    FileNotFoundError
+    FileFormatError
+        One line naming the file and what is wrong.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+
+    def read():
+        if path.suffix.lower() == ".npz":
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                columns = {k: np.array(z[k]) for k in z.files if k != "meta"}
+        else:
+            meta = None
+            with open(path) as fh:
+                for line in fh:
+                    if not line.startswith("#"):
+                        break
+                    if line.startswith("# meta: "):
+                        meta = json.loads(line[len("# meta: ") :])
+            if meta is None:
+                raise FileFormatError(path, "no '# meta:' line: not a fastscape slices file")
+            data = np.loadtxt(path, ndmin=2)
+            keys = ["alphas"]
+            for name, has_acc in zip(meta["names"], meta["has_accuracy"]):
+                keys += [f"loss_{name}"] + ([f"accuracy_{name}"] if has_acc else [])
+            if data.shape[1] != len(keys):
+                raise FileFormatError(
+                    path, f"{data.shape[1]} columns, its metadata names {len(keys)}"
+                )
+            columns = {k: data[:, i].copy() for i, k in enumerate(keys)}
+        if meta.get("type") != "slices":
+            raise FileFormatError(path, "not a slices file (read a single result with load)")
+        alphas = columns["alphas"]
+        out = {}
+        for k, name in enumerate(meta["names"]):
+            acc = columns[f"accuracy_{name}"] if meta["has_accuracy"][k] else None
+            sl = Slice(alphas, columns[f"loss_{name}"], acc, meta["directions"][k],
+                       meta["settings"][k])  # fmt: skip
+            out[name] = _check_shapes(path, sl)
+        return out
+
+    return _guarded(path, "a fastscape slices file", read)

@@ -236,3 +236,32 @@ def test_old_theta_files_load_with_a_model(tmp_path):
     _one_line_error(surf, "holds a landscape", lambda: io.load_theta(surf))
     with pytest.raises(FileNotFoundError):
         io.load_theta(tmp_path / "nope.npz", model)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npz"])
+def test_both_slices_in_one_file(suffix, tmp_path):
+    rng = np.random.default_rng(3)
+    model = fastscape.MLP([3, 4, 2], "tanh", "softmax_ce")
+    X, y = rng.normal(size=(30, 3)), rng.integers(0, 2, 30)
+    theta = model.init(0)
+    d1, d2 = D.pair(model, theta, seed=1)
+    s1 = slice_1d(model, theta, d1, X, y, alphas=7)
+    s2 = slice_1d(model, theta, d2, X, y, alphas=7)
+    p = io.save_slices({"d1": s1, "d2": s2}, tmp_path / f"slices{suffix}")
+    back = io.load_slices(p)
+    assert list(back) == ["d1", "d2"]
+    for a, b in ((s1, back["d1"]), (s2, back["d2"])):
+        _same(a, b)
+        assert b.direction["kind"] == a.direction["kind"]
+    assert back["d2"].direction["kind"] == "pair"
+    if suffix == ".csv":
+        data = np.loadtxt(p)  # alpha, loss_d1, accuracy_d1, loss_d2, accuracy_d2
+        assert data.shape == (7, 5)
+        assert_array_equal(data[:, 3], s2.loss)
+        _one_line_error(p, "read it with load_slices", lambda: io.load(p))
+        p.write_text("\n".join(p.read_text().splitlines()[:-2]) + "\n1.0 2.0\n")
+        _one_line_error(p, "cannot read it as a fastscape slices file", lambda: io.load_slices(p))
+    assert list(io.load_slices(io.save_slices([s1, s2], tmp_path / f"seq{suffix}"))) == ["d1", "d2"]
+    other = slice_1d(model, theta, d2, X, y, alphas=5)
+    with pytest.raises(ValueError, match="other coordinates"):
+        io.save_slices({"d1": s1, "d2": other}, tmp_path / f"bad{suffix}")
