@@ -223,3 +223,15 @@ def test_save_writes_every_format_atomically(trained, tmp_path):
     with pytest.raises(ValueError, match="dpi must be"):
         plot.save(fig, tmp_path / "x", dpi=0)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_escape_direction_axes_name_the_directions():
+    a = np.linspace(-1, 1, 41)
+    Z = a[:, None] ** 2 - a[None, :] ** 2
+    fig = plot.escape_direction(a, a, Z, [0.0, 1.0])
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "α (d1)" and ax.get_ylabel() == "β (d2)"
+    _no_collisions(fig, ax.xaxis)
