@@ -244,7 +244,8 @@ def _add_data_model_options(
     )  # fmt: skip
     g.add_argument(
         "--model", choices=("mlp", "logistic", "linear"), default=None,
-        help="mlp, logistic (logistic regression) or linear (no hidden layer) [default: mlp]",
+        help="mlp, logistic (logistic regression) or linear (no hidden layer; least squares "
+        "unless --loss says otherwise) [default: mlp]",
     )  # fmt: skip
     g.add_argument(
         "--hidden", type=_hidden, default=None,
@@ -483,7 +484,7 @@ def _refuse(args, names: Sequence[str], reason: str) -> None:
         raise CLIError(f"{', '.join(given)} cannot be used {reason}")
 
 
-def _load_raw(args, talk: _Talk) -> tuple[np.ndarray, np.ndarray]:
+def _load(args, talk: _Talk) -> tuple[np.ndarray, np.ndarray]:
     from . import datasets
 
     talk(f"loading data {args.data}")
@@ -510,7 +511,7 @@ def _task(args, y: np.ndarray, loaded_loss: str | None = None) -> str:
         return loaded_loss
     if args.model == "logistic":
         return "logistic"
-    if args.model == "linear" and not _integer_valued(y):
+    if args.model == "linear":
         return "mse"
     if str(args.data) in BUILTIN_TASKS:
         return BUILTIN_TASKS[str(args.data)]
@@ -738,7 +739,7 @@ def _prepare(args, talk: _Talk, *, split: bool = False):
     """
     from . import datasets
 
-    X, y = _load_raw(args, talk)
+    X, y = _load(args, talk)
     theta = None
     source: dict = {}
     theta_path = getattr(args, "theta", None)
