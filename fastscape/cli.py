@@ -1038,20 +1038,25 @@ def _curvature(
         budget = _solver_budget(top_eigen, tol, max_hvps, k, model.n_params, progress)
         top = top_eigen(model, theta, data, k=k, method="lanczos", which="LA", **kw, **budget)
         bottom = top_eigen(model, theta, data, k=k, method="lanczos", which="SA", **kw, **budget)
-        trace = hessian_trace(model, theta, data, method="hutch++", **kw)
+        bar = lambda fn: {"progress": progress} if _accepts(fn, "progress") else {}  # noqa: E731
+        trace = hessian_trace(model, theta, data, method="hutch++", **kw, **bar(hessian_trace))
+        density = spectral_density(model, theta, data, method="slq", **kw, **bar(spectral_density))
         ends = np.concatenate([bottom.eigenvalues, top.eigenvalues])
-        n_hvps = int(top.n_matvecs + bottom.n_matvecs)
+        ends_res = {"top": top, "bottom": bottom}
+        hvps = {e: int(getattr(r, "n_hvps", r.n_matvecs)) for e, r in ends_res.items()}
+        n_hvps = hvps["top"] + hvps["bottom"]
         converged = bool(np.all(top.converged) and np.all(bottom.converged))
         parts = []
-        for name, res in (("top", top), ("bottom", bottom)):
+        for name, res in ends_res.items():
             if not np.all(res.converged):
-                parts.append(getattr(res, "message", None) or
-                             f"{name} eigenvalues not converged after {res.n_matvecs} HVPs "
-                             f"(tol {tol:g}, --max-hvps {max_hvps})")  # fmt: skip
+                said = getattr(res, "message", None)  # the solver's own words, when it has them
+                parts.append(f"{name} eigenvalues not converged after {hvps[name]} HVPs "
+                             f"(tol {tol:g}, --max-hvps {max_hvps})"
+                             + (f": {said}" if said else ""))  # fmt: skip
         message = "; ".join(parts) if parts else f"converged in {n_hvps} HVPs (tol {tol:g})"
         out = {"top": np.sort(top.eigenvalues)[::-1], "bottom": np.sort(bottom.eigenvalues),
                "trace": trace.estimate, "trace_std_error": trace.std_error, "method": "lanczos",
-               "density": spectral_density(model, theta, data, method="slq", **kw),
+               "density": density,
                "classification": classify(ends), "converged": converged, "n_hvps": n_hvps,
                "message": message}  # fmt: skip
     # never call a point that is not critical a minimum: report both facts
@@ -1298,9 +1303,6 @@ def cmd_landscape(args) -> int:
 
 
 def _export_landscape(args, out: Path, model, theta, surf, surf_test, s1, s2, curv, trajectory_xy):
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from . import io, plot
@@ -1752,6 +1754,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.format = args.format or ("png",)
     from ._threads import threads
 
+    previous = None
+    if argv is None and hasattr(signal, "SIGTERM"):
+        # the console script: a termination cleans up like Ctrl-C (the old result stays)
+        previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         with threads(getattr(args, "threads", None)):
             return args.func(args)
@@ -1765,6 +1771,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastscape: interrupted; the previous result, if any, is untouched", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -318,7 +318,8 @@ def test_lock_refuses_a_second_writer(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigint_with_overwrite_leaves_the_old_result_intact(tmp_path):
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_interrupt_with_overwrite_leaves_the_old_result_intact(signame, tmp_path):
     import signal
     import time
 
@@ -333,7 +334,7 @@ def test_sigint_with_overwrite_leaves_the_old_result_intact(tmp_path):
         time.sleep(0.05)
     assert list(tmp_path.glob("out.tmp-*")), "the run never started writing"
     time.sleep(1.0)  # inside the work
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signame))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
