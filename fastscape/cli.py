@@ -747,11 +747,12 @@ def _prepare(args, talk: _Talk, *, split: bool = False):
     if theta_path and torch_path:
         raise CLIError("--theta and --torch both give the parameters: pass one")
     if theta_path or torch_path:
-        _refuse(args, ("--method", "--lr", "--steps", "--gtol", "--batch-size", "--model"),
+        _refuse(args, ("--method", "--lr", "--steps", "--gtol", "--batch-size"),
                 "with loaded parameters (nothing is trained)")  # fmt: skip
     if theta_path:
         spec, raw = read_theta_file(theta_path)
         if spec is not None:
+            _refuse(args, ("--model",), f"with {theta_path}: its stored spec gives the model")
             _check_spec_against_options(args, spec["sizes"], spec["activation"], str(theta_path))
             loss = _task(args, y, loaded_loss=spec["loss"])
             model = _spec_model(spec["sizes"], spec["activation"], loss)
@@ -763,6 +764,7 @@ def _prepare(args, talk: _Talk, *, split: bool = False):
         theta = _theta_for(model, raw, theta_path)
         source = {"theta_file": str(theta_path)}
     elif torch_path:
+        _refuse(args, ("--model",), "with --torch: the file gives the model")
         model, theta = _load_torch(torch_path, args, y)
         _check_fits_data(model, X.shape[1], str(torch_path))
         source = {"torch_file": str(torch_path)}
@@ -928,11 +930,11 @@ def _grid(args, axis: str, auto: np.ndarray | None = None) -> np.ndarray:
     return np.linspace(lo, hi, n)
 
 
-# Span engine cost: seconds per unit of n_samples * (K * h1 + sum h_l h_{l+1}) per point,
-# calibrated on this project's CPU engine on a 2-core machine (the default landscape grid, 2601
-# points, 200 samples, K = 3, [2, 16, 2], with its two slices: 0.13 s) and rounded down: the
-# estimate errs on the fast side, so only jobs far beyond the machine are refused.
-_SPAN_SECONDS_PER_UNIT = 2e-9
+# Span engine cost: seconds per unit of n_samples * (K * h1 + sum h_l h_{l+1}) per point.
+# Measured 1.1e-9 to 1.5e-9 on a busy 2-core machine (301x301 and 601x601 grids of the default
+# [2, 16, 2] model on 200 samples; the issue's --points 10000 run, 27 min, gives 1.0e-9). The
+# constant errs on the fast side, so that only jobs far beyond the machine are refused.
+_SPAN_SECONDS_PER_UNIT = 1e-9
 _BYTES_PER_SURFACE_POINT = 96  # coefficients (3), meshgrids and copies (5), loss, accuracy (8 B)
 
 
@@ -1472,7 +1474,11 @@ def cmd_eos(args) -> int:
     output = OutputDir(args.out, args.overwrite)
     with output as out:
         if args.data == "eos-default":
-            _refuse(args, ("--loss", "--model"), "with the default eos data (an MSE regression)")
+            _refuse(
+                args,
+                ("--loss", "--model", "--header"),
+                "with the default eos data (an MSE regression)",
+            )
             talk("data: the default regression y = sin(2 x0) cos(x1), 60 samples")
             # a regression a small tanh MLP cannot fit at once: y = sin(2 x0) cos(x1), standardized
             rng = np.random.default_rng(args.seed)
