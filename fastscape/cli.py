@@ -77,7 +77,9 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
             action,
             (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction),
         )
-        if "default" in text or switch or action.default in (None, False, argparse.SUPPRESS):
+        unset = action.default is None or action.default is False
+        said = "[default" in text or "(default" in text
+        if said or switch or unset or action.default == argparse.SUPPRESS:
             return text
         return text + " [default: %(default)s]"
 
@@ -220,7 +222,8 @@ def _add_data_model_options(
     g = p.add_argument_group("data and model")
     g.add_argument(
         "--data", default=data,
-        help="blobs, line, digits, breast_cancer, iris, wine, or a .csv/.npz file "
+        help=("eos-default (the regression described above), " if data == "eos-default" else "")
+        + "blobs, line, digits, breast_cancer, iris, wine, or a .csv/.npz file "
         "(CSV: last column = target; NPZ: arrays X and y)",
     )  # fmt: skip
     header = g.add_mutually_exclusive_group()

@@ -585,6 +585,7 @@ def test_help_shows_each_subcommand_s_own_defaults():
     assert "--method" not in helps["eos"] and "--batch-size" not in helps["eos"]
     assert "[default: blobs]" in helps["landscape"] and "[default: 16]" in helps["landscape"]
     assert "[default: True]" not in helps["landscape"]
+    assert "seed of everything random [default: 0]" in helps["connect"]
     for cmd, out in (("landscape", "fastscape-out"), ("hessian", "fastscape-hessian"),
                      ("connect", "fastscape-connect"), ("eos", "fastscape-eos")):  # fmt: skip
         assert f"output directory [default: {out}]" in helps[cmd]
