@@ -643,3 +643,22 @@ def test_checkpoint_resumes_the_grid(tmp_path):
     assert _main([*argv, "--out", str(tmp_path / "b")]) == 0
     surf = io.load(tmp_path / "b" / "surface.npz")
     assert np.all(surf.loss.ravel()[: arrays["loss"].size] == 123.0)
+
+
+def test_warns_when_the_model_did_not_train(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(2000, 2))
+    np.savez(tmp_path / "noise.npz", X=X, y=rng.integers(0, 2, 2000))  # labels carry no signal
+    code = _main(["hessian", "--data", str(tmp_path / "noise.npz"), "--model", "logistic",
+                  "--out", str(tmp_path / "n"), "--quiet"])  # fmt: skip
+    assert code == 0
+    warnings = json.loads((tmp_path / "n" / "hessian.json").read_text())["warnings"]
+    assert any("chance level" in w for w in warnings), warnings
+    # a step too small to move: the loss does not go down
+    code = _main(["hessian", "--method", "gd", "--lr", "1e-300", "--steps", "3",
+                  "--out", str(tmp_path / "s")])  # fmt: skip
+    stdout, err = capsys.readouterr()
+    assert code == 0
+    warnings = json.loads((tmp_path / "s" / "hessian.json").read_text())["warnings"]
+    assert any("did not train" in w for w in warnings), warnings
+    assert "did not train" in err and "did not train" in stdout
