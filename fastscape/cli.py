@@ -1058,7 +1058,8 @@ def _curvature(
                 parts.append(f"{name} eigenvalues not converged after {hvps[name]} HVPs "
                              f"(tol {tol:g}, --max-hvps {max_hvps})"
                              + (f": {said}" if said else ""))  # fmt: skip
-        message = "; ".join(parts) if parts else f"converged in {n_hvps} HVPs (tol {tol:g})"
+        budget_text = f"tol {tol:g}, budget {max_hvps} HVPs per end"
+        message = "; ".join(parts) if parts else f"converged in {n_hvps} HVPs ({budget_text})"
         out = {"top": np.sort(top.eigenvalues)[::-1], "bottom": np.sort(bottom.eigenvalues),
                "trace": trace.estimate, "trace_std_error": trace.std_error, "method": "lanczos",
                "density": density,
