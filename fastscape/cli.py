@@ -1300,7 +1300,7 @@ def cmd_landscape(args) -> int:
             ("curvature", curv["message"]),
             (f"ε-sharpness (ε={args.epsilon:g})", f"max {eps_sharp.max_increase:.4g}, "
                                                   f"½ε²λmax {eps_sharp.quadratic_prediction:.4g}"),
-            *(("warning", w) for w in talk.warnings),
+            *(("warning", w) for w in talk.warnings if w != curv["message"]),
             ("output", str(args.out)),
             ("wall time", f"{timings['total_s']:.2f} s"),
         ]  # fmt: skip
@@ -1400,7 +1400,7 @@ def cmd_hessian(args) -> int:
             ("trace", f"{curv['trace']:.6g} ± {curv['trace_std_error']:.2g} ({curv['method']})"),
             ("point", describe_point(curv)),
             ("curvature", curv["message"]),
-            *(("warning", w) for w in talk.warnings),
+            *(("warning", w) for w in talk.warnings if w != curv["message"]),
             ("output", str(args.out)),
             ("wall time", f"{report['wall_time_s']:.2f} s"),
         ]))  # fmt: skip
