@@ -377,3 +377,186 @@ def test_results_do_not_depend_on_thread_count(model_case):
             ))  # fmt: skip
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- the operator
+def _small_mlp(sizes=(5, 7, 3), n=40, seed=2):
+    model, theta, X, y = make_problem((list(sizes), "tanh", "softmax_ce"), n=n, seed=seed)
+    return model, theta, X, y, model.hessian(theta, X, y)
+
+
+def test_hessian_operator_is_a_linear_operator():
+    from scipy.sparse.linalg import LinearOperator as LO
+
+    model, theta, X, y, H = _small_mlp()
+    P = model.n_params
+    op = C.HessianOperator(model, theta, X, y)
+    assert isinstance(op, LO) and op.shape == (P, P) and op.dtype == np.float64
+    rng = np.random.default_rng(0)
+    x, Xc = rng.normal(size=P), rng.normal(size=(P, 4))
+    np.testing.assert_allclose(op @ x, H @ x, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(op.matvec(x[:, None]), (H @ x)[:, None], rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(op @ Xc, H @ Xc, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(op.rmatvec(x), H @ x, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(op.T @ Xc, H @ Xc, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(op.H @ x, H @ x, rtol=1e-10, atol=1e-13)
+    # the batched product is one pass: the same bits as the rows one by one
+    np.testing.assert_array_equal(op.rows(Xc.T), op.matmat(Xc).T)
+    # it counts its products (vectors)
+    assert op.n_hvps == 1 + 1 + 4 + 1 + 4 + 1 + 4 + 4
+    # the compatibility function is its row product
+    np.testing.assert_array_equal(C.hessian_matvec(model, theta, X, y)(Xc.T), op.rows(Xc.T))
+    with pytest.raises(ValueError, match="rows of length"):
+        op.rows(np.ones((2, P + 1)))
+
+
+def test_solvers_count_the_operators_products():
+    model, theta, X, y, _ = _small_mlp()
+    op = C.HessianOperator(model, theta, X, y)
+    res = C.lanczos(op, 2, "LA", tol=1e-8)
+    assert op.n_hvps == res.n_hvps == res.iterations[0]
+    op.n_hvps = 0
+    tr = C.hutchinson(op, 10, block=4)
+    assert op.n_hvps == tr.n_hvps == 10
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+def test_thick_restart_lanczos_matches_eigsh_on_the_hessian_operator(which):
+    from scipy.sparse.linalg import eigsh
+
+    model, theta, X, y, H = _small_mlp(sizes=(6, 9, 4), n=60, seed=4)
+    op = C.HessianOperator(model, theta, X, y)
+    ours = C.lanczos(op, 4, which, tol=1e-12, ncv=12)
+    vals = eigsh(op, k=4, which=which, tol=1e-13, v0=np.ones(op.shape[0]))[0]
+    want = vals[C._common.order(vals, which)]
+    assert ours.converged.all(), ours.message
+    np.testing.assert_allclose(ours.eigenvalues, want, rtol=1e-8, atol=1e-12)
+    # and both agree with the dense spectrum of the exact Hessian
+    dense = np.linalg.eigvalsh(H)
+    np.testing.assert_allclose(want, dense[C._common.order(dense, which)][:4], rtol=1e-8)
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+def test_thick_restart_lanczos_matches_eigsh_on_a_diagonal_operator(which):
+    from scipy.sparse.linalg import eigsh
+
+    rng = np.random.default_rng(9)
+    lam = np.concatenate([[7.0, -6.5, 6.0, -5.0, 4.5], rng.uniform(-4.0, 4.0, 395)])
+    D = LinearOperator((400, 400), matvec=lambda x: lam * x.ravel(),
+                       matmat=lambda Xm: lam[:, None] * Xm, dtype=np.float64)  # fmt: skip
+    ours = C.lanczos(D, 3, which, tol=1e-12)
+    vals = eigsh(D, k=3, which=which, tol=1e-13, v0=np.ones(400))[0]
+    assert ours.converged.all(), ours.message
+    np.testing.assert_allclose(ours.eigenvalues, vals[C._common.order(vals, which)], rtol=1e-8)
+    np.testing.assert_allclose(ours.eigenvalues, _ORDERS[which](lam)[:3], rtol=1e-8)
+    # the eigenvectors of a diagonal operator are coordinate vectors, sign fixed positive
+    idx = [int(np.abs(lam - v).argmin()) for v in ours.eigenvalues]
+    np.testing.assert_allclose(ours.eigenvectors[np.arange(3), idx], 1.0, rtol=1e-10)
+
+
+def test_one_sign_convention():
+    V = np.array([[0.1, -0.9, 0.3], [0.5, 0.5, -0.2], [0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(C.row_signs(V), [-1.0, 1.0, 1.0])
+    fixed = C.fix_signs(V)
+    np.testing.assert_array_equal(fixed[0], -V[0])
+    assert (fixed[np.arange(3), np.abs(fixed).argmax(axis=1)] >= 0).all()
+    np.testing.assert_array_equal(C.fix_signs(V[0]), -V[0])  # one vector
+    # every solver follows it
+    A, _, _ = _planted(30, seed=11)
+    for res in (C.lanczos(A, 3, "LM", tol=1e-10), C.power_iteration(A, 2, tol=1e-8)):
+        np.testing.assert_array_equal(res.eigenvectors, C.fix_signs(res.eigenvectors))
+
+
+# ----------------------------------------------------------------------------- budgets
+def test_lanczos_budget_is_hard_and_honest():
+    rng = np.random.default_rng(5)
+    lam = np.concatenate([[2.0, 1.99, 1.98], rng.uniform(-1.0, 1.97, 497)])
+    A, _, _ = _planted(500, seed=4, spectrum=lam)
+    mv, count = _counted(A)
+    short = C.lanczos(mv, 3, "LA", tol=1e-10, max_hvps=30)
+    assert count[0] == short.n_hvps == 30
+    assert short.status == "budget" and not short.converged.all()
+    assert short.message.startswith("not converged after 30 HVPs (budget max_hvps=30)")
+    # never a wrong value flagged converged: a pair flagged converged is accurate
+    for v, ok, r in zip(short.eigenvalues, short.converged, short.residuals):
+        if ok:
+            assert r <= 10 * 1e-10 and np.abs(lam - v).min() <= 1e-8
+    full = C.lanczos(A, 3, "LA", tol=1e-10)
+    assert full.status == "converged" and full.converged.all(), full.message
+    assert full.message == f"converged: 3 eigenpair(s) to tol 1e-10 after {full.n_hvps} HVPs"
+    np.testing.assert_allclose(full.eigenvalues, [2.0, 1.99, 1.98], rtol=1e-10)
+    # the default budget: min(10 n, MAX_HVPS_CAP)
+    unreachable = C.lanczos(A, 3, "LA", tol=0.0, ncv=6)
+    assert unreachable.n_hvps <= min(10 * 500, C.MAX_HVPS_CAP)
+    with pytest.raises(ValueError, match="max_hvps must be >= 3"):
+        C.lanczos(A, 3, max_hvps=2)
+
+
+def test_power_iteration_budget_is_hard_and_honest():
+    A, _, _ = _planted(40, seed=5, spectrum=np.concatenate([[3.0, 2.9], np.linspace(0, 1, 38)]))
+    mv, count = _counted(A)
+    short = C.power_iteration(mv, 2, tol=1e-12, max_hvps=9)
+    assert count[0] == short.n_hvps == 8  # blocks of 2 within 9
+    assert short.status == "budget" and not short.converged.any()
+    assert "not converged after 8 HVPs (budget max_hvps=9)" in short.message
+    ok = C.power_iteration(A, 2, tol=1e-8)
+    assert ok.status == "converged" and ok.converged.all()
+    capped = C.power_iteration(A, 1, tol=1e-14, maxiter=5)
+    assert capped.status == "maxiter" and "maxiter=5" in capped.message
+
+
+def test_trace_and_density_budgets():
+    A, _, _ = _planted(40, seed=2)
+    full = C.hutchinson(A, 100, seed=0)
+    assert full.converged and full.n_hvps == 100 and full.status == "converged"
+    cut = C.hutchinson(A, 100, max_hvps=40, seed=0)
+    assert not cut.converged and cut.status == "budget" and cut.n_hvps == 40
+    assert cut.message.startswith("not converged after 40 HVPs (budget max_hvps=40)")
+    # the probes used are the first ones of the full run
+    np.testing.assert_allclose(cut.samples, full.samples[:40], rtol=1e-13)
+    # a relative tolerance stops early once it is met
+    easy = C.hutchinson(A + 50 * np.eye(40), 1000, tol=0.05, block=10, seed=0)
+    assert easy.converged and easy.n_hvps < 1000
+    assert easy.std_error <= 0.05 * abs(easy.estimate)
+    pp = C.hutchpp(A, 60, max_hvps=30, seed=0)
+    assert not pp.converged and pp.n_hvps <= 30 and pp.status == "budget"
+    d = C.slq(A, n_runs=4, n_iter=20, max_hvps=40, seed=0)
+    assert not d.converged and d.n_hvps == 40 and d.nodes.shape == (4, 10)
+    assert "runs of 10 of n_iter=20" in d.message
+    assert C.slq(A, n_runs=4, n_iter=20, seed=0).converged
+
+
+def test_progress_bar_changes_nothing(capsys):
+    A, _, _ = _planted(30, seed=3)
+    quiet = C.lanczos(A, 2, "LA", tol=1e-10)
+    shown = C.lanczos(A, 2, "LA", tol=1e-10, progress=True)
+    np.testing.assert_array_equal(quiet.eigenvectors, shown.eigenvectors)
+    assert "Lanczos LA" in capsys.readouterr().err
+    for f in (
+        lambda p: C.power_iteration(A, 1, progress=p).eigenvalues,
+        lambda p: C.hutchinson(A, 10, progress=p).estimate,
+        lambda p: C.hutchpp(A, 12, progress=p).estimate,
+        lambda p: C.slq(A, n_runs=2, n_iter=5, progress=p).density,
+    ):
+        np.testing.assert_array_equal(f(False), f(True))
+    assert "HVP" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        C.lanczos(A, 1, progress="yes")
+
+
+def test_defaults_finish_on_digits_mlp_64_64_10():
+    """The default tolerance and budget on MLP 64-64-10 (P = 4 810) on the digits: top-5 at
+    both ends converge well within the default budget."""
+    from sklearn.datasets import load_digits
+
+    import fastscape
+
+    d = load_digits()
+    X = fastscape.datasets.standardize(d.data)
+    model = fastscape.MLP([64, 64, 10], activation="tanh", loss="softmax_ce")
+    theta = model.init(0)
+    assert model.n_params == 4810
+    for which in ("LA", "SA"):
+        res = C.top_eigen(model, theta, X, d.target, k=5, method="lanczos", which=which)
+        assert res.status == "converged" and res.converged.all(), res.message
+        assert res.n_hvps < 1000 and (res.residuals <= 10 * C.DEFAULT_TOL).all()
