@@ -392,6 +392,7 @@ def test_hessian_operator_is_a_linear_operator():
     P = model.n_params
     op = C.HessianOperator(model, theta, X, y)
     assert isinstance(op, LO) and op.shape == (P, P) and op.dtype == np.float64
+    assert op.T is op and op.H is op  # symmetric
     rng = np.random.default_rng(0)
     x, Xc = rng.normal(size=P), rng.normal(size=(P, 4))
     np.testing.assert_allclose(op @ x, H @ x, rtol=1e-10, atol=1e-13)
