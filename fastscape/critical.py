@@ -254,16 +254,11 @@ def classify_point(
     CriticalPointResult
         With ``grad_norm`` and ``loss`` filled in.
     """
-    device = _device.resolve_device(device)
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    device, data, th = _device.prepare(model, X, y, device=device, theta=theta)
+    theta = th["theta"]
     method = check_choice(method, "method", ("auto", "exact", "lanczos"))
     grad_tol = check_positive_float(grad_tol, "grad_tol", allow_zero=True)
     k = check_positive_int(k, "k")
-    theta = model.check_theta(theta)
-    data = model.batch(X, y)
-    if device == "cuda":
-        data = _device.to_device(data)
     loss, g = model.grad(theta, data, device=device)
     gnorm = float(np.linalg.norm(g))
     if gnorm > grad_tol:
@@ -377,16 +372,11 @@ def escape_saddle(
     RuntimeError
         When no step length in ``step * 2**-j``, ``j <= max_halvings``, lowers the loss.
     """
-    device = _device.resolve_device(device)
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    device, data, th = _device.prepare(model, X, y, device=device, theta=theta)
+    theta = th["theta"]
     method = check_choice(method, "method", ("auto", "exact", "lanczos"))
     step = check_positive_float(step, "step")
     max_halvings = check_positive_int(max_halvings, "max_halvings", minimum=0)
-    theta = model.check_theta(theta)
-    data = model.batch(X, y)
-    if device == "cuda":
-        data = _device.to_device(data)
     if method == "auto":
         method = "exact" if model.n_params <= max_params else "lanczos"
     eig = curvature.top_eigen(

@@ -114,7 +114,7 @@ def test_cpu_span_dispatch_is_the_cpu_engine():
     C = np.random.default_rng(2).normal(size=(4, 2))
     loss, acc = _device.span_eval(model, basis, C, data)
     want = kspan.span_eval(
-        basis, C, model._sizes_arr, model._act, model._loss, data.X, data.Y,
+        basis, C, *model.spec.kernel_args, data.X, data.Y,
         config.span_block_for(2, model.sizes[1]), config.SPAN_POINT_CHUNK,
     )  # fmt: skip
     np.testing.assert_array_equal(loss, want[0])
