@@ -114,7 +114,7 @@ def _default_tol(vals: np.ndarray) -> float:
     return float(np.sqrt(np.finfo(np.float64).eps) * max(np.abs(vals).max(), 1.0))
 
 
-def _kind(vmin: float, vmax: float, n_neg: int, n_pos: int, n_zero: int) -> str:
+def _kind(n_neg: int, n_pos: int, n_zero: int) -> str:
     if n_neg and n_pos:
         return "saddle"
     if n_zero:
@@ -151,7 +151,7 @@ def _result(vals, tol, escape, complete, method) -> CriticalPointResult:
     with np.errstate(divide="ignore"):
         logdet = float(np.log(a).sum()) if full else None
     return CriticalPointResult(
-        kind=_kind(vals[0], vals[-1], n_neg, n_pos, n_zero),
+        kind=_kind(n_neg, n_pos, n_zero),
         n_positive=n_pos,
         n_negative=n_neg,
         n_zero=n_zero,

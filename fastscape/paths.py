@@ -403,9 +403,8 @@ def mode_connectivity(
     -------
     ModeConnectivity
     """
-    device = _device.resolve_device(device)
-    threshold = check_positive_float(threshold, "threshold")
     data = as_target(model, X, y, device=device, upload=True).data
+    threshold = check_positive_float(threshold, "threshold")
     kw = {"ts": ts, "progress": progress, "device": device}
     lin = linear_path(model, theta_a, theta_b, data, **kw)
     curve = None

@@ -1,5 +1,5 @@
 """The cached HVP operator (``kernels.hvp`` behind ``curvature.hessian_matvec``) against the
-NumPy twin ``reference.mlp_hvp``, for every model kind.
+NumPy twin ``reference.block_hvp``, for every model kind.
 
 Tolerances: the operator and the twin compute the same sums in different orders (GEMMs in
 OpenBLAS's blocking, the 1/n folded into the deltas instead of applied at the end), so they
@@ -55,7 +55,7 @@ def _problem(case, n=37):
 
 def _twin(model, theta, data, V):
     args = (model.sizes, model.activation, model.loss_name, data.X, data.Y)
-    return np.stack([ref.mlp_hvp(theta, v, *args) for v in np.atleast_2d(V)])
+    return ref.block_hvp(theta, np.atleast_2d(V), *args)
 
 
 def _close(got, want, rtol):

@@ -44,7 +44,7 @@ def test_hvp_matches_reference(problem):
     V = np.random.default_rng(1).normal(size=(3, model.n_params))
     HV = model.hvp(theta, V, X, y)
     for v, hv in zip(V, HV):
-        r = ref.mlp_hvp(theta, v, sizes, act, loss, Xk, Y)
+        r = ref.block_hvp(theta, v, sizes, act, loss, Xk, Y)
         assert_allclose(hv, r, rtol=1e-8, atol=1e-11 * np.abs(r).max())
     # a single vector gives a single row
     assert_allclose(model.hvp(theta, V[0], X, y), HV[0], rtol=1e-12)

@@ -29,7 +29,7 @@ def _span_problem(case, K, m=7, n=45, seed=0):
 def test_evaluate_matches_seed_loop_twin(case, K):
     model, basis, C, data = _span_problem(case, K, seed=K)
     got = evaluate(model, basis, C, data)
-    want_loss, want_acc = ref.span_loss(
+    want_loss, want_acc = ref.span_eval(
         basis, C, model.sizes, model.activation, model.loss_name, data.X, data.Y
     )
     assert_allclose(got.loss, want_loss, rtol=1e-10)
@@ -44,7 +44,7 @@ def test_blocks_cover_all_samples():
     case = ([5, 4, 3], "tanh", "softmax_ce")
     model, basis, C, data = _span_problem(case, 3, n=157)
     loss, acc = kspan.span_eval(basis, C, *model.spec.kernel_args, data.X, data.Y, 16, 3)
-    want_loss, want_acc = ref.span_loss(
+    want_loss, want_acc = ref.span_eval(
         basis, C, model.sizes, model.activation, model.loss_name, data.X, data.Y
     )
     assert_allclose(loss, want_loss, rtol=1e-10)
@@ -182,7 +182,7 @@ def test_hidden_path_matches_twin(case, K):
     """1 to 5 non-zero coefficients (fused and general first layer), n not a multiple of 4."""
     model, basis, C, data = _hidden_args(case, K, n=103, seed=K)
     loss, acc = kspan.span_eval(basis, C, *model.spec.kernel_args, data.X, data.Y, 40, 3, 7)
-    want_loss, want_acc = ref.span_loss(
+    want_loss, want_acc = ref.span_eval(
         basis, C, model.sizes, model.activation, model.loss_name, data.X, data.Y
     )
     assert_allclose(loss, want_loss, rtol=1e-12)
@@ -249,7 +249,7 @@ def test_hidden_path_saturated_units_stay_finite():
     basis[1, w1] = 1e300
     C[:] = [[1.0, 0.5], [1.0, -0.5], [1.0, 0.0]]
     got = evaluate(model, basis, C, data).loss
-    want, _ = ref.span_loss(
+    want, _ = ref.span_eval(
         basis, C, model.sizes, model.activation, model.loss_name, data.X, data.Y
     )
     assert np.isfinite(got).all()
