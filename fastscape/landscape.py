@@ -270,9 +270,9 @@ def evaluate(
         tile = min(config.SPAN_TILE, max(64, -(-m // 20)))
     elif checkpoint_dir is None and on_tile is None and device == "cpu":
         # nothing to save or report between tiles: one pass over the data for all points
-        # (each tile forms the first-layer products again; B1: 196 -> 166 ms measured). The
-        # CPU engine's memory does not grow with the tile; the GPU's keeps per-point
-        # parameters, so it stays tiled.
+        # (each tile forms the first-layer products again; bench/NOTES.md). The CPU engine's
+        # memory does not grow with the tile; the GPU's keeps per-point parameters, so it
+        # stays tiled.
         tile = max(1, m)
     else:
         tile = config.SPAN_TILE
