@@ -24,9 +24,10 @@ from ._device import cuda_available
 from ._threads import threads
 from .critical import classify, classify_point, escape_saddle
 from .curvature import hessian_trace, spectral_density, top_eigen
+from .data import Batch
 from .eos import edge_of_stability
 from .landscape import Evaluation, Slice, Surface, evaluate, slice_1d, surface_2d
-from .models import MLP, Batch, LayerLayout, LinearRegression, Logistic
+from .models import MLP, LayerLayout, LinearRegression, Logistic
 from .sharpness import compare_minima, epsilon_sharpness
 from .training import FitResult, fit
 

@@ -41,7 +41,7 @@ kernels, registered under its own device name.
 from __future__ import annotations
 
 import importlib.util
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numba
 import numpy as np
@@ -233,20 +233,43 @@ class CUDABackend:
         )  # fmt: skip
 
 
+class Backend(Protocol):
+    """What every backend has (the operations are optional: see the module docstring)."""
+
+    name: str
+    dtypes: tuple[str, ...]
+
+    def check_available(self) -> None: ...
+
+    def prepare_data(self, data: Batch, dtype: str) -> Batch: ...
+
+
 #: The backends by device name; :func:`register_backend` adds one.
-BACKENDS: dict[str, object] = {"cpu": CPUBackend(), "cuda": CUDABackend()}
-
-#: The device names, in registration order.
-DEVICES = tuple(BACKENDS)
+BACKENDS: dict[str, Backend] = {"cpu": CPUBackend(), "cuda": CUDABackend()}
 
 
-def register_backend(name: str, backend) -> None:
-    """Make ``backend`` the one that runs ``device=name`` (see the module docstring)."""
-    global DEVICES
+def register_backend(name: str, backend: Backend) -> None:
+    """Make ``backend`` the one that runs ``device=name`` (see the module docstring).
+
+    Parameters
+    ----------
+    name : str
+        The device name users pass (``device=name``); an existing name is replaced.
+    backend : Backend
+        An object with ``dtypes``, ``check_available``, ``prepare_data`` and the operations it
+        supports.
+    """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty string, got {name!r}")
+    missing = [a for a in ("dtypes", "check_available", "prepare_data") if not hasattr(backend, a)]
+    if missing:
+        raise TypeError(f"backend {name!r} lacks {', '.join(missing)}")
     BACKENDS[name] = backend
-    DEVICES = tuple(BACKENDS)
+
+
+def devices() -> tuple[str, ...]:
+    """The device names that have a backend, in registration order."""
+    return tuple(BACKENDS)
 
 
 def _names() -> str:
