@@ -1,4 +1,5 @@
-"""File helpers shared by the modules that write results (checkpoints, saved results, figures)."""
+"""File helpers shared by the modules that read and write results: atomic writes, and the one
+error every reader raises on a damaged or foreign file."""
 
 from __future__ import annotations
 
@@ -42,3 +43,27 @@ def atomic_write(path, write: Callable[[str], None], suffix: str = "") -> Path:
             os.remove(tmp)
         raise
     return path
+
+
+class FileFormatError(ValueError):
+    """A file that cannot be read as what it should be.
+
+    The message is one line, ``"<path>: <what is wrong>"``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file.
+    problem : str
+        What is wrong with it (newlines are folded into spaces).
+
+    Attributes
+    ----------
+    path : Path
+    problem : str
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = " ".join(str(problem).split())
+        super().__init__(f"{self.path}: {self.problem}")
