@@ -313,11 +313,13 @@ def backend(device: str):
 
 
 def check_dtype(dtype, device: str) -> np.dtype:
-    """Validate the working precision: "float64" anywhere, "float32" on the GPU only."""
+    """Validate the working precision for ``device``: "float64" anywhere, "float32" where the
+    backend takes it (the GPU)."""
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected 'float64' or 'float32'")
     if dtype not in BACKENDS[device].dtypes:
-        raise ValueError(f"dtype={dtype!r} is available with device='cuda' only")
+        where = " or ".join(f"device={d!r}" for d, b in BACKENDS.items() if dtype in b.dtypes)
+        raise ValueError(f"dtype={dtype!r} is available with {where} only")
     return np.dtype(dtype)
 
 
