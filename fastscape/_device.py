@@ -236,7 +236,6 @@ class CUDABackend:
 class Backend(Protocol):
     """What every backend has (the operations are optional: see the module docstring)."""
 
-    name: str
     dtypes: tuple[str, ...]
 
     def check_available(self) -> None: ...
