@@ -63,7 +63,7 @@ def _matvec(impl, model, data, theta):
         rows = lambda V: model.hvp(theta, V, data)  # noqa: E731
     else:
         args = (model.sizes, model.activation, model.loss_name, data.X, data.Y)
-        rows = lambda V: np.stack([ref.mlp_hvp(theta, v, *args) for v in np.atleast_2d(V)])  # noqa: E731
+        rows = lambda V: ref.block_hvp(theta, np.atleast_2d(V), *args)  # noqa: E731
     return _RowsOperator(rows, model.n_params)
 
 

@@ -37,7 +37,7 @@ def _matvec(impl, model, data, theta):
     if impl == "fastscape":
         return lambda V: model.hvp(theta, V, data)
     args = (model.sizes, model.activation, model.loss_name, data.X, data.Y)
-    return lambda V: np.stack([ref.mlp_hvp(theta, v, *args) for v in np.atleast_2d(V)])
+    return lambda V: ref.block_hvp(theta, np.atleast_2d(V), *args)
 
 
 HVP_IMPLS = ["operator", "model_hvp", "reference"]

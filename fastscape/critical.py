@@ -125,7 +125,7 @@ def _default_tol(vals: np.ndarray) -> float:
     return float(np.sqrt(np.finfo(np.float64).eps) * max(np.abs(vals).max(), 1.0))
 
 
-def _kind(vmin: float, vmax: float, n_neg: int, n_pos: int, n_zero: int) -> str:
+def _kind(n_neg: int, n_pos: int, n_zero: int) -> str:
     if n_neg and n_pos:
         return "saddle"
     if n_zero:
@@ -158,7 +158,7 @@ def _result(vals, tol, escape, complete, method) -> CriticalPointResult:
     with np.errstate(divide="ignore"):
         logdet = float(np.log(a).sum()) if full else None
     return CriticalPointResult(
-        kind=_kind(vals[0], vals[-1], n_neg, n_pos, n_zero),
+        kind=_kind(n_neg, n_pos, n_zero),
         n_positive=n_pos,
         n_negative=n_neg,
         n_zero=n_zero,
@@ -271,16 +271,11 @@ def classify_point(
         With ``grad_norm`` and ``loss`` filled in, and ``converged`` / ``n_hvps`` /
         ``message`` from the eigensolvers.
     """
-    device = _device.resolve_device(device)
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    device, data, th = _device.prepare(model, X, y, device=device, theta=theta)
+    theta = th["theta"]
     method = check_choice(method, "method", ("auto", "exact", "lanczos"))
     grad_tol = check_positive_float(grad_tol, "grad_tol", allow_zero=True)
     k = check_positive_int(k, "k")
-    theta = model.check_theta(theta)
-    data = model.batch(X, y)
-    if device == "cuda":
-        data = _device.to_device(data)
     loss, g = model.grad(theta, data, device=device)
     gnorm = float(np.linalg.norm(g))
     if gnorm > grad_tol:
@@ -398,16 +393,11 @@ def escape_saddle(
     RuntimeError
         When no step length in ``step * 2**-j``, ``j <= max_halvings``, lowers the loss.
     """
-    device = _device.resolve_device(device)
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    device, data, th = _device.prepare(model, X, y, device=device, theta=theta)
+    theta = th["theta"]
     method = check_choice(method, "method", ("auto", "exact", "lanczos"))
     step = check_positive_float(step, "step")
     max_halvings = check_positive_int(max_halvings, "max_halvings", minimum=0)
-    theta = model.check_theta(theta)
-    data = model.batch(X, y)
-    if device == "cuda":
-        data = _device.to_device(data)
     if method == "auto":
         method = "exact" if model.n_params <= max_params else "lanczos"
     eig = curvature.top_eigen(

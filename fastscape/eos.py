@@ -136,9 +136,7 @@ def edge_of_stability(
     -------
     EoSResult
     """
-    device = _device.resolve_device(device)
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    device, data, th = _device.prepare(model, X, y, device=device, theta0=theta0)
     lr = check_positive_float(lr, "lr")
     steps = check_positive_int(steps, "steps", minimum=0)
     every = check_positive_int(every, "every")
@@ -149,10 +147,7 @@ def edge_of_stability(
         raise TypeError(f"progress must be True or False, got {progress!r}")
     if model.n_params < 2:
         raise ValueError("edge_of_stability needs a model with at least 2 parameters")
-    data = model.batch(X, y)
-    if device == "cuda":
-        data = _device.to_device(data)
-    theta = model.init(seed) if theta0 is None else model.check_theta(theta0, "theta0").copy()
+    theta = model.init(seed) if theta0 is None else th["theta0"].copy()
 
     losses, gnorms = [], []
     rec_steps, lams, iters, conv = [], [], [], []

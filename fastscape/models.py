@@ -9,11 +9,10 @@ Hessians of the no-hidden-layer members are a fast path inside ``MLP.hessian``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
-from . import config
+from . import _device, config
 from ._validation import (
     as_float_array,
     as_vector,
@@ -21,8 +20,7 @@ from ._validation import (
     check_finite,
     check_positive_int,
 )
-from .kernels import hessian as _hessian
-from .kernels import linear as _linear
+from .data import Batch, DeviceBatch, ModelSpec
 from .kernels import mlp as _k
 
 ACTIVATIONS = {"identity": _k.IDENTITY, "tanh": _k.TANH, "relu": _k.RELU, "sigmoid": _k.SIGMOID}
@@ -46,13 +44,6 @@ class LayerLayout:
     weight: slice
     bias: slice
     shape: tuple[int, int]
-
-
-class Batch(NamedTuple):
-    """Validated data in kernel form: X (n, d) and the target matrix Y (n, out), both float64."""
-
-    X: np.ndarray
-    Y: np.ndarray
 
 
 class MLP:
@@ -83,6 +74,9 @@ class MLP:
         Per layer, the slices of W and b in theta and W's shape.
     n_params : int
         Length P of theta.
+    spec : ModelSpec
+        What the kernels are told about the model (sizes, activation and loss codes); the
+        dispatch seam ``fastscape._device`` reads nothing else of it.
     """
 
     def __init__(self, sizes, activation: str = "tanh", loss: str = "softmax_ce") -> None:
@@ -109,9 +103,7 @@ class MLP:
             o += n_out
         self.layout = tuple(layout)
         self.n_params = o
-        self._sizes_arr = np.array(self.sizes, dtype=np.int64)
-        self._act = ACTIVATIONS[activation]
-        self._loss = LOSSES[loss]
+        self.spec = ModelSpec(self.sizes, ACTIVATIONS[activation], LOSSES[loss])
 
     # ------------------------------------------------------------------ description
     @property
@@ -356,16 +348,6 @@ class MLP:
         return Batch(X, self.targets(y, X.shape[0]))
 
     # ------------------------------------------------------------------ evaluation
-    def _args(self, data: Batch):
-        return (
-            self._sizes_arr,
-            self._act,
-            self._loss,
-            data.X,
-            data.Y,
-            config.n_chunks_for(data.X.shape[0]),
-        )
-
     def loss(self, theta, X, y=None, device: str = "cpu") -> float:
         """Mean loss over the samples.
 
@@ -382,9 +364,8 @@ class MLP:
         -------
         float
         """
-        theta = self.check_theta(theta)
-        data = self.batch(X, y)
-        return _device.mlp_loss(self, theta, data, device)
+        device, data, th = _device.prepare(self, X, y, device=device, upload=False, theta=theta)
+        return _device.mlp_loss(self, th["theta"], data, device)
 
     def grad(self, theta, X, y=None, device: str = "cpu") -> tuple[float, np.ndarray]:
         """Mean loss and its gradient by backpropagation.
@@ -402,9 +383,8 @@ class MLP:
         loss : float
         grad : (P,) array
         """
-        theta = self.check_theta(theta)
-        data = self.batch(X, y)
-        return _device.mlp_loss_grad(self, theta, data, device)
+        device, data, th = _device.prepare(self, X, y, device=device, upload=False, theta=theta)
+        return _device.mlp_loss_grad(self, th["theta"], data, device)
 
     def hvp(self, theta, v, X, y=None, device: str = "cpu") -> np.ndarray:
         """Exact Hessian-vector product(s) by Pearlmutter's R-operator.
@@ -423,12 +403,11 @@ class MLP:
         -------
         (P,) or (K, P) array
         """
-        theta = self.check_theta(theta)
+        device, data, th = _device.prepare(self, X, y, device=device, upload=False, theta=theta)
         V = as_float_array(v, "v", (1, 2))
         if V.shape[-1] != self.n_params:
             raise ValueError(f"v has length {V.shape[-1]}, expected {self.n_params}")
-        data = self.batch(X, y)
-        out = _device.mlp_hvp(self, theta, np.atleast_2d(V), data, device)
+        out = _device.mlp_hvp(self, th["theta"], np.atleast_2d(V), data, device)
         return out[0] if V.ndim == 1 else out
 
     def hessian(self, theta, X, y=None, max_params: int | None = None) -> np.ndarray:
@@ -464,19 +443,13 @@ class MLP:
                 "tools (hvp, Lanczos) instead"
             )
         data = self.batch(X, y)
-        if self.is_linear and self.loss_name == "logistic":
-            return _linear.logistic_hessian(theta, data.X)
-        if self.is_linear and self.loss_name == "mse":
-            return _linear.mse_hessian(data.X, self.n_outputs)
-        s, a, l, Xk, Yk, _ = self._args(data)
-        block = _hessian.block_size(s, Xk.shape[0], config.HESSIAN_SCRATCH_BYTES)
-        return _hessian.mlp_hessian(theta, s, a, l, Xk, Yk, block)
+        return _device.mlp_hessian(self, theta, data)
 
     def logits(self, theta, X) -> np.ndarray:
         """Outputs of the last (affine) layer, (n, out)."""
         theta = self.check_theta(theta)
         X = X.X if isinstance(X, Batch) else self.check_X(X)
-        return _k.mlp_logits(theta, self._sizes_arr, self._act, X, config.mlp_block_for(self.sizes))
+        return _device.mlp_logits(self, theta, X)
 
     def predict(self, theta, X) -> np.ndarray:
         """Predictions of the model.
@@ -521,4 +494,12 @@ def LinearRegression(d: int, n_outputs: int = 1) -> MLP:
     return MLP([d, n_outputs], activation="identity", loss="mse")
 
 
-from . import _device  # noqa: E402  (after Batch: _device imports it)
+__all__ = [
+    "MLP",
+    "Batch",
+    "DeviceBatch",
+    "LayerLayout",
+    "LinearRegression",
+    "Logistic",
+    "ModelSpec",
+]

@@ -139,8 +139,29 @@ def mlp_loss_grad(theta, sizes, activation, loss, X, Y):
     return float(np.mean(_per_sample_loss(loss, zs[-1], Y))), grad
 
 
-def mlp_hvp(theta, v, sizes, activation, loss, X, Y):
-    """Hessian-vector product H v (P,) by Pearlmutter's R-operator over the whole batch."""
+def block_hvp(theta, V, sizes, activation, loss, X, Y):
+    """Hessian-vector products by Pearlmutter's R-operator over the whole batch.
+
+    Twin of ``kernels.hvp.block_hvp`` (and of the CUDA driver ``kernels.cuda.mlp.mlp_hvp``).
+
+    Parameters
+    ----------
+    V : (P,) or (K, P) array
+        One vector or K vectors.
+
+    Returns
+    -------
+    (P,) or (K, P) array
+        ``H v``, or the rows ``H V[k]``.
+    """
+    V = np.asarray(V)
+    if V.ndim == 2:
+        return np.stack([_hvp(theta, v, sizes, activation, loss, X, Y) for v in V])
+    return _hvp(theta, V, sizes, activation, loss, X, Y)
+
+
+def _hvp(theta, v, sizes, activation, loss, X, Y):
+    """H v (P,) for one vector."""
     n = X.shape[0]
     params = unflatten(theta, sizes)
     vparams = unflatten(v, sizes)
@@ -178,12 +199,12 @@ def mlp_hessian(theta, sizes, activation, loss, X, Y):
     for j in range(P):
         e = np.zeros(P)
         e[j] = 1.0
-        H[:, j] = mlp_hvp(theta, e, sizes, activation, loss, X, Y)
+        H[:, j] = _hvp(theta, e, sizes, activation, loss, X, Y)
     return H
 
 
 # ----------------------------------------------------------------------------- span engine
-def span_loss(basis, coef, sizes, activation, loss, X, Y):
+def span_eval(basis, coef, sizes, activation, loss, X, Y):
     """Loss and accuracy at the points ``coef @ basis``: a plain loop over points.
 
     The seeds' ``visualize_loss_landscape_2d`` written once for any span: form each point's

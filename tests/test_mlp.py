@@ -44,7 +44,7 @@ def test_hvp_matches_reference(problem):
     V = np.random.default_rng(1).normal(size=(3, model.n_params))
     HV = model.hvp(theta, V, X, y)
     for v, hv in zip(V, HV):
-        r = ref.mlp_hvp(theta, v, sizes, act, loss, Xk, Y)
+        r = ref.block_hvp(theta, v, sizes, act, loss, Xk, Y)
         assert_allclose(hv, r, rtol=1e-8, atol=1e-11 * np.abs(r).max())
     # a single vector gives a single row
     assert_allclose(model.hvp(theta, V[0], X, y), HV[0], rtol=1e-12)
@@ -145,7 +145,9 @@ def test_thread_count_invariance(case):
 def test_sample_blocks_change_only_rounding(case):
     """Loss and gradient go through blocks of samples; the block size is a memory knob."""
     model, theta, X, y = make_problem(case, n=45)
-    s, a, l, Xk, Yk, c = model._args(model.batch(X, y))
+    data = model.batch(X, y)
+    s, a, l = model.spec.kernel_args
+    Xk, Yk, c = data.X, data.Y, fastscape.config.n_chunks_for(data.X.shape[0])
     whole = kmlp.mlp_loss_grad(theta, s, a, l, Xk, Yk, c, 45)
     assert kmlp.mlp_loss(theta, s, a, l, Xk, Yk, c, 45) == whole[0]
     for block in (1, 8, 44):
@@ -201,7 +203,8 @@ def test_nan_propagates_through_kernels():
     model, theta, X, y = make_problem(MODEL_CASES[7], n=20)
     assert len(model.layout) > 1  # a NaN in the first layer (BLAS) and in a later one (kernel)
     data = model.batch(X, y)
-    s, a, l, Xk, Yk, c = model._args(data)
+    s, a, l = model.spec.kernel_args
+    Xk, Yk, c = data.X, data.Y, fastscape.config.n_chunks_for(data.X.shape[0])
     for where in (0, model.layout[1].weight.start):
         bad = theta.copy()
         bad[where] = np.nan

@@ -29,7 +29,7 @@ def _span_problem(case, K, m=7, n=45, seed=0):
 def test_evaluate_matches_seed_loop_twin(case, K):
     model, basis, C, data = _span_problem(case, K, seed=K)
     got = evaluate(model, basis, C, data)
-    want_loss, want_acc = ref.span_loss(
+    want_loss, want_acc = ref.span_eval(
         basis, C, model.sizes, model.activation, model.loss_name, data.X, data.Y
     )
     assert_allclose(got.loss, want_loss, rtol=1e-10)
@@ -43,10 +43,8 @@ def test_blocks_cover_all_samples():
     """More samples than one block: every block contributes (n not a multiple of block)."""
     case = ([5, 4, 3], "tanh", "softmax_ce")
     model, basis, C, data = _span_problem(case, 3, n=157)
-    loss, acc = kspan.span_eval(
-        basis, C, model._sizes_arr, model._act, model._loss, data.X, data.Y, 16, 3
-    )
-    want_loss, want_acc = ref.span_loss(
+    loss, acc = kspan.span_eval(basis, C, *model.spec.kernel_args, data.X, data.Y, 16, 3)
+    want_loss, want_acc = ref.span_eval(
         basis, C, model.sizes, model.activation, model.loss_name, data.X, data.Y
     )
     assert_allclose(loss, want_loss, rtol=1e-10)
@@ -66,7 +64,7 @@ def test_zero_coefficients_are_skipped_exactly(case):
 @pytest.mark.parametrize("case", [MODEL_CASES[0], MODEL_CASES[1], MODEL_CASES[7]], ids=case_id)
 def test_thread_count_invariance(case):
     model, basis, C, data = _span_problem(case, 3, m=40, n=300)
-    args = (basis, C, model._sizes_arr, model._act, model._loss, data.X, data.Y, 64, 2)
+    args = (basis, C, *model.spec.kernel_args, data.X, data.Y, 64, 2)
     _assert_same_bits_on_one_and_two_threads(args)
 
 
@@ -85,7 +83,7 @@ def _assert_same_bits_on_one_and_two_threads(args):
 
 def test_cache_tiling_changes_no_bits():
     model, basis, C, data = _span_problem(MODEL_CASES[7], 3, m=11, n=150)
-    args = (basis, C, model._sizes_arr, model._act, model._loss, data.X, data.Y, 64, 4)
+    args = (basis, C, *model.spec.kernel_args, data.X, data.Y, 64, 4)
     ref_loss, ref_acc = kspan.span_eval(*args, sub_block=32)
     for sub in (1, 7, 1000):
         loss, acc = kspan.span_eval(*args, sub_block=sub)
@@ -183,10 +181,8 @@ def _hidden_args(case, K, m=11, n=150, seed=0):
 def test_hidden_path_matches_twin(case, K):
     """1 to 5 non-zero coefficients (fused and general first layer), n not a multiple of 4."""
     model, basis, C, data = _hidden_args(case, K, n=103, seed=K)
-    loss, acc = kspan.span_eval(
-        basis, C, model._sizes_arr, model._act, model._loss, data.X, data.Y, 40, 3, 7
-    )
-    want_loss, want_acc = ref.span_loss(
+    loss, acc = kspan.span_eval(basis, C, *model.spec.kernel_args, data.X, data.Y, 40, 3, 7)
+    want_loss, want_acc = ref.span_eval(
         basis, C, model.sizes, model.activation, model.loss_name, data.X, data.Y
     )
     assert_allclose(loss, want_loss, rtol=1e-12)
@@ -200,7 +196,7 @@ def test_hidden_path_bits_independent_of_tiles_chunks_threads(case, K):
     """Sample tile (any size, rounded up to a multiple of 4), points per task and thread count
     change no bit: each point sums its per-sample losses in an order fixed by the block."""
     model, basis, C, data = _hidden_args(case, K)
-    args = (basis, C, model._sizes_arr, model._act, model._loss, data.X, data.Y, 64)
+    args = (basis, C, *model.spec.kernel_args, data.X, data.Y, 64)
     ref_loss, ref_acc = kspan.span_eval(*args, 8, sub_block=32)
     previous = numba.get_num_threads()
     try:
@@ -253,7 +249,7 @@ def test_hidden_path_saturated_units_stay_finite():
     basis[1, w1] = 1e300
     C[:] = [[1.0, 0.5], [1.0, -0.5], [1.0, 0.0]]
     got = evaluate(model, basis, C, data).loss
-    want, _ = ref.span_loss(
+    want, _ = ref.span_eval(
         basis, C, model.sizes, model.activation, model.loss_name, data.X, data.Y
     )
     assert np.isfinite(got).all()
@@ -373,7 +369,7 @@ def test_logistic_product_point_bits_do_not_depend_on_company():
 def test_logistic_product_path_thread_count_invariance():
     model, basis, C, data = _logistic_grid(0.3, g=11)
     C = np.vstack([C, _logistic_grid(6.0, g=5)[2] * 20.0])  # split points in the same call
-    args = (basis, C, model._sizes_arr, model._act, model._loss, data.X, data.Y, 2048, 8)
+    args = (basis, C, *model.spec.kernel_args, data.X, data.Y, 2048, 8)
     _assert_same_bits_on_one_and_two_threads(args)
 
 

@@ -10,7 +10,7 @@ from ..kernels import lanczos as _lz
 from ..kernels._blas import serial_blas
 from ..models import MLP
 from ._common import Progress, apply_rows, as_operator, check_budget, rademacher
-from .operator import HessianOperator, _prepare
+from .operator import HessianOperator, prepare_inputs
 from .results import DensityResult
 
 __all__ = ["exact_density", "slq", "spectral_density"]
@@ -213,7 +213,7 @@ def spectral_density(
     DensityResult
     """
     method = check_choice(method, "method", ("slq", "exact"))
-    theta, data, device = _prepare(model, theta, X, y, device)
+    theta, data, device = prepare_inputs(model, theta, X, y, device)
     if method == "slq":
         H = HessianOperator(model, theta, data, device=device)
         return slq(

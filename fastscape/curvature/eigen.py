@@ -28,7 +28,7 @@ from ._common import (
     orth_rows,
     row_signs,
 )
-from .operator import HessianOperator, _prepare
+from .operator import HessianOperator, prepare_inputs
 from .results import EigenResult
 
 __all__ = ["lanczos", "power_iteration", "top_eigen"]
@@ -436,7 +436,7 @@ def top_eigen(
     """
     method = check_choice(method, "method", ("power", "lanczos", "exact"))
     which = check_choice(which, "which", ("LM", "LA", "SA"))
-    theta, data, device = _prepare(model, theta, X, y, device)
+    theta, data, device = prepare_inputs(model, theta, X, y, device)
     P = model.n_params
     check_n_k(P, k)
     if method == "exact":

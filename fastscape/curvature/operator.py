@@ -58,11 +58,8 @@ class HessianOperator(LinearOperator):
     """
 
     def __init__(self, model: MLP, theta, X, y=None, device: str = "cpu"):
-        device = _device.resolve_device(device)
-        if not isinstance(model, MLP):
-            raise TypeError(f"model must be an MLP, got {type(model).__name__}")
-        theta = model.check_theta(theta).copy()
-        data = model.batch(X, y)
+        theta, data, device = prepare_inputs(model, theta, X, y, device)
+        theta = theta.copy()
         P = model.n_params
         self.model = model
         self.theta = theta
@@ -134,12 +131,9 @@ def hessian_matvec(model: MLP, theta, X, y=None, *, device: str = "cpu"):
     return HessianOperator(model, theta, X, y, device=device).rows
 
 
-def _prepare(model, theta, X, y, device) -> tuple[np.ndarray, Batch, str]:
-    """Shared checks of the model-level functions, the device first (``device="cuda"`` that
-    cannot run here fails before any work); theta and data are checked as on the CPU."""
-    device = _device.resolve_device(device)
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
-    theta = model.check_theta(theta)
-    data = model.batch(X, y)
-    return theta, data, device
+def prepare_inputs(model, theta, X, y, device) -> tuple[np.ndarray, Batch, str]:
+    """The opening checks of the model-level functions (:func:`fastscape._device.prepare`: the
+    device first, then model, theta and data); the data stay on the host (the HVP operator
+    copies them to the device once)."""
+    prepared = _device.prepare(model, X, y, device=device, upload=False, theta=theta)
+    return prepared.thetas["theta"], prepared.data, prepared.device

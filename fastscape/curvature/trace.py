@@ -7,7 +7,7 @@ import numpy as np
 from .._validation import check_choice, check_positive_float, check_positive_int
 from ..models import MLP
 from ._common import Progress, apply_rows, as_operator, check_budget, orth_rows, rademacher
-from .operator import HessianOperator, _prepare
+from .operator import HessianOperator, prepare_inputs
 from .results import TraceResult
 
 __all__ = ["hessian_trace", "hutchinson", "hutchpp"]
@@ -221,7 +221,7 @@ def hessian_trace(
     TraceResult
     """
     method = check_choice(method, "method", ("hutchinson", "hutch++", "exact"))
-    theta, data, device = _prepare(model, theta, X, y, device)
+    theta, data, device = prepare_inputs(model, theta, X, y, device)
     if method == "exact":
         H = model.hessian(theta, data, max_params=max_params)
         return TraceResult(

@@ -60,7 +60,7 @@ def test_hvp_matches_cpu_and_reference(case):
     assert HV.shape == V.shape
     _close(HV, model.hvp(theta, V, data))
     for k in range(V.shape[0]):
-        _close(HV[k], ref.mlp_hvp(theta, V[k], *_ref(model, data)))
+        _close(HV[k], ref.block_hvp(theta, V[k], *_ref(model, data)))
 
 
 def test_cpu_dispatch_is_the_cpu_kernel():

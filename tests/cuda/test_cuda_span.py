@@ -26,7 +26,7 @@ def _span_problem(case, K=3, m=7, n=20, seed=0):
 
 
 def _twin(model, basis, C, data):
-    return ref.span_loss(basis, C, model.sizes, model.activation, model.loss_name, data.X, data.Y)
+    return ref.span_eval(basis, C, model.sizes, model.activation, model.loss_name, data.X, data.Y)
 
 
 @pytest.mark.parametrize("case", MODEL_CASES, ids=case_id)
