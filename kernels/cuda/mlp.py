@@ -22,38 +22,20 @@ Work decomposition (no floating-point atomics, fixed summation orders):
 Per-sample scratch lives in global device memory (rows of 2-D arrays indexed by thread or by
 sample), because ``cuda.local.array`` needs compile-time sizes and the model sizes are data.
 
-The scalar helpers ``sigmoid``, ``activate_d1`` and ``activate_d2`` are the CPU helpers' own
-Python source compiled for the device; the others are index-based twins of the CPU helpers
+The element-wise device functions (activations, their derivatives, per-sample losses) are in
+``kernels/cuda/elementwise.py``; the helpers here are index-based twins of the CPU helpers
 (device code takes buffers and row numbers instead of slices).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
 from numba import cuda
 
-from .. import mlp as _cpu
-from ..mlp import LOGISTIC, MSE, RELU, SIGMOID, SOFTMAX_CE, TANH  # noqa: F401
-
-# ----------------------------------------------------------------------------- scalar helpers
-sigmoid = cuda.jit(device=True)(_cpu.sigmoid.py_func)
-activate_d1 = cuda.jit(device=True)(_cpu.activate_d1.py_func)
-activate_d2 = cuda.jit(device=True)(_cpu.activate_d2.py_func)
-
-
-@cuda.jit(device=True)
-def activate(act, z):
-    """Hidden activation f(z) (twin of ``kernels.mlp.activate``)."""
-    if act == TANH:
-        return math.tanh(z)
-    if act == RELU:
-        return z if z > 0.0 else 0.0
-    if act == SIGMOID:
-        return sigmoid(z)
-    return z
+from ..layout import as_sizes, layout
+from .elementwise import activate, activate_d1, activate_d2, output_hvp, output_loss
 
 
 # ----------------------------------------------------------------------------- one sample
@@ -78,74 +60,6 @@ def forward(theta, sizes, w_off, b_off, u_off, act, X, i, Z, A, r):
             u = u_off[l] + j
             Z[r, u] = s
             A[r, u] = s if last else activate(act, s)
-
-
-@cuda.jit(device=True)
-def output_loss(loss_kind, n_out, Z, r, z0, Y, i, G, g_row, g0, want_grad):
-    """Loss of one sample from its logits ``Z[r, z0:z0+n_out]`` and targets ``Y[i]``.
-
-    With ``want_grad``, writes dloss/dz into ``G[g_row, g0:g0+n_out]``.
-    """
-    if loss_kind == LOGISTIC:
-        zz = Z[r, z0]
-        e = math.exp(-abs(zz))
-        if want_grad:
-            G[g_row, g0] = (1.0 / (1.0 + e) if zz >= 0.0 else e / (1.0 + e)) - Y[i, 0]
-        return max(zz, 0.0) + math.log1p(e) - Y[i, 0] * zz
-    if loss_kind == MSE:
-        total = 0.0
-        for o in range(n_out):
-            res = Z[r, z0 + o] - Y[i, o]
-            total += res * res
-            if want_grad:
-                G[g_row, g0 + o] = 2.0 * res
-        return total
-    m = Z[r, z0]
-    for o in range(1, n_out):
-        if Z[r, z0 + o] > m:
-            m = Z[r, z0 + o]
-    se = 0.0
-    for o in range(n_out):
-        se += math.exp(Z[r, z0 + o] - m)
-    lse = m + math.log(se)
-    s = 0.0
-    yz = 0.0
-    for o in range(n_out):
-        s += Y[i, o]
-        yz += Y[i, o] * Z[r, z0 + o]
-    if want_grad:
-        for o in range(n_out):
-            G[g_row, g0 + o] = s * math.exp(Z[r, z0 + o] - lse) - Y[i, o]
-    return s * lse - yz
-
-
-@cuda.jit(device=True)
-def output_hvp(loss_kind, n_out, Z, r, z0, Y, i, RZ, RD, rr):
-    """``RD[rr, z0:] = (d2 loss / dz2) RZ[rr, z0:]`` for the logits ``Z[r, z0:]``."""
-    if loss_kind == LOGISTIC:
-        p = sigmoid(Z[r, z0])
-        RD[rr, z0] = p * (1.0 - p) * RZ[rr, z0]
-        return
-    if loss_kind == MSE:
-        for o in range(n_out):
-            RD[rr, z0 + o] = 2.0 * RZ[rr, z0 + o]
-        return
-    m = Z[r, z0]
-    for o in range(1, n_out):
-        if Z[r, z0 + o] > m:
-            m = Z[r, z0 + o]
-    se = 0.0
-    for o in range(n_out):
-        se += math.exp(Z[r, z0 + o] - m)
-    lse = m + math.log(se)
-    s = 0.0
-    pr = 0.0
-    for o in range(n_out):
-        s += Y[i, o]
-        pr += math.exp(Z[r, z0 + o] - lse) * RZ[rr, z0 + o]
-    for o in range(n_out):
-        p = math.exp(Z[r, z0 + o] - lse)
-        RD[rr, z0 + o] = s * p * (RZ[rr, z0 + o] - pr)
 
 
 @cuda.jit(device=True)
@@ -380,8 +294,8 @@ def to_device(a, dtype=np.float64):
 
 
 def _layout(sizes):
-    sizes = np.ascontiguousarray(sizes, dtype=np.int64)
-    w_off, b_off, u_off = _cpu.layout(sizes)
+    sizes = as_sizes(sizes)
+    w_off, b_off, u_off = layout(sizes)
     return sizes, w_off, b_off, u_off, int(u_off[-1])
 
 

@@ -29,9 +29,10 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from .. import mlp as _cpu
-from ..mlp import LOGISTIC, SOFTMAX_CE
-from .mlp import activate, configure, forward, output_loss, to_device
+from ..elementwise import LOGISTIC, SOFTMAX_CE
+from ..layout import layout
+from .elementwise import activate, output_loss
+from .mlp import configure, forward, to_device
 
 
 @cuda.jit(device=True)
@@ -192,7 +193,7 @@ def span_eval(
     n_layers = sizes.shape[0] - 1
     n_out = int(sizes[-1])
     tail_sizes = sizes[1:]
-    tw_off, tb_off, tu_off = _cpu.layout(tail_sizes)
+    tw_off, tb_off, tu_off = layout(tail_sizes)
     n_tail = max(int(tu_off[-1]), 1)
     block = max(1, min(int(block), n))
     S = max(1, min(int(slots), block))
