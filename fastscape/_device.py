@@ -232,6 +232,7 @@ def mlp_loss(
                 *_cpu_args(model, data),
                 config.mlp_block_for(model.sizes),
                 config.MLP_SERIAL_BELOW,
+                model._penalty,
             )
         )
     dt = check_dtype(dtype, device)
@@ -242,6 +243,7 @@ def mlp_loss(
             config.CUDA_LOSS_THREADS,
             config.CUDA_THREADS_PER_BLOCK,
             dt,
+            model._penalty,
         )
     )
 
@@ -263,6 +265,7 @@ def mlp_loss_grad(
             *_cpu_args(model, data),
             config.mlp_block_for(model.sizes),
             config.MLP_SERIAL_BELOW,
+            model._penalty,
         )
     else:
         dt = check_dtype(dtype, device)
@@ -272,6 +275,7 @@ def mlp_loss_grad(
             config.CUDA_BLOCK,
             config.CUDA_THREADS_PER_BLOCK,
             dt,
+            model._penalty,
         )
     return float(value), g
 
@@ -293,7 +297,7 @@ def cpu_hvp_operator(model, theta: np.ndarray, data: Batch):
     """
     cache = _hvp.forward_cache(
         theta, model._sizes_arr, model._act, model._loss, data.X, data.Y,
-        config.HVP_SAMPLE_BLOCK,
+        config.HVP_SAMPLE_BLOCK, model._penalty,
     )  # fmt: skip
     chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES)
     return lambda V: _hvp.block_hvp(cache, V, chunk, numba.get_num_threads())
@@ -331,8 +335,9 @@ def mlp_hvp(
     n_units = int(sum(model.sizes[1:]))
     block = km.hvp_block_for(V.shape[0], n_units, config.CUDA_BLOCK, config.CUDA_SCRATCH_BYTES)
     return km.mlp_hvp(
-        theta, V, *_cuda_args(model, data, dtype), block, config.CUDA_THREADS_PER_BLOCK, dt
-    )
+        theta, V, *_cuda_args(model, data, dtype), block, config.CUDA_THREADS_PER_BLOCK, dt,
+        model._penalty,
+    )  # fmt: skip
 
 
 def span_eval(
@@ -370,10 +375,10 @@ def span_eval(
         return _span.span_eval(
             basis, coef, model._sizes_arr, model._act, model._loss, data.X, data.Y,
             config.span_block_for(K, h1), config.SPAN_POINT_CHUNK, config.SPAN_SUB_BLOCK,
-            config.SPAN_SCRATCH_BYTES,
+            config.SPAN_SCRATCH_BYTES, model._penalty,
         )  # fmt: skip
     dt = check_dtype(dtype, device)
     return _cuda_span().span_eval(
         basis, coef, *_cuda_args(model, data, dtype), config.cuda_span_block_for(K, h1),
-        config.CUDA_SPAN_SLOTS, config.CUDA_THREADS_PER_BLOCK, dt,
+        config.CUDA_SPAN_SLOTS, config.CUDA_THREADS_PER_BLOCK, dt, model._penalty,
     )  # fmt: skip

@@ -19,14 +19,26 @@ from ._validation import (
     as_vector,
     check_choice,
     check_finite,
+    check_positive_float,
     check_positive_int,
 )
+from .kernels import elementwise as _el
 from .kernels import hessian as _hessian
+from .kernels import layout as _layout
 from .kernels import linear as _linear
 from .kernels import mlp as _k
+from .kernels import penalty as _penalty
 
-ACTIVATIONS = {"identity": _k.IDENTITY, "tanh": _k.TANH, "relu": _k.RELU, "sigmoid": _k.SIGMOID}
-LOSSES = {"softmax_ce": _k.SOFTMAX_CE, "logistic": _k.LOGISTIC, "mse": _k.MSE}
+ACTIVATIONS = {
+    "identity": _el.IDENTITY,
+    "tanh": _el.TANH,
+    "relu": _el.RELU,
+    "sigmoid": _el.SIGMOID,
+    "leaky_relu": _el.LEAKY_RELU,
+    "gelu": _el.GELU,
+    "gelu_tanh": _el.GELU_TANH,
+}
+LOSSES = {"softmax_ce": _el.SOFTMAX_CE, "logistic": _el.LOGISTIC, "mse": _el.MSE}
 
 
 @dataclass(frozen=True)
@@ -63,8 +75,11 @@ class MLP:
     sizes : sequence of int
         Units per layer, input first: ``[d, h1, ..., out]``. ``[d, out]`` is a model with no
         hidden layer (logistic or linear regression).
-    activation : {"tanh", "relu", "sigmoid", "identity"}
-        Activation of the hidden layers. The output layer is affine; the loss applies the link.
+    activation : {"tanh", "relu", "sigmoid", "identity", "leaky_relu", "gelu", "gelu_tanh"}
+        Activation of the hidden layers, as PyTorch defines them: ``leaky_relu`` has negative
+        slope 0.01, ``gelu`` is the exact ``0.5 z (1 + erf(z / sqrt 2))`` and ``gelu_tanh``
+        its tanh approximation (``nn.GELU(approximate="tanh")``). The output layer is affine;
+        the loss applies the link.
     loss : {"softmax_ce", "logistic", "mse"}
         Loss per sample, averaged over samples:
 
@@ -74,6 +89,11 @@ class MLP:
           {0, 1}; needs ``out == 1``.
         - ``mse``: the squared error summed over outputs, ``sum_o (z_o - y_o)**2``, averaged
           over samples (no 1/2 and no division by ``out``). Targets (n,) or (n, out).
+    l2 : float, optional
+        λ >= 0 of the L2 term ``½ λ ‖w‖²`` added to the mean loss (default 0: none). It is
+        carried through the loss, gradient, HVP, Hessian and the landscapes.
+    l2_bias : bool, optional
+        Whether the L2 term covers the biases too (default False: weights only).
 
     Attributes
     ----------
@@ -85,7 +105,14 @@ class MLP:
         Length P of theta.
     """
 
-    def __init__(self, sizes, activation: str = "tanh", loss: str = "softmax_ce") -> None:
+    def __init__(
+        self,
+        sizes,
+        activation: str = "tanh",
+        loss: str = "softmax_ce",
+        l2: float = 0.0,
+        l2_bias: bool = False,
+    ) -> None:
         sizes = tuple(sizes)
         if len(sizes) < 2:
             raise ValueError(f"sizes needs at least an input and an output size, got {sizes}")
@@ -97,21 +124,31 @@ class MLP:
             raise ValueError(f"loss 'logistic' needs 1 output unit, got sizes[-1] = {sizes[-1]}")
         if loss == "softmax_ce" and sizes[-1] < 2:
             raise ValueError(f"loss 'softmax_ce' needs >= 2 output units, got {sizes[-1]}")
+        if isinstance(l2, (bool, str)):
+            raise TypeError(f"l2 must be a number, got {type(l2).__name__}")
+        l2 = check_positive_float(l2, "l2", allow_zero=True)
+        if not isinstance(l2_bias, (bool, np.bool_)):
+            raise TypeError(f"l2_bias must be a bool, got {type(l2_bias).__name__}")
         self.sizes = tuple(int(s) for s in sizes)
         self.activation = activation
         self.loss_name = loss
-        layout = []
-        o = 0
-        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
-            w = slice(o, o + n_out * n_in)
-            o += n_out * n_in
-            layout.append(LayerLayout(w, slice(o, o + n_out), (n_out, n_in)))
-            o += n_out
-        self.layout = tuple(layout)
-        self.n_params = o
+        self.l2 = l2
+        self.l2_bias = bool(l2_bias)
         self._sizes_arr = np.array(self.sizes, dtype=np.int64)
+        w_off, b_off, _ = _layout.layout(self._sizes_arr)
+        self.layout = tuple(
+            LayerLayout(
+                slice(int(w_off[l]), int(b_off[l])),
+                slice(int(b_off[l]), int(b_off[l]) + n_out),
+                (n_out, n_in),
+            )
+            for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]))
+        )
+        self.n_params = _layout.n_params(self._sizes_arr)
         self._act = ACTIVATIONS[activation]
         self._loss = LOSSES[loss]
+        # the L2 term's (P,) weights for the kernels, None without one
+        self._penalty = _penalty.l2_vector(self._sizes_arr, l2, self.l2_bias) if l2 > 0.0 else None
 
     # ------------------------------------------------------------------ description
     @property
@@ -135,14 +172,22 @@ class MLP:
         return self.loss_name != "mse"
 
     def __repr__(self) -> str:
+        extra = f", l2={self.l2!r}" if self.l2 > 0.0 else ""
+        extra += ", l2_bias=True" if self.l2_bias and self.l2 > 0.0 else ""
         return (
             f"MLP(sizes={list(self.sizes)}, activation={self.activation!r}, "
-            f"loss={self.loss_name!r})"
+            f"loss={self.loss_name!r}{extra})"
         )
 
     def _key(self):
-        # the activation means nothing without a hidden layer
-        return (self.sizes, None if self.is_linear else self.activation, self.loss_name)
+        # the activation means nothing without a hidden layer, l2_bias nothing without l2
+        return (
+            self.sizes,
+            None if self.is_linear else self.activation,
+            self.loss_name,
+            self.l2,
+            self.l2_bias and self.l2 > 0.0,
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, MLP) and self._key() == other._key()
@@ -152,22 +197,33 @@ class MLP:
 
     def to_dict(self) -> dict:
         """The constructor's arguments (for saving a model beside its parameters)."""
-        return {"sizes": list(self.sizes), "activation": self.activation, "loss": self.loss_name}
+        return {
+            "sizes": list(self.sizes),
+            "activation": self.activation,
+            "loss": self.loss_name,
+            "l2": self.l2,
+            "l2_bias": self.l2_bias,
+        }
 
     # ------------------------------------------------------------------ PyTorch
     @classmethod
-    def from_torch(cls, module, loss: str | None = None) -> tuple[MLP, np.ndarray]:
+    def from_torch(
+        cls, module, loss: str | None = None, l2: float = 0.0, l2_bias: bool = False
+    ) -> tuple[MLP, np.ndarray]:
         """Convert a PyTorch ``nn.Sequential`` of ``Linear`` layers and activations.
 
         Parameters
         ----------
         module : torch.nn.Sequential or torch.nn.Linear
             ``Linear`` layers (with biases), separated by one activation module each (``Tanh``,
-            ``ReLU``, ``Sigmoid`` or ``Identity``; all the same), ending with a ``Linear``
+            ``ReLU``, ``Sigmoid``, ``Identity``, ``LeakyReLU(0.01)``, ``GELU()`` or
+            ``GELU(approximate="tanh")``; all the same), ending with a ``Linear``
             (the loss takes logits: no final ``Softmax``/``Sigmoid``). A missing activation
             between two ``Linear`` layers means identity.
         loss : {"softmax_ce", "logistic", "mse"}, optional
             Default: ``softmax_ce`` for several outputs, ``logistic`` for one.
+        l2, l2_bias : optional
+            The model's L2 term (see :class:`MLP`); a module does not carry one.
 
         Returns
         -------
@@ -204,14 +260,25 @@ class MLP:
                     activation = act
                 linears.append(layer)
                 pending = None
-            elif type(layer) in names:
+            elif type(layer) in names or type(layer) in (nn.LeakyReLU, nn.GELU):
                 if not linears or pending is not None:
                     raise ValueError(f"layer {index} ({kind}) must sit between two Linear layers")
-                pending = names[type(layer)]
+                if isinstance(layer, nn.LeakyReLU):
+                    if layer.negative_slope != _el.LEAKY_SLOPE:
+                        raise ValueError(
+                            f"layer {index} (LeakyReLU) has negative_slope "
+                            f"{layer.negative_slope}; fastscape's leaky_relu uses "
+                            f"{_el.LEAKY_SLOPE}"
+                        )
+                    pending = "leaky_relu"
+                elif isinstance(layer, nn.GELU):
+                    pending = "gelu_tanh" if layer.approximate == "tanh" else "gelu"
+                else:
+                    pending = names[type(layer)]
             else:
                 raise ValueError(
                     f"layer {index} ({kind}) is not supported: use Linear layers with Tanh, "
-                    "ReLU, Sigmoid or Identity between them"
+                    "ReLU, Sigmoid, Identity, LeakyReLU(0.01) or GELU between them"
                 )
         if not linears:
             raise ValueError("the module holds no Linear layer")
@@ -226,7 +293,7 @@ class MLP:
                 raise ValueError(f"Linear layers {index - 1} and {index} do not chain")
         if loss is None:
             loss = "softmax_ce" if sizes[-1] > 1 else "logistic"
-        model = cls(sizes, activation=activation or "identity", loss=loss)
+        model = cls(sizes, activation=activation or "identity", loss=loss, l2=l2, l2_bias=l2_bias)
         params = [
             (
                 lin.weight.detach().to(torch.float64).cpu().numpy(),
@@ -258,7 +325,15 @@ class MLP:
             ) from None
         nn = torch.nn
         dtype = torch.float64 if dtype is None else dtype
-        acts = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
+        acts = {
+            "tanh": nn.Tanh,
+            "relu": nn.ReLU,
+            "sigmoid": nn.Sigmoid,
+            "identity": nn.Identity,
+            "leaky_relu": lambda: nn.LeakyReLU(_el.LEAKY_SLOPE),
+            "gelu": nn.GELU,
+            "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+        }
         modules: list = []
         for l, (W, b) in enumerate(self.unflatten(theta)):
             if l > 0:
@@ -487,12 +562,16 @@ class MLP:
             )
         data = self.batch(X, y)
         if self.is_linear and self.loss_name == "logistic":
-            return _linear.logistic_hessian(theta, data.X)
-        if self.is_linear and self.loss_name == "mse":
-            return _linear.mse_hessian(data.X, self.n_outputs)
-        s, a, l, Xk, Yk, _ = self._args(data)
-        block = _hessian.block_size(s, Xk.shape[0], config.HESSIAN_SCRATCH_BYTES)
-        return _hessian.mlp_hessian(theta, s, a, l, Xk, Yk, block)
+            H = _linear.logistic_hessian(theta, data.X)
+        elif self.is_linear and self.loss_name == "mse":
+            H = _linear.mse_hessian(data.X, self.n_outputs)
+        else:
+            s, a, l, Xk, Yk, _ = self._args(data)
+            block = _hessian.block_size(s, Xk.shape[0], config.HESSIAN_SCRATCH_BYTES)
+            H = _hessian.mlp_hessian(theta, s, a, l, Xk, Yk, block)
+        if self._penalty is not None:
+            _penalty.add_l2_diagonal(H, self._penalty)
+        return H
 
     def logits(self, theta, X) -> np.ndarray:
         """Outputs of the last (affine) layer, (n, out)."""

@@ -28,8 +28,14 @@ import numpy as np
 from ._jit import jit
 
 # ----------------------------------------------------------------------------- codes
-IDENTITY, TANH, RELU, SIGMOID = 0, 1, 2, 3
+IDENTITY, TANH, RELU, SIGMOID, LEAKY_RELU, GELU, GELU_TANH = 0, 1, 2, 3, 4, 5, 6
 SOFTMAX_CE, LOGISTIC, MSE = 0, 1, 2
+#: Negative slope of ``LEAKY_RELU`` (PyTorch's default, ``nn.LeakyReLU(0.01)``).
+LEAKY_SLOPE = 0.01
+SQRT1_2 = 0.7071067811865476  # 1 / sqrt(2)
+INV_SQRT_2PI = 0.3989422804014327  # 1 / sqrt(2 pi)
+SQRT_2_OVER_PI = 0.7978845608028654  # sqrt(2 / pi), the tanh approximation's factor
+GELU_CUBIC = 0.044715  # the tanh approximation's cubic coefficient
 
 # Cody-Waite split of ln 2 (fdlibm's constants) and 1 / ln 2.
 LN2_HI = 6.93147180369123816490e-01
@@ -76,6 +82,68 @@ def tanh_from_exp(z, e):
 
 
 @jit()
+def leaky_relu(z):
+    """``z`` for z > 0, else ``LEAKY_SLOPE * z`` (PyTorch's ``LeakyReLU``)."""
+    return z if z > 0.0 else LEAKY_SLOPE * z
+
+
+@jit()
+def gelu(z):
+    """Exact GELU ``z Phi(z) = 0.5 z (1 + erf(z / sqrt 2))``, as ``0.5 z erfc(-z / sqrt 2)``
+    (the same function; erfc keeps the relative accuracy of the tiny values at z << 0)."""
+    return 0.5 * z * math.erfc(-z * SQRT1_2)
+
+
+@jit()
+def gelu_d1(z):
+    """GELU'(z) = Phi(z) + z phi(z), with phi the standard normal density."""
+    return 0.5 * math.erfc(-z * SQRT1_2) + z * (INV_SQRT_2PI * math.exp(-0.5 * z * z))
+
+
+@jit()
+def gelu_d2(z):
+    """GELU''(z) = phi(z) (2 - z**2)."""
+    return INV_SQRT_2PI * math.exp(-0.5 * z * z) * (2.0 - z * z)
+
+
+@jit()
+def gelu_tanh(z):
+    """GELU's tanh approximation ``0.5 z (1 + tanh u)``, ``u = sqrt(2 / pi) (z + 0.044715 z**3)``
+    (PyTorch's ``GELU(approximate="tanh")``), as ``z sigmoid(2 u)``: the same function
+    (``0.5 (1 + tanh u) = sigmoid(2 u)``) without the cancellation of ``1 + tanh u`` at
+    z << 0."""
+    u = SQRT_2_OVER_PI * (z + GELU_CUBIC * z * z * z)
+    e = math.exp(-2.0 * abs(u))
+    return z * ((1.0 if u >= 0.0 else e) / (1.0 + e))
+
+
+@jit()
+def gelu_tanh_d1(z):
+    """d/dz of :func:`gelu_tanh`: ``s + z s'`` with ``s = sigmoid(2 u)``,
+    ``s' = 2 s (1 - s) u'``; ``s (1 - s) = e / (1 + e)**2``, ``e = exp(-2 |u|)``."""
+    u = SQRT_2_OVER_PI * (z + GELU_CUBIC * z * z * z)
+    du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * z * z)
+    e = math.exp(-2.0 * abs(u))
+    s = (1.0 if u >= 0.0 else e) / (1.0 + e)
+    q = e / ((1.0 + e) * (1.0 + e))
+    return s + z * (2.0 * q * du)
+
+
+@jit()
+def gelu_tanh_d2(z):
+    """d²/dz² of :func:`gelu_tanh`: ``2 s' + z s''`` with
+    ``s'' = 2 (s' (1 - 2 s) u' + s (1 - s) u'')``."""
+    u = SQRT_2_OVER_PI * (z + GELU_CUBIC * z * z * z)
+    du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * z * z)
+    ddu = SQRT_2_OVER_PI * 6.0 * GELU_CUBIC * z
+    e = math.exp(-2.0 * abs(u))
+    s = (1.0 if u >= 0.0 else e) / (1.0 + e)
+    q = e / ((1.0 + e) * (1.0 + e))
+    ds = 2.0 * q * du
+    return 2.0 * ds + z * (2.0 * (ds * (1.0 - 2.0 * s) * du + q * ddu))
+
+
+@jit()
 def activate(act, z):
     """Hidden activation f(z)."""
     if act == TANH:
@@ -84,6 +152,12 @@ def activate(act, z):
         return z if z > 0.0 else 0.0
     if act == SIGMOID:
         return sigmoid(z)
+    if act == LEAKY_RELU:
+        return leaky_relu(z)
+    if act == GELU:
+        return gelu(z)
+    if act == GELU_TANH:
+        return gelu_tanh(z)
     return z
 
 
@@ -96,6 +170,12 @@ def activate_d1(act, z, a):
         return 1.0 if z > 0.0 else 0.0
     if act == SIGMOID:
         return a * (1.0 - a)
+    if act == LEAKY_RELU:
+        return 1.0 if z > 0.0 else LEAKY_SLOPE
+    if act == GELU:
+        return gelu_d1(z)
+    if act == GELU_TANH:
+        return gelu_tanh_d1(z)
     return 1.0
 
 
@@ -106,6 +186,10 @@ def activate_d2(act, z, a):
         return -2.0 * a * (1.0 - a * a)
     if act == SIGMOID:
         return a * (1.0 - a) * (1.0 - 2.0 * a)
+    if act == GELU:
+        return gelu_d2(z)
+    if act == GELU_TANH:
+        return gelu_tanh_d2(z)
     return 0.0
 
 
@@ -159,6 +243,24 @@ def output_loss(loss_kind, z, y, g, want_grad):
 
 
 # ----------------------------------------------------------------------------- NumPy arrays
+@jit()
+def activation_map(act, Z, A, which):
+    """``which`` = 0: f(Z); 1: f'(Z); 2: f''(Z) (given A = f(Z)), elementwise from the scalar
+    functions into a new array: the array form of the activations that have no NumPy
+    formula of their own (one formula per activation)."""
+    zf = Z.ravel()
+    af = A.ravel()
+    out = np.empty(zf.shape[0])
+    for i in range(zf.shape[0]):
+        if which == 0:
+            out[i] = activate(act, zf[i])
+        elif which == 1:
+            out[i] = activate_d1(act, zf[i], af[i])
+        else:
+            out[i] = activate_d2(act, zf[i], af[i])
+    return out.reshape(Z.shape)
+
+
 def activation_array(act, Z):
     """f(Z) elementwise (NumPy's vector loops), a new array."""
     if act == TANH:
@@ -171,6 +273,8 @@ def activation_array(act, Z):
         A += 1.0
         A *= 0.5
         return A
+    if act != IDENTITY:
+        return activation_map(act, np.ascontiguousarray(Z), np.ascontiguousarray(Z), 0)
     return Z.copy()
 
 
@@ -182,6 +286,8 @@ def activation_d1_array(act, Z, A):
         return (Z > 0.0).astype(np.float64)
     if act == SIGMOID:
         return A * (1.0 - A)
+    if act != IDENTITY:
+        return activation_map(act, np.ascontiguousarray(Z), np.ascontiguousarray(A), 1)
     return np.ones_like(Z)
 
 
@@ -192,6 +298,8 @@ def activation_d2_array(act, Z, A):
     if act == SIGMOID:
         d1 = A * (1.0 - A)
         return d1 * (1.0 - 2.0 * A)
+    if act in (GELU, GELU_TANH):
+        return activation_map(act, np.ascontiguousarray(Z), np.ascontiguousarray(A), 2)
     return np.zeros_like(Z)
 
 
@@ -343,6 +451,28 @@ def sigmoid_at(z, bits, scale, i):
 
 
 @jit()
+def gelu_tanh_at(z, bits, scale, i):
+    """GELU's tanh approximation ``z sigmoid(2 u)`` (:func:`gelu_tanh`) with the sigmoid by
+    :func:`sigmoid_at` (the body of a vectorisable loop over i)."""
+    u = SQRT_2_OVER_PI * (z + GELU_CUBIC * z * z * z)
+    return z * sigmoid_at(2.0 * u, bits, scale, i)
+
+
+@jit()
+def activate_at(act, z, bits, scale, i):
+    """f(z) as the body of a loop over i: the vectorisable forms (:func:`tanh_at`,
+    :func:`sigmoid_at`, :func:`gelu_tanh_at`) where there is one, else the scalar function.
+    For loops whose ``act`` is fixed (the dispatch folds away once inlined)."""
+    if act == TANH:
+        return tanh_at(z, bits, scale, i)
+    if act == SIGMOID:
+        return sigmoid_at(z, bits, scale, i)
+    if act == GELU_TANH:
+        return gelu_tanh_at(z, bits, scale, i)
+    return activate(act, z)
+
+
+@jit()
 def softplus_at(z, bits, scale, i):
     """softplus(z) = max(z, 0) + log1p(exp(-|z|)) by :func:`exp_neg` and :func:`log1p_unit`
     (the body of a vectorisable loop over i)."""
@@ -427,7 +557,8 @@ def activate_block(act, z, out, bits):
     """out = f(z) elementwise for a hidden activation, vectorisable, one fused pass.
 
     tanh by :func:`tanh_at` and the logistic sigmoid by :func:`sigmoid_at`, each in one loop
-    with its division; ReLU and identity directly.
+    with its division; ReLU and identity directly; the others by :func:`activate_at`, one loop
+    per activation.
 
     Parameters
     ----------
@@ -447,6 +578,15 @@ def activate_block(act, z, out, bits):
     elif act == RELU:
         for i in range(n):
             out[i] = max(z[i], 0.0)
+    elif act == LEAKY_RELU:
+        for i in range(n):
+            out[i] = activate_at(LEAKY_RELU, z[i], bits, scale, i)
+    elif act == GELU:
+        for i in range(n):
+            out[i] = activate_at(GELU, z[i], bits, scale, i)
+    elif act == GELU_TANH:
+        for i in range(n):
+            out[i] = activate_at(GELU_TANH, z[i], bits, scale, i)
     else:
         for i in range(n):
             out[i] = z[i]
@@ -482,6 +622,13 @@ def activate_derivatives(act, Z, D1, D2, bits):
                 z[i] = max(zi, 0.0)
                 d1[i] = activate_d1(RELU, zi, 0.0)
                 d2[i] = 0.0
+        elif act != IDENTITY:
+            for i in range(nb):
+                zi = z[i]
+                a = activate_at(act, zi, bits, scale, i)
+                z[i] = a
+                d1[i] = activate_d1(act, zi, a)
+                d2[i] = activate_d2(act, zi, a)
         else:
             for i in range(nb):
                 d1[i] = 1.0

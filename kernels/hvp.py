@@ -71,6 +71,7 @@ from ._blas import serial_blas
 from ._jit import jit
 from .elementwise import SOFTMAX_CE, activate_derivatives, output_derivatives
 from .layout import layout, n_params
+from .penalty import add_l2_hvp
 
 # ----------------------------------------------------------------------------- layout
 # Kinds of the per-sample arrays kept at theta (``cache``, table ``coff[kind, layer]``), all
@@ -261,6 +262,8 @@ class HVPCache(NamedTuple):
         (flat partial rows).
     lock : threading.Lock
         Held by :func:`block_hvp` (the scratch is shared): one call at a time per cache.
+    penalty : (P,) array or None
+        Weights of the L2 term (``kernels.penalty.l2_vector``): ``H v`` gains ``penalty * v``.
     """
 
     theta: np.ndarray
@@ -277,6 +280,7 @@ class HVPCache(NamedTuple):
     n_blocks: int
     work: dict
     lock: object
+    penalty: np.ndarray | None = None
 
 
 def _offset_table(n_kinds, L, entries):
@@ -397,7 +401,7 @@ def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cac
                         Dp[j, i] = bv * Fd1[j, i]
 
 
-def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
+def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block, penalty=None) -> HVPCache:
     """The pass at theta, kept for :func:`block_hvp` (BLAS single-threaded).
 
     Parameters
@@ -410,6 +414,8 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
     Y : (n, out) C-contiguous float64
     sample_block : int
         Largest sample block; the blocks are ``ceil(n / sample_block)`` fixed slices.
+    penalty : (P,) float64, optional
+        Weights of the L2 term (``kernels.penalty.l2_vector``); None: no L2 term.
 
     Returns
     -------
@@ -429,7 +435,7 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
                        coff)  # fmt: skip
     return HVPCache(
         theta, sizes, w_off, b_off, X, int(loss_kind), bounds, cache, coff, soff, per_thread,
-        bounds.size - 1, {}, threading.Lock(),
+        bounds.size - 1, {}, threading.Lock(), penalty,
     )  # fmt: skip
 
 
@@ -505,4 +511,6 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarra
         finally:
             if previous != workers:
                 numba.set_num_threads(previous)
+    if cache.penalty is not None:
+        add_l2_hvp(out, V, cache.penalty)
     return out

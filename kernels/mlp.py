@@ -57,6 +57,7 @@ from .elementwise import (  # noqa: F401  (the codes, re-exported for the API)
     sigmoid_from_exp,
 )
 from .layout import layer_views
+from .penalty import add_l2_grad, l2_value
 
 
 @jit()
@@ -158,13 +159,14 @@ def forward_block(layers, act, Xb):
     return Zs, As
 
 
-def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_chunks, block, serial_below=0):
-    """Mean loss over the n samples. Returns a float.
+def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_chunks, block, serial_below=0, penalty=None):
+    """Mean loss over the n samples (plus the L2 term of ``penalty``). Returns a float.
 
     Samples go in blocks of ``block`` rows (a fixed partition of range(n), so the result does
     not depend on the thread count); ``n_chunks`` chunks per block in
     :func:`output_loss_block`, run on one thread (:func:`output_loss_serial`, same bits) when
     the block's logits have fewer than ``serial_below`` entries; block sums are added in order.
+    ``penalty`` is None or the (P,) weights of the L2 term (``kernels.penalty.l2_vector``).
     """
     n = X.shape[0]
     layers = layer_views(theta, sizes)
@@ -173,11 +175,16 @@ def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_chunks, block, serial_below=0
         Zs, _ = forward_block(layers, act, X[s0 : s0 + block])
         Z = Zs[-1]
         total += _output_loss(loss_kind, Z, Y[s0 : s0 + block], n_chunks, Z, False, serial_below)
+    if penalty is not None:
+        return total / n + l2_value(theta, penalty)
     return total / n
 
 
-def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, n_chunks, block, serial_below=0):
-    """Mean loss and its gradient by backpropagation (blocks as :func:`mlp_loss`).
+def mlp_loss_grad(
+    theta, sizes, act, loss_kind, X, Y, n_chunks, block, serial_below=0, penalty=None
+):
+    """Mean loss and its gradient by backpropagation (blocks and ``penalty`` as
+    :func:`mlp_loss`).
 
     Returns
     -------
@@ -202,6 +209,9 @@ def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, n_chunks, block, serial_be
                 D = matmul(D, layers[l][0])
                 D *= activation_d1_array(act, Zs[l - 1], As[l])
     grad /= n
+    if penalty is not None:
+        add_l2_grad(grad, theta, penalty)
+        return total / n + l2_value(theta, penalty), grad
     return total / n, grad
 
 

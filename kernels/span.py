@@ -49,6 +49,7 @@ from .elementwise import LOGISTIC, MSE, SOFTMAX_CE, activate_block, output_loss
 from .functions import analytic
 from .layout import layout
 from .mlp import forward
+from .penalty import span_l2
 from .span_hidden import span_block_hidden
 from .span_logistic import exp_tables, product_order, shared_factors, span_block_scalar
 from .span_points import combine, nonzero_coefficients, point_tails
@@ -168,7 +169,7 @@ def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, sub_block, 
 # ----------------------------------------------------------------------------- driver
 def span_eval(
     basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk, sub_block=32,
-    table_bytes=64 * 2**20,
+    table_bytes=64 * 2**20, penalty=None,
 ):  # fmt: skip
     """Mean loss and accuracy of the model at the m points ``coef @ basis``.
 
@@ -195,6 +196,10 @@ def span_eval(
         results do not depend on it.
     table_bytes : int
         Memory for the shared exponential factors of logistic regression (speed only).
+    penalty : (P,) float64, optional
+        Weights of the L2 term (``kernels.penalty.l2_vector``), added to each point's mean
+        loss as ``½ cᵀ G c`` (``kernels.penalty.span_l2``: one Gram matrix per call, no
+        per-point pass); None: no L2 term.
 
     Returns
     -------
@@ -299,6 +304,8 @@ def span_eval(
             )
         loss += block_loss
         hits += block_hits
+    if penalty is not None:
+        return loss / n + span_l2(basis, coef, penalty), hits / n
     return loss / n, hits / n
 
 

@@ -14,11 +14,15 @@ from numba import prange
 
 from ._jit import jit
 from .elementwise import (
+    GELU,
+    GELU_TANH,
+    LEAKY_RELU,
     LOGISTIC,
     RELU,
     SIGMOID,
     SOFTMAX_CE,
     TANH,
+    activate_at,
     activate_block,
     exp_neg_abs_block,
     log1p_unit,
@@ -72,6 +76,18 @@ def combine_activate(act, cnt, F0, c0, F1, c1, F2, c2, out, bits):
     elif act == RELU:
         for j in range(n):
             out[j] = max(first_layer(F0, c0, F1, c1, F2, c2, two, three, j), 0.0)
+    elif act == LEAKY_RELU:
+        for j in range(n):
+            z = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
+            out[j] = activate_at(LEAKY_RELU, z, bits, scale, j)
+    elif act == GELU:
+        for j in range(n):
+            z = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
+            out[j] = activate_at(GELU, z, bits, scale, j)
+    elif act == GELU_TANH:
+        for j in range(n):
+            z = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
+            out[j] = activate_at(GELU_TANH, z, bits, scale, j)
     else:
         for j in range(n):
             out[j] = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)

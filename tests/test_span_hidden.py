@@ -14,6 +14,7 @@ from span_helpers import span_problem
 
 from fastscape import reference as ref
 from fastscape.landscape import evaluate
+from fastscape.models import ACTIVATIONS
 
 # ----------------------------------------------------------------------------- one hidden layer
 # span_block_hidden: sample tiles, fused first layer + activation (<= 3 non-zero coefficients),
@@ -22,6 +23,9 @@ from fastscape.landscape import evaluate
 HIDDEN1 = [c for c in MODEL_CASES if len(c[0]) == 3] + [
     ([6, 7, 5], "tanh", "softmax_ce"),
     ([4, 9, 8], "sigmoid", "softmax_ce"),
+    ([5, 6, 3], "leaky_relu", "softmax_ce"),
+    ([4, 7, 1], "gelu", "logistic"),
+    ([3, 5, 2], "gelu_tanh", "mse"),
 ]
 
 
@@ -68,11 +72,9 @@ def test_hidden_path_bits_independent_of_tiles_chunks_threads(case, K):
         numba.set_num_threads(previous)
 
 
-@pytest.mark.parametrize("act", ["tanh", "sigmoid", "relu", "identity"])
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("cnt", [1, 2, 3])
 def test_combine_activate_matches_activate_block(act, cnt):
-    from fastscape.models import ACTIVATIONS
-
     rng = np.random.default_rng(cnt)
     F = rng.normal(size=(3, 997)) * 6.0
     F[:, :5] = [[0.0, 1e-300, 400.0, -400.0, 1e-12]] * 3

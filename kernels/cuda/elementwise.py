@@ -2,8 +2,9 @@
 
 Device functions cannot call the CPU's compiled functions, so the element-wise maths of the GPU
 kernels lives here, in one place. The leaves without calls to other compiled functions
-(``sigmoid``, ``activate_d1``, ``activate_d2``) are the CPU functions' own Python source
-compiled for the device; the others are index-based twins (device code takes buffers and row
+(``sigmoid``, ``leaky_relu``, the GELU functions) are the CPU functions' own Python source
+compiled for the device; the dispatchers (``activate``, ``activate_d1``, ``activate_d2``) and
+the losses are twins written here (the losses index-based: device code takes buffers and row
 numbers instead of slices).
 """
 
@@ -14,11 +15,17 @@ import math
 from numba import cuda
 
 from .. import elementwise as _cpu
-from ..elementwise import LOGISTIC, MSE, RELU, SIGMOID, TANH
+from ..elementwise import GELU, GELU_TANH, LEAKY_RELU, LOGISTIC, MSE, RELU, SIGMOID, TANH
 
+# leaves: the CPU functions' own source (math only, no calls to compiled functions)
 sigmoid = cuda.jit(device=True)(_cpu.sigmoid.py_func)
-activate_d1 = cuda.jit(device=True)(_cpu.activate_d1.py_func)
-activate_d2 = cuda.jit(device=True)(_cpu.activate_d2.py_func)
+leaky_relu = cuda.jit(device=True)(_cpu.leaky_relu.py_func)
+gelu = cuda.jit(device=True)(_cpu.gelu.py_func)
+gelu_d1 = cuda.jit(device=True)(_cpu.gelu_d1.py_func)
+gelu_d2 = cuda.jit(device=True)(_cpu.gelu_d2.py_func)
+gelu_tanh = cuda.jit(device=True)(_cpu.gelu_tanh.py_func)
+gelu_tanh_d1 = cuda.jit(device=True)(_cpu.gelu_tanh_d1.py_func)
+gelu_tanh_d2 = cuda.jit(device=True)(_cpu.gelu_tanh_d2.py_func)
 
 
 @cuda.jit(device=True)
@@ -30,7 +37,45 @@ def activate(act, z):
         return z if z > 0.0 else 0.0
     if act == SIGMOID:
         return sigmoid(z)
+    if act == LEAKY_RELU:
+        return leaky_relu(z)
+    if act == GELU:
+        return gelu(z)
+    if act == GELU_TANH:
+        return gelu_tanh(z)
     return z
+
+
+@cuda.jit(device=True)
+def activate_d1(act, z, a):
+    """f'(z), given z and a = f(z) (twin of ``kernels.elementwise.activate_d1``)."""
+    if act == TANH:
+        return 1.0 - a * a
+    if act == RELU:
+        return 1.0 if z > 0.0 else 0.0
+    if act == SIGMOID:
+        return a * (1.0 - a)
+    if act == LEAKY_RELU:
+        return 1.0 if z > 0.0 else _cpu.LEAKY_SLOPE
+    if act == GELU:
+        return gelu_d1(z)
+    if act == GELU_TANH:
+        return gelu_tanh_d1(z)
+    return 1.0
+
+
+@cuda.jit(device=True)
+def activate_d2(act, z, a):
+    """f''(z), given z and a = f(z) (twin of ``kernels.elementwise.activate_d2``)."""
+    if act == TANH:
+        return -2.0 * a * (1.0 - a * a)
+    if act == SIGMOID:
+        return a * (1.0 - a) * (1.0 - 2.0 * a)
+    if act == GELU:
+        return gelu_d2(z)
+    if act == GELU_TANH:
+        return gelu_tanh_d2(z)
+    return 0.0
 
 
 @cuda.jit(device=True)

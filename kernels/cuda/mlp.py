@@ -35,6 +35,7 @@ import numpy as np
 from numba import cuda
 
 from ..layout import as_sizes, layout
+from ..penalty import add_l2_grad, add_l2_hvp, l2_value
 from .elementwise import activate, activate_d1, activate_d2, output_hvp, output_loss
 
 
@@ -315,7 +316,10 @@ def configure(kernel, grid: int, threads_per_block: int):
         return kernel[grid, threads_per_block]
 
 
-def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_threads, threads_per_block, dtype=np.float64):
+def mlp_loss(
+    theta, sizes, act, loss_kind, X, Y, n_threads, threads_per_block, dtype=np.float64,
+    penalty=None,
+):  # fmt: skip
     """Mean loss over the n samples (twin of ``kernels.mlp.mlp_loss``). Returns a float.
 
     Parameters
@@ -331,6 +335,9 @@ def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_threads, threads_per_block, d
     dtype : numpy dtype, optional
         float64, or float32: parameters, data and per-sample arithmetic in float32, sums over
         samples in float64 (see :data:`FLOAT32_NOTE`).
+    penalty : (P,) float64, optional
+        Weights of the L2 term (``kernels.penalty.l2_vector``), added on the host with the CPU
+        kernel's functions; None: no L2 term.
     """
     sizes, w_off, b_off, u_off, n_units = _layout(sizes)
     n = X.shape[0]
@@ -351,6 +358,8 @@ def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_threads, threads_per_block, d
     total = 0.0
     for t in range(T):  # fixed order
         total += host[t]
+    if penalty is not None:
+        return total / n + l2_value(theta, penalty)
     return total / n
 
 
@@ -358,7 +367,9 @@ def _block_buffers(block, n_units, dtype):
     return tuple(cuda.device_array((block, n_units), dtype) for _ in range(4))
 
 
-def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, block, threads_per_block, dtype=np.float64):
+def mlp_loss_grad(
+    theta, sizes, act, loss_kind, X, Y, block, threads_per_block, dtype=np.float64, penalty=None
+):
     """Mean loss and its gradient (twin of ``kernels.mlp.mlp_loss_grad``).
 
     Parameters
@@ -373,6 +384,9 @@ def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, block, threads_per_block, 
     threads_per_block : int
     dtype : numpy dtype, optional
         float64 or float32 (see :data:`FLOAT32_NOTE`); the result is float64 either way.
+    penalty : (P,) float64, optional
+        Weights of the L2 term (``kernels.penalty.l2_vector``), added on the host with the CPU
+        kernel's functions; None: no L2 term.
 
     Returns
     -------
@@ -403,7 +417,11 @@ def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, block, threads_per_block, 
     inv = 1.0 / n
     grad = G.copy_to_host()
     grad *= inv
-    return float(loss_acc.copy_to_host()[0]) * inv, grad
+    value = float(loss_acc.copy_to_host()[0]) * inv
+    if penalty is not None:
+        add_l2_grad(grad, theta, penalty)
+        value += l2_value(theta, penalty)
+    return value, grad
 
 
 def hvp_block_for(K: int, n_units: int, block: int, scratch_bytes: int) -> int:
@@ -413,7 +431,10 @@ def hvp_block_for(K: int, n_units: int, block: int, scratch_bytes: int) -> int:
     return int(max(1, min(block, fit)))
 
 
-def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, block, threads_per_block, dtype=np.float64):
+def mlp_hvp(
+    theta, V, sizes, act, loss_kind, X, Y, block, threads_per_block, dtype=np.float64,
+    penalty=None,
+):  # fmt: skip
     """Hessian-vector products of the mean loss (twin of ``kernels.mlp.mlp_hvp``).
 
     Parameters
@@ -430,6 +451,9 @@ def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, block, threads_per_block, dty
     threads_per_block : int
     dtype : numpy dtype, optional
         float64 or float32 (see :data:`FLOAT32_NOTE`); the result is float64 either way.
+    penalty : (P,) float64, optional
+        Weights of the L2 term (``kernels.penalty.l2_vector``), added on the host with the CPU
+        kernel's functions; None: no L2 term.
 
     Returns
     -------
@@ -465,4 +489,6 @@ def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, block, threads_per_block, dty
         configure(hvp_params_kernel, grid, tpb)(d_sizes, d_w, d_b, d_u, dX, lo, hi, A, D, RA, RD, H)
     out = H.copy_to_host()
     out *= 1.0 / n
+    if penalty is not None:
+        add_l2_hvp(out, np.ascontiguousarray(V, dtype=np.float64), penalty)
     return out
