@@ -21,10 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import peers  # noqa: E402
+import peers
 
-import fastscape  # noqa: E402
-from fastscape import curvature  # noqa: E402
+import fastscape
+from fastscape import curvature
 
 
 def _span(out: dict, name: str, p) -> None:

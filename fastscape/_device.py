@@ -382,3 +382,35 @@ def span_eval(
         basis, coef, *_cuda_args(model, data, dtype), config.cuda_span_block_for(K, h1),
         config.CUDA_SPAN_SLOTS, config.CUDA_THREADS_PER_BLOCK, dt, model._penalty,
     )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- HVP operator
+def hvp_operator(model, theta: np.ndarray, data: Batch, device: str = "cpu",
+                 dtype: str = "float64"):  # fmt: skip
+    """The HVP operator of ``model`` at a fixed ``theta``, on the CPU or the GPU.
+
+    The work that does not depend on the vectors is done once, here: on the CPU the pass at
+    ``theta`` (:func:`cpu_hvp_operator`); on the GPU the copy of the data to the device (a
+    DeviceBatch's stored copies are reused).
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) float64, validated
+    data : Batch (or DeviceBatch), validated
+    device : {"cpu", "cuda"}
+    dtype : {"float64", "float32"}
+        Working precision (float32 on the GPU only).
+
+    Returns
+    -------
+    callable
+        ``V (K, P) -> (K, P)`` for C-contiguous float64 V (validated by the caller): rows
+        ``H @ V[k]``.
+    """
+    if resolve_device(device) == "cpu":
+        check_dtype(dtype, device)
+        return cpu_hvp_operator(model, theta, data)
+    check_dtype(dtype, device)
+    on_device = to_device(data, dtype)
+    return lambda V: mlp_hvp(model, theta, V, on_device, "cuda", dtype)

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ._validation import as_float_array
 from .curvature import DensityResult
 from .eos import EoSResult
 
 __all__ = ["plot_eos", "plot_escape_direction", "plot_spectrum"]
+
+
+def _readable(*axes) -> None:
+    """At most 6 labelled x ticks: labels that never collide (as in :mod:`fastscape.plot`)."""
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
 
 
 def _axes(ax, figsize=(6.0, 4.5)):
@@ -67,6 +74,7 @@ def plot_spectrum(
         ax.set_ylim(bottom=top * floor)
     ax.set_xlabel("eigenvalue λ")
     ax.set_ylabel("density")
+    _readable(ax)
     ax.set_title(title or "Hessian spectral density")
     ax.legend(loc="upper right")
     return fig
@@ -102,6 +110,7 @@ def plot_eos(result: EoSResult, *, title: str | None = None) -> Figure:
         ax2.set_yscale("log")
     ax2.set_xlabel("step")
     ax2.set_ylabel("training loss")
+    _readable(ax1, ax2)
     return fig
 
 
@@ -163,8 +172,9 @@ def plot_escape_direction(
                     arrowprops={"arrowstyle": "->", "color": "red", "lw": 2})  # fmt: skip
     ax.plot([o[0]], [o[1]], "o", color="red", label="critical point")
     ax.plot([], [], color="red", label="escape direction ±v")
-    ax.set_xlabel("α")
-    ax.set_ylabel("β")
+    ax.set_xlabel("α (d1)")
+    ax.set_ylabel("β (d2)")
+    _readable(ax)
     ax.legend(loc="upper right")
     ax.set_title(title or "escape direction")
     return fig

@@ -75,6 +75,14 @@ class CriticalPointResult:
         ‖∇L‖ at the point (:func:`classify_point` only).
     loss : float or None
     method : str
+    converged : bool
+        Whether the eigenvalues used are converged: always True for ``exact``; for
+        ``lanczos``, whether both ends met the solver's tolerance within ``max_hvps``. A
+        classification from unconverged eigenvalues is an estimate (``message`` says so).
+    n_hvps : int
+        HVPs spent by the eigensolvers (0 for ``exact``).
+    message : str
+        The eigensolvers' messages (empty for ``exact``).
     """
 
     kind: str
@@ -101,6 +109,9 @@ class CriticalPointResult:
     loss: float | None = None
     method: str = "exact"
     extra: dict = field(default_factory=dict)
+    converged: bool = True
+    n_hvps: int = 0
+    message: str = ""
 
     def spectral_summary(self) -> dict:
         """The spectral statistics as a dict (min, max, mean, median, std, trace, ...)."""
@@ -132,10 +143,6 @@ def _check_hessian(H: np.ndarray) -> np.ndarray:
             f"hessian is not symmetric: max |H - H.T| = {asym:.3g} (relative {asym / scale:.3g})"
         )
     return 0.5 * (H + H.T)
-
-
-def _fix_sign(v: np.ndarray) -> np.ndarray:
-    return v if v[np.abs(v).argmax()] >= 0 else -v
 
 
 def _result(vals, tol, escape, complete, method) -> CriticalPointResult:
@@ -200,7 +207,7 @@ def classify(hessian_or_eigenvalues, tol: float | None = None) -> CriticalPointR
     escape = None
     if A.ndim == 2:
         vals, vecs = np.linalg.eigh(_check_hessian(A))
-        escape = _fix_sign(vecs[:, 0].copy())
+        escape = curvature.fix_signs(vecs[:, 0])
     else:
         vals = A
     tol = _default_tol(vals) if tol is None else check_positive_float(tol, "tol", allow_zero=True)
@@ -220,6 +227,9 @@ def classify_point(
     max_params: int = 2000,
     seed: int = 0,
     device: str = "cpu",
+    eig_tol: float | None = None,
+    max_hvps: int | None = None,
+    progress: bool = False,
 ) -> CriticalPointResult:
     """Classify ``theta`` for a model's loss, refusing points that are not critical.
 
@@ -248,11 +258,18 @@ def classify_point(
         Where the gradient and the HVPs of ``lanczos`` run (the data are copied to the GPU
         once per call). ``exact`` (and ``auto`` for P <= ``max_params``) forms the Hessian on
         the CPU whatever the device, so the classification does not depend on the device.
+    eig_tol : float, optional
+        Relative tolerance of the Lanczos solves (default ``curvature.DEFAULT_TOL``, 1e-6).
+    max_hvps : int, optional
+        HVP budget of each Lanczos solve (one per end; default ``min(10 P, 5000)``).
+    progress : bool
+        Show a tqdm bar of the HVPs of each Lanczos solve.
 
     Returns
     -------
     CriticalPointResult
-        With ``grad_norm`` and ``loss`` filled in.
+        With ``grad_norm`` and ``loss`` filled in, and ``converged`` / ``n_hvps`` /
+        ``message`` from the eigensolvers.
     """
     device = _device.resolve_device(device)
     if not isinstance(model, MLP):
@@ -278,7 +295,8 @@ def classify_point(
         res = classify(model.hessian(theta, data, max_params=max(max_params, P)), tol)
     else:
         k = min(k, P - 1)
-        kw = dict(k=k, method="lanczos", seed=seed, device=device)
+        kw = dict(k=k, method="lanczos", seed=seed, device=device, tol=eig_tol,
+                  max_hvps=max_hvps, progress=progress)  # fmt: skip
         lo = curvature.top_eigen(model, theta, data, which="SA", **kw)
         hi = curvature.top_eigen(model, theta, data, which="LA", **kw)
         if 2 * k >= P:  # the two ends overlap: keep distinct eigenvalues only
@@ -287,6 +305,9 @@ def classify_point(
             vals = np.concatenate([lo.eigenvalues, hi.eigenvalues])
         tol = _default_tol(vals) if tol is None else check_positive_float(tol, "tol", True)
         res = _result(vals, tol, lo.eigenvectors[0].copy(), 2 * k >= P, "lanczos")
+        res.converged = bool(lo.converged.all() and hi.converged.all())
+        res.n_hvps = lo.n_hvps + hi.n_hvps
+        res.message = f"smallest end: {lo.message}; largest end: {hi.message}"
     res.grad_norm = gnorm
     res.loss = float(loss)
     return res

@@ -63,12 +63,27 @@ def line(n: int = 100, seed: int = 0, noise: float = 0.4) -> tuple[np.ndarray, n
     return x[:, None], y
 
 
-def standardize(X) -> np.ndarray:
-    """Columns shifted to mean 0 and scaled to standard deviation 1 (constant columns: 0)."""
+def standardize(X, reference=None) -> np.ndarray:
+    """Columns shifted to mean 0 and scaled to standard deviation 1 (constant columns: 0).
+
+    Parameters
+    ----------
+    X : (n, d) array
+    reference : (m, d) array, optional
+        Rows whose column means and standard deviations are used (e.g. the training split, so
+        that held-out rows are scaled with the training statistics only). Default: X itself.
+
+    Returns
+    -------
+    (n, d) float64 array
+    """
     X = as_float_array(X, "X", 2)
-    std = X.std(axis=0)
+    R = X if reference is None else as_float_array(reference, "reference", 2)
+    if R.shape[1] != X.shape[1]:
+        raise ValueError(f"reference has {R.shape[1]} columns, X has {X.shape[1]}")
+    std = R.std(axis=0)
     std[std == 0] = 1.0
-    return (X - X.mean(axis=0)) / std
+    return (X - R.mean(axis=0)) / std
 
 
 def _load_sklearn(name: str):
@@ -83,28 +98,70 @@ def _load_sklearn(name: str):
     return np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
 
 
-def _load_csv(path: Path):
-    with open(path, encoding="utf-8") as fh:
-        first = fh.readline()
+def _is_number(text: str) -> bool:
     try:
-        [float(v) for v in first.strip().split(",")]
-        skip = 0
+        float(text)
     except ValueError:
-        skip = 1  # a header line
-    data = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+        return False
+    return True
+
+
+def _load_csv(path: Path, header: bool | None = None):
+    """Numeric CSV, last column = target. ``header=None``: the first row is a header when any
+    of its fields is not a number (an all-numeric first row is data); True/False force it."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = fh.readline()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the CSV file ({exc})") from None
+    fields = [v.strip() for v in first.strip().split(",")]
+    if header is None:
+        header = not all(_is_number(v) for v in fields)
+        values = [float(v) for v in fields] if not header else []
+        if len(values) >= 3 and values in (
+            list(range(len(values))),
+            list(range(1, len(values) + 1)),
+        ):
+            raise ValueError(
+                f"{path}: the first row ({first.strip()}) may be a header of column numbers or "
+                "data; pass --header or --no-header (header=True/False)"
+            )
+    try:
+        data = np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2)
+    except ValueError as exc:
+        hint = "" if header else " (if the first row is a header, pass --header)"
+        raise ValueError(f"{path}: not a numeric CSV ({exc}){hint}") from None
+    if data.shape[0] == 0:
+        raise ValueError(f"{path}: no data rows")
     if data.shape[1] < 2:
         raise ValueError(f"{path}: a CSV data set needs feature columns and a last target column")
     return data[:, :-1], data[:, -1]
 
 
 def _load_npz(path: Path):
-    with np.load(path, allow_pickle=False) as f:
-        if "X" not in f or "y" not in f:
-            raise ValueError(f"{path}: an .npz data set needs arrays 'X' and 'y', has {list(f)}")
-        return np.asarray(f["X"]), np.asarray(f["y"])
+    import zipfile
+    import zlib
+
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+            if "X" not in f or "y" not in f:
+                raise ValueError(
+                    f"{path}: an .npz data set needs arrays 'X' and 'y', has {list(f)}"
+                )
+            return np.asarray(f["X"]), np.asarray(f["y"])
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as exc:
+        raise ValueError(
+            f"{path}: not a readable .npz file (truncated or corrupt: {type(exc).__name__})"
+        ) from None
+    except ValueError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
 
 
-def load(name_or_path: str | os.PathLike, standardize_features: bool = False):
+def load(
+    name_or_path: str | os.PathLike, standardize_features: bool = False, header: bool | None = None
+):
     """Load a data set by name or path.
 
     Parameters
@@ -115,12 +172,17 @@ def load(name_or_path: str | os.PathLike, standardize_features: bool = False):
         header line, last column = target) or ``.npz`` file (arrays ``X`` and ``y``).
     standardize_features : bool
         Standardize the columns of X (see :func:`standardize`).
+    header : bool, optional
+        CSV files: whether the first row is a header. Default: it is when any of its fields
+        is not a number; an all-numeric first row is read as data.
 
     Returns
     -------
     X : (n, d) float64
     y : (n,) targets; integer labels when they are all integers
     """
+    if header is not None and not str(name_or_path).lower().endswith(".csv"):
+        raise ValueError(f"header applies to .csv files, not to {str(name_or_path)!r}")
     key = str(name_or_path)
     if key == "blobs":
         X, y = blobs()
@@ -135,7 +197,7 @@ def load(name_or_path: str | os.PathLike, standardize_features: bool = False):
             raise ValueError(f"unknown data set {key!r}: give one of {names} or a .csv/.npz path")
         if not path.is_file():
             raise FileNotFoundError(f"data file {key!r} does not exist")
-        X, y = _load_csv(path) if path.suffix.lower() == ".csv" else _load_npz(path)
+        X, y = _load_csv(path, header) if path.suffix.lower() == ".csv" else _load_npz(path)
     X = as_float_array(X, "X", 2)
     y = np.asarray(y)
     if y.shape[:1] != (X.shape[0],):

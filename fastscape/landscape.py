@@ -16,6 +16,8 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,7 +239,10 @@ def evaluate(
     checkpoint_dir : path, optional
         Directory for finished tiles; a repeated call resumes, skipping them. The directory
         is bound to this exact evaluation (inputs are fingerprinted): a different one is
-        refused.
+        refused. Each tile file carries the fingerprint and its index too, so tiles are
+        reused only by the evaluation that wrote them, even when ``manifest.json`` is lost;
+        a tile of another evaluation, or a truncated or unreadable one, is recomputed and
+        overwritten. A corrupt manifest raises :class:`fastscape.io.FileFormatError`.
     on_tile : callable(tile_index, n_tiles), optional
         Called after each tile is computed (and saved).
     n_threads : int, optional
@@ -293,7 +298,7 @@ def evaluate(
         fp = _fingerprint(target, basis, C, tile, device, dtype)
         manifest = ckpt / "manifest.json"
         if manifest.exists():
-            info = json.loads(manifest.read_text())
+            info = _read_manifest(manifest)
             if info.get("fingerprint") != fp:
                 raise ValueError(
                     f"checkpoint_dir {str(ckpt)!r} holds tiles of a different evaluation "
@@ -303,12 +308,11 @@ def evaluate(
             text = json.dumps({"fingerprint": fp, "m": m, "K": K, "tile_size": tile})
             atomic_write(manifest, lambda p: Path(p).write_text(text))
         for t, s in enumerate(starts):
-            f = ckpt / f"tile_{t:06d}.npz"
-            if f.exists():
-                with np.load(f, allow_pickle=False) as z:
-                    loss[s : s + tile] = z["loss"]
-                    if acc is not None:
-                        acc[s : s + tile] = z["accuracy"]
+            saved = _read_tile(ckpt / f"tile_{t:06d}.npz", fp, t, min(tile, m - s), acc is not None)
+            if saved is not None:
+                loss[s : s + tile] = saved[0]
+                if acc is not None:
+                    acc[s : s + tile] = saved[1]
                 done[t] = True
     bar = _progress(m, bool(progress), "landscape")
     try:
@@ -325,7 +329,9 @@ def evaluate(
             if acc is not None:
                 acc[s:e] = ta
             if ckpt is not None:
-                arrays = {"loss": tl} if acc is None else {"loss": tl, "accuracy": ta}
+                arrays = {"loss": tl, "fingerprint": np.array(fp), "tile": np.array(t)}
+                if acc is not None:
+                    arrays["accuracy"] = ta
                 atomic_write(
                     ckpt / f"tile_{t:06d}.npz", lambda p, a=arrays: _savez(p, a), suffix=".npz"
                 )
@@ -342,6 +348,45 @@ def evaluate(
 def _savez(path: str, arrays: dict) -> None:
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
+
+
+def _read_manifest(path: Path) -> dict:
+    """The checkpoint manifest; a damaged one is a one-line FileFormatError naming it."""
+    from .io import FileFormatError  # io imports this module
+
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FileFormatError(
+            path, f"corrupt checkpoint manifest ({type(exc).__name__}: {exc}); delete the "
+            "checkpoint directory to start over"
+        ) from None  # fmt: skip
+    if not isinstance(info, dict):
+        raise FileFormatError(path, "corrupt checkpoint manifest (not a JSON object)")
+    return info
+
+
+def _read_tile(path: Path, fp: str, index: int, size: int, with_accuracy: bool):
+    """``(loss, accuracy)`` of a finished tile of *this* evaluation, or None to recompute it.
+
+    Every tile carries the fingerprint of its evaluation and its index: a tile of another
+    evaluation (left by a lost manifest), a misplaced one, and a truncated or unreadable one
+    are never reused; they are recomputed and overwritten.
+    """
+    if not path.exists():
+        return None
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
+            if str(z["fingerprint"]) != fp or int(z["tile"]) != index:
+                return None
+            loss = np.array(z["loss"])
+            accuracy = np.array(z["accuracy"]) if with_accuracy else None
+    except (OSError, EOFError, KeyError, ValueError, TypeError, zipfile.BadZipFile, zlib.error):
+        # any damage (truncation, CRC, missing arrays)
+        return None
+    if loss.shape != (size,) or (with_accuracy and accuracy.shape != (size,)):
+        return None
+    return loss, accuracy
 
 
 # ----------------------------------------------------------------------------- results

@@ -208,20 +208,37 @@ class MLP:
     # ------------------------------------------------------------------ PyTorch
     @classmethod
     def from_torch(
-        cls, module, loss: str | None = None, l2: float = 0.0, l2_bias: bool = False
+        cls,
+        module,
+        loss: str | None = None,
+        *,
+        activation: str | None = None,
+        sizes=None,
+        l2: float = 0.0,
+        l2_bias: bool = False,
     ) -> tuple[MLP, np.ndarray]:
-        """Convert a PyTorch ``nn.Sequential`` of ``Linear`` layers and activations.
+        """Convert a PyTorch network, or a ``state_dict`` with its spec.
 
         Parameters
         ----------
-        module : torch.nn.Sequential or torch.nn.Linear
-            ``Linear`` layers (with biases), separated by one activation module each (``Tanh``,
-            ``ReLU``, ``Sigmoid``, ``Identity``, ``LeakyReLU(0.01)``, ``GELU()`` or
-            ``GELU(approximate="tanh")``; all the same), ending with a ``Linear``
-            (the loss takes logits: no final ``Softmax``/``Sigmoid``). A missing activation
-            between two ``Linear`` layers means identity.
+        module : torch.nn.Module or state_dict (a mapping of names to tensors)
+            A module: an ``nn.Sequential`` (nested ones are flattened) or a ``Linear``, made of
+            ``Linear`` layers with biases separated by one activation module each (all the
+            same; see ``fastscape._torch.ACTIVATION_MODULES`` for the modules of each
+            activation), ending with a ``Linear`` (the loss takes logits: no final
+            ``Softmax``/``Sigmoid``). A missing activation between two ``Linear`` layers means
+            identity. ``Flatten()`` (identity on (n, d) inputs) and ``Dropout`` (identity in
+            evaluation mode, which the conversion represents) are skipped.
+            A ``state_dict`` (``net.state_dict()``): ``<layer>.weight`` (out, in) and
+            ``<layer>.bias`` (out,) entries in the order of the layers; the sizes are read
+            from the weight shapes. It does not say the activation: pass ``activation``.
         loss : {"softmax_ce", "logistic", "mse"}, optional
             Default: ``softmax_ce`` for several outputs, ``logistic`` for one.
+        activation : str, optional
+            The hidden activation of a ``state_dict`` (required when it has a hidden layer;
+            a module says its own, so it is refused there).
+        sizes : sequence of int, optional
+            With a ``state_dict``: the expected sizes, checked against the weights.
         l2, l2_bias : optional
             The model's L2 term (see :class:`MLP`); a module does not carry one.
 
@@ -229,78 +246,31 @@ class MLP:
         -------
         model : MLP
         theta : (P,) float64 array
-            The module's parameters in fastscape's layout (W is (out, in) in both).
+            The parameters in fastscape's layout (W is (out, in) in both).
         """
-        try:
-            import torch
-        except ImportError:
-            raise ImportError(
-                "from_torch needs PyTorch: pip install torch==2.13.0 (the CPU build)"
-            ) from None
-        nn = torch.nn
-        names = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Identity: "identity"}
-        layers = list(module) if isinstance(module, nn.Sequential) else [module]
-        linears: list = []
-        activation = None
-        pending = None  # activation seen since the last Linear
-        for index, layer in enumerate(layers):
-            kind = type(layer).__name__
-            if isinstance(layer, nn.Linear):
-                if layer.bias is None:
+        from collections.abc import Mapping
+
+        from . import _torch
+
+        available = tuple(ACTIVATIONS)
+        if isinstance(module, Mapping):
+            sizes, params = _torch.parse_state_dict(module, sizes)
+            if activation is None:
+                if len(sizes) > 2:
                     raise ValueError(
-                        f"layer {index} (Linear) has no bias; fastscape's dense layers all do"
+                        "a state_dict does not record the activation: pass activation= "
+                        f"(one of {', '.join(available)})"
                     )
-                if linears:
-                    act = pending or "identity"
-                    if activation is not None and act != activation:
-                        raise ValueError(
-                            f"layer {index}: mixed activations ({activation} then {act}); "
-                            "fastscape's MLP uses one activation for all hidden layers"
-                        )
-                    activation = act
-                linears.append(layer)
-                pending = None
-            elif type(layer) in names or type(layer) in (nn.LeakyReLU, nn.GELU):
-                if not linears or pending is not None:
-                    raise ValueError(f"layer {index} ({kind}) must sit between two Linear layers")
-                if isinstance(layer, nn.LeakyReLU):
-                    if layer.negative_slope != _el.LEAKY_SLOPE:
-                        raise ValueError(
-                            f"layer {index} (LeakyReLU) has negative_slope "
-                            f"{layer.negative_slope}; fastscape's leaky_relu uses "
-                            f"{_el.LEAKY_SLOPE}"
-                        )
-                    pending = "leaky_relu"
-                elif isinstance(layer, nn.GELU):
-                    pending = "gelu_tanh" if layer.approximate == "tanh" else "gelu"
-                else:
-                    pending = names[type(layer)]
-            else:
+                activation = "identity"
+        else:
+            if activation is not None or sizes is not None:
                 raise ValueError(
-                    f"layer {index} ({kind}) is not supported: use Linear layers with Tanh, "
-                    "ReLU, Sigmoid, Identity, LeakyReLU(0.01) or GELU between them"
+                    "activation= and sizes= are for a state_dict; a module states its own"
                 )
-        if not linears:
-            raise ValueError("the module holds no Linear layer")
-        if pending is not None:
-            raise ValueError(
-                f"the module ends with an activation ({pending}); the loss takes logits, so "
-                "remove the final activation"
-            )
-        sizes = [linears[0].in_features] + [lin.out_features for lin in linears]
-        for index in range(1, len(linears)):
-            if linears[index].in_features != linears[index - 1].out_features:
-                raise ValueError(f"Linear layers {index - 1} and {index} do not chain")
+            sizes, activation, params = _torch.parse_module(module, available)
         if loss is None:
             loss = "softmax_ce" if sizes[-1] > 1 else "logistic"
-        model = cls(sizes, activation=activation or "identity", loss=loss, l2=l2, l2_bias=l2_bias)
-        params = [
-            (
-                lin.weight.detach().to(torch.float64).cpu().numpy(),
-                lin.bias.detach().to(torch.float64).cpu().numpy(),
-            )
-            for lin in linears
-        ]
+        model = cls(sizes, activation=activation, loss=loss, l2=l2, l2_bias=l2_bias)
         return model, model.flatten(params)
 
     def to_torch(self, theta, dtype=None):
@@ -317,27 +287,15 @@ class MLP:
         torch.nn.Sequential
             ``Linear`` layers with the activation module between them; it outputs logits.
         """
-        try:
-            import torch
-        except ImportError:
-            raise ImportError(
-                "to_torch needs PyTorch: pip install torch==2.13.0 (the CPU build)"
-            ) from None
+        from . import _torch
+
+        torch = _torch.torch_or_error("to_torch")
         nn = torch.nn
         dtype = torch.float64 if dtype is None else dtype
-        acts = {
-            "tanh": nn.Tanh,
-            "relu": nn.ReLU,
-            "sigmoid": nn.Sigmoid,
-            "identity": nn.Identity,
-            "leaky_relu": lambda: nn.LeakyReLU(_el.LEAKY_SLOPE),
-            "gelu": nn.GELU,
-            "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
-        }
         modules: list = []
         for l, (W, b) in enumerate(self.unflatten(theta)):
             if l > 0:
-                modules.append(acts[self.activation]())
+                modules.append(_torch.activation_module(self.activation))
             lin = nn.Linear(W.shape[1], W.shape[0], dtype=dtype)
             with torch.no_grad():
                 lin.weight.copy_(torch.as_tensor(W, dtype=dtype))

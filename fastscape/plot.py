@@ -2,8 +2,13 @@
 
 Every function builds a ``matplotlib.figure.Figure`` directly (no pyplot, no GUI backend, no
 global state), so it works headless and in threads; each returns the Figure (save it with
-``fig.savefig(path)``). Pass ``ax`` to draw into an existing Axes instead (its Figure is
-returned).
+:func:`save`, in several formats at a chosen dpi, or ``fig.savefig(path)``). Pass ``ax`` to
+draw into an existing Axes instead (its Figure is returned).
+
+Titles say how the plane was chosen, from the directions' records (see
+:func:`describe_directions`): "filter-normalised random directions", "PCA of the training
+trajectory", ... The point θ (the origin of the plane, usually the trained parameters) is a
+star and the grid's minimum a cross, both in a legend under the axes.
 
 Orientation: ``surface.loss[i, j]`` is at ``(alphas[i], betas[j])``; alpha runs along the x axis
 and beta along the y axis, for non-square grids too.
@@ -11,9 +16,14 @@ and beta along the y axis, for non-square grids too.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 # the curvature pictures (spectrum, EoS, escape direction) are written beside their
 # computations and are part of this module's API
@@ -21,16 +31,19 @@ from ._plot_curvature import plot_eos as eos
 from ._plot_curvature import plot_escape_direction as escape_direction
 from ._plot_curvature import plot_spectrum as spectrum
 from ._validation import as_float_array
-from .landscape import Slice, Surface
+from .landscape import Slice, Surface, atomic_write
 from .paths import PathProfile
 
 __all__ = [
     "contour",
+    "describe_directions",
     "eos",
     "escape_direction",
     "heatmap",
     "path_profile",
+    "save",
     "slice_plot",
+    "slices",
     "spectrum",
     "surface3d",
     "trajectory",
@@ -64,17 +77,111 @@ def _check_log(Z: np.ndarray, log: bool) -> None:
         raise ValueError("log=True needs finite, strictly positive values; use log=False")
 
 
+_NORM_WORDS = {"filter": "filter-normalised", "layer": "layer-normalised",
+               "model": "model-normalised", "unit": "unit"}  # fmt: skip
+
+
+def _direction_words(d) -> str:
+    """How one direction was made, in words, from its record (``Direction.meta``)."""
+    d = d if isinstance(d, dict) else {}
+    kind = d.get("kind")
+    norm = _NORM_WORDS.get(d.get("norm"), "")
+    if kind in ("random", "pair"):
+        return f"{norm} random".strip()
+    if kind == "pca":
+        return "PCA of the training trajectory"
+    if kind == "hessian":
+        return "top Hessian eigenvector"
+    if kind == "between":
+        return "interpolation between two points"
+    if kind == "orthonormalized":
+        return "orthonormalised"
+    return "given"
+
+
+def describe_directions(directions) -> str:
+    """The kind of a plane's (or a line's) directions, in words, for a title.
+
+    Parameters
+    ----------
+    directions : dict or sequence of dict
+        Direction records (``Surface.directions``, ``Slice.direction``, ``Direction.meta``):
+        ``kind`` (``"random"``, ``"pair"``, ``"pca"``, ``"hessian"``, ``"between"``, ...) and
+        ``norm``.
+
+    Returns
+    -------
+    str
+        E.g. "filter-normalised random directions", "PCA of the training trajectory",
+        "top Hessian eigenvectors"; the directions' words joined by " / " when they differ.
+        Only directions recorded as PCA of a trajectory are called "training trajectory".
+    """
+    items = [directions] if isinstance(directions, dict) else list(directions or [{}])
+    words = [_direction_words(d) for d in items] or ["given"]
+    if len(set(words)) == 1:
+        w = words[0]
+        if w.startswith("PCA"):
+            return w
+        if w == "top Hessian eigenvector":
+            return w + ("s" if len(items) > 1 else "")
+        if w == "interpolation between two points":
+            return w
+        return f"{w} direction" + ("s" if len(items) > 1 else "")
+    return " / ".join(f"{w} direction" if not w.startswith(("PCA", "top", "interp")) else w
+                      for w in words)  # fmt: skip
+
+
+def _ticks(ax) -> None:
+    """At most 6 labelled ticks on x (and y): labels that never collide."""
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
+
+
 def _labels(ax, surface: Surface, zlabel: str | None = None) -> None:
     d1, d2 = [*surface.directions, {}, {}][:2]
 
-    def name(d, sym):
+    def name(d, sym, index):
         norm = d.get("norm") if isinstance(d, dict) else None
-        return f"{sym}" + (f" ({norm})" if norm else "")
+        return f"{sym} (d{index}" + (f", {norm}" if norm else "") + ")"
 
-    ax.set_xlabel(name(d1, "α"))
-    ax.set_ylabel(name(d2, "β"))
+    ax.set_xlabel(name(d1, "α", 1))
+    ax.set_ylabel(name(d2, "β", 2))
     if zlabel is not None:
         ax.set_zlabel(zlabel)
+    else:
+        _ticks(ax)
+
+
+def _title(surface: Surface, what: str) -> str:
+    return f"{what}: {describe_directions(surface.directions)}"
+
+
+def _mark_points(ax, surface: Surface, Z: np.ndarray, metric: str, center: bool, minimum: bool):
+    """θ (the plane's origin) as a star and the grid's best point as a cross, in a legend."""
+    if (
+        center
+        and surface.alphas.min() <= 0 <= surface.alphas.max()
+        and (surface.betas.min() <= 0 <= surface.betas.max())
+    ):
+        ax.plot([0.0], [0.0], linestyle="none", marker="*", markersize=14, color="red",
+                markeredgecolor="white", label="θ (origin of the plane)")  # fmt: skip
+    if minimum:
+        best = np.nanargmax(Z) if metric == "accuracy" else np.nanargmin(Z)
+        i, j = np.unravel_index(best, Z.shape)
+        word = "maximum" if metric == "accuracy" else "minimum"
+        ax.plot([surface.alphas[i]], [surface.betas[j]], linestyle="none", marker="X",
+                markersize=9, color="white", markeredgecolor="black",
+                label=f"grid {word} ({metric} {Z[i, j]:.3g})")  # fmt: skip
+    _legend_below(ax)
+
+
+def _legend_below(ax, handles=None, labels=None) -> None:
+    """The legend under the axes (never over the data), in columns."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
+                  fontsize=8, frameon=False)  # fmt: skip
 
 
 def contour(
@@ -86,6 +193,8 @@ def contour(
     metric: str = "loss",
     ax=None,
     title: str | None = None,
+    mark_theta: bool = True,
+    mark_min: bool = True,
 ) -> Figure:
     """Contour plot of a surface.
 
@@ -101,6 +210,13 @@ def contour(
     metric : {"loss", "accuracy"}
     ax : Axes, optional
     title : str, optional
+        Default: the metric and the directions' kind, e.g. "loss contours: filter-normalised
+        random directions".
+    mark_theta : bool
+        Mark θ (the origin of the plane) with a star, in the legend.
+    mark_min : bool
+        Mark the grid's best point (minimum loss, maximum accuracy) with a cross, in the
+        legend.
 
     Returns
     -------
@@ -119,20 +235,31 @@ def contour(
     norm = LogNorm(vmin=lv[0], vmax=lv[-1]) if log else None
     if filled:
         cs = ax.contourf(surface.alphas, surface.betas, Z.T, levels=lv, norm=norm, cmap="viridis")
-        cbar = fig.colorbar(cs, ax=ax, label=metric)
+        cbar = fig.colorbar(cs, ax=ax, label=metric + (" (log scale)" if log else ""))
         if log:  # a few labelled ticks across the range (the default shows one or none)
             cbar.set_ticks(np.geomspace(lv[0], lv[-1], 5))
             cbar.set_ticklabels([f"{t:.3g}" for t in np.geomspace(lv[0], lv[-1], 5)])
+        else:
+            cbar.locator = MaxNLocator(nbins=6)
+            cbar.update_ticks()
     else:
         cs = ax.contour(surface.alphas, surface.betas, Z.T, levels=lv, norm=norm, cmap="viridis")
         ax.clabel(cs, inline=True, fontsize=7)
     _labels(ax, surface)
-    ax.set_title(title or f"{metric} contours")
+    _mark_points(ax, surface, Z, metric, mark_theta, mark_min)
+    ax.set_title(title or _title(surface, f"{metric} contours"))
     return fig
 
 
 def heatmap(
-    surface: Surface, *, log: bool = False, metric: str = "loss", ax=None, title: str | None = None
+    surface: Surface,
+    *,
+    log: bool = False,
+    metric: str = "loss",
+    ax=None,
+    title: str | None = None,
+    mark_theta: bool = True,
+    mark_min: bool = True,
 ) -> Figure:
     """Heat map of a surface (one cell per grid point, centred on its coordinates).
 
@@ -144,6 +271,9 @@ def heatmap(
     metric : {"loss", "accuracy"}
     ax : Axes, optional
     title : str, optional
+        Default: the metric and the directions' kind.
+    mark_theta, mark_min : bool
+        As in :func:`contour`.
 
     Returns
     -------
@@ -156,25 +286,28 @@ def heatmap(
         surface.alphas, surface.betas, Z.T, shading="nearest", cmap="viridis",
         norm=LogNorm() if log else None,
     )  # fmt: skip
-    fig.colorbar(mesh, ax=ax, label=metric)
+    fig.colorbar(mesh, ax=ax, label=metric + (" (log scale)" if log else ""))
     _labels(ax, surface)
-    ax.set_title(title or metric)
+    _mark_points(ax, surface, Z, metric, mark_theta, mark_min)
+    ax.set_title(title or _title(surface, metric))
     return fig
 
 
 def surface3d(
     surface: Surface, *, log: bool = False, metric: str = "loss", ax=None, title: str | None = None
 ) -> Figure:
-    """3D surface plot.
+    """3D surface plot with a colour bar.
 
     Parameters
     ----------
     surface : Surface
     log : bool
-        Plot log10 of the values (Matplotlib's 3D axes have no true log scale).
+        Plot log10 of the values (Matplotlib's 3D axes have no true log scale); the z axis
+        and the colour bar are labelled ``log10(loss)``.
     metric : {"loss", "accuracy"}
     ax : Axes3D, optional
     title : str, optional
+        Default: the metric and the directions' kind.
 
     Returns
     -------
@@ -185,13 +318,26 @@ def surface3d(
     fig, ax = _axes(ax, projection="3d", figsize=(7.0, 5.5))
     A, B = np.meshgrid(surface.alphas, surface.betas, indexing="ij")
     V = np.log10(Z) if log else Z
-    ax.plot_surface(A, B, V, cmap="viridis", linewidth=0, antialiased=True)
-    _labels(ax, surface, zlabel=f"log10 {metric}" if log else metric)
-    ax.set_title(title or f"{metric} surface")
+    label = f"log10({metric})" if log else metric
+    surf = ax.plot_surface(A, B, V, cmap="viridis", linewidth=0, antialiased=True)
+    fig.colorbar(surf, ax=ax, label=label, shrink=0.6, pad=0.1)
+    _labels(ax, surface, zlabel=label)
+    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+        axis.set_major_locator(MaxNLocator(nbins=5))
+    ax.set_title(title or _title(surface, f"{metric} surface" + (" (log10)" if log else "")))
     return fig
 
 
-def slice_plot(sl: Slice, *, log: bool = False, ax=None, title: str | None = None) -> Figure:
+def slice_plot(
+    sl: Slice,
+    *,
+    log: bool = False,
+    ax=None,
+    title: str | None = None,
+    symbol: str = "α",
+    direction_name: str = "d1",
+    mark_theta: bool = True,
+) -> Figure:
     """A 1D slice: loss on the left axis and, when defined, accuracy on a twin right axis.
 
     Parameters
@@ -201,6 +347,14 @@ def slice_plot(sl: Slice, *, log: bool = False, ax=None, title: str | None = Non
         Logarithmic loss axis.
     ax : Axes, optional
     title : str, optional
+        Default: "1D slice: " and the direction's kind.
+    symbol : str
+        The coordinate's symbol on the x axis (``"β"`` for a slice along d2).
+    direction_name : str
+        The direction's name on the x axis (``"d1"``, ``"d2"``).
+    mark_theta : bool
+        Mark θ (coordinate 0) with a star on the loss curve; the legend names the curves and
+        the marks.
 
     Returns
     -------
@@ -211,16 +365,61 @@ def slice_plot(sl: Slice, *, log: bool = False, ax=None, title: str | None = Non
     _check_log(sl.loss, log)
     fig, ax = _axes(ax, figsize=(6.5, 4.0))
     ax.plot(sl.alphas, sl.loss, color="C0", label="loss")
-    ax.set_xlabel("α" + (f" ({sl.direction.get('norm')})" if sl.direction.get("norm") else ""))
+    norm = sl.direction.get("norm") if isinstance(sl.direction, dict) else None
+    ax.set_xlabel(f"{symbol} ({direction_name}" + (f", {norm})" if norm else ")"))
     ax.set_ylabel("loss", color="C0")
     if log:
         ax.set_yscale("log")
+    if mark_theta and sl.alphas.min() <= 0 <= sl.alphas.max():
+        ax.plot([0.0], [np.interp(0.0, *_sorted(sl.alphas, sl.loss))], linestyle="none",
+                marker="*", markersize=12, color="red", label="θ (origin)")  # fmt: skip
+    _ticks(ax)
+    handles, labels = ax.get_legend_handles_labels()
     if sl.accuracy is not None:
         twin = ax.twinx()
         twin.plot(sl.alphas, sl.accuracy, color="C1", linestyle="--", label="accuracy")
         twin.set_ylabel("accuracy", color="C1")
         twin.set_ylim(-0.02, 1.02)
-    ax.set_title(title or "1D slice")
+        h2, l2 = twin.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    _legend_below(ax, handles, labels)
+    ax.set_title(title or f"1D slice: {describe_directions(sl.direction)}")
+    return fig
+
+
+def _sorted(x: np.ndarray, v: np.ndarray):
+    order = np.argsort(x)
+    return x[order], v[order]
+
+
+def slices(
+    s1: Slice, s2: Slice, *, log: bool = False, title: str | None = None, figsize=(11.0, 4.2)
+) -> Figure:
+    """The two 1D slices of a plane side by side: along d1 (α, left) and d2 (β, right).
+
+    Parameters
+    ----------
+    s1, s2 : Slice
+        Slices along d1 and d2.
+    log : bool
+        Logarithmic loss axes.
+    title : str, optional
+        Figure title; default "1D slices: " and the directions' kind.
+    figsize : (float, float)
+
+    Returns
+    -------
+    Figure
+        Two panels (and their accuracy twins when defined).
+    """
+    for name, sl in (("s1", s1), ("s2", s2)):
+        if not isinstance(sl, Slice):
+            raise TypeError(f"{name} must be a Slice, got {type(sl).__name__}")
+    fig = Figure(figsize=figsize, layout="constrained")
+    left, right = fig.subplots(1, 2)
+    slice_plot(s1, log=log, ax=left, title="along d1", symbol="α", direction_name="d1")
+    slice_plot(s2, log=log, ax=right, title="along d2", symbol="β", direction_name="d2")
+    fig.suptitle(title or f"1D slices: {describe_directions([s1.direction, s2.direction])}")
     return fig
 
 
@@ -256,6 +455,7 @@ def path_profile(
     ax.set_ylabel("loss")
     if log:
         ax.set_yscale("log")
+    _ticks(ax)
     ax.legend()
     ax.set_title(title or "loss along the path")
     return fig
@@ -270,17 +470,19 @@ def trajectory(
     ax=None,
     title: str | None = None,
 ) -> Figure:
-    """Contours of a surface with a training trajectory drawn on them.
+    """Contours of a surface with a training path drawn on them.
 
     Parameters
     ----------
     surface : Surface
         Usually computed at the final point along PCA directions.
     projection : (T, 2) array
-        Trajectory coordinates in the surface's (alpha, beta) plane, e.g.
+        Path coordinates in the surface's (alpha, beta) plane, e.g.
         ``directions.pca(...).projection``.
     levels, log, ax, title
-        As in :func:`contour`.
+        As in :func:`contour`. The default title names the directions' kind ("PCA of the
+        training trajectory" only when they are); the path is labelled "training path", or
+        "training path (projection)" on a plane it was not fitted to.
 
     Returns
     -------
@@ -289,8 +491,72 @@ def trajectory(
     P = as_float_array(projection, "projection", 2)
     if P.shape[1] != 2:
         raise ValueError(f"projection must have 2 columns (alpha, beta), got shape {P.shape}")
-    fig = contour(surface, levels, log=log, ax=ax, title=title or "training trajectory")
+    fig = contour(surface, levels, log=log, ax=ax, title=title)
     ax = ax if ax is not None else fig.axes[0]
-    ax.plot(P[:, 0], P[:, 1], color="white", marker="o", markersize=3, linewidth=1.5)
-    ax.plot(P[-1, 0], P[-1, 1], color="red", marker="*", markersize=10, linestyle="none")
+    pca = all(isinstance(d, dict) and d.get("kind") == "pca" for d in surface.directions)
+    ax.plot(P[:, 0], P[:, 1], color="white", marker="o", markersize=3, linewidth=1.5,
+            label="training path" if pca else "training path (projection)")  # fmt: skip
+    ax.plot(P[0, 0], P[0, 1], color="orange", marker="o", markersize=8, linestyle="none",
+            markeredgecolor="black", label="start θ₀")  # fmt: skip
+    _legend_below(ax)
     return fig
+
+
+# ----------------------------------------------------------------------------- files
+def save(
+    fig: Figure,
+    path_stem: str | os.PathLike,
+    formats: Sequence[str] = ("png",),
+    dpi: float = 150,
+) -> list[Path]:
+    """Save a figure in several formats, each file written atomically.
+
+    Parameters
+    ----------
+    fig : Figure
+    path_stem : str or PathLike
+        The path without extension (``out/contour`` gives ``out/contour.png``, ...); an
+        extension that is one of ``formats`` is dropped (``contour.png`` works too).
+    formats : sequence of str
+        Any format Matplotlib writes (``"png"``, ``"pdf"``, ``"svg"``, ``"eps"``, ...);
+        a comma-separated string (``"png,pdf"``) is accepted.
+    dpi : float
+        Resolution of raster formats (and of raster parts of vector ones).
+
+    Returns
+    -------
+    list of Path
+        The written files, in the order of ``formats``.
+    """
+    if not isinstance(fig, Figure):
+        raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+    if isinstance(formats, str):
+        formats = [f for f in formats.split(",")]
+    formats = [str(f).strip().lower().lstrip(".") for f in formats]
+    if not formats or any(not f for f in formats):
+        raise ValueError("formats must name at least one format, e.g. ('png', 'pdf')")
+    supported = fig.canvas.get_supported_filetypes()
+    bad = [f for f in formats if f not in supported]
+    if bad:
+        raise ValueError(
+            f"formats: {', '.join(map(repr, bad))} not supported; choose from "
+            f"{', '.join(sorted(supported))}"
+        )
+    if len(set(formats)) != len(formats):
+        raise ValueError(f"formats has duplicates: {formats}")
+    if not (isinstance(dpi, (int, float, np.integer, np.floating)) and np.isfinite(dpi)
+            and dpi > 0):  # fmt: skip
+        raise ValueError(f"dpi must be a positive number, got {dpi!r}")
+    stem = Path(path_stem)
+    if stem.suffix.lower().lstrip(".") in formats:
+        stem = stem.with_suffix("")
+    written = []
+    for fmt in formats:
+        target = stem.with_name(f"{stem.name}.{fmt}")
+        atomic_write(
+            target,
+            lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=float(dpi)),
+            suffix=f".{fmt}",
+        )
+        written.append(target)
+    return written

@@ -12,6 +12,10 @@ from .models import MLP, Batch
 
 METHODS = ("gd", "momentum", "adam", "newton", "sam", "asam")
 
+#: Divergence limit: a full-batch loss above ``BLOWUP_FACTOR * max(L(theta0), L(0))`` stops
+#: training as ``"diverged"`` (see :func:`fit`).
+BLOWUP_FACTOR = 1e3
+
 
 @dataclass
 class FitResult:
@@ -33,9 +37,11 @@ class FitResult:
         Step index of each trajectory row.
     n_steps : int
         Parameter updates performed.
-    stop_reason : {"gtol", "max_steps", "nonfinite"}
-        Why training stopped: gradient norm below ``gtol``, step budget spent, or the loss or
-        gradient became non-finite (diverged; ``theta`` is then the last finite iterate).
+    stop_reason : {"gtol", "max_steps", "diverged"}
+        Why training stopped: gradient norm below ``gtol``, step budget spent, or the run
+        diverged (the loss or gradient became non-finite, or the full-batch loss rose above
+        the blow-up limit, see :func:`fit`). A diverged run returns its last healthy iterate
+        and is never reported as ``gtol`` or ``max_steps``.
     method : str
     settings : dict
     """
@@ -99,6 +105,7 @@ def fit(
     damping: float = 0.0,
     rho: float = 0.05,
     asam_eta: float = 0.01,
+    progress: bool = False,
 ) -> FitResult:
     """Train ``model`` on (X, y).
 
@@ -136,10 +143,29 @@ def fit(
         SAM / ASAM radius ρ.
     asam_eta : float
         ASAM's η (added to |w| in the scaling).
+    progress : bool
+        Show a tqdm progress bar of the steps (with the current loss) on stderr.
 
     Returns
     -------
     FitResult
+
+    Notes
+    -----
+    Divergence. Training stops with ``stop_reason="diverged"`` when the loss or its gradient
+    is non-finite, or when the full-batch loss exceeds ``BLOWUP_FACTOR`` (1e3) times the larger
+    of the initial loss ``L(theta0)`` and the loss of the zero parameters ``L(0)`` (the
+    constant predictor: log C for softmax, log 2 for logistic, mean ‖y‖² for MSE). A run that
+    is making progress never leaves that band: its loss starts at ``L(theta0)``, and a loss a
+    thousand times above both the start and the trivial model means the iterates have left
+    every region a fit lives in (a saturated network can then even reach ‖∇L‖ = 0, which
+    must not read as convergence). Full-batch runs check every step; minibatch runs check
+    the full-batch loss at every epoch boundary and, every step, non-finite values and a
+    minibatch loss above ``limit * n / batch_size`` (per-sample losses are non-negative, so
+    that bound proves the full-batch loss is above the limit). The returned ``theta`` is the
+    last iterate known to be healthy: the one before the failing step (full batch), or the
+    one of the last passing epoch check, ``theta0`` in the first epoch (minibatch);
+    ``loss_history`` ends with its full-batch loss and ``trajectory`` with it.
     """
     if not isinstance(model, MLP):
         raise TypeError(f"model must be an MLP, got {type(model).__name__}")
@@ -171,6 +197,11 @@ def fit(
 
     wmask = weight_mask(model)  # ASAM scales weights, not biases
     rng = np.random.default_rng(seed)
+    # blow-up limit (see Notes): the start and the constant predictor set the scale
+    with np.errstate(over="ignore", invalid="ignore"):
+        scale = max(model.loss(theta, data), model.loss(np.zeros_like(theta), data))
+    limit = BLOWUP_FACTOR * scale if np.isfinite(scale) else np.inf
+    mb_limit = limit * n / batch_size if batch_size is not None else limit
     losses: list[float] = []
     gnorms: list[float] = []
     traj: list[np.ndarray] = []
@@ -188,73 +219,108 @@ def fit(
             traj.append(theta.copy())
             traj_steps.append(k)
 
+    def healthy(value: float, gnorm: float) -> bool:
+        return bool(np.isfinite(value) and np.isfinite(gnorm) and value <= limit)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm  # core dependency; imported here to keep `import fastscape` light
+
+        bar = tqdm(total=steps, desc=f"training ({method})", unit="step", leave=False)
     previous = theta
-    while True:
-        if record_every is not None and step % record_every == 0:
-            record(step)
-        if batch_size is None:
-            current = data
-            value, g = model.grad(theta, data)
-            gnorm = _norm(g)
-        else:
-            if pos + batch_size > n:
-                if step > 0:  # epoch boundary: check the full gradient
-                    gnorm = _norm(model.grad(theta, data)[1])
-                    gnorms.append(gnorm)
-                    if gnorm <= gtol:
-                        stop = "gtol"
-                        break
-                order = rng.permutation(n)
-                pos = 0
-            idx = np.sort(order[pos : pos + batch_size])
-            pos += batch_size
-            current = Batch(data.X[idx], data.Y[idx])
-            value, g = model.grad(theta, current)
-            gnorm = _norm(g)
-        if not (np.isfinite(value) and np.isfinite(gnorm)):
-            stop = "nonfinite"
-            theta = previous
-            step = max(step - 1, 0)
-            break
-        losses.append(value)
-        if batch_size is None:
-            gnorms.append(gnorm)
-            if gnorm <= gtol:
-                stop = "gtol"
+    checked, checked_step = theta, 0  # minibatch: iterate of the last passing epoch check
+    try:
+        while True:
+            if record_every is not None and step % record_every == 0:
+                record(step)
+            if batch_size is None:
+                current = data
+                value, g = model.grad(theta, data)
+                gnorm = _norm(g)
+                if not healthy(value, gnorm):
+                    stop = "diverged"
+                    theta, step = previous, max(step - 1, 0)
+                    break
+            else:
+                if pos + batch_size > n:
+                    if step > 0:  # epoch boundary: check the full batch
+                        full_value, full_g = model.grad(theta, data)
+                        gnorm = _norm(full_g)
+                        if not healthy(full_value, gnorm):
+                            stop = "diverged"
+                            theta, step = checked, checked_step
+                            del losses[step + 1 :]
+                            break
+                        gnorms.append(gnorm)
+                        checked, checked_step = theta, step
+                        if gnorm <= gtol:
+                            stop = "gtol"
+                            break
+                    order = rng.permutation(n)
+                    pos = 0
+                idx = np.sort(order[pos : pos + batch_size])
+                pos += batch_size
+                current = Batch(data.X[idx], data.Y[idx])
+                value, g = model.grad(theta, current)
+                gnorm = _norm(g)
+                # per-sample losses are >= 0, so a minibatch mean above limit * n / b proves
+                # the full-batch loss is above the limit
+                if not (np.isfinite(value) and np.isfinite(gnorm) and value <= mb_limit):
+                    stop = "diverged"
+                    theta, step = checked, checked_step
+                    del losses[step + 1 :]
+                    break
+            losses.append(value)
+            if bar is not None:
+                bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+            if batch_size is None:
+                gnorms.append(gnorm)
+                if gnorm <= gtol:
+                    stop = "gtol"
+                    break
+            if step >= steps:
                 break
-        if step >= steps:
-            break
 
-        previous = theta
-        if method == "gd":
-            theta = theta - lr * g
-        elif method == "momentum":
-            vel = momentum * vel + g
-            theta = theta - lr * vel
-        elif method == "adam":
-            b1, b2 = betas
-            m1 = b1 * m1 + (1 - b1) * g
-            m2 = b2 * m2 + (1 - b2) * g * g
-            t = step + 1
-            theta = theta - lr * (m1 / (1 - b1**t)) / (np.sqrt(m2 / (1 - b2**t)) + eps)
-        elif method in ("sam", "asam"):
-            e = sam_epsilon(theta, g, rho, method == "asam", asam_eta, wmask)
-            theta = theta - lr * model.grad(theta + e, current)[1]
-        else:  # newton
-            p = _newton_direction(model.hessian(theta, data), g, damping)
-            t, slope = 1.0, float(g @ p)
-            while t > 1e-12 and not model.loss(theta - t * p, data) <= value - 1e-4 * t * slope:
-                t *= 0.5
-            theta = theta - t * p
-        step += 1
+            previous = theta
+            if method == "gd":
+                theta = theta - lr * g
+            elif method == "momentum":
+                vel = momentum * vel + g
+                theta = theta - lr * vel
+            elif method == "adam":
+                b1, b2 = betas
+                m1 = b1 * m1 + (1 - b1) * g
+                m2 = b2 * m2 + (1 - b2) * g * g
+                t = step + 1
+                theta = theta - lr * (m1 / (1 - b1**t)) / (np.sqrt(m2 / (1 - b2**t)) + eps)
+            elif method in ("sam", "asam"):
+                e = sam_epsilon(theta, g, rho, method == "asam", asam_eta, wmask)
+                theta = theta - lr * model.grad(theta + e, current)[1]
+            else:  # newton
+                p = _newton_direction(model.hessian(theta, data), g, damping)
+                t, slope = 1.0, float(g @ p)
+                while t > 1e-12 and not model.loss(theta - t * p, data) <= value - 1e-4 * t * slope:
+                    t *= 0.5
+                theta = theta - t * p
+            step += 1
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
 
-    if batch_size is not None and stop != "nonfinite":
+    if batch_size is not None:
         # close the history with the full-batch loss (and gradient norm) of the result
         final_value, final_g = model.grad(theta, data)
-        losses.append(final_value)
-        if stop != "gtol":
-            gnorms.append(_norm(final_g))
+        if np.isfinite(final_value):
+            losses.append(final_value)
+            if stop != "gtol":
+                gnorms.append(_norm(final_g))
     if record_every is not None:
+        # a diverged run returns an earlier iterate: drop the rows recorded after it
+        keep = [k for k, s in enumerate(traj_steps) if s < step]
+        traj[:] = [traj[k] for k in keep]
+        traj_steps[:] = [traj_steps[k] for k in keep]
         record(step)
     return FitResult(
         theta=theta,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from fastscape import datasets, io
 from fastscape.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# a landscape run that takes a second or two once compiled
+FAST = ["--points", "5", "--steps", "30", "--sharpness-directions", "8", "--quiet"]
 
 
 def _run(argv, capsys):
@@ -39,7 +42,9 @@ def _check_outputs(out, report):
     assert_allclose(np.sort(grid[:, 2]), np.sort(surf.loss.ravel()), rtol=1e-12)
     gp = (out / "surface.gp").read_text()
     assert "surface.csv" in gp and "splot" in gp and "pm3d" in gp
-    assert io.load(out / "slice.csv").loss.ndim == 1
+    s1, s2 = io.load(out / "slice_d1.csv"), io.load(out / "slice_d2.csv")
+    assert s1.loss.ndim == s2.loss.ndim == 1
+    assert not np.array_equal(s1.loss, s2.loss)  # two different directions
 
 
 def _theta(out):
@@ -98,19 +103,26 @@ def test_landscape_digits_with_test_split_and_summary(tmp_path, capsys):
     assert report["directions"]["kind"] == "pca"
 
 
-@pytest.mark.slow
-def test_hessian_from_saved_theta(tmp_path, capsys):
+def test_hessian_from_saved_theta_uses_the_stored_spec(tmp_path, capsys):
     run = tmp_path / "run"
-    assert _run(["landscape", "--out", str(run), "--points", "5", "--quiet"], capsys)[0] == 0
-    code, _, _ = _run(["hessian", "--theta", str(run / "theta.npz"), "--top", "3",
-                       "--out", str(tmp_path / "h"), "--quiet"], capsys)  # fmt: skip
-    assert code == 0
+    argv = ["landscape", "--hidden", "4", "--out", str(run), *FAST]
+    assert _run(argv, capsys)[0] == 0
+    # no --hidden: the spec stored beside theta builds the [2, 4, 2] model
+    code, _, err = _run(["hessian", "--theta", str(run / "theta.npz"), "--top", "3",
+                         "--out", str(tmp_path / "h"), "--quiet"], capsys)  # fmt: skip
+    assert code == 0, err
     rep = json.loads((tmp_path / "h" / "hessian.json").read_text())
+    assert rep["model"]["sizes"] == [2, 4, 2]
     X, y = datasets.load("blobs", standardize_features=True)
-    model = fastscape.MLP([2, 16, 2])
+    model = fastscape.MLP([2, 4, 2])
     lam = np.linalg.eigvalsh(model.hessian(_theta(run), X, y))
     assert_allclose(sorted(rep["top_eigenvalues"]), lam[-3:], rtol=1e-8)
     assert_allclose(sorted(rep["bottom_eigenvalues"]), lam[:3], rtol=1e-6, atol=1e-10)
+    # another model size: refused, saying which sizes differ
+    code, _, err = _run(["hessian", "--theta", str(run / "theta.npz"), "--hidden", "8",
+                         "--out", str(tmp_path / "h2"), "--quiet"], capsys)  # fmt: skip
+    assert code == 2 and "[2, 4, 2]" in err and "hidden 1: 4 vs 8" in err
+    assert not (tmp_path / "h2").exists()
 
 
 @pytest.mark.slow
@@ -155,6 +167,9 @@ def test_plot_replots_saved_results(tmp_path, capsys):
         (["landscape", "--model", "logistic", "--data", "iris"], "needs 2 classes"),
         (["landscape", "--test-fraction", "1.5"], "fraction"),
         (["plot", "nothing.npz"], "nothing.npz"),
+        (["eos", "--method", "adam"], "unrecognized arguments"),
+        (["eos", "--batch-size", "8"], "unrecognized arguments"),
+        (["landscape", "--format", "png,jpg"], "comma list"),
         (["hessian", "--theta", "nothing.npz"], "no such file"),
     ],
 )
@@ -218,3 +233,432 @@ def test_curvature_iterative_branch_agrees_with_the_exact_one():
     assert_allclose(it["bottom"], ex["bottom"], rtol=1e-6, atol=1e-8)
     exact_trace = np.trace(model.hessian(theta, data))
     assert abs(it["trace"] - exact_trace) < 0.5 * abs(exact_trace) + 1e-6
+
+
+# ----------------------------------------------------------------------------- issue 15
+def _main(argv):
+    """main() with argparse's own exits folded into the return code."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def _one_line_error(err: str, *words: str) -> None:
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("fastscape: error:"), err
+    for w in words:
+        assert w in lines[-1], (w, lines[-1])
+
+
+def _cli(*argv, **kw):
+    """The console script in a subprocess (real signals, real process boundaries)."""
+    return subprocess.Popen([sys.executable, "-m", "fastscape", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
+
+
+def test_corrupt_and_truncated_files_end_in_one_line_naming_the_file(tmp_path, capsys):
+    X, y = datasets.blobs(40)
+    good = tmp_path / "data.npz"
+    np.savez(good, X=X, y=y)
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"PK\x03\x04 this is not a zip archive at all")
+    for path in (cut, junk):
+        code = _main(["landscape", "--data", str(path), "--out", str(tmp_path / "o"), *FAST])
+        _, err = capsys.readouterr()
+        assert code == 2
+        _one_line_error(err, path.name)
+    # theta files: truncated, a non-npz file, and the wrong arrays
+    run = tmp_path / "run"
+    assert _main(["landscape", "--out", str(run), *FAST]) == 0
+    theta = run / "theta.npz"
+    bad_theta = tmp_path / "theta_cut.npz"
+    bad_theta.write_bytes(theta.read_bytes()[:-40])
+    text = tmp_path / "theta_text.npz"
+    text.write_text("not numbers")
+    wrong = tmp_path / "theta_wrong.npz"
+    np.savez(wrong, weights=np.zeros(3))
+    for path, word in ((bad_theta, "not a readable .npz"), (text, "not a readable .npz"),
+                       (wrong, "no array 'theta'")):  # fmt: skip
+        for cmd in ("hessian", "landscape"):
+            code = _main([cmd, "--theta", str(path), "--out", str(tmp_path / f"o-{cmd}"),
+                          "--quiet"])  # fmt: skip
+            _, err = capsys.readouterr()
+            assert code == 2
+            _one_line_error(err, path.name, word)
+            assert not (tmp_path / f"o-{cmd}").exists()
+    # plot of a file that is not a surface
+    code = _main(["plot", str(theta), "--out", str(tmp_path / "p.png")])
+    _, err = capsys.readouterr()
+    assert code == 2
+    _one_line_error(err, "theta.npz")
+
+
+def test_lock_refuses_a_second_writer(tmp_path):
+    import fcntl
+
+    out = tmp_path / "out"
+    lock = tmp_path / "out.lock"
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a first writer holds the lock
+        proc = _cli("landscape", "--out", str(out), *FAST)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2
+        _one_line_error(err, "another fastscape run is writing to", "out.lock")
+        assert "training" not in err and not out.exists()
+        assert not list(tmp_path.glob("out.tmp-*"))
+    # released: the same command now runs, and removes its lock file when done
+    proc = _cli("landscape", "--out", str(out), *FAST)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert (out / "report.json").is_file() and not lock.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_interrupt_with_overwrite_leaves_the_old_result_intact(signame, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    assert _main(["landscape", "--out", str(out), *FAST]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # a run that trains for minutes unless interrupted
+    proc = _cli("landscape", "--out", str(out), "--overwrite", "--steps", "10000000",
+                "--gtol", "1e-300", "--points", "5")  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("out.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.glob("out.tmp-*")), "the run never started writing"
+    time.sleep(1.0)  # inside the work
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no tmp dir, no lock
+
+
+def test_overwrite_replaces_the_whole_directory_and_files_follow_the_umask(tmp_path, capsys):
+    import stat
+
+    out = tmp_path / "out"
+    old = os.umask(0o027)
+    try:
+        assert _main(["landscape", "--out", str(out), "--format", "png,svg", *FAST]) == 0
+        assert (out / "contour.svg").is_file()
+        for p in out.iterdir():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o640, p.name
+        assert stat.S_IMODE(out.stat().st_mode) == 0o750
+        assert _main(["landscape", "--out", str(out), "--overwrite", "--format", "pdf",
+                      "--dpi", "50", *FAST]) == 0  # fmt: skip
+    finally:
+        os.umask(old)
+    names = {p.name for p in out.iterdir()}
+    assert "contour.pdf" in names and not any(n.endswith((".svg", ".png")) for n in names)
+    assert (out / "contour.pdf").read_bytes()[:5] == b"%PDF-"
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(names) == report["files"]
+    assert {"slice_d1.csv", "slice_d2.csv", "slices.pdf", "surface3d.pdf"} <= names
+    # a directory holding other files is never replaced
+    (out / "notes.txt").write_text("mine")
+    code = _main(["landscape", "--out", str(out), "--overwrite", *FAST])
+    _, err = capsys.readouterr()
+    assert code == 2
+    _one_line_error(err, "notes.txt")
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_output_problems_are_refused_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for cmd in ("landscape", "hessian", "connect", "eos"):
+        code = _main([cmd, "--out", str(blocker / "sub")])
+        _, err = capsys.readouterr()
+        assert code == 2
+        _one_line_error(err, "file")
+        assert "training" not in err and "loading" not in err
+    existing = tmp_path / "h"
+    existing.mkdir()
+    (existing / "hessian.json").write_text("{}")
+    code = _main(["hessian", "--out", str(existing)])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--overwrite" in err and "loading" not in err
+
+
+def test_default_outputs_of_the_other_commands(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _main(["hessian", "--steps", "20", "--quiet"]) == 0
+    assert (tmp_path / "fastscape-hessian" / "hessian.json").is_file()
+    assert (tmp_path / "fastscape-hessian" / "spectrum.png").read_bytes()[:8] == PNG_MAGIC
+    assert _main(["eos", "--steps", "20", "--every", "10", "--quiet", "--format", "svg"]) == 0
+    svg = (tmp_path / "fastscape-eos" / "eos.svg").read_text()
+    assert "<svg" in svg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fastscape-eos", "fastscape-hessian"]
+
+
+def test_grid_far_beyond_the_machine_is_refused_before_training(tmp_path, capsys):
+    import time
+
+    t = time.perf_counter()
+    code = _main(["landscape", "--points", "100000", "--out", str(tmp_path / "o")])
+    elapsed = time.perf_counter() - t
+    _, err = capsys.readouterr()
+    assert code == 2 and elapsed < 10
+    _one_line_error(err, "100000×100000", "--force", "memory")
+    assert "training" not in err and not (tmp_path / "o").exists()
+    from fastscape.cli import grid_estimate
+
+    model = fastscape.MLP([2, 16, 2])
+    s1, b1 = grid_estimate(model, 200, 0, 51, 51)
+    s2, b2 = grid_estimate(model, 200, 0, 510, 510)
+    assert s2 / s1 == pytest.approx(100, rel=0.05) and b2 / b1 == pytest.approx(100, rel=0.05)
+
+
+def test_labels_read_right_or_refused(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2))
+    labels = (X[:, 0] > 0).astype(float)
+    frac = labels.copy()
+    frac[7] = 0.5
+    np.savez(tmp_path / "frac.npz", X=X, y=frac)
+    np.savez(tmp_path / "ints.npz", X=X, y=rng.integers(0, 214, 300).astype(float) * 3)
+    np.savez(tmp_path / "real.npz", X=X, y=X[:, 0] * 1.5 + 0.1)
+    cases = [
+        (["--data", "frac.npz"], "0.5 in row 7", "--loss"),
+        (["--data", "frac.npz", "--loss", "softmax_ce"], "needs integer class labels", "0.5"),
+        (["--data", "frac.npz", "--loss", "logistic"], "needs integer class labels", "row 7"),
+        (["--data", "ints.npz"], "values", "--loss"),
+        (["--data", "real.npz"], "not all integer labels", "--loss mse"),
+    ]
+    monkeypatch.chdir(tmp_path)
+    for extra, *words in cases:
+        code = _main(["landscape", *extra, "--out", str(tmp_path / "o"), *FAST])
+        _, err = capsys.readouterr()
+        assert code == 2, extra
+        _one_line_error(err, *words)
+    # --loss mse reads the same integer targets as a regression
+    code = _main(["hessian", "--data", "ints.npz", "--loss", "mse", "--steps", "5",
+                  "--out", str(tmp_path / "r"), "--quiet"])  # fmt: skip
+    assert code == 0
+    rep = json.loads((tmp_path / "r" / "hessian.json").read_text())
+    assert rep["model"]["loss"] == "mse" and rep["model"]["sizes"][-1] == 1
+
+
+def test_csv_header_detection(tmp_path, capsys):
+    X, y = datasets.blobs(20)
+    body = "\n".join(",".join(f"{v:.6f}" for v in row) for row in np.c_[X, y])
+    (tmp_path / "numbers.csv").write_text("0,1,2\n" + body + "\n")
+    (tmp_path / "named.csv").write_text("a,b,label\n" + body + "\n")
+    (tmp_path / "plain.csv").write_text(body + "\n")
+    with pytest.raises(ValueError, match="--header or --no-header"):
+        datasets.load(tmp_path / "numbers.csv")
+    Xh, yh = datasets.load(tmp_path / "numbers.csv", header=True)
+    assert Xh.shape == (20, 2) and set(np.unique(yh)) == {0, 1}
+    Xd, _ = datasets.load(tmp_path / "numbers.csv", header=False)
+    assert Xd.shape == (21, 2) and np.array_equal(Xd[0], [0.0, 1.0])
+    assert datasets.load(tmp_path / "named.csv")[0].shape == (20, 2)
+    assert_allclose(datasets.load(tmp_path / "plain.csv")[0], X, atol=1e-6)
+    code = _main(["landscape", "--data", str(tmp_path / "numbers.csv"),
+                  "--out", str(tmp_path / "o"), *FAST])  # fmt: skip
+    _, err = capsys.readouterr()
+    assert code == 2
+    _one_line_error(err, "numbers.csv", "--header")
+    code = _main(["landscape", "--data", str(tmp_path / "numbers.csv"), "--header",
+                  "--out", str(tmp_path / "o"), *FAST])  # fmt: skip
+    assert code == 0
+    assert json.loads((tmp_path / "o" / "report.json").read_text())["data"]["n_train"] == 20
+
+
+def test_features_are_standardized_on_the_training_split_only():
+    from fastscape.cli import _prepare, _split, _Talk, build_parser
+
+    args = build_parser().parse_args(["landscape", "--test-fraction", "0.3", "--seed", "4"])
+    _, train, test, *_ = _prepare(args, _Talk(True), split=True)
+    X, y = datasets.blobs()
+    Xtr, _, Xte, _ = _split(X, y, 0.3, 4)
+    assert_allclose(train.X.mean(axis=0), 0, atol=1e-12)
+    assert_allclose(train.X.std(axis=0), 1, rtol=1e-12)
+    assert_allclose(test.X, (Xte - Xtr.mean(axis=0)) / Xtr.std(axis=0), rtol=1e-12)
+    assert np.abs(test.X.mean(axis=0)).max() > 1e-3  # not re-centred on its own statistics
+
+
+def test_landscape_with_theta_and_torch_models(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    run = tmp_path / "run"
+    assert _main(["landscape", "--hidden", "5", "--out", str(run), *FAST]) == 0
+    theta = _theta(run)
+    X, y = datasets.load("blobs", standardize_features=True)
+    model = fastscape.MLP([2, 5, 2])
+    loss = model.loss(theta, X, y)
+    # --theta: nothing trained, the same point
+    assert _main(["landscape", "--theta", str(run / "theta.npz"), "--out",
+                  str(tmp_path / "t"), *FAST[:2], "--quiet"]) == 0  # fmt: skip
+    rep = json.loads((tmp_path / "t" / "report.json").read_text())
+    assert rep["training"]["source"] == {"theta_file": str(run / "theta.npz")}
+    assert_allclose(rep["surface"]["loss_at_theta"], loss, rtol=1e-12)
+    # training options with loaded parameters are refused
+    code = _main(["landscape", "--theta", str(run / "theta.npz"), "--steps", "5",
+                  "--out", str(tmp_path / "t2")])  # fmt: skip
+    _, err = capsys.readouterr()
+    assert code == 2 and "--steps" in err
+    # a saved nn.Sequential and a state_dict
+    net = model.to_torch(theta)
+    torch.save(net, tmp_path / "net.pt")
+    torch.save(net.state_dict(), tmp_path / "sd.pt")
+    for extra, name in (([str(tmp_path / "net.pt")], "m"),
+                        ([str(tmp_path / "sd.pt"), "--activation", "tanh"], "s")):  # fmt: skip
+        code = _main(["landscape", "--torch", *extra, "--out", str(tmp_path / name),
+                      "--points", "5", "--quiet"])  # fmt: skip
+        _, err = capsys.readouterr()
+        assert code == 0, err
+        rep = json.loads((tmp_path / name / "report.json").read_text())
+        assert rep["model"]["sizes"] == [2, 5, 2]
+        assert_allclose(rep["surface"]["loss_at_theta"], loss, rtol=1e-12)
+    code = _main(["landscape", "--torch", str(tmp_path / "sd.pt"), "--out", str(tmp_path / "x")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--activation" in err
+    code = _main(["landscape", "--torch", str(tmp_path / "sd.pt"), "--activation", "tanh",
+                  "--hidden", "7", "--out", str(tmp_path / "x")])  # fmt: skip
+    _, err = capsys.readouterr()
+    assert code == 2 and "hidden 1: 5 vs 7" in err
+
+
+def test_unconverged_curvature_is_reported(tmp_path, capsys):
+    from fastscape.cli import _solver_budget
+    from fastscape.curvature import top_eigen
+
+    out = tmp_path / "h"
+    code = _main(["hessian", "--hidden", "48,40", "--steps", "5", "--max-hvps", "25",
+                  "--tol", "1e-12", "--top", "3", "--out", str(out)])  # fmt: skip
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    rep = json.loads((out / "hessian.json").read_text())
+    assert rep["model"]["n_params"] > 2000 and rep["method"] == "lanczos"
+    assert rep["converged"] is False and "not converged after" in rep["message"]
+    assert "not converged after" in stdout and rep["max_hvps"] == 25
+    # what the solver is asked for: the tolerance, and a budget of about max_hvps
+    kw = _solver_budget(top_eigen, 1e-6, 1000, 5, 4000, False)
+    assert kw["tol"] == 1e-6
+    if "max_hvps" in kw:
+        assert kw["max_hvps"] == 1000
+    else:  # thick restarts of ncv = 20 keep 12: 8 new HVPs each after the first 20
+        assert 20 + 8 * kw["maxiter"] >= 1000 > 20 + 8 * (kw["maxiter"] - 1)
+
+
+def test_words_for_points_and_failed_training(tmp_path, capsys):
+    from fastscape.cli import describe_point
+
+    def curv(grad, vals):
+        vals = np.asarray(vals, dtype=float)
+        cls = fastscape.classify(vals)
+        return {"classification": cls, "grad_norm": grad, "critical": grad <= 1e-5,
+                "top": np.sort(vals)[::-1], "bottom": np.sort(vals)}  # fmt: skip
+
+    assert describe_point(curv(1e-7, [1.0, 0.5])).startswith("critical point")
+    text = describe_point(curv(4e-4, [1.0, 0.2, -1e-5]))
+    assert text.startswith("near-critical (‖∇L‖ = 4.0e-04)") and "saddle" not in text
+    assert "saddle (λmin = -0.3)" in describe_point(curv(4e-4, [1.0, -0.3]))
+    assert describe_point(curv(0.5, [1.0])).startswith("not a critical point")
+    # a diverging run is flagged, in the summary and in the report
+    code = _main(["landscape", "--method", "gd", "--lr", "1e6", "--steps", "30", "--points",
+                  "3", "--sharpness-directions", "4", "--out", str(tmp_path / "d")])  # fmt: skip
+    stdout, err = capsys.readouterr()
+    assert code == 0
+    rep = json.loads((tmp_path / "d" / "report.json").read_text())
+    assert rep["warnings"] and "warning" in err and "warning" in stdout
+    assert any(w in " ".join(rep["warnings"]) for w in ("diverged", "did not", "chance"))
+
+
+def test_help_shows_each_subcommand_s_own_defaults():
+    from fastscape.cli import build_parser
+
+    parser = build_parser()
+    helps = {}
+    for cmd in ("landscape", "hessian", "connect", "eos", "plot"):
+        sub = parser._subparsers._group_actions[0].choices[cmd]
+        helps[cmd] = " ".join(sub.format_help().split())
+    assert "[default: eos-default]" in helps["eos"] and "[default: 16,16]" in helps["eos"]
+    assert "--method" not in helps["eos"] and "--batch-size" not in helps["eos"]
+    assert "[default: blobs]" in helps["landscape"] and "[default: 16]" in helps["landscape"]
+    assert "[default: True]" not in helps["landscape"]
+    assert "seed of everything random [default: 0]" in helps["connect"]
+    for cmd, out in (("landscape", "fastscape-out"), ("hessian", "fastscape-hessian"),
+                     ("connect", "fastscape-connect"), ("eos", "fastscape-eos")):  # fmt: skip
+        assert f"output directory [default: {out}]" in helps[cmd]
+        assert "--format" in helps[cmd] and "--dpi" in helps[cmd]
+    for cmd in ("landscape", "hessian"):
+        assert "--tol" in helps[cmd] and "[default: 1000]" in helps[cmd]
+
+
+def test_talks_on_stderr_within_two_seconds_and_quiet_is_silent(tmp_path):
+    import time
+
+    t = time.perf_counter()
+    with _cli("landscape", "--out", str(tmp_path / "o"), *FAST[:-1]) as proc:
+        first = proc.stderr.readline()
+        elapsed = time.perf_counter() - t
+        err = first + proc.stderr.read()
+        rest = proc.stdout.read()
+    assert proc.returncode == 0, err
+    assert first.startswith("fastscape: loading data blobs") and elapsed < 2.0, (first, elapsed)
+    for stage in ("training", "grid:", "curvature:", "writing"):
+        assert stage in err
+    assert "λmax" in rest and "fastscape:" not in rest  # the summary on stdout only
+    proc = _cli("landscape", "--out", str(tmp_path / "q"), *FAST)
+    stdout, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and stdout == "" and err == ""
+
+
+def test_cold_kernel_cache_is_detected(tmp_path):
+    from fastscape.cli import kernels_cold
+
+    # compile (or load) what a landscape run uses, then the cache is warm
+    model = fastscape.MLP([2, 3, 2])
+    X, y = datasets.blobs(20)
+    fastscape.fit(model, X, y, method="adam", steps=2)
+    fastscape.slice_1d(model, model.init(0), np.ones(17), X, y, 3, progress=False)
+    assert kernels_cold() is False
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "empty-cache")}
+    out = subprocess.run([sys.executable, "-c", "from fastscape.cli import kernels_cold; "
+                          "print(kernels_cold())"], env=env, capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    assert out.strip() == "True"
+
+
+def test_checkpoint_resumes_the_grid(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    argv = ["landscape", "--checkpoint", str(ckpt), *FAST]
+    assert _main([*argv, "--out", str(tmp_path / "a")]) == 0
+    tiles = sorted((ckpt / "surface").glob("tile_*.npz"))
+    assert tiles and (ckpt / "slice_d1").is_dir() and (ckpt / "slice_d2").is_dir()
+    # mark the saved tile: a resumed run takes it instead of computing it again
+    with np.load(tiles[0]) as z:
+        arrays = {k: z[k].copy() for k in z.files}
+    arrays["loss"][:] = 123.0
+    np.savez(tiles[0], **arrays)
+    assert _main([*argv, "--out", str(tmp_path / "b")]) == 0
+    surf = io.load(tmp_path / "b" / "surface.npz")
+    assert np.all(surf.loss.ravel()[: arrays["loss"].size] == 123.0)
+
+
+def test_warns_when_the_model_did_not_train(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(2000, 2))
+    np.savez(tmp_path / "noise.npz", X=X, y=rng.integers(0, 2, 2000))  # labels carry no signal
+    code = _main(["hessian", "--data", str(tmp_path / "noise.npz"), "--model", "logistic",
+                  "--out", str(tmp_path / "n"), "--quiet"])  # fmt: skip
+    assert code == 0
+    warnings = json.loads((tmp_path / "n" / "hessian.json").read_text())["warnings"]
+    assert any("chance level" in w for w in warnings), warnings
+    # a step too small to move: the loss does not go down
+    code = _main(["hessian", "--method", "gd", "--lr", "1e-300", "--steps", "3",
+                  "--out", str(tmp_path / "s")])  # fmt: skip
+    stdout, err = capsys.readouterr()
+    assert code == 0
+    warnings = json.loads((tmp_path / "s" / "hessian.json").read_text())["warnings"]
+    assert any("did not train" in w for w in warnings), warnings
+    assert "did not train" in err and "did not train" in stdout

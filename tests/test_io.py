@@ -126,3 +126,142 @@ def test_bad_inputs(tmp_path, results):
     with pytest.raises(TypeError, match="must be a Surface"):
         io.write_gnuplot(results[1], tmp_path / "x.gp")
     assert isinstance(results[1], Slice)
+
+
+def _one_line_error(path, match, call):
+    """The reader raises one FileFormatError whose single-line message starts with the path."""
+    with pytest.raises(io.FileFormatError, match=match) as info:
+        call()
+    msg = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert msg.startswith(f"{path}: ") and "\n" not in msg
+    assert info.value.path == path
+    return msg
+
+
+def test_damaged_npz_files_end_in_one_line_errors(results, tmp_path):
+    surf = results[0]
+    good = io.save_npz(surf, tmp_path / "good.npz").read_bytes()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good[: len(good) // 2])
+    _one_line_error(truncated, "truncated or corrupt archive", lambda: io.load(truncated))
+    # flip bytes inside the stored loss array: the zip's CRC check fails
+    corrupt = tmp_path / "corrupt.npz"
+    raw = bytearray(good)
+    start = raw.index(surf.loss.tobytes()[:16])
+    raw[start : start + 16] = b"\xff" * 16
+    corrupt.write_bytes(bytes(raw))
+    _one_line_error(corrupt, "truncated or corrupt archive", lambda: io.load(corrupt))
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    _one_line_error(empty, "cannot read it as a fastscape NPZ", lambda: io.load(empty))
+    missing = tmp_path / "missing.npz"
+    np.savez(missing, alphas=surf.alphas, meta=np.array('{"type": "surface"}'))
+    _one_line_error(missing, "missing 'loss'", lambda: io.load(missing))
+    shapes = tmp_path / "shapes.npz"
+    np.savez(shapes, alphas=surf.alphas, betas=surf.betas, loss=surf.loss[:, :2],
+             meta=np.array('{"type": "surface"}'))  # fmt: skip
+    _one_line_error(shapes, r"loss has shape \(5, 2\)", lambda: io.load(shapes))
+    theta = io.save_theta(tmp_path / "theta.npz", fastscape.Logistic(2), [1.0, 2.0, 3.0])
+    _one_line_error(theta, "not a landscape; read it with load_theta", lambda: io.load(theta))
+
+
+def test_damaged_csv_and_foreign_hdf5_end_in_one_line_errors(results, tmp_path):
+    surf = results[0]
+    p = io.save_csv(surf, tmp_path / "s.csv")
+    lines = p.read_text().splitlines()
+    p.write_text("\n".join(lines[:-4]) + "\n")  # the last rows lost
+    _one_line_error(p, "truncated or edited", lambda: io.load(p))
+    bare = tmp_path / "bare.csv"
+    bare.write_text("1 2 3\n4 5 6\n")
+    _one_line_error(bare, "no '# meta:' line", lambda: io.load(bare))
+    h5py = pytest.importorskip("h5py")
+    wrong = tmp_path / "wrong.h5"
+    with h5py.File(wrong, "w") as f:  # a loss-landscape layout with a transposed loss
+        f["xcoordinates"] = np.linspace(-1, 1, 5)
+        f["ycoordinates"] = np.linspace(-1, 1, 3)
+        f["train_loss"] = np.ones((5, 3))
+    _one_line_error(wrong, r"train_loss has shape \(5, 3\), expected", lambda: io.load(wrong))
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["weights"] = np.ones(4)
+    _one_line_error(other, "no dataset 'xcoordinates'", lambda: io.load(other))
+    text = tmp_path / "text.h5"
+    text.write_text("not hdf5")
+    _one_line_error(text, "cannot read it as a loss-landscape HDF5", lambda: io.load(text))
+
+
+def test_theta_files_carry_their_model(tmp_path):
+    model = fastscape.MLP([3, 5, 2], activation="relu", loss="softmax_ce")
+    theta = model.init(4)
+    p = io.save_theta(tmp_path / "theta.npz", model, theta)
+    with np.load(p) as z:  # plain arrays, no pickle
+        assert_array_equal(z["theta"], theta)
+    back, th = io.load_theta(p)
+    assert back == model and back.activation == "relu"
+    assert_array_equal(th, theta)
+    _, th2 = io.load_theta(p, fastscape.MLP([3, 5, 2], "relu", "softmax_ce"))
+    assert_array_equal(th2, theta)
+    msg = _one_line_error(p, "another model", lambda: io.load_theta(p, fastscape.MLP([3, 8, 2])))
+    assert "sizes [3, 5, 2] in the file, [3, 8, 2] in the model (layer 1: 5 vs 8)" in msg
+    assert "activation 'relu' in the file, 'tanh' given" in msg
+    deeper = fastscape.MLP([3, 5, 5, 2], "relu")
+    msg = _one_line_error(p, "another model", lambda: io.load_theta(p, deeper))
+    assert "4 vs 3 layers" not in msg and "3 vs 4 layers" in msg
+
+
+def test_old_theta_files_load_with_a_model(tmp_path):
+    model = fastscape.MLP([2, 4, 2])
+    theta = model.init(1)
+    bare = tmp_path / "bare.npz"
+    np.savez(bare, theta=theta)
+    assert_array_equal(io.load_theta(bare, model)[1], theta)
+    _one_line_error(bare, "without a model description; pass the model",
+                    lambda: io.load_theta(bare))  # fmt: skip
+    _one_line_error(
+        bare, "parameters do not fit", lambda: io.load_theta(bare, fastscape.MLP([2, 5, 2]))
+    )
+    layers = tmp_path / "layers.npz"
+    np.savez(layers, **{f"{k}{i}": a for i, wb in enumerate(model.unflatten(theta))
+                        for k, a in zip("Wb", wb)})  # fmt: skip
+    assert_array_equal(io.load_theta(layers, model)[1], theta)
+    cli = tmp_path / "cli.npz"  # the command line's earlier layout
+    np.savez(cli, theta=theta, sizes=np.array(model.sizes), activation="tanh", loss="softmax_ce")
+    assert io.load_theta(cli)[0] == model
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(io.save_theta(tmp_path / "t.npz", model, theta).read_bytes()[:100])
+    _one_line_error(truncated, "truncated or corrupt", lambda: io.load_theta(truncated))
+    surf = tmp_path / "surf.npz"
+    np.savez(surf, meta=np.array("{}"), loss=np.ones(3))
+    _one_line_error(surf, "holds a landscape", lambda: io.load_theta(surf))
+    with pytest.raises(FileNotFoundError):
+        io.load_theta(tmp_path / "nope.npz", model)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npz"])
+def test_both_slices_in_one_file(suffix, tmp_path):
+    rng = np.random.default_rng(3)
+    model = fastscape.MLP([3, 4, 2], "tanh", "softmax_ce")
+    X, y = rng.normal(size=(30, 3)), rng.integers(0, 2, 30)
+    theta = model.init(0)
+    d1, d2 = D.pair(model, theta, seed=1)
+    s1 = slice_1d(model, theta, d1, X, y, alphas=7)
+    s2 = slice_1d(model, theta, d2, X, y, alphas=7)
+    p = io.save_slices({"d1": s1, "d2": s2}, tmp_path / f"slices{suffix}")
+    back = io.load_slices(p)
+    assert list(back) == ["d1", "d2"]
+    for a, b in ((s1, back["d1"]), (s2, back["d2"])):
+        _same(a, b)
+        assert b.direction["kind"] == a.direction["kind"]
+    assert back["d2"].direction["kind"] == "pair"
+    if suffix == ".csv":
+        data = np.loadtxt(p)  # alpha, loss_d1, accuracy_d1, loss_d2, accuracy_d2
+        assert data.shape == (7, 5)
+        assert_array_equal(data[:, 3], s2.loss)
+        _one_line_error(p, "read it with load_slices", lambda: io.load(p))
+        p.write_text("\n".join(p.read_text().splitlines()[:-2]) + "\n1.0 2.0\n")
+        _one_line_error(p, "cannot read it as a fastscape slices file", lambda: io.load_slices(p))
+    assert list(io.load_slices(io.save_slices([s1, s2], tmp_path / f"seq{suffix}"))) == ["d1", "d2"]
+    other = slice_1d(model, theta, d2, X, y, alphas=5)
+    with pytest.raises(ValueError, match="other coordinates"):
+        io.save_slices({"d1": s1, "d2": other}, tmp_path / f"bad{suffix}")

@@ -114,6 +114,54 @@ def test_interrupted_tiled_grid_resumes_identically(tmp_path):
         surface_2d(model, theta, d1, d2, X, y, alphas=3, betas=3, tile_size=10, checkpoint_dir=ckpt)
 
 
+def _tiled(ckpt, grid, seed=3, **kw):
+    model, theta, X, y = _mlp_problem(n=50)
+    d1, d2 = D.pair(model, theta, seed=seed)
+    computed = []
+    s = surface_2d(model, theta, d1, d2, X, y, **grid, tile_size=10, checkpoint_dir=ckpt,
+                   on_tile=lambda t, n: computed.append(t), progress=False, **kw)  # fmt: skip
+    return s, computed
+
+
+def test_lost_manifest_never_makes_stale_tiles_count(tmp_path):
+    grid = dict(alphas=np.linspace(-1, 1, 9), betas=np.linspace(-1, 1, 7))
+    ckpt = tmp_path / "tiles"
+    _, computed = _tiled(ckpt, grid, seed=3)
+    assert computed == list(range(7))
+    (ckpt / "manifest.json").unlink()
+    # another evaluation (other directions) into the same directory: every tile recomputed
+    other, computed = _tiled(ckpt, grid, seed=4)
+    fresh, _ = _tiled(tmp_path / "fresh", grid, seed=4)
+    assert computed == list(range(7))
+    assert_array_equal(other.loss, fresh.loss)
+    assert_array_equal(other.accuracy, fresh.accuracy)
+    # the same evaluation without its manifest: its own tiles are still recognised
+    (ckpt / "manifest.json").unlink()
+    again, computed = _tiled(ckpt, grid, seed=4)
+    assert computed == []
+    assert_array_equal(again.loss, fresh.loss)
+
+
+def test_truncated_tile_is_recomputed_and_corrupt_manifest_refused(tmp_path):
+    from fastscape.io import FileFormatError
+
+    grid = dict(alphas=np.linspace(-1, 1, 9), betas=np.linspace(-1, 1, 7))
+    ckpt = tmp_path / "tiles"
+    whole, _ = _tiled(ckpt, grid)
+    tile = ckpt / "tile_000002.npz"
+    tile.write_bytes(tile.read_bytes()[:100])
+    (ckpt / "tile_000004.npz").write_bytes(b"")
+    again, computed = _tiled(ckpt, grid)
+    assert computed == [2, 4]
+    assert_array_equal(again.loss, whole.loss)
+    assert_array_equal(again.accuracy, whole.accuracy)
+    manifest = ckpt / "manifest.json"
+    manifest.write_text(manifest.read_text()[:20])
+    with pytest.raises(FileFormatError, match="corrupt checkpoint manifest") as info:
+        _tiled(ckpt, grid)
+    assert str(info.value).startswith(f"{manifest}: ") and "\n" not in str(info.value)
+
+
 def test_default_single_tile_equals_tiled_evaluation():
     """Without checkpoint, callback or bar the CPU evaluates all points in one tile: the same
     bits as any tiling."""

@@ -99,3 +99,43 @@ def test_top_level_kernels_import_is_refused():
     )
     assert out.returncode != 0
     assert "must be imported as 'fastscape.kernels'" in out.stderr
+
+
+def test_kernels_cache_in_the_user_cache_dir(tmp_path):
+    """Without NUMBA_CACHE_DIR the compiled kernels go to $XDG_CACHE_HOME/fastscape/numba and
+    nothing is written beside the kernels' sources (a cache there survives pip uninstall and
+    shadows a later install); a user's own cached Numba function keeps Numba's default place."""
+    (tmp_path / "user_funcs.py").write_text(
+        "import numba\n\n@numba.njit(cache=True)\ndef double(x):\n    return 2 * x\n"
+    )
+    env = {  # an empty NUMBA_CACHE_DIR is "not set" for Numba and for fastscape
+        "NUMBA_CACHE_DIR": "",
+        "FASTSCAPE_CACHE_DIR": "",
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+        "PYTHONPATH": str(tmp_path),
+    }
+    src = Path(_run("import fastscape.kernels.mlp as m; print(m.__file__)", tmp_path, env).strip())
+    src = src.parent / "__pycache__"
+
+    def beside_sources() -> set:
+        return {(p.name, p.stat().st_mtime_ns) for p in src.glob("*.nb[ic]")}
+
+    before = beside_sources()
+    _run(
+        """
+        import numpy as np
+        import fastscape
+        import user_funcs
+        model = fastscape.MLP([3, 4, 2], activation="tanh", loss="softmax_ce")
+        X = np.random.default_rng(0).normal(size=(20, 3)); y = np.arange(20) % 2
+        model.loss(model.init(0), X, y)
+        user_funcs.double(2.0)
+        """,
+        tmp_path,
+        env,
+    )
+    ours = list((tmp_path / "xdg" / "fastscape" / "numba").rglob("*.nbi"))
+    assert any(p.name.startswith("mlp.") for p in ours)
+    assert not [p for p in ours if p.name.startswith("user_funcs.")]
+    assert list((tmp_path / "__pycache__").glob("user_funcs.double-*.nbi"))
+    assert beside_sources() <= before  # nothing new or rewritten beside the sources

@@ -67,12 +67,96 @@ def test_minibatch_is_seeded_and_records_trajectory():
     assert a.loss_history[-1] == pytest.approx(model.loss(a.theta, X, y), rel=1e-12)
 
 
-def test_divergence_is_reported():
-    X, y = datasets.line(50)
-    res = fastscape.fit(fastscape.LinearRegression(1), X, y, method="gd", lr=50.0, steps=2000)
-    assert res.stop_reason == "nonfinite"
+def _check_diverged(res, model, X, y, theta0):
+    """A diverged run: a finite, consistent result whose history ends at the returned theta."""
+    assert res.stop_reason == "diverged" and not res.converged
     assert np.isfinite(res.theta).all()
     assert np.isfinite(res.loss_history).all()
+    assert res.loss_history[-1] == pytest.approx(model.loss(res.theta, X, y), rel=1e-12)
+    limit = fastscape.training.BLOWUP_FACTOR * max(
+        model.loss(theta0, X, y), model.loss(np.zeros(model.n_params), X, y)
+    )
+    assert res.final_loss <= limit
+    if res.trajectory is not None:
+        assert_array_equal(res.trajectory[-1], res.theta)
+        assert res.trajectory_steps[-1] == res.n_steps
+        assert np.all(np.diff(res.trajectory_steps) > 0)
+
+
+def test_nonfinite_loss_is_diverged():
+    # lr = 1e300 on least squares: the first step overflows the loss to inf
+    X, y = datasets.line(50)
+    model = fastscape.LinearRegression(1)
+    theta0 = np.array([0.5, -0.2])
+    res = fastscape.fit(model, X, y, method="gd", lr=1e300, steps=50, theta0=theta0,
+                        record_every=1)  # fmt: skip
+    assert not np.isfinite(model.loss(theta0 - 1e300 * model.grad(theta0, X, y)[1], X, y))
+    _check_diverged(res, model, X, y, theta0)
+    assert res.n_steps == 0 and np.array_equal(res.theta, theta0)
+    # a slower overflow: lr = 50 grows the residual geometrically until the limit
+    slow = fastscape.fit(model, X, y, method="gd", lr=50.0, steps=2000, theta0=theta0)
+    _check_diverged(slow, model, X, y, theta0)
+    assert slow.n_steps < 2000
+
+
+@pytest.mark.parametrize("method", ["gd", "adam"])
+@pytest.mark.parametrize("lr", [1e10, 1e300])
+def test_blown_up_loss_is_diverged_not_gtol_or_max_steps(method, lr):
+    """The saturated tanh network blown up by a huge step: its loss stays finite (6e9 for
+    adam at 1e10) and plain GD even walks to a zero gradient, which used to read as gtol."""
+    X, y = datasets.blobs(200, seed=0)
+    model = fastscape.MLP([2, 16, 2], activation="tanh")
+    theta0 = model.init(0)
+    res = fastscape.fit(model, X, y, method=method, lr=lr, steps=300, gtol=1e-8, record_every=5)
+    _check_diverged(res, model, X, y, theta0)
+    assert res.n_steps == 0 and np.array_equal(res.theta, theta0)  # the first step blew up
+    assert res.loss_history.shape == (1,)
+
+
+def test_minibatch_divergence_returns_the_last_checked_iterate():
+    X, y = datasets.blobs(200, seed=0)
+    model = fastscape.MLP([2, 16, 2], activation="tanh")
+    res = fastscape.fit(model, X, y, method="gd", lr=1e10, steps=300, batch_size=16,
+                        record_every=5)  # fmt: skip
+    _check_diverged(res, model, X, y, model.init(0))
+    assert res.n_steps == 0 and np.array_equal(res.theta, model.init(0))
+    Xl, yl = datasets.line(50)
+    lin = fastscape.LinearRegression(1)
+    res = fastscape.fit(lin, Xl, yl, method="sam", lr=1e300, steps=50, batch_size=10)
+    _check_diverged(res, lin, Xl, yl, lin.init(0))
+
+
+@pytest.mark.parametrize(
+    ("method", "lr", "batch_size"),
+    [("gd", 0.5, None), ("momentum", 0.5, None), ("adam", 0.05, None), ("sam", 0.5, None),
+     ("newton", 0.1, None), ("gd", 0.05, 1), ("adam", 0.05, 8), ("asam", 0.5, 4)],
+)  # fmt: skip
+def test_healthy_runs_never_read_as_diverged(method, lr, batch_size):
+    """The CLI's default settings, and per-sample SGD, on a few problems."""
+    problems = [
+        (fastscape.MLP([2, 16, 2], activation="tanh"), *datasets.blobs(120, seed=4)),
+        (fastscape.MLP([2, 8, 8, 1], activation="relu", loss="logistic"),
+         *datasets.blobs(120, seed=5)),
+        (fastscape.LinearRegression(1), *datasets.line(60)),
+    ]  # fmt: skip
+    for model, X, y in problems:
+        if method == "newton" and not model.is_linear:
+            continue
+        res = fastscape.fit(model, X, y, method=method, lr=lr, steps=150, batch_size=batch_size)
+        assert res.stop_reason in ("gtol", "max_steps")
+        assert res.final_loss < model.loss(model.init(0), X, y)
+
+
+def test_progress_bar_shows_and_changes_nothing(capsys):
+    X, y = datasets.blobs(60, seed=1)
+    model = fastscape.MLP([2, 4, 2])
+    quiet = fastscape.fit(model, X, y, method="adam", lr=0.05, steps=30)
+    assert capsys.readouterr().err == ""
+    shown = fastscape.fit(model, X, y, method="adam", lr=0.05, steps=30, progress=True)
+    err = capsys.readouterr().err
+    assert "training (adam)" in err and "/30" in err
+    assert_array_equal(shown.theta, quiet.theta)
+    assert_array_equal(shown.loss_history, quiet.loss_history)
 
 
 @pytest.mark.parametrize(

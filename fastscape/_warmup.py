@@ -1,0 +1,162 @@
+"""Compile kernels in background processes while the main job does other work.
+
+A cold start (no compiled kernels in the on-disk cache, e.g. the first run after an install) is
+dominated by Numba compiling the kernels one after another: Numba holds one compiler lock per
+process, so threads cannot compile in parallel. Other processes can: :func:`start` launches one
+process per job that runs that job's kernels on a tiny problem of the same model, which
+compiles them into the shared on-disk cache; the main process trains meanwhile (compiling its
+own kernels) and, before it needs a job's kernels, calls :meth:`Warmup.wait`, after which they
+load from the cache. Where the cache is warm nothing is started.
+
+The tiny problem goes through the same public functions as the real job, so the compiled
+signatures (dtypes, array layouts, integer widths) are the ones the real job asks for. Any
+failure in a warm-up process only costs the main process its own compile, as without warm-up.
+
+Run as ``python -m fastscape._warmup JSON`` (what :func:`start` does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+
+#: What each job runs: the kernels (module, function) whose cache decides whether it is cold.
+JOBS = {
+    "landscape": (("span_hidden", "span_block_hidden"), ("span", "span_block")),
+    "hessian": (("hessian", "scatter_diagonal"),),
+    "hvp": (("hvp", "r_blocks"), ("lanczos", "orthogonalize")),
+}
+
+
+def _is_cached(module: str, name: str) -> bool | None:
+    """Whether a kernel has entries in the on-disk cache for its current source (None when the
+    kernel does not exist under that name or the cache cannot be inspected)."""
+    import importlib
+
+    try:
+        kernel = getattr(importlib.import_module(f"fastscape.kernels.{module}"), name)
+        return bool(kernel._cache._cache_file._load_index())
+    except Exception:  # another Numba's internals, a renamed kernel: no opinion
+        return None
+
+
+def is_cold(job: str) -> bool:
+    """True when none of the job's kernels is found in the on-disk cache."""
+    seen = [_is_cached(module, name) for module, name in JOBS[job]]
+    return any(s is False for s in seen) and not any(seen)
+
+
+class Warmup:
+    """Background compile processes, by job."""
+
+    def __init__(self, procs: dict[str, subprocess.Popen]) -> None:
+        self._procs = procs
+
+    @property
+    def jobs(self) -> tuple[str, ...]:
+        """The jobs being compiled in the background."""
+        return tuple(self._procs)
+
+    def wait(self, *jobs: str, timeout: float = 600.0) -> None:
+        """Block until the given jobs' processes (all when none given) have finished."""
+        for job in jobs or tuple(self._procs):
+            proc = self._procs.pop(job, None)
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def close(self) -> None:
+        """Stop every process still running (the main process then compiles what it needs)."""
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self._procs.clear()
+
+    def __enter__(self) -> Warmup:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def start(model, jobs: Iterable[str], *, only_if_cold: bool = True) -> Warmup:
+    """Start one background process per job that compiles its kernels for ``model``.
+
+    Parameters
+    ----------
+    model : MLP
+        The model of the real job (its sizes, activation and loss pick the kernels).
+    jobs : iterable of {"landscape", "hessian", "hvp"}
+        "landscape": slices, surfaces and ε-sharpness (the span engine); "hessian": the exact
+        Hessian; "hvp": Hessian-vector products and the Lanczos steps.
+    only_if_cold : bool
+        Start a job only when its kernels are not in the on-disk cache.
+
+    Returns
+    -------
+    Warmup
+        Call :meth:`Warmup.wait` before the job's first kernel call, and :meth:`Warmup.close`
+        (or use it as a context manager) when done.
+    """
+    procs = {}
+    for job in jobs:
+        if job not in JOBS:
+            raise ValueError(f"unknown warm-up job {job!r}; expected one of {sorted(JOBS)}")
+        if only_if_cold and not is_cold(job):
+            continue
+        spec = json.dumps({"job": job, "model": model.to_dict()})
+        procs[job] = subprocess.Popen(
+            [sys.executable, "-m", "fastscape._warmup", spec],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
+        )
+    return Warmup(procs)
+
+
+def _tiny_problem(model, n: int = 16):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, model.n_inputs))
+    if model.loss_name == "mse":
+        y = rng.normal(size=(n, model.n_outputs)) if model.n_outputs > 1 else rng.normal(size=n)
+    else:
+        y = np.arange(n) % max(2, model.n_outputs)
+    return model.batch(X, y), model.init(0)
+
+
+def run(job: str, model_spec: dict) -> None:
+    """Compile one job's kernels by running it on a tiny problem (the body of the process)."""
+    import fastscape
+    from fastscape import directions
+    from fastscape.curvature import hessian_trace, top_eigen
+    from fastscape.landscape import slice_1d, surface_2d
+
+    model = fastscape.MLP(**model_spec)
+    data, theta = _tiny_problem(model)
+    if job == "landscape":
+        d1, d2 = directions.pair(model, theta, seed=0)
+        slice_1d(model, theta, d1, data, None, [-1.0, 0.0, 1.0], progress=False)
+        surface_2d(model, theta, d1, d2, data, None, [-1.0, 1.0], [-1.0, 1.0], progress=False)
+        fastscape.epsilon_sharpness(model, theta, data, None, eps=1e-2, n_directions=2, seed=0)
+    elif job == "hessian":
+        fastscape.classify(model.hessian(theta, data))
+    elif job == "hvp":
+        k = min(2, model.n_params - 1)
+        top_eigen(model, theta, data, k=k, method="lanczos", which="LA", seed=0)
+        hessian_trace(model, theta, data, method="hutch++", n_samples=4, seed=0)
+
+
+if __name__ == "__main__":
+    request = json.loads(sys.argv[1])
+    run(request["job"], request["model"])

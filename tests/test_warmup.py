@@ -1,0 +1,60 @@
+"""Background compilation (fastscape._warmup) into the on-disk cache, in real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+CODE = """
+    import json
+    import numpy as np
+    import fastscape
+    from fastscape import _warmup
+    from fastscape.kernels import hessian
+
+    model = fastscape.MLP([3, 4, 2], activation="tanh", loss="softmax_ce")
+    cold_before = _warmup.is_cold("hessian")
+    warm = _warmup.start(model, ["hessian"])
+    jobs = warm.jobs
+    warm.wait()
+    again = _warmup.start(model, ["hessian"])  # warm now: nothing to start
+    X = np.random.default_rng(1).normal(size=(30, 3)); y = np.arange(30) % 2
+    model.hessian(model.init(1), X, y)
+    print(json.dumps({
+        "cold_before": cold_before, "jobs": list(jobs), "cold_after": _warmup.is_cold("hessian"),
+        "second_start": list(again.jobs),
+        "misses": sum(sum(k.stats.cache_misses.values()) for k in
+                      (hessian.scatter_diagonal, hessian.scatter_offdiagonal)),
+        "hits": sum(sum(k.stats.cache_hits.values()) for k in
+                    (hessian.scatter_diagonal, hessian.scatter_offdiagonal)),
+    }))
+"""
+
+
+@pytest.mark.slow
+def test_background_compile_fills_the_cache_the_main_process_loads(tmp_path):
+    env = {**os.environ, "FASTSCAPE_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CODE)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    facts = json.loads(out.stdout)
+    assert facts["cold_before"] is True
+    assert facts["jobs"] == ["hessian"]
+    assert facts["cold_after"] is False
+    assert facts["second_start"] == []
+    # the main process compiled none of the Hessian kernels itself: it loaded them
+    assert facts["misses"] == 0 and facts["hits"] >= 2
+
+
+def test_unknown_job_is_refused():
+    import fastscape
+    from fastscape import _warmup
+
+    with pytest.raises(ValueError, match="unknown warm-up job 'grid'"):
+        _warmup.start(fastscape.MLP([2, 3, 2]), ["grid"])
