@@ -52,6 +52,7 @@ from .kernels import hessian as _hessian
 from .kernels import hvp as _hvp
 from .kernels import linear as _linear
 from .kernels import mlp as _k
+from .kernels import penalty as _penalty
 from .kernels import span as _span
 
 #: How to get the CUDA target.
@@ -105,7 +106,7 @@ class CPUBackend:
             _k.mlp_loss(
                 theta, *spec.kernel_args, data.X, data.Y,
                 config.n_chunks_for(data.X.shape[0]), config.mlp_block_for(spec.sizes),
-                config.MLP_SERIAL_BELOW,
+                config.MLP_SERIAL_BELOW, spec.penalty,
             )
         )  # fmt: skip
 
@@ -113,14 +114,14 @@ class CPUBackend:
         value, g = _k.mlp_loss_grad(
             theta, *spec.kernel_args, data.X, data.Y,
             config.n_chunks_for(data.X.shape[0]), config.mlp_block_for(spec.sizes),
-            config.MLP_SERIAL_BELOW,
+            config.MLP_SERIAL_BELOW, spec.penalty,
         )  # fmt: skip
         return float(value), g
 
     def hvp_operator(self, spec: ModelSpec, theta, data: Batch, dtype: str):
         cache = _hvp.forward_cache(
             theta, *spec.kernel_args, data.X, data.Y,
-            config.HVP_SAMPLE_BLOCK,
+            config.HVP_SAMPLE_BLOCK, spec.penalty,
         )  # fmt: skip
         chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES)
         return lambda V: _hvp.block_hvp(cache, V, chunk, numba.get_num_threads())
@@ -130,12 +131,18 @@ class CPUBackend:
 
     def hessian(self, spec: ModelSpec, theta, data: Batch) -> np.ndarray:
         if spec.is_linear and spec.loss == _k.LOGISTIC:
-            return _linear.logistic_hessian(theta, data.X)
-        if spec.is_linear and spec.loss == _k.MSE:
-            return _linear.mse_hessian(data.X, spec.n_outputs)
-        sizes = spec.sizes_array
-        block = _hessian.block_size(sizes, data.X.shape[0], config.HESSIAN_SCRATCH_BYTES)
-        return _hessian.mlp_hessian(theta, sizes, spec.activation, spec.loss, data.X, data.Y, block)
+            H = _linear.logistic_hessian(theta, data.X)
+        elif spec.is_linear and spec.loss == _k.MSE:
+            H = _linear.mse_hessian(data.X, spec.n_outputs)
+        else:
+            sizes = spec.sizes_array
+            block = _hessian.block_size(sizes, data.X.shape[0], config.HESSIAN_SCRATCH_BYTES)
+            H = _hessian.mlp_hessian(
+                theta, sizes, spec.activation, spec.loss, data.X, data.Y, block
+            )
+        if spec.penalty is not None:
+            _penalty.add_l2_diagonal(H, spec.penalty)
+        return H
 
     def logits(self, spec: ModelSpec, theta, X) -> np.ndarray:
         return _k.mlp_logits(
@@ -146,7 +153,7 @@ class CPUBackend:
         return _span.span_eval(
             basis, coef, *spec.kernel_args, data.X, data.Y,
             config.span_block_for(basis.shape[0], spec.sizes[1]), config.SPAN_POINT_CHUNK,
-            config.SPAN_SUB_BLOCK, config.SPAN_SCRATCH_BYTES,
+            config.SPAN_SUB_BLOCK, config.SPAN_SCRATCH_BYTES, spec.penalty,
         )  # fmt: skip
 
     def span_analytic(self, code: int, basis, coef) -> np.ndarray:
@@ -199,14 +206,14 @@ class CUDABackend:
         return float(
             self._mlp().mlp_loss(
                 theta, *self._args(spec, data, dtype), config.CUDA_LOSS_THREADS,
-                config.CUDA_THREADS_PER_BLOCK, np.dtype(dtype),
+                config.CUDA_THREADS_PER_BLOCK, np.dtype(dtype), spec.penalty,
             )
         )  # fmt: skip
 
     def loss_grad(self, spec: ModelSpec, theta, data: Batch, dtype: str):
         value, g = self._mlp().mlp_loss_grad(
             theta, *self._args(spec, data, dtype), config.CUDA_BLOCK,
-            config.CUDA_THREADS_PER_BLOCK, np.dtype(dtype),
+            config.CUDA_THREADS_PER_BLOCK, np.dtype(dtype), spec.penalty,
         )  # fmt: skip
         return float(value), g
 
@@ -216,7 +223,7 @@ class CUDABackend:
         block = km.hvp_block_for(V.shape[0], n_units, config.CUDA_BLOCK, config.CUDA_SCRATCH_BYTES)
         return km.mlp_hvp(
             theta, V, *self._args(spec, data, dtype), block, config.CUDA_THREADS_PER_BLOCK,
-            np.dtype(dtype),
+            np.dtype(dtype), spec.penalty,
         )  # fmt: skip
 
     def hvp_operator(self, spec: ModelSpec, theta, data: Batch, dtype: str):
@@ -229,7 +236,7 @@ class CUDABackend:
         return span.span_eval(
             basis, coef, *self._args(spec, data, dtype),
             config.cuda_span_block_for(basis.shape[0], spec.sizes[1]), config.CUDA_SPAN_SLOTS,
-            config.CUDA_THREADS_PER_BLOCK, np.dtype(dtype),
+            config.CUDA_THREADS_PER_BLOCK, np.dtype(dtype), spec.penalty,
         )  # fmt: skip
 
 

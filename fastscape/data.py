@@ -74,18 +74,33 @@ class ModelSpec:
         Code of the hidden layers' activation (``fastscape.kernels.mlp.TANH``, ...).
     loss : int
         Code of the per-sample loss (``fastscape.kernels.mlp.SOFTMAX_CE``, ...).
+    l2 : float
+        Coefficient λ of the L2 term ``½ λ ‖w‖²`` (0: none).
+    l2_bias : bool
+        Whether the L2 term covers the biases too.
     sizes_array : (L+1,) int64 array
         ``sizes`` as the kernels take it (do not modify it).
+    penalty : (P,) float64 array or None
+        The L2 term's per-parameter weights as the kernels take them (``λ`` on the penalised
+        entries, 0 elsewhere); None without an L2 term.
     """
 
     sizes: tuple[int, ...]
     activation: int
     loss: int
+    l2: float = 0.0
+    l2_bias: bool = False
     sizes_array: np.ndarray = field(init=False, repr=False, compare=False)
+    penalty: np.ndarray | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # made once per model: the kernels take it on every call
-        object.__setattr__(self, "sizes_array", np.array(self.sizes, dtype=np.int64))
+        from .kernels import penalty
+
+        # made once per model: the kernels take them on every call
+        sizes = np.array(self.sizes, dtype=np.int64)
+        object.__setattr__(self, "sizes_array", sizes)
+        weights = penalty.l2_vector(sizes, self.l2, self.l2_bias) if self.l2 > 0.0 else None
+        object.__setattr__(self, "penalty", weights)
 
     @property
     def kernel_args(self) -> tuple:

@@ -18,13 +18,23 @@ from ._validation import (
     as_vector,
     check_choice,
     check_finite,
+    check_positive_float,
     check_positive_int,
 )
 from .data import Batch, DeviceBatch, ModelSpec
-from .kernels import mlp as _k
+from .kernels import elementwise as _el
+from .kernels import layout as _layout
 
-ACTIVATIONS = {"identity": _k.IDENTITY, "tanh": _k.TANH, "relu": _k.RELU, "sigmoid": _k.SIGMOID}
-LOSSES = {"softmax_ce": _k.SOFTMAX_CE, "logistic": _k.LOGISTIC, "mse": _k.MSE}
+ACTIVATIONS = {
+    "identity": _el.IDENTITY,
+    "tanh": _el.TANH,
+    "relu": _el.RELU,
+    "sigmoid": _el.SIGMOID,
+    "leaky_relu": _el.LEAKY_RELU,
+    "gelu": _el.GELU,
+    "gelu_tanh": _el.GELU_TANH,
+}
+LOSSES = {"softmax_ce": _el.SOFTMAX_CE, "logistic": _el.LOGISTIC, "mse": _el.MSE}
 
 
 @dataclass(frozen=True)
@@ -54,8 +64,11 @@ class MLP:
     sizes : sequence of int
         Units per layer, input first: ``[d, h1, ..., out]``. ``[d, out]`` is a model with no
         hidden layer (logistic or linear regression).
-    activation : {"tanh", "relu", "sigmoid", "identity"}
-        Activation of the hidden layers. The output layer is affine; the loss applies the link.
+    activation : {"tanh", "relu", "sigmoid", "identity", "leaky_relu", "gelu", "gelu_tanh"}
+        Activation of the hidden layers, as PyTorch defines them: ``leaky_relu`` has negative
+        slope 0.01, ``gelu`` is the exact ``0.5 z (1 + erf(z / sqrt 2))`` and ``gelu_tanh``
+        its tanh approximation (``nn.GELU(approximate="tanh")``). The output layer is affine;
+        the loss applies the link.
     loss : {"softmax_ce", "logistic", "mse"}
         Loss per sample, averaged over samples:
 
@@ -65,6 +78,11 @@ class MLP:
           {0, 1}; needs ``out == 1``.
         - ``mse``: the squared error summed over outputs, ``sum_o (z_o - y_o)**2``, averaged
           over samples (no 1/2 and no division by ``out``). Targets (n,) or (n, out).
+    l2 : float, optional
+        λ >= 0 of the L2 term ``½ λ ‖w‖²`` added to the mean loss (default 0: none). It is
+        carried through the loss, gradient, HVP, Hessian and the landscapes.
+    l2_bias : bool, optional
+        Whether the L2 term covers the biases too (default False: weights only).
 
     Attributes
     ----------
@@ -79,7 +97,14 @@ class MLP:
         dispatch seam ``fastscape._device`` reads nothing else of it.
     """
 
-    def __init__(self, sizes, activation: str = "tanh", loss: str = "softmax_ce") -> None:
+    def __init__(
+        self,
+        sizes,
+        activation: str = "tanh",
+        loss: str = "softmax_ce",
+        l2: float = 0.0,
+        l2_bias: bool = False,
+    ) -> None:
         sizes = tuple(sizes)
         if len(sizes) < 2:
             raise ValueError(f"sizes needs at least an input and an output size, got {sizes}")
@@ -91,19 +116,29 @@ class MLP:
             raise ValueError(f"loss 'logistic' needs 1 output unit, got sizes[-1] = {sizes[-1]}")
         if loss == "softmax_ce" and sizes[-1] < 2:
             raise ValueError(f"loss 'softmax_ce' needs >= 2 output units, got {sizes[-1]}")
+        if isinstance(l2, (bool, str)):
+            raise TypeError(f"l2 must be a number, got {type(l2).__name__}")
+        l2 = check_positive_float(l2, "l2", allow_zero=True)
+        if not isinstance(l2_bias, (bool, np.bool_)):
+            raise TypeError(f"l2_bias must be a bool, got {type(l2_bias).__name__}")
         self.sizes = tuple(int(s) for s in sizes)
         self.activation = activation
         self.loss_name = loss
-        layout = []
-        o = 0
-        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
-            w = slice(o, o + n_out * n_in)
-            o += n_out * n_in
-            layout.append(LayerLayout(w, slice(o, o + n_out), (n_out, n_in)))
-            o += n_out
-        self.layout = tuple(layout)
-        self.n_params = o
-        self.spec = ModelSpec(self.sizes, ACTIVATIONS[activation], LOSSES[loss])
+        self.l2 = l2
+        self.l2_bias = bool(l2_bias)
+        self.spec = ModelSpec(
+            self.sizes, ACTIVATIONS[activation], LOSSES[loss], float(l2), self.l2_bias
+        )
+        w_off, b_off, _ = _layout.layout(self.spec.sizes_array)
+        self.layout = tuple(
+            LayerLayout(
+                slice(int(w_off[l]), int(b_off[l])),
+                slice(int(b_off[l]), int(b_off[l]) + n_out),
+                (n_out, n_in),
+            )
+            for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]))
+        )
+        self.n_params = _layout.n_params(self.spec.sizes_array)
 
     # ------------------------------------------------------------------ description
     @property
@@ -127,14 +162,22 @@ class MLP:
         return self.loss_name != "mse"
 
     def __repr__(self) -> str:
+        extra = f", l2={self.l2!r}" if self.l2 > 0.0 else ""
+        extra += ", l2_bias=True" if self.l2_bias and self.l2 > 0.0 else ""
         return (
             f"MLP(sizes={list(self.sizes)}, activation={self.activation!r}, "
-            f"loss={self.loss_name!r})"
+            f"loss={self.loss_name!r}{extra})"
         )
 
     def _key(self):
-        # the activation means nothing without a hidden layer
-        return (self.sizes, None if self.is_linear else self.activation, self.loss_name)
+        # the activation means nothing without a hidden layer, l2_bias nothing without l2
+        return (
+            self.sizes,
+            None if self.is_linear else self.activation,
+            self.loss_name,
+            self.l2,
+            self.l2_bias and self.l2 > 0.0,
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, MLP) and self._key() == other._key()
@@ -144,7 +187,13 @@ class MLP:
 
     def to_dict(self) -> dict:
         """The constructor's arguments (for saving a model beside its parameters)."""
-        return {"sizes": list(self.sizes), "activation": self.activation, "loss": self.loss_name}
+        return {
+            "sizes": list(self.sizes),
+            "activation": self.activation,
+            "loss": self.loss_name,
+            "l2": self.l2,
+            "l2_bias": self.l2_bias,
+        }
 
     # ------------------------------------------------------------------ PyTorch
     @classmethod
@@ -155,6 +204,8 @@ class MLP:
         *,
         activation: str | None = None,
         sizes=None,
+        l2: float = 0.0,
+        l2_bias: bool = False,
     ) -> tuple[MLP, np.ndarray]:
         """Convert a PyTorch network, or a ``state_dict`` with its spec.
 
@@ -178,6 +229,8 @@ class MLP:
             a module says its own, so it is refused there).
         sizes : sequence of int, optional
             With a ``state_dict``: the expected sizes, checked against the weights.
+        l2, l2_bias : optional
+            The model's L2 term (see :class:`MLP`); a module does not carry one.
 
         Returns
         -------
@@ -207,7 +260,7 @@ class MLP:
             sizes, activation, params = _torch.parse_module(module, available)
         if loss is None:
             loss = "softmax_ce" if sizes[-1] > 1 else "logistic"
-        model = cls(sizes, activation=activation, loss=loss)
+        model = cls(sizes, activation=activation, loss=loss, l2=l2, l2_bias=l2_bias)
         return model, model.flatten(params)
 
     def to_torch(self, theta, dtype=None):

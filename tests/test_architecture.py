@@ -29,7 +29,6 @@ TESTS = ROOT / "tests"
 GROUPED = {
     "_jit": ("test_mlp.py", "the compile options: NaN/Inf propagate through every kernel"),
     "linear": ("test_hessian.py", "closed-form Hessians, checked with the other exact Hessians"),
-    "hvp": ("test_hvp_operator.py", "the HVP operator's test (renamed test_hvp.py on main)"),
 }
 
 #: CUDA twins tested in a file of tests/cuda not named after them: module -> (file, why).
@@ -277,12 +276,8 @@ def private_imports(packages: dict[str, Path]) -> set[tuple[str, str]]:
     return out
 
 
-#: Private names still imported across modules, to be made public or moved by the kernels
-#: split (issue 14); the test fails on any other.
-KNOWN_PRIVATE = {
-    ("fastscape.kernels.hessian", "fastscape.kernels.mlp._forward_block"),
-    ("fastscape.kernels.hessian", "fastscape.kernels.mlp._layers"),
-}
+#: Private names still allowed to be imported across modules (none: the test fails on any).
+KNOWN_PRIVATE: set[tuple[str, str]] = set()
 
 
 def test_private_import_finder(tmp_path):

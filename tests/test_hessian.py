@@ -73,7 +73,7 @@ def test_thread_count_changes_no_bits():
 
 def test_bias_and_weight_rows_map_to_the_flat_layout():
     model = fastscape.MLP([3, 2, 4])
-    w_off, b_off, _ = fastscape.kernels.mlp.layout(model.spec.sizes_array)
+    w_off, b_off, _ = fastscape.kernels.layout.layout(model.spec.sizes_array)
     for l, lay in enumerate(model.layout):
         rows = kh.param_rows(model.spec.sizes_array, w_off, b_off, l)
         idx = np.arange(model.n_params)
@@ -100,7 +100,7 @@ def test_hessian_of_a_quadratic_model_is_its_closed_form():
     H = _kernel(model, model.init(0), data, 5)
     Xa = np.hstack([X, np.ones((17, 1))])
     G = 2.0 * Xa.T @ Xa / 17
-    w_off, b_off, _ = fastscape.kernels.mlp.layout(model.spec.sizes_array)
+    w_off, b_off, _ = fastscape.kernels.layout.layout(model.spec.sizes_array)
     rows = kh.param_rows(model.spec.sizes_array, w_off, b_off, 0)
     for j in range(2):
         assert_allclose(H[np.ix_(rows[j], rows[j])], G, rtol=1e-13)

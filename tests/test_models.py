@@ -82,7 +82,7 @@ def test_batch_is_reused():
         ({"sizes": [3]}, "sizes"),
         ({"sizes": [3, 0]}, "sizes entry"),
         ({"sizes": [3, 2.5]}, "sizes entry"),
-        ({"sizes": [3, 2], "activation": "gelu"}, "activation"),
+        ({"sizes": [3, 2], "activation": "swish"}, "activation"),
         ({"sizes": [3, 2], "loss": "hinge"}, "loss"),
         ({"sizes": [3, 2], "loss": "logistic"}, "1 output"),
         ({"sizes": [3, 1], "loss": "softmax_ce"}, ">= 2 output"),
