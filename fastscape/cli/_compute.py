@@ -1,0 +1,309 @@
+"""Training, grid budgets and curvature, as the commands run them."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from ._common import (
+    CRITICAL,
+    MAX_GRID_MEMORY_FRACTION,
+    MAX_GRID_SECONDS,
+    NEAR_CRITICAL,
+    CLIError,
+    _human_bytes,
+    _human_seconds,
+    _Talk,
+)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- training
+def _accepts(fn: Callable, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _fit(args, model, data, talk: _Talk, seed: int | None = None):
+    from ..training import fit
+
+    method = args.method or ("newton" if model.is_linear else "adam")
+    lr = args.lr or (0.05 if method == "adam" else 0.5)
+    steps = args.steps or (50 if method == "newton" else 3000)
+    gtol = args.gtol or (1e-8 if method == "newton" else 1e-4)
+    seed = args.seed if seed is None else seed
+    extra = {}
+    if _accepts(fit, "progress"):
+        extra["progress"] = None if not args.quiet else False
+    talk(f"training {model!r}: {method}, lr {lr:g}, up to {steps} steps or ‖∇L‖ ≤ {gtol:g}"
+         + (f" (seed {seed})" if seed != args.seed else ""))  # fmt: skip
+    return fit(model, data, None, method=method, lr=lr, steps=steps, seed=seed, gtol=gtol,
+               batch_size=args.batch_size, record_every=max(1, steps // 50), **extra)  # fmt: skip
+
+
+def _check_training(res, model, train, talk: _Talk, classes) -> None:
+    """Warn when the model did not train: divergence, no loss decrease, chance accuracy."""
+    stop = res.stop_reason
+    losses = res.loss_history
+    if stop in ("diverged", "nonfinite"):
+        talk.warn(
+            f"training diverged (stop reason {stop!r}; the loss reached {np.max(losses):.3g}); "
+            "the parameters are the last finite iterate: lower --lr"
+        )
+    elif losses.size >= 2 and not losses[-1] < losses[0]:
+        talk.warn(
+            f"the model did not train: the loss went {losses[0]:.4g} → {losses[-1]:.4g}; "
+            "try another --lr or more --steps"
+        )
+    if model.is_classifier and classes is not None:
+        labels = np.argmax(train.Y, axis=1) if train.Y.shape[1] > 1 else train.Y[:, 0]
+        chance = np.bincount(labels.astype(np.int64)).max() / labels.size
+        acc = model.accuracy(res.theta, train)
+        if acc <= chance + 0.02 and chance < 1:
+            talk.warn(
+                f"training accuracy {acc:.3f} is at chance level (the largest class holds "
+                f"{chance:.3f} of the samples): the model did not learn the task"
+            )
+
+
+# ----------------------------------------------------------------------------- reporting helpers
+
+
+def _grid(args, axis: str, auto: np.ndarray | None = None) -> np.ndarray:
+    """Grid coordinates of one axis: its own range, else --range, else ``auto`` (the span of
+    the trajectory's projection with a margin, for PCA directions), else [-1, 1]."""
+    rng = getattr(args, f"range_{axis}") or args.range
+    if rng is None and auto is not None and np.ptp(auto) > 0:
+        lo, hi = min(auto.min(), 0.0), max(auto.max(), 0.0)
+        pad = 0.25 * (hi - lo)
+        rng = (lo - pad, hi + pad)
+    lo, hi = rng or (-1.0, 1.0)
+    n = getattr(args, f"points_{axis}") or args.points
+    return np.linspace(lo, hi, n)
+
+
+# Span engine cost: seconds per unit of n_samples * (K * h1 + sum h_l h_{l+1}) per point.
+# Measured 1.1e-9 to 1.5e-9 on a busy 2-core machine (301x301 and 601x601 grids of the default
+# [2, 16, 2] model on 200 samples; the issue's --points 10000 run, 27 min, gives 1.0e-9). The
+# constant errs on the fast side, so that only jobs far beyond the machine are refused.
+_SPAN_SECONDS_PER_UNIT = 1e-9
+_BYTES_PER_SURFACE_POINT = 96  # coefficients (3), meshgrids and copies (5), loss, accuracy (8 B)
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def grid_estimate(model, n_train: int, n_test: int, n_x: int, n_y: int) -> tuple[float, int]:
+    """Estimated seconds and bytes of the slices and surfaces of a landscape run."""
+    sizes = model.sizes
+    tail = sum(a * b for a, b in zip(sizes[1:-1], sizes[2:]))
+    per_point = lambda K: K * sizes[1] + tail  # noqa: E731
+    units = (n_train + n_test) * n_x * n_y * per_point(3) + n_train * 2 * n_x * per_point(2)
+    seconds = units * _SPAN_SECONDS_PER_UNIT
+    surfaces = 2 if n_test else 1
+    memory = surfaces * n_x * n_y * _BYTES_PER_SURFACE_POINT + 4 * n_x * 8
+    return seconds, memory
+
+
+def _check_grid_budget(args, model, n_train, n_test, n_x, n_y) -> tuple[float, int]:
+    seconds, memory = grid_estimate(model, n_train, n_test, n_x, n_y)
+    ram = _physical_memory()
+    problems = []
+    if seconds > MAX_GRID_SECONDS:
+        problems.append(f"about {_human_seconds(seconds)} of grid evaluation")
+    if ram is not None and memory > MAX_GRID_MEMORY_FRACTION * ram:
+        problems.append(
+            f"about {_human_bytes(memory)} of memory (this machine has {_human_bytes(ram)})"
+        )
+    if problems and not args.force:
+        raise CLIError(
+            f"a {n_x}×{n_y} grid needs {' and '.join(problems)}; use fewer --points, "
+            "or pass --force to run it anyway"
+        )
+    return seconds, memory
+
+
+# ----------------------------------------------------------------------------- curvature
+def _solver_budget(fn: Callable, tol: float, max_hvps: int, k: int, n: int, progress) -> dict:
+    """Keyword arguments that bound an eigensolver: ``tol`` and ``max_hvps`` when ``fn`` takes
+    them; else ``maxiter`` (thick-restart Lanczos restarts) that spends about ``max_hvps``."""
+    kw: dict = {"tol": tol}
+    if _accepts(fn, "max_hvps"):
+        kw["max_hvps"] = max_hvps
+    else:
+        ncv = min(n, max(2 * k + 1, 20))
+        keep = k + (ncv - k) // 2
+        kw["maxiter"] = max(1, math.ceil((max_hvps - ncv) / max(1, ncv - keep)))
+    if _accepts(fn, "progress"):
+        kw["progress"] = progress
+    return kw
+
+
+def _curvature(
+    model, theta, data, k: int, seed: int, grad_tol: float = CRITICAL, *,
+    exact_max_params: int = 2000, device: str = "cpu", tol: float = 1e-6,
+    max_hvps: int = 1000, progress: bool | None = False,
+) -> dict:  # fmt: skip
+    """Top/bottom eigenvalues, trace, density and classification.
+
+    Small models (P <= ``exact_max_params``): one exact Hessian serves everything (formed on
+    the CPU whatever the device). Larger ones: Lanczos at both ends of the spectrum (each at
+    most ``max_hvps`` Hessian-vector products, tolerance ``tol``), Hutch++ for the trace,
+    stochastic Lanczos quadrature, their HVPs on ``device``. The result says whether both
+    ends converged (``converged``, ``n_hvps``, ``message``).
+    """
+    from .. import _device
+    from ..critical import classify
+    from ..curvature import exact_density, hessian_trace, spectral_density, top_eigen
+
+    if _device.resolve_device(device) == "cuda":
+        data = _device.to_device(data)
+    grad_norm = float(np.linalg.norm(model.grad(theta, data, device=device)[1]))
+    k = min(k, model.n_params - 1)
+    if model.n_params <= exact_max_params:
+        H = model.hessian(theta, data)
+        vals = np.linalg.eigvalsh(H)
+        out = {"top": vals[::-1][:k], "bottom": vals[:k], "trace": float(vals.sum()),
+               "trace_std_error": 0.0, "method": "exact", "density": exact_density(vals),
+               "classification": classify(H), "converged": True, "n_hvps": 0,
+               "message": "exact eigendecomposition"}  # fmt: skip
+    else:
+        kw = {"seed": seed, "device": device}
+        budget = _solver_budget(top_eigen, tol, max_hvps, k, model.n_params, progress)
+        top = top_eigen(model, theta, data, k=k, method="lanczos", which="LA", **kw, **budget)
+        bottom = top_eigen(model, theta, data, k=k, method="lanczos", which="SA", **kw, **budget)
+        bar = lambda fn: {"progress": progress} if _accepts(fn, "progress") else {}  # noqa: E731
+        trace = hessian_trace(model, theta, data, method="hutch++", **kw, **bar(hessian_trace))
+        density = spectral_density(model, theta, data, method="slq", **kw, **bar(spectral_density))
+        ends = np.concatenate([bottom.eigenvalues, top.eigenvalues])
+        ends_res = {"top": top, "bottom": bottom}
+        hvps = {e: int(getattr(r, "n_hvps", r.n_matvecs)) for e, r in ends_res.items()}
+        n_hvps = hvps["top"] + hvps["bottom"]
+        converged = bool(np.all(top.converged) and np.all(bottom.converged))
+        parts = []
+        for name, res in ends_res.items():
+            if not np.all(res.converged):
+                said = getattr(res, "message", None)  # the solver's own words, when it has them
+                parts.append(f"{name} eigenvalues not converged after {hvps[name]} HVPs "
+                             f"(tol {tol:g}, --max-hvps {max_hvps})"
+                             + (f": {said}" if said else ""))  # fmt: skip
+        budget_text = f"tol {tol:g}, budget {max_hvps} HVPs per end"
+        message = "; ".join(parts) if parts else f"converged in {n_hvps} HVPs ({budget_text})"
+        out = {"top": np.sort(top.eigenvalues)[::-1], "bottom": np.sort(bottom.eigenvalues),
+               "trace": trace.estimate, "trace_std_error": trace.std_error, "method": "lanczos",
+               "density": density,
+               "classification": classify(ends), "converged": converged, "n_hvps": n_hvps,
+               "message": message}  # fmt: skip
+    # never call a point that is not critical a minimum: report both facts
+    out["classification"].grad_norm = grad_norm
+    out["critical"] = grad_norm <= grad_tol
+    out["grad_norm"] = grad_norm
+    return out
+
+
+def describe_point(curv: dict) -> str:
+    """Words for the point: its kind when critical, else near-critical / not critical with the
+    gradient norm, and what the Hessian looks like (tiny negative eigenvalues next to a large
+    positive one are flat directions, not a saddle)."""
+    cls = curv["classification"]
+    g = curv["grad_norm"]
+    lmax = float(np.max(curv["top"]))
+    lmin = float(np.min(curv["bottom"]))
+    if cls.kind == "saddle" and lmax > 0 and -lmin <= max(1e-3 * lmax, g):
+        # negative eigenvalues this small are within what the remaining gradient can shift
+        hessian = (
+            "positive semidefinite up to small negative eigenvalues "
+            f"(λmin = {lmin:.2g}, λmax = {lmax:.3g})"
+        )
+    elif cls.kind == "saddle":
+        hessian = f"saddle (λmin = {lmin:.3g})"
+    else:
+        hessian = cls.kind.replace("_", " ")
+    if curv["critical"]:
+        return f"critical point (‖∇L‖ = {g:.1e}); Hessian: {hessian}"
+    if g <= NEAR_CRITICAL:
+        return f"near-critical (‖∇L‖ = {g:.1e}); Hessian: {hessian}"
+    return f"not a critical point (‖∇L‖ = {g:.1e}); Hessian: {hessian}"
+
+
+def _curvature_report(curv: dict, args) -> dict:
+    cls = curv["classification"]
+    return {"top_eigenvalues": curv["top"], "bottom_eigenvalues": curv["bottom"],
+            "method": curv["method"], "trace": curv["trace"],
+            "trace_std_error": curv["trace_std_error"],
+            "converged": curv["converged"], "n_hvps": curv["n_hvps"], "message": curv["message"],
+            "tol": args.tol, "max_hvps": args.max_hvps,
+            "kind": cls.kind if curv["critical"] else "not_critical",
+            "hessian_kind": cls.kind, "description": describe_point(curv),
+            "saddle_index": cls.saddle_index,
+            "n_positive": cls.n_positive, "n_negative": cls.n_negative,
+            "n_zero": cls.n_zero, "condition_number": cls.condition_number,
+            "grad_norm": curv["grad_norm"], "is_critical": curv["critical"],
+            "is_near_critical": curv["grad_norm"] <= NEAR_CRITICAL}  # fmt: skip
+
+
+def _run_curvature(args, model, theta, data, talk: _Talk, k: int) -> dict:
+    if model.n_params <= 2000:
+        talk(f"curvature: exact Hessian ({model.n_params} parameters)")
+    else:
+        talk(f"curvature: Lanczos at both ends of the spectrum ({model.n_params} parameters, "
+             f"at most {args.max_hvps} HVPs per end, tol {args.tol:g})")  # fmt: skip
+    progress = None if not args.quiet else False
+    curv = _curvature(model, theta, data, k, args.seed, device=args.device, tol=args.tol,
+                      max_hvps=args.max_hvps, progress=progress)  # fmt: skip
+    if not curv["converged"]:
+        talk.warn(curv["message"])
+    return curv
+
+
+def _announce_compile(talk: _Talk) -> None:
+    if kernels_cold():
+        talk("compiling kernels for this machine (first run only, ~1 min)")
+
+
+# kernels whose cache index tells whether this machine has compiled the CPU kernels before
+_KEY_KERNELS = {"mlp": ("chunk_loss", "output_loss_serial"), "span": ("span_block_hidden",)}
+
+
+def _kernel_index_files() -> tuple[list[str], list[str]]:
+    """Cache index files of the key kernels, and of every cached kernel of their modules."""
+    import importlib
+
+    key: list[str] = []
+    every: list[str] = []
+    for module, names in _KEY_KERNELS.items():
+        try:
+            mod = importlib.import_module(f"fastscape.kernels.{module}")
+        except ImportError:
+            continue
+        for name in dir(mod):
+            cache = getattr(getattr(mod, name), "_cache", None)
+            index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+            if isinstance(index, str):
+                every.append(index)
+                if name in names:
+                    key.append(index)
+    return key, every
+
+
+def kernels_cold() -> bool:
+    """True when the compiled CPU kernels are not in Numba's on-disk cache yet (first run).
+
+    Cheap: it checks whether the cache index files of a few key kernels exist where Numba
+    looks for them at run time (``NUMBA_CACHE_DIR`` when set, else ``__pycache__`` beside the
+    kernels); it compiles nothing. When none of the key kernels is found (renamed), any
+    cached kernel of their modules counts.
+    """
+    key, every = _kernel_index_files()
+    if key:
+        return not all(os.path.exists(p) for p in key)
+    return bool(every) and not any(os.path.exists(p) for p in every)
