@@ -42,9 +42,23 @@ def _check_outputs(out, report):
     assert_allclose(np.sort(grid[:, 2]), np.sort(surf.loss.ravel()), rtol=1e-12)
     gp = (out / "surface.gp").read_text()
     assert "surface.csv" in gp and "splot" in gp and "pm3d" in gp
-    s1, s2 = io.load(out / "slice_d1.csv"), io.load(out / "slice_d2.csv")
+    # both slices in one file: gnuplot/loadtxt columns, and load_slices gives them back
+    slices = io.load_slices(out / "slices.csv")
+    s1, s2 = slices["d1"], slices["d2"]
     assert s1.loss.ndim == s2.loss.ndim == 1
     assert not np.array_equal(s1.loss, s2.loss)  # two different directions
+    header = [ln for ln in (out / "slices.csv").read_text().splitlines() if ln.startswith("#")]
+    columns = header[-1].lstrip("# ").removeprefix("columns:").split()
+    table = np.loadtxt(out / "slices.csv", comments="#", ndmin=2)
+    if s1.accuracy is not None:
+        assert columns == ["alpha", "loss_d1", "accuracy_d1", "loss_d2", "accuracy_d2"]
+        assert_allclose(table[:, 3], s2.loss, rtol=1e-12)
+    else:
+        assert columns == ["alpha", "loss_d1", "loss_d2"]
+        assert_allclose(table[:, 2], s2.loss, rtol=1e-12)
+    assert_allclose(table[:, 0], s1.alphas, rtol=1e-12)
+    assert_allclose(table[:, 1], s1.loss, rtol=1e-12)
+    assert not any(n.startswith("slice_d") for n in report["files"])
 
 
 def _theta(out):
@@ -281,7 +295,7 @@ def test_corrupt_and_truncated_files_end_in_one_line_naming_the_file(tmp_path, c
     text.write_text("not numbers")
     wrong = tmp_path / "theta_wrong.npz"
     np.savez(wrong, weights=np.zeros(3))
-    for path, word in ((bad_theta, "not a readable .npz"), (text, "not a readable .npz"),
+    for path, word in ((bad_theta, "truncated or corrupt"), (text, "cannot read it"),
                        (wrong, "no array 'theta'")):  # fmt: skip
         for cmd in ("hessian", "landscape"):
             code = _main([cmd, "--theta", str(path), "--out", str(tmp_path / f"o-{cmd}"),
@@ -290,11 +304,20 @@ def test_corrupt_and_truncated_files_end_in_one_line_naming_the_file(tmp_path, c
             assert code == 2
             _one_line_error(err, path.name, word)
             assert not (tmp_path / f"o-{cmd}").exists()
-    # plot of a file that is not a surface
+    # plot of a file that is not a surface, and of a damaged surface: io's FileFormatError,
+    # its one line naming the file once
     code = _main(["plot", str(theta), "--out", str(tmp_path / "p.png")])
     _, err = capsys.readouterr()
     assert code == 2
-    _one_line_error(err, "theta.npz")
+    _one_line_error(err, "theta.npz", "parameters")
+    assert err.count("theta.npz") == 1
+    surf = tmp_path / "surface_cut.npz"
+    surf.write_bytes((run / "surface.npz").read_bytes()[:200])
+    code = _main(["plot", str(surf), "--out", str(tmp_path / "q.png")])
+    _, err = capsys.readouterr()
+    assert code == 2
+    _one_line_error(err, f"{surf}: ")
+    assert err.count("surface_cut.npz") == 1 and not (tmp_path / "q.png").exists()
 
 
 def test_lock_refuses_a_second_writer(tmp_path):
@@ -362,7 +385,7 @@ def test_overwrite_replaces_the_whole_directory_and_files_follow_the_umask(tmp_p
     assert (out / "contour.pdf").read_bytes()[:5] == b"%PDF-"
     report = json.loads((out / "report.json").read_text())
     assert sorted(names) == report["files"]
-    assert {"slice_d1.csv", "slice_d2.csv", "slices.pdf", "surface3d.pdf"} <= names
+    assert {"slices.csv", "slices.pdf", "surface3d.pdf", "contour.pdf", "spectrum.pdf"} <= names
     # a directory holding other files is never replaced
     (out / "notes.txt").write_text("mine")
     code = _main(["landscape", "--out", str(out), "--overwrite", *FAST])
@@ -613,20 +636,54 @@ def test_talks_on_stderr_within_two_seconds_and_quiet_is_silent(tmp_path):
     assert proc.returncode == 0 and stdout == "" and err == ""
 
 
-def test_cold_kernel_cache_is_detected(tmp_path):
-    from fastscape.cli import kernels_cold
+def _warmup_processes(marker: str) -> list[int]:
+    """Ids of running ``fastscape._warmup`` processes whose environment holds ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                environ = fh.read()
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                state = fh.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if b"fastscape._warmup" in cmdline and marker.encode() in environ and state != b"Z":
+            found.append(int(entry))
+    return found
 
-    # compile (or load) what a landscape run uses, then the cache is warm
-    model = fastscape.MLP([2, 3, 2])
-    X, y = datasets.blobs(20)
-    fastscape.fit(model, X, y, method="adam", steps=2)
-    fastscape.slice_1d(model, model.init(0), np.ones(17), X, y, 3, progress=False)
-    assert kernels_cold() is False
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "empty-cache")}
-    out = subprocess.run([sys.executable, "-c", "from fastscape.cli import kernels_cold; "
-                          "print(kernels_cold())"], env=env, capture_output=True, text=True,
-                         check=True).stdout  # fmt: skip
-    assert out.strip() == "True"
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_cold_cache_compiles_in_the_background_and_ctrl_c_leaves_no_process(tmp_path):
+    import signal
+    import time
+
+    cache = str(tmp_path / "cold-cache")
+    env = {**os.environ, "FASTSCAPE_CACHE_DIR": cache, "NUMBA_CACHE_DIR": ""}
+    # a training that runs for minutes unless interrupted
+    proc = _cli("landscape", "--out", str(tmp_path / "o"), "--steps", "10000000", "--gtol",
+                "1e-300", "--points", "5", env=env)  # fmt: skip
+    lines = []
+    while not any(ln.startswith("fastscape: training") for ln in lines):
+        line = proc.stderr.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    assert any("compiling kernels for this machine in the background" in ln for ln in lines)
+    deadline = time.monotonic() + 30
+    while len(_warmup_processes(cache)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = _warmup_processes(cache)
+    assert len(started) == 2, started  # the grid's kernels and the exact Hessian's
+    time.sleep(0.5)  # training
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert _warmup_processes(cache) == []
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob("o.tmp-*"))
 
 
 def test_checkpoint_resumes_the_grid(tmp_path):

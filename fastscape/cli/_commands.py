@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -11,20 +12,21 @@ import numpy as np
 from ._common import (
     FIGURE_FORMATS,
     CLIError,
-    _save_theta,
+    _figure,
     _settings,
     _summary,
     _Talk,
     _versions,
     _write_json,
-    save_figure,
 )  # fmt: skip
 from ._compute import (
     _announce_compile,
     _check_training,
+    _curvature_job,
     _curvature_report,
     _fit,
     _run_curvature,
+    _warm_up,
     describe_point,
 )  # fmt: skip
 from ._data import _refuse
@@ -40,15 +42,15 @@ def cmd_hessian(args) -> int:
     talk = _Talk(args.quiet)
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
     output = OutputDir(args.out, args.overwrite)
-    with output as out:
+    with output as out, contextlib.ExitStack() as stack:
         model, data, _, classes, theta, source, _ = _prepare(args, talk)
-        _announce_compile(talk)
+        warm = stack.enter_context(_warm_up(model, [_curvature_job(model)], talk))
         if theta is None:
             res = _fit(args, model, data, talk)
             theta = res.theta
             _check_training(res, model, data, talk, classes)
             source = {"trained": res.method, "steps": res.n_steps, "stop_reason": res.stop_reason}
-        curv = _run_curvature(args, model, theta, data, talk, args.top)
+        curv = _run_curvature(args, model, theta, data, talk, args.top, warm)
         density = curv["density"]
         k = len(curv["top"])
         report = {
@@ -64,12 +66,12 @@ def cmd_hessian(args) -> int:
             "warnings": talk.warnings,
             "wall_time_s": time.perf_counter() - t_start,
         }  # fmt: skip
-        from .. import plot
+        from .. import io, plot
 
         talk(f"writing {args.out}")
         files = ["hessian.json", "theta.npz"]
-        _save_theta(out / "theta.npz", model, theta)
-        files += save_figure(plot.spectrum(density), out, "spectrum", args.format, args.dpi)
+        io.save_theta(out / "theta.npz", model, theta)
+        files += _figure(plot.spectrum(density), out, "spectrum", args)
         report["files"] = sorted(files)
         _write_json(out / "hessian.json", report)
         output.commit()
@@ -100,15 +102,17 @@ def cmd_connect(args) -> int:
     t_start = time.perf_counter()
     talk = _Talk(args.quiet)
     output = OutputDir(args.out, args.overwrite)
-    with output as out:
+    with output as out, contextlib.ExitStack() as stack:
         model, data, _, classes, _, _, _ = _prepare(args, talk)
-        _announce_compile(talk)
+        # the paths are evaluated by the span engine, like the grids of landscape
+        warm = stack.enter_context(_warm_up(model, ["landscape"], talk))
         res_a = _fit(args, model, data, talk)
         _check_training(res_a, model, data, talk, classes)
         res_b = _fit(args, model, data, talk, seed=args.seed + 1)
         _check_training(res_b, model, data, talk, classes)
         talk(f"paths: the straight segment and a Bézier curve ({args.bezier_steps} steps), "
              f"{args.points} points each")  # fmt: skip
+        warm.wait("landscape")
         mc = mode_connectivity(model, res_a.theta, res_b.theta, data, None, ts=args.points,
                                fit=True, steps=args.bezier_steps, seed=args.seed,
                                progress=None if not args.quiet else False,
@@ -131,7 +135,7 @@ def cmd_connect(args) -> int:
         }  # fmt: skip
         talk(f"writing {args.out}")
         paths = [mc.linear] + ([mc.curve] if mc.curve is not None else [])
-        files = save_figure(plot.path_profile(paths), out, "paths", args.format, args.dpi)
+        files = _figure(plot.path_profile(paths), out, "paths", args)
         report["files"] = sorted([*files, "connect.json"])
         _write_json(out / "connect.json", report)
         output.commit()
@@ -177,7 +181,8 @@ def cmd_eos(args) -> int:
             data = model.batch(X, y)
         else:
             model, data, _, _, _, _, _ = _prepare(args, talk)
-        _announce_compile(talk)
+        # λmax is measured from the first step on: no training to overlap a compilation with
+        _announce_compile(talk, "hvp")
         lr, steps = args.lr or 0.1, args.steps or 800
         talk(f"full-batch GD: η = {lr:g}, {steps} steps, λmax every {args.every}")
         res = edge_of_stability(model, data, None, lr=lr, steps=steps, every=args.every,
@@ -195,7 +200,7 @@ def cmd_eos(args) -> int:
             "wall_time_s": time.perf_counter() - t_start,
         }  # fmt: skip
         talk(f"writing {args.out}")
-        files = save_figure(plot.eos(res), out, "eos", args.format, args.dpi)
+        files = _figure(plot.eos(res), out, "eos", args)
         report["files"] = sorted([*files, "eos.json"])
         _write_json(out / "eos.json", report)
         output.commit()
@@ -223,11 +228,12 @@ def cmd_plot(args) -> int:
         raise CLIError(f"{path}: no such file")
     try:
         result = io.load(path)
-    except (KeyError, ValueError, OSError, EOFError) as exc:
-        raise CLIError(f"{path}: not a surface or slice saved by fastscape ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0] if str(exc) else ''})") from None  # fmt: skip
-    except Exception as exc:  # zip/HDF5 errors of corrupt files
-        raise CLIError(f"{path}: cannot read it ({type(exc).__name__})") from None
+    except io.FileFormatError as exc:
+        if "load_slices" not in exc.problem:  # io's words for a file of several slices
+            raise
+        result = io.load_slices(path)
+        if len(result) != 2:
+            raise CLIError(f"{path}: holds {len(result)} slices; plot draws one or two") from None
     target = Path(args.out) if args.out else path.with_suffix("")
     formats = args.format
     if target.suffix.lower().lstrip(".") in FIGURE_FORMATS:
@@ -241,7 +247,9 @@ def cmd_plot(args) -> int:
         raise CLIError(
             f"{existing[0]} exists; pass --overwrite to replace it or choose another --out"
         )
-    if isinstance(result, Slice):
+    if isinstance(result, dict):
+        fig = plot.slices(*result.values(), log=args.log)
+    elif isinstance(result, Slice):
         fig = plot.slice_plot(result, log=args.log)
     elif args.kind == "3d":
         fig = plot.surface3d(result, log=args.log)
@@ -249,20 +257,11 @@ def cmd_plot(args) -> int:
         fig = plot.heatmap(result, log=args.log)
     else:
         fig = plot.contour(result, log=args.log)
-    import matplotlib.pyplot as plt
-
-    from ..landscape import atomic_write
-
     mask = _umask()
-    try:
-        for fmt, dest in zip(formats, outputs):
-            atomic_write(dest, lambda tmp, f=fmt: fig.savefig(tmp, dpi=args.dpi, format=f,
-                                                               bbox_inches="tight"),
-                         suffix=f".{fmt}")  # fmt: skip
-            os.chmod(dest, 0o666 & ~mask)
-    finally:
-        plt.close(fig)
+    written = plot.save(fig, target, formats, args.dpi)
+    for dest in written:
+        os.chmod(dest, 0o666 & ~mask)  # the temporary file was private
     if not args.quiet:
-        for dest in outputs:
+        for dest in written:
             print(f"wrote {dest}")
     return 0

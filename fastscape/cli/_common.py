@@ -20,6 +20,7 @@ LOSSES = ("softmax_ce", "logistic", "mse")
 FIGURE_FORMATS = ("png", "pdf", "svg")
 MAX_INFERRED_CLASSES = 50  # integer targets with more distinct values: ask for --loss
 NEAR_CRITICAL = 1e-3  # ‖∇L‖ below this (and above the critical tolerance): "near-critical"
+EXACT_MAX_PARAMS = 2000  # curvature from the exact Hessian up to this many parameters
 CRITICAL = 1e-5  # ‖∇L‖ at or below this: a critical point
 # Grid budget: refuse (unless --force) beyond these. The time constant is calibrated on the span
 # engine (see _grid_estimate); the limits are deliberately generous: only jobs far beyond the
@@ -121,23 +122,9 @@ def _human_bytes(b: float) -> str:
     return ""
 
 
-def _save_theta(path: Path, model, theta: np.ndarray) -> None:
-    """Parameters and model spec, loadable by ``--theta`` (the spec builds the model)."""
-    with open(path, "wb") as fh:
-        np.savez(fh, theta=theta, sizes=np.array(model.sizes),
-                 activation=model.activation, loss=model.loss_name)  # fmt: skip
+def _figure(fig, out: Path, stem: str, args) -> list[str]:
+    """Save ``fig`` as ``out/stem.<format>`` for each of --format at --dpi (with
+    :func:`fastscape.plot.save`); returns the file names."""
+    from .. import plot
 
-
-def save_figure(fig, directory: Path, stem: str, formats: Sequence[str], dpi: int) -> list[str]:
-    """Save ``fig`` as ``directory/stem.<format>`` for each format; returns the file names."""
-    import matplotlib.pyplot as plt
-
-    names = []
-    try:
-        for fmt in formats:
-            name = f"{stem}.{fmt}"
-            fig.savefig(directory / name, dpi=dpi, format=fmt, bbox_inches="tight")
-            names.append(name)
-    finally:
-        plt.close(fig)
-    return names
+    return [p.name for p in plot.save(fig, out / stem, args.format, args.dpi)]

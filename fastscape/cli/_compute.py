@@ -11,6 +11,7 @@ import numpy as np
 
 from ._common import (
     CRITICAL,
+    EXACT_MAX_PARAMS,
     MAX_GRID_MEMORY_FRACTION,
     MAX_GRID_SECONDS,
     NEAR_CRITICAL,
@@ -37,22 +38,20 @@ def _fit(args, model, data, talk: _Talk, seed: int | None = None):
     steps = args.steps or (50 if method == "newton" else 3000)
     gtol = args.gtol or (1e-8 if method == "newton" else 1e-4)
     seed = args.seed if seed is None else seed
-    extra = {}
-    if _accepts(fit, "progress"):
-        extra["progress"] = None if not args.quiet else False
     talk(f"training {model!r}: {method}, lr {lr:g}, up to {steps} steps or ‖∇L‖ ≤ {gtol:g}"
          + (f" (seed {seed})" if seed != args.seed else ""))  # fmt: skip
     return fit(model, data, None, method=method, lr=lr, steps=steps, seed=seed, gtol=gtol,
-               batch_size=args.batch_size, record_every=max(1, steps // 50), **extra)  # fmt: skip
+               batch_size=args.batch_size, record_every=max(1, steps // 50),
+               progress=not args.quiet)  # fmt: skip
 
 
 def _check_training(res, model, train, talk: _Talk, classes) -> None:
     """Warn when the model did not train: divergence, no loss decrease, chance accuracy."""
     stop = res.stop_reason
     losses = res.loss_history
-    if stop in ("diverged", "nonfinite"):
+    if stop == "diverged":
         talk.warn(
-            f"training diverged (stop reason {stop!r}; the loss reached {np.max(losses):.3g}); "
+            f"training diverged (the loss reached {np.nanmax(losses):.3g}); "
             "the parameters are the last finite iterate: lower --lr"
         )
     elif losses.size >= 2 and not losses[-1] < losses[0]:
@@ -150,7 +149,7 @@ def _solver_budget(fn: Callable, tol: float, max_hvps: int, k: int, n: int, prog
 
 def _curvature(
     model, theta, data, k: int, seed: int, grad_tol: float = CRITICAL, *,
-    exact_max_params: int = 2000, device: str = "cpu", tol: float = 1e-6,
+    exact_max_params: int = EXACT_MAX_PARAMS, device: str = "cpu", tol: float = 1e-6,
     max_hvps: int = 1000, progress: bool | None = False,
 ) -> dict:  # fmt: skip
     """Top/bottom eigenvalues, trace, density and classification.
@@ -251,12 +250,14 @@ def _curvature_report(curv: dict, args) -> dict:
             "is_near_critical": curv["grad_norm"] <= NEAR_CRITICAL}  # fmt: skip
 
 
-def _run_curvature(args, model, theta, data, talk: _Talk, k: int) -> dict:
-    if model.n_params <= 2000:
+def _run_curvature(args, model, theta, data, talk: _Talk, k: int, warm=None) -> dict:
+    if model.n_params <= EXACT_MAX_PARAMS:
         talk(f"curvature: exact Hessian ({model.n_params} parameters)")
     else:
         talk(f"curvature: Lanczos at both ends of the spectrum ({model.n_params} parameters, "
              f"at most {args.max_hvps} HVPs per end, tol {args.tol:g})")  # fmt: skip
+    if warm is not None:
+        warm.wait(_curvature_job(model))
     progress = None if not args.quiet else False
     curv = _curvature(model, theta, data, k, args.seed, device=args.device, tol=args.tol,
                       max_hvps=args.max_hvps, progress=progress)  # fmt: skip
@@ -265,45 +266,27 @@ def _run_curvature(args, model, theta, data, talk: _Talk, k: int) -> dict:
     return curv
 
 
-def _announce_compile(talk: _Talk) -> None:
-    if kernels_cold():
-        talk("compiling kernels for this machine (first run only, ~1 min)")
+def _curvature_job(model) -> str:
+    """The warm-up job of the curvature stage: the exact Hessian or Lanczos."""
+    return "hessian" if model.n_params <= EXACT_MAX_PARAMS else "hvp"
 
 
-# kernels whose cache index tells whether this machine has compiled the CPU kernels before
-_KEY_KERNELS = {"mlp": ("chunk_loss", "output_loss_serial"), "span": ("span_block_hidden",)}
+def _warm_up(model, jobs, talk: _Talk):
+    """Start compiling the kernels of ``jobs`` in background processes when the on-disk cache
+    does not hold them (:mod:`fastscape._warmup`); returns the :class:`~fastscape._warmup.Warmup`
+    to ``wait`` on before each stage and to ``close`` in a ``finally``."""
+    from .. import _warmup
+
+    warm = _warmup.start(model, dict.fromkeys(jobs))
+    if warm.jobs:
+        talk("compiling kernels for this machine in the background (first run only, about a "
+             "minute)")  # fmt: skip
+    return warm
 
 
-def _kernel_index_files() -> tuple[list[str], list[str]]:
-    """Cache index files of the key kernels, and of every cached kernel of their modules."""
-    import importlib
+def _announce_compile(talk: _Talk, job: str) -> None:
+    """Say that the kernels are compiled in this process (commands without warm-up)."""
+    from .. import _warmup
 
-    key: list[str] = []
-    every: list[str] = []
-    for module, names in _KEY_KERNELS.items():
-        try:
-            mod = importlib.import_module(f"fastscape.kernels.{module}")
-        except ImportError:
-            continue
-        for name in dir(mod):
-            cache = getattr(getattr(mod, name), "_cache", None)
-            index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
-            if isinstance(index, str):
-                every.append(index)
-                if name in names:
-                    key.append(index)
-    return key, every
-
-
-def kernels_cold() -> bool:
-    """True when the compiled CPU kernels are not in Numba's on-disk cache yet (first run).
-
-    Cheap: it checks whether the cache index files of a few key kernels exist where Numba
-    looks for them at run time (``NUMBA_CACHE_DIR`` when set, else ``__pycache__`` beside the
-    kernels); it compiles nothing. When none of the key kernels is found (renamed), any
-    cached kernel of their modules counts.
-    """
-    key, every = _kernel_index_files()
-    if key:
-        return not all(os.path.exists(p) for p in key)
-    return bool(every) and not any(os.path.exists(p) for p in every)
+    if _warmup.is_cold(job):
+        talk("compiling kernels for this machine (first run only, about a minute)")

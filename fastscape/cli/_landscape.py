@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -9,24 +10,24 @@ import numpy as np
 
 from ._common import (
     CLIError,
+    _figure,
     _human_bytes,
     _human_seconds,
-    _save_theta,
     _settings,
     _summary,
     _Talk,
     _versions,
     _write_json,
-    save_figure,
 )
 from ._compute import (
-    _announce_compile,
     _check_grid_budget,
     _check_training,
+    _curvature_job,
     _curvature_report,
     _fit,
     _grid,
     _run_curvature,
+    _warm_up,
     describe_point,
 )  # fmt: skip
 from ._model import _prepare
@@ -49,7 +50,7 @@ def cmd_landscape(args) -> int:
     if loaded and args.directions == "pca":
         raise CLIError("--directions pca needs a training trajectory: not with --theta/--torch")
     output = OutputDir(args.out, args.overwrite)
-    with output as out:
+    with output as out, contextlib.ExitStack() as stack:
         t = time.perf_counter()
         model, train, test, classes, theta, source, d = _prepare(args, talk, split=True)
         timings["data_s"] = time.perf_counter() - t
@@ -58,7 +59,10 @@ def cmd_landscape(args) -> int:
         est_s, est_b = _check_grid_budget(args, model, train.X.shape[0],
                                           0 if test is None else test.X.shape[0],
                                           alphas_n, betas_n)  # fmt: skip
-        _announce_compile(talk)
+        jobs = ["landscape", _curvature_job(model)]
+        if args.directions == "hessian":
+            jobs.insert(0, "hvp")
+        warm = stack.enter_context(_warm_up(model, jobs, talk))  # closed on any exit
 
         t = time.perf_counter()
         res = None
@@ -85,9 +89,11 @@ def cmd_landscape(args) -> int:
             direction_info = {"kind": "pca",
                               "explained_variance_ratio": pca.explained_variance_ratio}  # fmt: skip
         else:
+            warm.wait("hvp")
             eig = top_eigen(model, theta, train, k=2, method="lanczos" if model.n_params > 3 else
                             "exact", which="LA", seed=args.seed, device=args.device)  # fmt: skip
-            d1, d2 = eig.eigenvectors[0], eig.eigenvectors[1]
+            d1, d2 = (dirs.Direction(np.asarray(v, dtype=np.float64), "hessian", "unit")
+                      for v in eig.eigenvectors[:2])  # fmt: skip
             direction_info = {"kind": "hessian", "eigenvalues": eig.eigenvalues}
         if trajectory_xy is None and res is not None and res.trajectory is not None:
             # project the training path onto the plane of (d1, d2) for the overlay
@@ -110,8 +116,13 @@ def cmd_landscape(args) -> int:
                 kw["checkpoint_dir"] = Path(args.checkpoint) / name
             return kw
 
-        s1 = slice_1d(model, theta, d1, train, None, alphas, **engine("slice_d1"))
-        s2 = slice_1d(model, theta, d2, train, None, betas, **engine("slice_d2"))
+        warm.wait("landscape")
+        # both slices on one coordinate vector (they share slices.csv): the grid's own when
+        # its axes agree, else the union of both axes (each slice keeps its axis's points)
+        same = alphas.shape == betas.shape and np.array_equal(alphas, betas)
+        coords = alphas if same else np.union1d(alphas, betas)
+        s1 = slice_1d(model, theta, d1, train, None, coords, **engine("slice_d1"))
+        s2 = slice_1d(model, theta, d2, train, None, coords, **engine("slice_d2"))
         surf = surface_2d(model, theta, d1, d2, train, None, alphas, betas, **engine("surface"))
         surf_test = (surface_2d(model, theta, d1, d2, test, None, alphas, betas,
                                 **engine("surface_test"))
@@ -119,7 +130,7 @@ def cmd_landscape(args) -> int:
         timings["landscape_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        curv = _run_curvature(args, model, theta, train, talk, args.top)
+        curv = _run_curvature(args, model, theta, train, talk, args.top, warm)
         timings["curvature_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -210,18 +221,14 @@ def cmd_landscape(args) -> int:
 
 
 def _export_landscape(args, out: Path, model, theta, surf, surf_test, s1, s2, curv, trajectory_xy):
-    import matplotlib.pyplot as plt
-
     from .. import io, plot
 
-    files = ["surface.csv", "surface.npz", "slice_d1.csv", "slice_d2.csv", "surface.gp",
-             "theta.npz"]  # fmt: skip
+    files = ["surface.csv", "surface.npz", "slices.csv", "surface.gp", "theta.npz"]
     io.write_gnuplot(surf, out / "surface.gp", data_path=out / "surface.csv",
                      output="surface_gp.png")  # fmt: skip
     io.save_npz(surf, out / "surface.npz")
-    io.save_csv(s1, out / "slice_d1.csv")
-    io.save_csv(s2, out / "slice_d2.csv")
-    _save_theta(out / "theta.npz", model, theta)
+    io.save_slices({"d1": s1, "d2": s2}, out / "slices.csv")
+    io.save_theta(out / "theta.npz", model, theta)
     try:
         io.save_hdf5(surf, out / "surface.h5")
         files.append("surface.h5")
@@ -231,20 +238,24 @@ def _export_landscape(args, out: Path, model, theta, surf, surf_test, s1, s2, cu
         io.save_csv(surf_test, out / "surface_test.csv")
         io.save_npz(surf_test, out / "surface_test.npz")
         files += ["surface_test.csv", "surface_test.npz"]
-    # log-spaced levels when the loss spans over two decades on the grid
-    log = bool(surf.loss.min() > 0 and surf.loss.max() > 100 * surf.loss.min())
-    fig_kw = {"formats": args.format, "dpi": args.dpi}
+    log = _log_scale(args, surf)
     if trajectory_xy is not None:
         fig = plot.trajectory(surf, trajectory_xy, log=log)
     else:
         fig = plot.contour(surf, log=log)
-    files += save_figure(fig, out, "contour", **fig_kw)
-    files += save_figure(plot.surface3d(surf, log=log), out, "surface3d", **fig_kw)
-    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.2))
-    plot.slice_plot(s1, ax=axes[0], title="along d1")
-    plot.slice_plot(s2, ax=axes[1], title="along d2")
-    axes[1].set_xlabel("β")
-    fig.tight_layout()
-    files += save_figure(fig, out, "slices", **fig_kw)
-    files += save_figure(plot.spectrum(curv["density"]), out, "spectrum", **fig_kw)
+    files += _figure(fig, out, "contour", args)
+    files += _figure(plot.surface3d(surf, log=log), out, "surface3d", args)
+    files += _figure(plot.slices(s1, s2, log=log), out, "slices", args)
+    files += _figure(plot.spectrum(curv["density"]), out, "spectrum", args)
     return files
+
+
+def _log_scale(args, surf) -> bool:
+    """--log / --linear, else log when the loss spans over two decades on the grid."""
+    if args.log is not None:
+        if args.log and not surf.loss.min() > 0:
+            raise CLIError(
+                f"--log needs a positive loss on the grid (its minimum is {surf.loss.min():.3g})"
+            )
+        return args.log
+    return bool(surf.loss.min() > 0 and surf.loss.max() > 100 * surf.loss.min())

@@ -33,58 +33,36 @@ def _build_model(args, d: int, loss: str, n_classes: int | None):
     return _spec_model([d, *hidden, out], args.activation or "tanh", loss)
 
 
-def _npz_error(path: Path, exc: BaseException) -> CLIError:
-    return CLIError(
-        f"{path}: not a readable .npz file (truncated or corrupt: {type(exc).__name__})"
-    )
+def _load_theta(path, args, X: np.ndarray, y: np.ndarray):
+    """Model and parameters from a theta file (:func:`fastscape.io.load_theta`).
 
+    A file with its model's description builds the model (checked against --hidden,
+    --activation and --loss); a bare parameter vector (or W0, b0, ... layers) is read into the
+    model the options describe.
+    """
+    from .. import io
 
-def read_theta_file(path) -> tuple[dict | None, np.ndarray | list]:
-    """``(spec, theta)`` from a theta file; ``spec`` holds sizes/activation/loss when the file
-    carries them (files written by fastscape do), else None; ``theta`` is the array 'theta' or
-    the list of layers (W0, b0), (W1, b1), ..."""
-    import zipfile
-    import zlib
-
-    p = Path(path)
-    if not p.is_file():
+    if not Path(path).is_file():
         raise CLIError(f"--theta {path}: no such file")
     try:
-        with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-            names = set(f.files)
-            spec = None
-            if {"sizes", "activation", "loss"} <= names:
-                spec = {"sizes": [int(s) for s in f["sizes"]], "activation": str(f["activation"]),
-                        "loss": str(f["loss"])}  # fmt: skip
-            if "theta" in names:
-                return spec, np.asarray(f["theta"], dtype=np.float64)
-            layers = []
-            while f"W{len(layers)}" in names and f"b{len(layers)}" in names:
-                i = len(layers)
-                layers.append((np.asarray(f[f"W{i}"]), np.asarray(f[f"b{i}"])))
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, ValueError) as exc:
-        raise _npz_error(p, exc) from None
-    if not layers:
-        raise CLIError(
-            f"--theta {path}: holds no array 'theta' nor layers W0, b0, ... (has {sorted(names)})"
-        )
-    return spec, layers
-
-
-def _theta_for(model, theta, path) -> np.ndarray:
-    if isinstance(theta, list):
-        try:
-            return model.flatten(theta)
-        except ValueError as exc:
-            raise CLIError(f"--theta {path}: {exc}") from None
-    if theta.shape != (model.n_params,):
-        raise CLIError(
-            f"--theta {path}: {theta.size} parameters, the model {list(model.sizes)} has "
-            f"{model.n_params}"
-        )
+        model, theta = io.load_theta(path)
+    except io.FileFormatError as exc:
+        # io says so in these words when the file holds parameters and no model description;
+        # any other problem (a damaged file, no parameters) is reported as it is
+        if "without a model description" not in exc.problem:
+            raise
+        loss = _task(args, y)
+        _, classes = _targets(args, y, loss)
+        model = _build_model(args, X.shape[1], loss, None if classes is None else classes.size)
+        _check_fits_data(model, X.shape[1], str(path))
+        model, theta = io.load_theta(path, model)
+    else:
+        _refuse(args, ("--model",), f"with {path}: its stored spec gives the model")
+        _check_spec_against_options(args, model.sizes, model.activation, str(path))
+        loss = _task(args, y, loaded_loss=model.loss_name)
     if not np.isfinite(theta).all():
         raise CLIError(f"--theta {path}: the parameters contain non-finite values")
-    return theta
+    return model, theta
 
 
 def _size_difference(a: Sequence[int], b: Sequence[int]) -> str:
@@ -115,39 +93,35 @@ def _check_spec_against_options(args, sizes: Sequence[int], activation: str, sou
         raise CLIError(f"{source} holds a {activation} model; --activation says {args.activation}")
 
 
-def _model_from_state_dict(state: dict, args, loss: str, path) -> tuple:
-    tensors = [(k, v) for k, v in state.items() if hasattr(v, "ndim")]
-    layers = []
-    i = 0
-    while i < len(tensors):
-        name, W = tensors[i]
-        if W.ndim != 2:
-            raise CLIError(f"--torch {path}: tensor {name} of shape {tuple(W.shape)} is not a "
-                           "Linear weight (expected weight, bias pairs)")  # fmt: skip
-        if i + 1 >= len(tensors) or tensors[i + 1][1].ndim != 1:
-            raise CLIError(f"--torch {path}: the weight {name} has no bias after it")
-        b = tensors[i + 1][1]
-        layers.append((W.detach().double().cpu().numpy(), b.detach().double().cpu().numpy()))
-        i += 2
-    if not layers:
-        raise CLIError(f"--torch {path}: the state_dict holds no Linear layers")
-    sizes = [layers[0][0].shape[1]] + [W.shape[0] for W, _ in layers]
-    for j in range(1, len(layers)):
-        if layers[j][0].shape[1] != layers[j - 1][0].shape[0]:
-            raise CLIError(f"--torch {path}: layers {j - 1} and {j} do not chain")
-    if len(sizes) > 2 and args.activation is None:
-        raise CLIError(
-            f"--torch {path} is a state_dict, which holds no activation: pass --activation"
-        )
-    _check_spec_against_options(args, sizes, args.activation or "identity", f"--torch {path}")
+def _torch_load(path: Path):
+    """What ``torch.save`` wrote: a state_dict loads with ``weights_only=True``; a whole module
+    needs the full unpickler (``weights_only=False``, which runs the file's pickled code: load
+    only files you trust, as with ``torch.load``)."""
+    import pickle
+
+    import torch
+
     try:
-        model = _spec_model(sizes, args.activation or "identity", loss)
-        return model, model.flatten(layers)
-    except ValueError as exc:
-        raise CLIError(f"--torch {path}: {exc}") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # the weights-only unpickler refuses modules
+        pass
+    except Exception as exc:  # zip and torch errors of a damaged or foreign file
+        raise CLIError(
+            f"--torch {path}: cannot load it ({type(exc).__name__}: {exc})".splitlines()[0]
+        ) from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CLIError(
+            f"--torch {path}: cannot load it ({type(exc).__name__}: {exc})".splitlines()[0]
+        ) from None
 
 
 def _load_torch(path: str, args, y: np.ndarray):
+    """Model and parameters from a ``torch.save``'d module or state_dict
+    (:meth:`fastscape.MLP.from_torch`)."""
+    from collections.abc import Mapping
+
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"--torch {path}: no such file")
@@ -155,26 +129,31 @@ def _load_torch(path: str, args, y: np.ndarray):
         import torch
     except ImportError:
         raise CLIError("--torch needs PyTorch: pip install torch") from None
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:  # pickle, zip and torch errors alike
-        raise CLIError(
-            f"--torch {path}: cannot load it ({type(exc).__name__}: {exc})".splitlines()[0]
-        ) from None
     from ..models import MLP
 
+    obj = _torch_load(p)
+    loss = _task(args, y)
     if isinstance(obj, torch.nn.Module):
         _refuse(args, ("--hidden", "--activation"), "with a saved module (its layers say them)")
-        try:
-            model, theta = MLP.from_torch(obj, loss=_task(args, y))
-        except ValueError as exc:
-            raise CLIError(f"--torch {path}: {exc}") from None
-        return model, theta
-    if isinstance(obj, dict):
-        return _model_from_state_dict(obj, args, _task(args, y), path)
-    raise CLIError(
-        f"--torch {path}: holds a {type(obj).__name__}, not an nn.Module or a state_dict"
-    )
+        kw = {}
+    elif isinstance(obj, Mapping):
+        weights = [v for v in obj.values() if getattr(v, "ndim", None) == 2]
+        if len(weights) > 1 and args.activation is None:
+            raise CLIError(
+                f"--torch {path} is a state_dict, which holds no activation: pass --activation"
+            )
+        kw = {"activation": args.activation}
+    else:
+        raise CLIError(
+            f"--torch {path}: holds a {type(obj).__name__}, not an nn.Module or a state_dict"
+        )
+    try:
+        model, theta = MLP.from_torch(obj, loss=loss, **kw)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"--torch {path}: {exc}") from None
+    if kw:
+        _check_spec_against_options(args, model.sizes, model.activation, f"--torch {path}")
+    return model, theta
 
 
 def _prepare(args, talk: _Talk, *, split: bool = False):
@@ -197,18 +176,8 @@ def _prepare(args, talk: _Talk, *, split: bool = False):
         _refuse(args, ("--method", "--lr", "--steps", "--gtol", "--batch-size"),
                 "with loaded parameters (nothing is trained)")  # fmt: skip
     if theta_path:
-        spec, raw = read_theta_file(theta_path)
-        if spec is not None:
-            _refuse(args, ("--model",), f"with {theta_path}: its stored spec gives the model")
-            _check_spec_against_options(args, spec["sizes"], spec["activation"], str(theta_path))
-            loss = _task(args, y, loaded_loss=spec["loss"])
-            model = _spec_model(spec["sizes"], spec["activation"], loss)
-        else:  # a bare parameter vector: the options describe the model
-            loss = _task(args, y)
-            _, classes = _targets(args, y, loss)
-            model = _build_model(args, X.shape[1], loss, None if classes is None else classes.size)
+        model, theta = _load_theta(theta_path, args, X, y)
         _check_fits_data(model, X.shape[1], str(theta_path))
-        theta = _theta_for(model, raw, theta_path)
         source = {"theta_file": str(theta_path)}
     elif torch_path:
         _refuse(args, ("--model",), "with --torch: the file gives the model")

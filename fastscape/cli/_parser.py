@@ -287,6 +287,13 @@ def _landscape_parser(sub) -> None:
     )  # fmt: skip
     _add_curvature_budget(p)
     _add_output_options(p, "fastscape-out")
+    scale = p.add_argument_group("figure scale").add_mutually_exclusive_group()
+    scale.add_argument(
+        "--log", dest="log", action="store_true", default=None,
+        help="log-spaced contour levels, log loss axes on the slices and log10(loss) on the 3D "
+        "plot (default: when the loss on the grid spans more than two decades)",
+    )  # fmt: skip
+    scale.add_argument("--linear", dest="log", action="store_false", help="linear scales even then")
     p.set_defaults(func=cmd_landscape)
 
 
