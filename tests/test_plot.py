@@ -185,6 +185,19 @@ def test_slices_figure_labels_beta_on_the_right(trained):
     assert_array_equal(right.lines[0].get_ydata(), trained["s2"].loss)
 
 
+def test_log_loss_axes_keep_their_decade_ticks(trained):
+    from matplotlib.ticker import LogLocator, MaxNLocator
+
+    fig = plot.slices(trained["s1"], trained["s2"], log=True)
+    _render(fig)
+    for ax in fig.axes[:2]:
+        assert ax.get_yscale() == "log"
+        assert isinstance(ax.yaxis.get_major_locator(), LogLocator)
+        assert isinstance(ax.xaxis.get_major_locator(), MaxNLocator)
+    lin = plot.slices(trained["s1"], trained["s2"])
+    assert isinstance(lin.axes[0].yaxis.get_major_locator(), MaxNLocator)
+
+
 def test_surface3d_log_scale_has_a_labelled_colour_bar(trained):
     rand = trained["random"]
     fig = plot.surface3d(rand, log=True)
