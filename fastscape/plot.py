@@ -501,6 +501,9 @@ def trajectory(
             label="training path" if pca else "training path (projection)")  # fmt: skip
     ax.plot(P[0, 0], P[0, 1], color="orange", marker="o", markersize=8, linestyle="none",
             markeredgecolor="black", label="start θ₀")  # fmt: skip
+    # the picture is the grid: a path leaving it is cut at its edge, not drawn over white
+    ax.set_xlim(surface.alphas.min(), surface.alphas.max())
+    ax.set_ylim(surface.betas.min(), surface.betas.max())
     _legend_below(ax)
     return fig
 

@@ -71,6 +71,11 @@ def test_path_profile_and_trajectory(surf):
     _render(fig)
     (path,) = [ln for ln in fig.axes[0].lines if ln.get_label().startswith("training path")]
     assert_array_equal(path.get_xydata(), proj)
+    # a path that leaves the grid does not widen the picture beyond it
+    far = np.column_stack([np.linspace(3, 0, 5), np.linspace(-4, 0, 5)])
+    ax = plot.trajectory(surf, far, levels=6).axes[0]
+    assert ax.get_xlim() == (surf.alphas.min(), surf.alphas.max())
+    assert ax.get_ylim() == (surf.betas.min(), surf.betas.max())
 
 
 def test_bad_inputs(surf):

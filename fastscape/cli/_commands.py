@@ -229,6 +229,11 @@ def cmd_plot(args) -> int:
     try:
         result = io.load(path)
     except io.FileFormatError as exc:
+        if "load_theta" in exc.problem:  # io's words for a parameter file
+            raise CLIError(
+                f"{path}: holds model parameters, not a landscape; map them with "
+                f"fastscape landscape --theta {path}"
+            ) from None
         if "load_slices" not in exc.problem:  # io's words for a file of several slices
             raise
         result = io.load_slices(path)
