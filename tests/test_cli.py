@@ -718,3 +718,48 @@ def test_warns_when_the_model_did_not_train(tmp_path, capsys):
     warnings = json.loads((tmp_path / "s" / "hessian.json").read_text())["warnings"]
     assert any("did not train" in w for w in warnings), warnings
     assert "did not train" in err and "did not train" in stdout
+
+
+def test_hessian_directions_are_named_and_slices_replot(tmp_path, capsys):
+    from fastscape import plot
+
+    out = tmp_path / "h"
+    assert _main(["landscape", "--directions", "hessian", "--out", str(out), *FAST]) == 0
+    surf = io.load(out / "surface.npz")
+    assert [d["kind"] for d in surf.directions] == ["hessian", "hessian"]
+    assert plot.describe_directions(surf.directions) == "top Hessian eigenvectors"
+    # the directions are the top two eigenvectors of the exact Hessian (up to sign)
+    X, y = datasets.load("blobs", standardize_features=True)
+    model = fastscape.MLP([2, 16, 2])
+    _, V = np.linalg.eigh(model.hessian(_theta(out), X, y))
+    slices = io.load_slices(out / "slices.csv")
+    for name, k in (("d1", -1), ("d2", -2)):
+        alphas = slices[name].alphas
+        got = slices[name].loss
+        plus, minus = ([model.loss(_theta(out) + a * sign * V[:, k], X, y) for a in alphas]
+                       for sign in (1, -1))  # fmt: skip
+        sign_free = min(np.max(np.abs(got - plus)), np.max(np.abs(got - minus)))
+        assert sign_free <= 1e-9 * np.max(got), name
+    # fastscape plot draws both slices of slices.csv in one figure
+    code = _main(["plot", str(out / "slices.csv"), "--out", str(tmp_path / "s.png"), "--quiet"])
+    assert code == 0 and (tmp_path / "s.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_log_scale_option():
+    from types import SimpleNamespace
+
+    from fastscape.cli import CLIError
+    from fastscape.cli._landscape import _log_scale
+    from fastscape.landscape import Surface
+
+    axes = np.linspace(-1, 1, 3)
+    narrow = Surface(axes, axes, np.full((3, 3), 2.0) + np.eye(3))  # 2..3: one decade or less
+    wide = Surface(axes, axes, np.logspace(-3, 1, 9).reshape(3, 3))  # four decades
+    zero = Surface(axes, axes, np.zeros((3, 3)) + np.eye(3))
+    assert _log_scale(SimpleNamespace(log=None), narrow) is False
+    assert _log_scale(SimpleNamespace(log=None), wide) is True
+    assert _log_scale(SimpleNamespace(log=True), narrow) is True
+    assert _log_scale(SimpleNamespace(log=False), wide) is False
+    assert _log_scale(SimpleNamespace(log=None), zero) is False
+    with pytest.raises(CLIError, match="--log needs a positive loss"):
+        _log_scale(SimpleNamespace(log=True), zero)

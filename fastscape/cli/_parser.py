@@ -23,6 +23,7 @@ examples:
   fastscape connect --data blobs --hidden 16
   fastscape eos --lr 0.05 --steps 600
   fastscape plot fastscape-out/surface.npz --format png,pdf
+  fastscape plot fastscape-out/slices.csv --log
 
 Every subcommand exits with status 2 and a one-line message on bad arguments, unreadable
 files or non-finite data. Set FASTSCAPE_DEBUG=1 to see the full traceback instead.
