@@ -55,6 +55,7 @@ class _Talk:
 # kernels whose cache index tells whether this machine has compiled the CPU kernels before
 
 
+# ----------------------------------------------------------------------------- reports
 def _show(value) -> str:
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value) or "none"

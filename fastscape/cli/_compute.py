@@ -22,14 +22,18 @@ from ._common import (
 )  # fmt: skip
 
 
-# ----------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------- probes
 def _accepts(fn: Callable, name: str) -> bool:
+    """Whether ``fn`` takes the keyword ``name``. Used only for the curvature solvers' budget
+    and progress options (``max_hvps``, ``progress``), which top_eigen, hessian_trace and
+    spectral_density gain with the curvature package; with those on main the probes go."""
     try:
         return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
 
 
+# ----------------------------------------------------------------------------- training
 def _fit(args, model, data, talk: _Talk, seed: int | None = None):
     from ..training import fit
 
@@ -70,7 +74,7 @@ def _check_training(res, model, train, talk: _Talk, classes) -> None:
             )
 
 
-# ----------------------------------------------------------------------------- reporting helpers
+# ----------------------------------------------------------------------------- grid
 
 
 def _grid(args, axis: str, auto: np.ndarray | None = None) -> np.ndarray:
@@ -266,6 +270,7 @@ def _run_curvature(args, model, theta, data, talk: _Talk, k: int, warm=None) -> 
     return curv
 
 
+# ----------------------------------------------------------------------------- compilation
 def _curvature_job(model) -> str:
     """The warm-up job of the curvature stage: the exact Hessian or Lanczos."""
     return "hessian" if model.n_params <= EXACT_MAX_PARAMS else "hvp"

@@ -9,7 +9,7 @@ import numpy as np
 from ._common import BUILTIN_TASKS, MAX_INFERRED_CLASSES, CLIError, _Talk
 
 
-# ----------------------------------------------------------------------------- data and model
+# ----------------------------------------------------------------------------- data
 def _refuse(args, names: Sequence[str], reason: str) -> None:
     """Refuse options the run cannot use (they would be recorded but ignored)."""
     given = [n for n in names if getattr(args, n.lstrip("-").replace("-", "_"), None) is not None]
