@@ -40,7 +40,7 @@ def _callable(op, impl, model, data, theta, v):
         return {
             "loss": lambda: ref.mlp_loss(theta, *args),
             "grad": lambda: ref.mlp_loss_grad(theta, *args),
-            "hvp": lambda: ref.mlp_hvp(theta, v, *args),
+            "hvp": lambda: ref.block_hvp(theta, v, *args),
         }[op]
     return {
         "loss": lambda: model.loss(theta, data),

@@ -2,10 +2,10 @@
 
 import os
 
-# Numba's OpenMP threading layer spin-waits between parallel regions by default. On a machine
-# whose cores are busy with other work that turns a 0.1 ms kernel call into 20-50 ms; passive
-# waiting costs ~0.05 ms per call instead. Must be set before the OpenMP runtime starts (the
-# first parallel kernel call); a value the user has set is kept.
+# Numba's OpenMP threading layer spin-waits between parallel regions by default, which slows
+# short kernel calls badly on a machine whose cores are busy with other work; passive waiting
+# costs little (bench/NOTES.md). Must be set before the OpenMP runtime starts (the first
+# parallel kernel call); a value the user has set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import (
@@ -24,9 +24,10 @@ from ._device import cuda_available
 from ._threads import threads
 from .critical import classify, classify_point, escape_saddle
 from .curvature import hessian_trace, spectral_density, top_eigen
+from .data import Batch
 from .eos import edge_of_stability
 from .landscape import Evaluation, Slice, Surface, evaluate, slice_1d, surface_2d
-from .models import MLP, Batch, LayerLayout, LinearRegression, Logistic
+from .models import MLP, LayerLayout, LinearRegression, Logistic
 from .sharpness import compare_minima, epsilon_sharpness
 from .training import FitResult, fit
 

@@ -1,38 +1,64 @@
-"""Device selection and dispatch: the CPU kernels or their CUDA twins.
+"""The dispatch seam: every computation the API hands to a kernel goes through here.
 
-The one place that decides where a computation runs. The public functions validate their
-inputs first (shared by both devices), then call the dispatchers here with a validated
-:class:`~fastscape.models.Batch`:
+The API validates what a user passes (:func:`prepare` does the opening checks that every
+public function shares), then calls one of the dispatchers below with a validated model,
+parameter vector and :class:`~fastscape.data.Batch`. A dispatcher picks the *backend* named by
+``device`` and calls the backend's method of the same purpose; nothing else in the API decides
+where a computation runs.
 
-- :func:`resolve_device` checks ``device`` and, for ``"cuda"``, that ``numba-cuda`` is
-  installed and a GPU is visible (or Numba's simulator is on), with an error saying which is
-  missing and how to fix it;
-- :func:`mlp_loss`, :func:`mlp_loss_grad`, :func:`mlp_hvp` and :func:`span_eval` run the CPU
-  kernel or the CUDA driver of the same name;
-- :func:`to_device` copies a Batch to the GPU once, for reuse across calls; a plain Batch is
-  copied once per call.
+Dispatchers (the model is read through ``model.spec``, a :class:`~fastscape.data.ModelSpec`):
 
-``fastscape.kernels.cuda`` (hence ``numba.cuda``) is imported only when a CUDA computation
-is asked for, so the CPU path never imports it.
+- :func:`mlp_loss`, :func:`mlp_loss_grad`: mean loss (and gradient);
+- :func:`mlp_hvp`: Hessian-vector products; :func:`hvp_operator` the operator with
+  the pass at theta computed once;
+- :func:`mlp_hessian`: the exact Hessian (closed forms for the no-hidden-layer members);
+- :func:`mlp_logits`: the network's outputs;
+- :func:`span_eval`: the span engine on one tile of points (MLPs), :func:`span_analytic` and
+  :func:`span_function` the same for functions f(theta).
+
+Backends
+--------
+A backend is an object registered under a device name in :data:`BACKENDS` (with
+:func:`register_backend`). It has:
+
+- ``dtypes``: the working precisions it accepts;
+- ``check_available()``: raises :class:`DeviceUnavailableError` (saying why and how to fix it)
+  when it cannot run here;
+- ``prepare_data(data, dtype)``: the data in the form its kernels read, made once per call
+  (the GPU's copies; the CPU returns ``data`` itself);
+- the operations, each taking the :class:`~fastscape.data.ModelSpec` first: ``loss``,
+  ``loss_grad``, ``hvp_operator``, ``hessian``, ``logits``, ``span_eval`` (and, on the CPU,
+  ``span_analytic``, ``span_function``). An operation a backend lacks is refused by the
+  dispatcher with an error naming the device.
+
+Two are built in: ``"cpu"`` (the Numba kernels of ``fastscape.kernels``) and ``"cuda"`` (their
+twins in ``fastscape.kernels.cuda``, imported only when a CUDA computation is asked for, so the
+CPU path never imports ``numba.cuda``). A Dask backend plugs in the same way: an object with
+these methods that maps tiles of points or shards of samples onto workers running the CPU
+kernels, registered under its own device name.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from typing import NamedTuple, Protocol
 
 import numba
 import numpy as np
 
 from . import config
+from .data import Batch, DeviceBatch, ModelSpec, copy_to_device
+from .kernels import hessian as _hessian
 from .kernels import hvp as _hvp
+from .kernels import linear as _linear
 from .kernels import mlp as _k
+from .kernels import penalty as _penalty
 from .kernels import span as _span
-from .models import Batch
-
-DEVICES = ("cpu", "cuda")
 
 #: How to get the CUDA target.
 INSTALL_HINT = 'pip install "fastscape[cuda]"'
+
+DTYPES = ("float64", "float32")
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -61,32 +87,90 @@ def cuda_available() -> bool:
         return False
 
 
-def resolve_device(device) -> str:
-    """Validate ``device`` and check that it can run here.
+# ----------------------------------------------------------------------------- backends
+class CPUBackend:
+    """The Numba CPU kernels of ``fastscape.kernels``."""
 
-    Parameters
-    ----------
-    device : {"cpu", "cuda"}
+    name = "cpu"
+    dtypes = ("float64",)
 
-    Returns
-    -------
-    str
-        ``device`` itself.
+    def check_available(self) -> None:
+        """The CPU is always there."""
 
-    Raises
-    ------
-    TypeError
-        ``device`` is not a string.
-    ValueError
-        ``device`` is not "cpu" or "cuda".
-    DeviceUnavailableError
-        ``"cuda"`` without numba-cuda installed, or without a visible GPU.
-    """
-    if not isinstance(device, str):
-        raise TypeError(f"device must be 'cpu' or 'cuda', got {type(device).__name__}")
-    if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
-    if device == "cuda":
+    def prepare_data(self, data: Batch, dtype: str) -> Batch:
+        """The CPU kernels read the host arrays: ``data`` itself."""
+        return data
+
+    def loss(self, spec: ModelSpec, theta, data: Batch, dtype: str) -> float:
+        return float(
+            _k.mlp_loss(
+                theta, *spec.kernel_args, data.X, data.Y,
+                config.n_chunks_for(data.X.shape[0]), config.mlp_block_for(spec.sizes),
+                config.MLP_SERIAL_BELOW, spec.penalty,
+            )
+        )  # fmt: skip
+
+    def loss_grad(self, spec: ModelSpec, theta, data: Batch, dtype: str):
+        value, g = _k.mlp_loss_grad(
+            theta, *spec.kernel_args, data.X, data.Y,
+            config.n_chunks_for(data.X.shape[0]), config.mlp_block_for(spec.sizes),
+            config.MLP_SERIAL_BELOW, spec.penalty,
+        )  # fmt: skip
+        return float(value), g
+
+    def hvp_operator(self, spec: ModelSpec, theta, data: Batch, dtype: str):
+        cache = _hvp.forward_cache(
+            theta, *spec.kernel_args, data.X, data.Y,
+            config.HVP_SAMPLE_BLOCK, spec.penalty,
+        )  # fmt: skip
+        chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES)
+        return lambda V: _hvp.block_hvp(cache, V, chunk, numba.get_num_threads())
+
+    def hvp(self, spec: ModelSpec, theta, V, data: Batch, dtype: str) -> np.ndarray:
+        return self.hvp_operator(spec, theta, data, dtype)(V)
+
+    def hessian(self, spec: ModelSpec, theta, data: Batch) -> np.ndarray:
+        if spec.is_linear and spec.loss == _k.LOGISTIC:
+            H = _linear.logistic_hessian(theta, data.X)
+        elif spec.is_linear and spec.loss == _k.MSE:
+            H = _linear.mse_hessian(data.X, spec.n_outputs)
+        else:
+            sizes = spec.sizes_array
+            block = _hessian.block_size(sizes, data.X.shape[0], config.HESSIAN_SCRATCH_BYTES)
+            H = _hessian.mlp_hessian(
+                theta, sizes, spec.activation, spec.loss, data.X, data.Y, block
+            )
+        if spec.penalty is not None:
+            _penalty.add_l2_diagonal(H, spec.penalty)
+        return H
+
+    def logits(self, spec: ModelSpec, theta, X) -> np.ndarray:
+        return _k.mlp_logits(
+            theta, spec.sizes_array, spec.activation, X, config.mlp_block_for(spec.sizes)
+        )
+
+    def span_eval(self, spec: ModelSpec, basis, coef, data: Batch, dtype: str):
+        return _span.span_eval(
+            basis, coef, *spec.kernel_args, data.X, data.Y,
+            config.span_block_for(basis.shape[0], spec.sizes[1]), config.SPAN_POINT_CHUNK,
+            config.SPAN_SUB_BLOCK, config.SPAN_SCRATCH_BYTES, spec.penalty,
+        )  # fmt: skip
+
+    def span_analytic(self, code: int, basis, coef) -> np.ndarray:
+        return _span.span_analytic(code, basis, coef, config.SPAN_POINT_CHUNK)
+
+    def span_function(self, fn, basis, coef) -> np.ndarray:
+        return _span.span_function(fn, basis, coef, config.SPAN_POINT_CHUNK)
+
+
+class CUDABackend:
+    """The CUDA twins in ``fastscape.kernels.cuda`` (imported at the first use)."""
+
+    name = "cuda"
+    dtypes = DTYPES
+
+    def check_available(self) -> None:
+        # module globals, looked up at call time (tests replace them)
         if not _numba_cuda_installed():
             raise DeviceUnavailableError(
                 "device='cuda' needs the numba-cuda package (Numba's CUDA target), which is "
@@ -100,60 +184,166 @@ def resolve_device(device) -> str:
                 "NUMBA_ENABLE_CUDASIM=1 before numba is imported to run the CUDA kernels on "
                 "Numba's (slow) simulator"
             )
+
+    def prepare_data(self, data: Batch, dtype: str) -> DeviceBatch:
+        """Copy the data to the GPU once, in ``dtype`` (kept by the DeviceBatch)."""
+        out = data if isinstance(data, DeviceBatch) else DeviceBatch(data.X, data.Y)
+        out.device_arrays(dtype)
+        return out
+
+    @staticmethod
+    def _mlp():
+        from .kernels.cuda import mlp
+
+        return mlp
+
+    @staticmethod
+    def _args(spec: ModelSpec, data: Batch, dtype: str):
+        dX, dY = copy_to_device(data, dtype)
+        return *spec.kernel_args, dX, dY
+
+    def loss(self, spec: ModelSpec, theta, data: Batch, dtype: str) -> float:
+        return float(
+            self._mlp().mlp_loss(
+                theta, *self._args(spec, data, dtype), config.CUDA_LOSS_THREADS,
+                config.CUDA_THREADS_PER_BLOCK, np.dtype(dtype), spec.penalty,
+            )
+        )  # fmt: skip
+
+    def loss_grad(self, spec: ModelSpec, theta, data: Batch, dtype: str):
+        value, g = self._mlp().mlp_loss_grad(
+            theta, *self._args(spec, data, dtype), config.CUDA_BLOCK,
+            config.CUDA_THREADS_PER_BLOCK, np.dtype(dtype), spec.penalty,
+        )  # fmt: skip
+        return float(value), g
+
+    def hvp(self, spec: ModelSpec, theta, V, data: Batch, dtype: str) -> np.ndarray:
+        km = self._mlp()
+        n_units = int(sum(spec.sizes[1:]))
+        block = km.hvp_block_for(V.shape[0], n_units, config.CUDA_BLOCK, config.CUDA_SCRATCH_BYTES)
+        return km.mlp_hvp(
+            theta, V, *self._args(spec, data, dtype), block, config.CUDA_THREADS_PER_BLOCK,
+            np.dtype(dtype), spec.penalty,
+        )  # fmt: skip
+
+    def hvp_operator(self, spec: ModelSpec, theta, data: Batch, dtype: str):
+        data = self.prepare_data(data, dtype)
+        return lambda V: self.hvp(spec, theta, V, data, dtype)
+
+    def span_eval(self, spec: ModelSpec, basis, coef, data: Batch, dtype: str):
+        from .kernels.cuda import span
+
+        return span.span_eval(
+            basis, coef, *self._args(spec, data, dtype),
+            config.cuda_span_block_for(basis.shape[0], spec.sizes[1]), config.CUDA_SPAN_SLOTS,
+            config.CUDA_THREADS_PER_BLOCK, np.dtype(dtype), spec.penalty,
+        )  # fmt: skip
+
+
+class Backend(Protocol):
+    """What every backend has (the operations are optional: see the module docstring)."""
+
+    dtypes: tuple[str, ...]
+
+    def check_available(self) -> None: ...
+
+    def prepare_data(self, data: Batch, dtype: str) -> Batch: ...
+
+
+#: The backends by device name; :func:`register_backend` adds one.
+BACKENDS: dict[str, Backend] = {"cpu": CPUBackend(), "cuda": CUDABackend()}
+
+
+def register_backend(name: str, backend: Backend) -> None:
+    """Make ``backend`` the one that runs ``device=name`` (see the module docstring).
+
+    Parameters
+    ----------
+    name : str
+        The device name users pass (``device=name``); an existing name is replaced.
+    backend : Backend
+        An object with ``dtypes``, ``check_available``, ``prepare_data`` and the operations it
+        supports.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty string, got {name!r}")
+    missing = [a for a in ("dtypes", "check_available", "prepare_data") if not hasattr(backend, a)]
+    if missing:
+        raise TypeError(f"backend {name!r} lacks {', '.join(missing)}")
+    BACKENDS[name] = backend
+
+
+def devices() -> tuple[str, ...]:
+    """The device names that have a backend, in registration order."""
+    return tuple(BACKENDS)
+
+
+def _names() -> str:
+    quoted = [repr(d) for d in BACKENDS]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def resolve_device(device) -> str:
+    """Validate ``device`` and check that it can run here.
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda"}
+        Or the name of a backend added with :func:`register_backend`.
+
+    Returns
+    -------
+    str
+        ``device`` itself.
+
+    Raises
+    ------
+    TypeError
+        ``device`` is not a string.
+    ValueError
+        ``device`` names no backend.
+    DeviceUnavailableError
+        ``"cuda"`` without numba-cuda installed, or without a visible GPU.
+    """
+    if not isinstance(device, str):
+        raise TypeError(f"device must be {_names()}, got {type(device).__name__}")
+    if device not in BACKENDS:
+        raise ValueError(f"unknown device {device!r}; expected {_names()}")
+    BACKENDS[device].check_available()
     return device
 
 
-def _cuda_mlp():
-    from .kernels.cuda import mlp
-
-    return mlp
-
-
-def _cuda_span():
-    from .kernels.cuda import span
-
-    return span
-
-
-# ----------------------------------------------------------------------------- data movement
-DTYPES = ("float64", "float32")
+def backend(device: str):
+    """The backend that runs ``device`` (validated and available here)."""
+    return BACKENDS[resolve_device(device)]
 
 
 def check_dtype(dtype, device: str) -> np.dtype:
-    """Validate the working precision: "float64" anywhere, "float32" on the GPU only."""
+    """Validate the working precision for ``device``: "float64" anywhere, "float32" where the
+    backend takes it (the GPU)."""
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected 'float64' or 'float32'")
-    if dtype == "float32" and device != "cuda":
-        raise ValueError("dtype='float32' is available with device='cuda' only")
+    if dtype not in BACKENDS[device].dtypes:
+        where = " or ".join(f"device={d!r}" for d, b in BACKENDS.items() if dtype in b.dtypes)
+        raise ValueError(f"dtype={dtype!r} is available with {where} only")
     return np.dtype(dtype)
 
 
-class DeviceBatch(Batch):
-    """A :class:`~fastscape.models.Batch` whose arrays also live on the GPU.
+def _backend_for(device: str, dtype: str, op: str):
+    be = backend(device)
+    check_dtype(dtype, device)
+    if not hasattr(be, op):
+        raise ValueError(f"{op} is not available with device={device!r}; use device='cpu'")
+    return getattr(be, op)
 
-    ``X`` and ``Y`` are the host arrays (so the CPU path and every check work unchanged);
-    :meth:`device_arrays` returns their device copies in a given precision, made once (by
-    :func:`to_device`, or at the first call that needs another precision) and kept.
-    Do not modify ``X`` or ``Y`` in place afterwards: the device copies would not follow.
-    """
 
-    def device_arrays(self, dtype: str = "float64"):
-        """Device copies (X, Y) in ``dtype``, copied at the first request."""
-        cache = self.__dict__.setdefault("_copies", {})
-        if dtype not in cache:
-            km = _cuda_mlp()
-            cache[dtype] = (km.to_device(self.X, dtype), km.to_device(self.Y, dtype))
-        return cache[dtype]
+# ----------------------------------------------------------------------------- opening checks
+class Prepared(NamedTuple):
+    """What :func:`prepare` returns."""
 
-    @property
-    def device_X(self):
-        """Device copy of X in float64."""
-        return self.device_arrays()[0]
-
-    @property
-    def device_Y(self):
-        """Device copy of Y in float64."""
-        return self.device_arrays()[1]
+    device: str
+    data: Batch | None
+    thetas: dict
 
 
 def to_device(data: Batch, dtype: str = "float64") -> DeviceBatch:
@@ -175,40 +365,57 @@ def to_device(data: Batch, dtype: str = "float64") -> DeviceBatch:
         raise TypeError(f"data must be a Batch from model.batch(X, y), got {type(data).__name__}")
     resolve_device("cuda")
     check_dtype(dtype, "cuda")
-    out = data if isinstance(data, DeviceBatch) else DeviceBatch(data.X, data.Y)
-    out.device_arrays(dtype)
-    return out
+    return BACKENDS["cuda"].prepare_data(data, dtype)
 
 
-def _device_arrays(data: Batch, dtype: str):
-    """Device copies of X and Y: the stored ones of a DeviceBatch, else copied now (once)."""
-    if isinstance(data, DeviceBatch):
-        return data.device_arrays(dtype)
-    km = _cuda_mlp()
-    return km.to_device(data.X, dtype), km.to_device(data.Y, dtype)
+def prepare(model, X, y=None, *, device="cpu", dtype="float64", upload=True, **thetas):
+    """The opening checks of a public function, in their order, done once.
+
+    1. ``device`` resolved (:func:`resolve_device`) and ``dtype`` checked for it: a bad device
+       is refused before anything else is looked at;
+    2. ``model`` is a model (it has a :class:`~fastscape.data.ModelSpec`);
+    3. each parameter vector of ``thetas`` validated in the order given
+       (``model.check_theta(value, name)``; a None value stays None);
+    4. ``(X, y)`` validated once (``model.batch``; ``X=None`` means no data);
+    5. with ``upload``, the data put in the form the device's kernels read (on the GPU: copied
+       once, a DeviceBatch that every later call of the function reuses).
+
+    Parameters
+    ----------
+    model : MLP
+    X : (n, d) array, Batch, DeviceBatch or None
+    y : (n,) or (n, out) array, optional
+    device : {"cpu", "cuda"}
+    dtype : {"float64", "float32"}
+    upload : bool
+        Copy the data to the device now.
+    **thetas : (P,) arrays or None
+        Named parameter vectors (the names appear in the error messages).
+
+    Returns
+    -------
+    Prepared
+        ``(device, data, thetas)``, ``thetas`` a dict of the validated vectors.
+    """
+    device = resolve_device(device)
+    check_dtype(dtype, device)
+    if not isinstance(getattr(model, "spec", None), ModelSpec):
+        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    checked = {
+        name: None if value is None else model.check_theta(value, name)
+        for name, value in thetas.items()
+    }
+    data = None if X is None else model.batch(X, y)
+    if upload and data is not None:
+        data = BACKENDS[device].prepare_data(data, dtype)
+    return Prepared(device, data, checked)
 
 
-# ----------------------------------------------------------------------------- dispatch
-def _cpu_args(model, data: Batch):
-    return (
-        model._sizes_arr,
-        model._act,
-        model._loss,
-        data.X,
-        data.Y,
-        config.n_chunks_for(data.X.shape[0]),
-    )
-
-
-def _cuda_args(model, data: Batch, dtype: str):
-    dX, dY = _device_arrays(data, dtype)
-    return model._sizes_arr, model._act, model._loss, dX, dY
-
-
+# ----------------------------------------------------------------------------- dispatchers
 def mlp_loss(
     model, theta: np.ndarray, data: Batch, device: str = "cpu", dtype: str = "float64"
 ) -> float:
-    """Mean loss of ``model`` at ``theta`` on ``data``, on the CPU or the GPU.
+    """Mean loss of ``model`` at ``theta`` on ``data``, on the device's backend.
 
     Parameters
     ----------
@@ -224,79 +431,47 @@ def mlp_loss(
     -------
     float
     """
-    if resolve_device(device) == "cpu":
-        check_dtype(dtype, device)
-        return float(
-            _k.mlp_loss(
-                theta,
-                *_cpu_args(model, data),
-                config.mlp_block_for(model.sizes),
-                config.MLP_SERIAL_BELOW,
-            )
-        )
-    dt = check_dtype(dtype, device)
-    return float(
-        _cuda_mlp().mlp_loss(
-            theta,
-            *_cuda_args(model, data, dtype),
-            config.CUDA_LOSS_THREADS,
-            config.CUDA_THREADS_PER_BLOCK,
-            dt,
-        )
-    )
+    return _backend_for(device, dtype, "loss")(model.spec, theta, data, dtype)
 
 
 def mlp_loss_grad(
     model, theta: np.ndarray, data: Batch, device: str = "cpu", dtype: str = "float64"
 ) -> tuple[float, np.ndarray]:
-    """Mean loss and its gradient (P,), on the CPU or the GPU (arguments as :func:`mlp_loss`).
+    """Mean loss and its gradient (P,) on the device's backend (arguments as :func:`mlp_loss`).
 
     Returns
     -------
     loss : float
     grad : (P,) float64
     """
-    if resolve_device(device) == "cpu":
-        check_dtype(dtype, device)
-        value, g = _k.mlp_loss_grad(
-            theta,
-            *_cpu_args(model, data),
-            config.mlp_block_for(model.sizes),
-            config.MLP_SERIAL_BELOW,
-        )
-    else:
-        dt = check_dtype(dtype, device)
-        value, g = _cuda_mlp().mlp_loss_grad(
-            theta,
-            *_cuda_args(model, data, dtype),
-            config.CUDA_BLOCK,
-            config.CUDA_THREADS_PER_BLOCK,
-            dt,
-        )
-    return float(value), g
+    return _backend_for(device, dtype, "loss_grad")(model.spec, theta, data, dtype)
 
 
-def cpu_hvp_operator(model, theta: np.ndarray, data: Batch):
-    """The CPU's HVP operator at ``theta``: the pass at theta computed once, here.
+def hvp_operator(
+    model, theta: np.ndarray, data: Batch, device: str = "cpu", dtype: str = "float64"
+):
+    """The HVP operator of ``model`` at a fixed ``theta`` on the device's backend.
+
+    The work that does not depend on the vectors is done once, here: on the CPU the pass at
+    ``theta``; on the GPU the copy of the data to the device (a DeviceBatch's copies are
+    reused).
 
     Parameters
     ----------
     model : MLP
     theta : (P,) float64, validated
-    data : Batch, validated
+    data : Batch (or DeviceBatch), validated
+    device : str
+    dtype : {"float64", "float32"}
+        Working precision (float32 where the backend takes it).
 
     Returns
     -------
     callable
-        ``V (K, P) -> (K, P)`` (C-contiguous float64, validated): rows ``H @ V[k]``, on
-        ``numba.get_num_threads()`` threads at call time.
+        ``V (K, P) -> (K, P)`` for C-contiguous float64 V (validated by the caller): rows
+        ``H @ V[k]``.
     """
-    cache = _hvp.forward_cache(
-        theta, model._sizes_arr, model._act, model._loss, data.X, data.Y,
-        config.HVP_SAMPLE_BLOCK,
-    )  # fmt: skip
-    chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES)
-    return lambda V: _hvp.block_hvp(cache, V, chunk, numba.get_num_threads())
+    return _backend_for(device, dtype, "hvp_operator")(model.spec, theta, data, dtype)
 
 
 def mlp_hvp(
@@ -307,7 +482,7 @@ def mlp_hvp(
     device: str = "cpu",
     dtype: str = "float64",
 ) -> np.ndarray:
-    """Hessian-vector products ``H @ V[k]`` on the CPU or the GPU.
+    """Hessian-vector products ``H @ V[k]`` on the device's backend.
 
     Parameters
     ----------
@@ -323,16 +498,30 @@ def mlp_hvp(
     -------
     (K, P) float64
     """
-    if resolve_device(device) == "cpu":
-        check_dtype(dtype, device)
-        return cpu_hvp_operator(model, theta, data)(V)
-    dt = check_dtype(dtype, device)
-    km = _cuda_mlp()
-    n_units = int(sum(model.sizes[1:]))
-    block = km.hvp_block_for(V.shape[0], n_units, config.CUDA_BLOCK, config.CUDA_SCRATCH_BYTES)
-    return km.mlp_hvp(
-        theta, V, *_cuda_args(model, data, dtype), block, config.CUDA_THREADS_PER_BLOCK, dt
-    )
+    return _backend_for(device, dtype, "hvp")(model.spec, theta, V, data, dtype)
+
+
+def mlp_hessian(model, theta: np.ndarray, data: Batch, device: str = "cpu") -> np.ndarray:
+    """Exact Hessian (P, P) of the mean loss on the device's backend (the CPU's: closed forms
+    through BLAS for logistic and linear regression, the block-structured kernel otherwise).
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) float64, validated
+    data : Batch, validated
+    device : {"cpu"}
+
+    Returns
+    -------
+    (P, P) float64
+    """
+    return _backend_for(device, "float64", "hessian")(model.spec, theta, data)
+
+
+def mlp_logits(model, theta: np.ndarray, X: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Outputs of the last (affine) layer, (n, out), for validated theta (P,) and X (n, d)."""
+    return _backend_for(device, "float64", "logits")(model.spec, theta, X)
 
 
 def span_eval(
@@ -343,7 +532,7 @@ def span_eval(
     device: str = "cpu",
     dtype: str = "float64",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean loss and accuracy at the m points ``coef @ basis``, on the CPU or the GPU.
+    """Mean loss and accuracy at the m points ``coef @ basis``, on the device's backend.
 
     The span engine of :func:`fastscape.landscape.evaluate` (one tile of points).
 
@@ -363,17 +552,15 @@ def span_eval(
     accuracy : (m,) float64
         Zeros for MSE models.
     """
-    K = basis.shape[0]
-    h1 = model.sizes[1]
-    if resolve_device(device) == "cpu":
-        check_dtype(dtype, device)
-        return _span.span_eval(
-            basis, coef, model._sizes_arr, model._act, model._loss, data.X, data.Y,
-            config.span_block_for(K, h1), config.SPAN_POINT_CHUNK, config.SPAN_SUB_BLOCK,
-            config.SPAN_SCRATCH_BYTES,
-        )  # fmt: skip
-    dt = check_dtype(dtype, device)
-    return _cuda_span().span_eval(
-        basis, coef, *_cuda_args(model, data, dtype), config.cuda_span_block_for(K, h1),
-        config.CUDA_SPAN_SLOTS, config.CUDA_THREADS_PER_BLOCK, dt,
-    )  # fmt: skip
+    return _backend_for(device, dtype, "span_eval")(model.spec, basis, coef, data, dtype)
+
+
+def span_analytic(code: int, basis: np.ndarray, coef: np.ndarray, device: str = "cpu"):
+    """A built-in test function (``fastscape.functions``, by code) at the points
+    ``coef @ basis``: (m,) float64."""
+    return _backend_for(device, "float64", "span_analytic")(code, basis, coef)
+
+
+def span_function(fn, basis: np.ndarray, coef: np.ndarray, device: str = "cpu"):
+    """A Numba-jitted ``fn(theta) -> float`` at the points ``coef @ basis``: (m,) float64."""
+    return _backend_for(device, "float64", "span_function")(fn, basis, coef)

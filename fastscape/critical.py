@@ -75,6 +75,14 @@ class CriticalPointResult:
         ‖∇L‖ at the point (:func:`classify_point` only).
     loss : float or None
     method : str
+    converged : bool
+        Whether the eigenvalues used are converged: always True for ``exact``; for
+        ``lanczos``, whether both ends met the solver's tolerance within ``max_hvps``. A
+        classification from unconverged eigenvalues is an estimate (``message`` says so).
+    n_hvps : int
+        HVPs spent by the eigensolvers (0 for ``exact``).
+    message : str
+        The eigensolvers' messages (empty for ``exact``).
     """
 
     kind: str
@@ -101,6 +109,9 @@ class CriticalPointResult:
     loss: float | None = None
     method: str = "exact"
     extra: dict = field(default_factory=dict)
+    converged: bool = True
+    n_hvps: int = 0
+    message: str = ""
 
     def spectral_summary(self) -> dict:
         """The spectral statistics as a dict (min, max, mean, median, std, trace, ...)."""
@@ -114,7 +125,7 @@ def _default_tol(vals: np.ndarray) -> float:
     return float(np.sqrt(np.finfo(np.float64).eps) * max(np.abs(vals).max(), 1.0))
 
 
-def _kind(vmin: float, vmax: float, n_neg: int, n_pos: int, n_zero: int) -> str:
+def _kind(n_neg: int, n_pos: int, n_zero: int) -> str:
     if n_neg and n_pos:
         return "saddle"
     if n_zero:
@@ -134,10 +145,6 @@ def _check_hessian(H: np.ndarray) -> np.ndarray:
     return 0.5 * (H + H.T)
 
 
-def _fix_sign(v: np.ndarray) -> np.ndarray:
-    return v if v[np.abs(v).argmax()] >= 0 else -v
-
-
 def _result(vals, tol, escape, complete, method) -> CriticalPointResult:
     vals = np.sort(vals)
     a = np.abs(vals)
@@ -151,7 +158,7 @@ def _result(vals, tol, escape, complete, method) -> CriticalPointResult:
     with np.errstate(divide="ignore"):
         logdet = float(np.log(a).sum()) if full else None
     return CriticalPointResult(
-        kind=_kind(vals[0], vals[-1], n_neg, n_pos, n_zero),
+        kind=_kind(n_neg, n_pos, n_zero),
         n_positive=n_pos,
         n_negative=n_neg,
         n_zero=n_zero,
@@ -200,7 +207,7 @@ def classify(hessian_or_eigenvalues, tol: float | None = None) -> CriticalPointR
     escape = None
     if A.ndim == 2:
         vals, vecs = np.linalg.eigh(_check_hessian(A))
-        escape = _fix_sign(vecs[:, 0].copy())
+        escape = curvature.fix_signs(vecs[:, 0])
     else:
         vals = A
     tol = _default_tol(vals) if tol is None else check_positive_float(tol, "tol", allow_zero=True)
@@ -220,6 +227,9 @@ def classify_point(
     max_params: int = 2000,
     seed: int = 0,
     device: str = "cpu",
+    eig_tol: float | None = None,
+    max_hvps: int | None = None,
+    progress: bool = False,
 ) -> CriticalPointResult:
     """Classify ``theta`` for a model's loss, refusing points that are not critical.
 
@@ -248,22 +258,24 @@ def classify_point(
         Where the gradient and the HVPs of ``lanczos`` run (the data are copied to the GPU
         once per call). ``exact`` (and ``auto`` for P <= ``max_params``) forms the Hessian on
         the CPU whatever the device, so the classification does not depend on the device.
+    eig_tol : float, optional
+        Relative tolerance of the Lanczos solves (default ``curvature.DEFAULT_TOL``, 1e-6).
+    max_hvps : int, optional
+        HVP budget of each Lanczos solve (one per end; default ``min(10 P, 5000)``).
+    progress : bool
+        Show a tqdm bar of the HVPs of each Lanczos solve.
 
     Returns
     -------
     CriticalPointResult
-        With ``grad_norm`` and ``loss`` filled in.
+        With ``grad_norm`` and ``loss`` filled in, and ``converged`` / ``n_hvps`` /
+        ``message`` from the eigensolvers.
     """
-    device = _device.resolve_device(device)
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    device, data, th = _device.prepare(model, X, y, device=device, theta=theta)
+    theta = th["theta"]
     method = check_choice(method, "method", ("auto", "exact", "lanczos"))
     grad_tol = check_positive_float(grad_tol, "grad_tol", allow_zero=True)
     k = check_positive_int(k, "k")
-    theta = model.check_theta(theta)
-    data = model.batch(X, y)
-    if device == "cuda":
-        data = _device.to_device(data)
     loss, g = model.grad(theta, data, device=device)
     gnorm = float(np.linalg.norm(g))
     if gnorm > grad_tol:
@@ -278,7 +290,8 @@ def classify_point(
         res = classify(model.hessian(theta, data, max_params=max(max_params, P)), tol)
     else:
         k = min(k, P - 1)
-        kw = dict(k=k, method="lanczos", seed=seed, device=device)
+        kw = dict(k=k, method="lanczos", seed=seed, device=device, tol=eig_tol,
+                  max_hvps=max_hvps, progress=progress)  # fmt: skip
         lo = curvature.top_eigen(model, theta, data, which="SA", **kw)
         hi = curvature.top_eigen(model, theta, data, which="LA", **kw)
         if 2 * k >= P:  # the two ends overlap: keep distinct eigenvalues only
@@ -287,6 +300,9 @@ def classify_point(
             vals = np.concatenate([lo.eigenvalues, hi.eigenvalues])
         tol = _default_tol(vals) if tol is None else check_positive_float(tol, "tol", True)
         res = _result(vals, tol, lo.eigenvectors[0].copy(), 2 * k >= P, "lanczos")
+        res.converged = bool(lo.converged.all() and hi.converged.all())
+        res.n_hvps = lo.n_hvps + hi.n_hvps
+        res.message = f"smallest end: {lo.message}; largest end: {hi.message}"
     res.grad_norm = gnorm
     res.loss = float(loss)
     return res
@@ -377,16 +393,11 @@ def escape_saddle(
     RuntimeError
         When no step length in ``step * 2**-j``, ``j <= max_halvings``, lowers the loss.
     """
-    device = _device.resolve_device(device)
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    device, data, th = _device.prepare(model, X, y, device=device, theta=theta)
+    theta = th["theta"]
     method = check_choice(method, "method", ("auto", "exact", "lanczos"))
     step = check_positive_float(step, "step")
     max_halvings = check_positive_int(max_halvings, "max_halvings", minimum=0)
-    theta = model.check_theta(theta)
-    data = model.batch(X, y)
-    if device == "cuda":
-        data = _device.to_device(data)
     if method == "auto":
         method = "exact" if model.n_params <= max_params else "lanczos"
     eig = curvature.top_eigen(

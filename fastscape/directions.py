@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._validation import as_float_array, as_vector, check_choice, check_positive_int
+from .curvature import fix_signs
 from .models import MLP
 
 NORMS = ("filter", "layer", "model")
@@ -356,12 +357,7 @@ def pca(trajectory, theta_final=None, k: int = 2) -> PCAResult:
         raise ValueError(
             f"the trajectory spans fewer than k={k} dimensions (it does not move enough)"
         )
-    dirs = []
-    for i in range(k):
-        v = Vt[i]
-        if v[np.argmax(np.abs(v))] < 0:
-            v = -v
-        dirs.append(v.copy())
+    dirs = list(fix_signs(Vt[:k]))  # the one sign convention of eigenvectors and directions
     ratios = s[:k] ** 2 / total
     proj = M @ np.array(dirs).T
     out = tuple(

@@ -89,6 +89,8 @@ def edge_of_stability(
     tol: float = 1e-4,
     maxiter: int = 500,
     device: str = "cpu",
+    max_hvps: int | None = None,
+    progress: bool = False,
 ) -> EoSResult:
     """Full-batch GD ``θ ← θ − η ∇L(θ)`` recording the loss and λmax.
 
@@ -119,6 +121,12 @@ def edge_of_stability(
         residual, ARPACK's criterion).
     maxiter : int
         Eigensolver iterations per measurement (power).
+    max_hvps : int, optional
+        HVP budget of each λmax measurement (default: ``maxiter`` for power, ``min(10 P,
+        5000)`` for Lanczos); a measurement that runs out is recorded with
+        ``eig_converged`` False.
+    progress : bool
+        Show a tqdm bar of the GD steps.
     device : {"cpu", "cuda"}
         Where the gradient of every step and the HVPs of every λmax measurement run. The data
         are copied to the GPU once for the whole run; the update ``θ − η ∇L`` and the
@@ -128,27 +136,29 @@ def edge_of_stability(
     -------
     EoSResult
     """
-    device = _device.resolve_device(device)
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    device, data, th = _device.prepare(model, X, y, device=device, theta0=theta0)
     lr = check_positive_float(lr, "lr")
     steps = check_positive_int(steps, "steps", minimum=0)
     every = check_positive_int(every, "every")
     method = check_choice(method, "method", ("lanczos", "power"))
     tol = check_positive_float(tol, "tol", allow_zero=True)
     maxiter = check_positive_int(maxiter, "maxiter")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
     if model.n_params < 2:
         raise ValueError("edge_of_stability needs a model with at least 2 parameters")
-    data = model.batch(X, y)
-    if device == "cuda":
-        data = _device.to_device(data)
-    theta = model.init(seed) if theta0 is None else model.check_theta(theta0, "theta0").copy()
+    theta = model.init(seed) if theta0 is None else th["theta0"].copy()
 
     losses, gnorms = [], []
     rec_steps, lams, iters, conv = [], [], [], []
     v = None
     stop = "max_steps"
     t = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc="edge of stability", unit="step", leave=False)
     while True:
         value, g = model.grad(theta, data, device=device)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -159,13 +169,13 @@ def edge_of_stability(
         losses.append(value)
         gnorms.append(gn)
         if t % every == 0 or t == steps:
-            mv = curvature.hessian_matvec(model, theta, data, device=device)
+            H = curvature.HessianOperator(model, theta, data, device=device)
             if method == "power":
-                eig = curvature.power_iteration(mv, model.n_params, 1, tol=tol, maxiter=maxiter,
-                                                seed=seed, v0=v, batched=True)  # fmt: skip
+                eig = curvature.power_iteration(H, 1, tol=tol, maxiter=maxiter,
+                                                max_hvps=max_hvps, seed=seed, v0=v)  # fmt: skip
             else:
-                eig = curvature.lanczos(mv, model.n_params, 1, "LA", tol=tol, seed=seed, v0=v,
-                                        batched=True)  # fmt: skip
+                eig = curvature.lanczos(H, 1, "LA", tol=tol, max_hvps=max_hvps, seed=seed,
+                                        v0=v)  # fmt: skip
             v = eig.eigenvectors
             rec_steps.append(t)
             lams.append(float(eig.eigenvalues[0]))
@@ -175,6 +185,10 @@ def edge_of_stability(
             break
         theta = theta - lr * g
         t += 1
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     return EoSResult(
         lr=lr,
         threshold=2.0 / lr,

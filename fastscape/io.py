@@ -45,34 +45,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .landscape import Slice, Surface, atomic_write
+from ._files import FileFormatError, atomic_write
+from .landscape import Slice, Surface
 from .models import MLP
 
 _VERSION = 1
-
-
-class FileFormatError(ValueError):
-    """A file that cannot be read as what it should be.
-
-    The message is one line, ``"<path>: <what is wrong>"``.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        The file.
-    problem : str
-        What is wrong with it (newlines are folded into spaces).
-
-    Attributes
-    ----------
-    path : Path
-    problem : str
-    """
-
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = " ".join(str(problem).split())
-        super().__init__(f"{self.path}: {self.problem}")
 
 
 # what the readers of NumPy, zip, zlib, JSON and h5py raise on a damaged or foreign file

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -27,11 +26,11 @@ import numba
 import numpy as np
 
 from . import _device, config
+from ._files import FileFormatError, atomic_write
 from ._threads import threads
 from ._validation import as_float_array, as_vector, check_positive_int
 from .directions import meta_of
 from .functions import AnalyticFunction
-from .kernels import span as _span
 from .models import MLP, Batch
 
 DEFAULT_POINTS = 51
@@ -53,42 +52,6 @@ class Evaluation(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- helpers
-def atomic_write(path, write: Callable[[str], None], suffix: str = "") -> Path:
-    """Write a file atomically.
-
-    ``write(tmp)`` fills a temporary file in the same directory, which then replaces ``path``
-    with ``os.replace`` (atomic on POSIX and Windows within one file system). On any error,
-    interruption included, the temporary file is removed and an existing ``path`` is left
-    untouched.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        Destination; its directory is created if needed.
-    write : callable(str)
-        Writes the complete file at the temporary path it is given.
-    suffix : str
-        Suffix of the temporary name (some writers insist on an extension).
-
-    Returns
-    -------
-    Path
-        ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
 def coordinates(values, name: str) -> np.ndarray:
     """Grid coordinates from what a user passes.
 
@@ -121,26 +84,62 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="pt", leave=False)
 
 
-class _Target(NamedTuple):
-    kind: str  # "mlp", "analytic", "jit", "python"
+class Target(NamedTuple):
+    """What :func:`evaluate` runs, from :func:`as_target`.
+
+    Attributes
+    ----------
+    kind : {"mlp", "analytic", "jit", "python"}
+    fn : MLP or callable
+        The model, or the function f(theta) -> float.
+    P : int or None
+        Length of theta (None for a function that does not say).
+    data : Batch or None
+        The validated data of an MLP.
+    """
+
+    kind: str
     fn: object
     P: int | None
     data: Batch | None
 
 
-def _target(model, X, y) -> _Target:
+def as_target(model, X=None, y=None, *, device="cpu", dtype="float64", upload=False) -> Target:
+    """Validate what :func:`evaluate` is asked to run: an MLP with its data, or a function.
+
+    Parameters
+    ----------
+    model : MLP, AnalyticFunction, Numba-jitted or Python callable f(theta) -> float
+    X : (n, d) array or Batch
+        Required with an MLP, None with a function.
+    y : (n,) or (n, out) array
+    device : {"cpu", "cuda"}
+        Checked first; functions run on the CPU only.
+    dtype : {"float64", "float32"}
+    upload : bool
+        Copy an MLP's data to the device now (once for the whole evaluation).
+
+    Returns
+    -------
+    Target
+    """
+    device = _device.resolve_device(device)
+    _device.check_dtype(dtype, device)
     if isinstance(model, MLP):
         if X is None:
             raise ValueError("X is required when model is an MLP")
-        return _Target("mlp", model, model.n_params, model.batch(X, y))
+        _, data, _ = _device.prepare(model, X, y, device=device, dtype=dtype, upload=upload)
+        return Target("mlp", model, model.n_params, data)
     if X is not None or y is not None:
         raise ValueError("X and y must be None when model is a function f(theta) -> float")
+    if device != "cpu":
+        raise ValueError(f"device={device!r} evaluates MLPs; functions f(theta) run on the CPU")
     if isinstance(model, AnalyticFunction):
-        return _Target("analytic", model, model.dim, None)
+        return Target("analytic", model, model.dim, None)
     if isinstance(model, numba.core.registry.CPUDispatcher):
-        return _Target("jit", model, None, None)
+        return Target("jit", model, None, None)
     if callable(model):
-        return _Target("python", model, None, None)
+        return Target("python", model, None, None)
     raise TypeError(
         f"model must be an MLP or a function f(theta) -> float, got {type(model).__name__}"
     )
@@ -154,7 +153,7 @@ def _check_basis(basis, P: int | None) -> np.ndarray:
 
 
 def _fingerprint(
-    target: _Target, basis, coef, tile: int, device: str = "cpu", dtype: str = "float64"
+    target: Target, basis, coef, tile: int, device: str = "cpu", dtype: str = "float64"
 ) -> str:
     h = hashlib.sha256()
     fn = getattr(target.fn, "py_func", target.fn)
@@ -173,7 +172,7 @@ def _fingerprint(
     return h.hexdigest()
 
 
-def _work(target: _Target, K: int, m: int) -> float:
+def _work(target: Target, K: int, m: int) -> float:
     if target.kind != "mlp":
         return float(m) * K * (target.P or 2) * 10
     sizes = target.fn.sizes
@@ -182,16 +181,16 @@ def _work(target: _Target, K: int, m: int) -> float:
     return float(m) * n * (K * sizes[1] + tail)
 
 
-def _run_tile(target: _Target, basis, coef, n_threads, device: str = "cpu", dtype="float64"):
+def _run_tile(target: Target, basis, coef, n_threads, device: str = "cpu", dtype="float64"):
     with threads(n_threads):
         if target.kind == "mlp":
             model = target.fn
             loss, acc = _device.span_eval(model, basis, coef, target.data, device, dtype)
             return loss, (acc if model.is_classifier else None)
         if target.kind == "analytic":
-            return _span.span_analytic(target.fn.code, basis, coef, config.SPAN_POINT_CHUNK), None
+            return _device.span_analytic(target.fn.code, basis, coef), None
         if target.kind == "jit":
-            return _span.span_function(target.fn, basis, coef, config.SPAN_POINT_CHUNK), None
+            return _device.span_function(target.fn, basis, coef), None
     out = np.empty(coef.shape[0])
     for j in range(coef.shape[0]):
         out[j] = float(target.fn(coef[j] @ basis))
@@ -260,13 +259,8 @@ def evaluate(
     Evaluation
         ``loss`` (m,) and ``accuracy`` (m,) or None.
     """
-    _device.check_dtype(dtype, _device.resolve_device(device))
-    target = _target(model, X, y)
+    target = as_target(model, X, y, device=device, dtype=dtype, upload=True)
     basis = _check_basis(basis, target.P)
-    if device == "cuda":
-        if target.kind != "mlp":
-            raise ValueError("device='cuda' evaluates MLPs; functions f(theta) run on the CPU")
-        target = target._replace(data=_device.to_device(target.data, dtype))
     K = basis.shape[0]
     C = as_float_array(coefficients, "coefficients", 2)
     if C.shape[1] != K:
@@ -281,9 +275,9 @@ def evaluate(
         tile = min(config.SPAN_TILE, max(64, -(-m // 20)))
     elif checkpoint_dir is None and on_tile is None and device == "cpu":
         # nothing to save or report between tiles: one pass over the data for all points
-        # (each tile forms the first-layer products again; B1: 196 -> 166 ms measured). The
-        # CPU engine's memory does not grow with the tile; the GPU's keeps per-point
-        # parameters, so it stays tiled.
+        # (each tile forms the first-layer products again; bench/NOTES.md). The CPU engine's
+        # memory does not grow with the tile; the GPU's keeps per-point parameters, so it
+        # stays tiled.
         tile = max(1, m)
     else:
         tile = config.SPAN_TILE
@@ -352,7 +346,6 @@ def _savez(path: str, arrays: dict) -> None:
 
 def _read_manifest(path: Path) -> dict:
     """The checkpoint manifest; a damaged one is a one-line FileFormatError naming it."""
-    from .io import FileFormatError  # io imports this module
 
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
@@ -447,7 +440,7 @@ class Surface:
         return self.loss.shape
 
 
-def _settings(target: _Target, **extra) -> dict:
+def _settings(target: Target, **extra) -> dict:
     out = {"model": target.fn.to_dict() if target.kind == "mlp" else repr(target.fn)}
     if target.data is not None:
         out["n_samples"] = int(target.data.X.shape[0])
@@ -494,7 +487,7 @@ def slice_1d(
     -------
     Slice
     """
-    target = _target(model, X, y)
+    target = as_target(model, X, y)
     theta = (
         as_float_array(theta, "theta", 1)
         if target.P is None
@@ -546,7 +539,7 @@ def surface_2d(
         ``loss[i, j]`` is the loss at ``(alphas[i], betas[j])``; shape (len(alphas),
         len(betas)).
     """
-    target = _target(model, X, y)
+    target = as_target(model, X, y)
     theta = (
         as_float_array(theta, "theta", 1)
         if target.P is None

@@ -9,24 +9,32 @@ Hessians of the no-hidden-layer members are a fast path inside ``MLP.hessian``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
-from . import config
+from . import _device, config
 from ._validation import (
     as_float_array,
     as_vector,
     check_choice,
     check_finite,
+    check_positive_float,
     check_positive_int,
 )
-from .kernels import hessian as _hessian
-from .kernels import linear as _linear
-from .kernels import mlp as _k
+from .data import Batch, DeviceBatch, ModelSpec
+from .kernels import elementwise as _el
+from .kernels import layout as _layout
 
-ACTIVATIONS = {"identity": _k.IDENTITY, "tanh": _k.TANH, "relu": _k.RELU, "sigmoid": _k.SIGMOID}
-LOSSES = {"softmax_ce": _k.SOFTMAX_CE, "logistic": _k.LOGISTIC, "mse": _k.MSE}
+ACTIVATIONS = {
+    "identity": _el.IDENTITY,
+    "tanh": _el.TANH,
+    "relu": _el.RELU,
+    "sigmoid": _el.SIGMOID,
+    "leaky_relu": _el.LEAKY_RELU,
+    "gelu": _el.GELU,
+    "gelu_tanh": _el.GELU_TANH,
+}
+LOSSES = {"softmax_ce": _el.SOFTMAX_CE, "logistic": _el.LOGISTIC, "mse": _el.MSE}
 
 
 @dataclass(frozen=True)
@@ -48,13 +56,6 @@ class LayerLayout:
     shape: tuple[int, int]
 
 
-class Batch(NamedTuple):
-    """Validated data in kernel form: X (n, d) and the target matrix Y (n, out), both float64."""
-
-    X: np.ndarray
-    Y: np.ndarray
-
-
 class MLP:
     """A dense network with biases; parameters in one flat float64 vector ``theta``.
 
@@ -63,8 +64,11 @@ class MLP:
     sizes : sequence of int
         Units per layer, input first: ``[d, h1, ..., out]``. ``[d, out]`` is a model with no
         hidden layer (logistic or linear regression).
-    activation : {"tanh", "relu", "sigmoid", "identity"}
-        Activation of the hidden layers. The output layer is affine; the loss applies the link.
+    activation : {"tanh", "relu", "sigmoid", "identity", "leaky_relu", "gelu", "gelu_tanh"}
+        Activation of the hidden layers, as PyTorch defines them: ``leaky_relu`` has negative
+        slope 0.01, ``gelu`` is the exact ``0.5 z (1 + erf(z / sqrt 2))`` and ``gelu_tanh``
+        its tanh approximation (``nn.GELU(approximate="tanh")``). The output layer is affine;
+        the loss applies the link.
     loss : {"softmax_ce", "logistic", "mse"}
         Loss per sample, averaged over samples:
 
@@ -74,6 +78,11 @@ class MLP:
           {0, 1}; needs ``out == 1``.
         - ``mse``: the squared error summed over outputs, ``sum_o (z_o - y_o)**2``, averaged
           over samples (no 1/2 and no division by ``out``). Targets (n,) or (n, out).
+    l2 : float, optional
+        λ >= 0 of the L2 term ``½ λ ‖w‖²`` added to the mean loss (default 0: none). It is
+        carried through the loss, gradient, HVP, Hessian and the landscapes.
+    l2_bias : bool, optional
+        Whether the L2 term covers the biases too (default False: weights only).
 
     Attributes
     ----------
@@ -83,9 +92,19 @@ class MLP:
         Per layer, the slices of W and b in theta and W's shape.
     n_params : int
         Length P of theta.
+    spec : ModelSpec
+        What the kernels are told about the model (sizes, activation and loss codes); the
+        dispatch seam ``fastscape._device`` reads nothing else of it.
     """
 
-    def __init__(self, sizes, activation: str = "tanh", loss: str = "softmax_ce") -> None:
+    def __init__(
+        self,
+        sizes,
+        activation: str = "tanh",
+        loss: str = "softmax_ce",
+        l2: float = 0.0,
+        l2_bias: bool = False,
+    ) -> None:
         sizes = tuple(sizes)
         if len(sizes) < 2:
             raise ValueError(f"sizes needs at least an input and an output size, got {sizes}")
@@ -97,21 +116,29 @@ class MLP:
             raise ValueError(f"loss 'logistic' needs 1 output unit, got sizes[-1] = {sizes[-1]}")
         if loss == "softmax_ce" and sizes[-1] < 2:
             raise ValueError(f"loss 'softmax_ce' needs >= 2 output units, got {sizes[-1]}")
+        if isinstance(l2, (bool, str)):
+            raise TypeError(f"l2 must be a number, got {type(l2).__name__}")
+        l2 = check_positive_float(l2, "l2", allow_zero=True)
+        if not isinstance(l2_bias, (bool, np.bool_)):
+            raise TypeError(f"l2_bias must be a bool, got {type(l2_bias).__name__}")
         self.sizes = tuple(int(s) for s in sizes)
         self.activation = activation
         self.loss_name = loss
-        layout = []
-        o = 0
-        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
-            w = slice(o, o + n_out * n_in)
-            o += n_out * n_in
-            layout.append(LayerLayout(w, slice(o, o + n_out), (n_out, n_in)))
-            o += n_out
-        self.layout = tuple(layout)
-        self.n_params = o
-        self._sizes_arr = np.array(self.sizes, dtype=np.int64)
-        self._act = ACTIVATIONS[activation]
-        self._loss = LOSSES[loss]
+        self.l2 = l2
+        self.l2_bias = bool(l2_bias)
+        self.spec = ModelSpec(
+            self.sizes, ACTIVATIONS[activation], LOSSES[loss], float(l2), self.l2_bias
+        )
+        w_off, b_off, _ = _layout.layout(self.spec.sizes_array)
+        self.layout = tuple(
+            LayerLayout(
+                slice(int(w_off[l]), int(b_off[l])),
+                slice(int(b_off[l]), int(b_off[l]) + n_out),
+                (n_out, n_in),
+            )
+            for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]))
+        )
+        self.n_params = _layout.n_params(self.spec.sizes_array)
 
     # ------------------------------------------------------------------ description
     @property
@@ -135,14 +162,22 @@ class MLP:
         return self.loss_name != "mse"
 
     def __repr__(self) -> str:
+        extra = f", l2={self.l2!r}" if self.l2 > 0.0 else ""
+        extra += ", l2_bias=True" if self.l2_bias and self.l2 > 0.0 else ""
         return (
             f"MLP(sizes={list(self.sizes)}, activation={self.activation!r}, "
-            f"loss={self.loss_name!r})"
+            f"loss={self.loss_name!r}{extra})"
         )
 
     def _key(self):
-        # the activation means nothing without a hidden layer
-        return (self.sizes, None if self.is_linear else self.activation, self.loss_name)
+        # the activation means nothing without a hidden layer, l2_bias nothing without l2
+        return (
+            self.sizes,
+            None if self.is_linear else self.activation,
+            self.loss_name,
+            self.l2,
+            self.l2_bias and self.l2 > 0.0,
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, MLP) and self._key() == other._key()
@@ -152,7 +187,13 @@ class MLP:
 
     def to_dict(self) -> dict:
         """The constructor's arguments (for saving a model beside its parameters)."""
-        return {"sizes": list(self.sizes), "activation": self.activation, "loss": self.loss_name}
+        return {
+            "sizes": list(self.sizes),
+            "activation": self.activation,
+            "loss": self.loss_name,
+            "l2": self.l2,
+            "l2_bias": self.l2_bias,
+        }
 
     # ------------------------------------------------------------------ PyTorch
     @classmethod
@@ -163,6 +204,8 @@ class MLP:
         *,
         activation: str | None = None,
         sizes=None,
+        l2: float = 0.0,
+        l2_bias: bool = False,
     ) -> tuple[MLP, np.ndarray]:
         """Convert a PyTorch network, or a ``state_dict`` with its spec.
 
@@ -186,6 +229,8 @@ class MLP:
             a module says its own, so it is refused there).
         sizes : sequence of int, optional
             With a ``state_dict``: the expected sizes, checked against the weights.
+        l2, l2_bias : optional
+            The model's L2 term (see :class:`MLP`); a module does not carry one.
 
         Returns
         -------
@@ -215,7 +260,7 @@ class MLP:
             sizes, activation, params = _torch.parse_module(module, available)
         if loss is None:
             loss = "softmax_ce" if sizes[-1] > 1 else "logistic"
-        model = cls(sizes, activation=activation, loss=loss)
+        model = cls(sizes, activation=activation, loss=loss, l2=l2, l2_bias=l2_bias)
         return model, model.flatten(params)
 
     def to_torch(self, theta, dtype=None):
@@ -356,16 +401,6 @@ class MLP:
         return Batch(X, self.targets(y, X.shape[0]))
 
     # ------------------------------------------------------------------ evaluation
-    def _args(self, data: Batch):
-        return (
-            self._sizes_arr,
-            self._act,
-            self._loss,
-            data.X,
-            data.Y,
-            config.n_chunks_for(data.X.shape[0]),
-        )
-
     def loss(self, theta, X, y=None, device: str = "cpu") -> float:
         """Mean loss over the samples.
 
@@ -382,9 +417,8 @@ class MLP:
         -------
         float
         """
-        theta = self.check_theta(theta)
-        data = self.batch(X, y)
-        return _device.mlp_loss(self, theta, data, device)
+        device, data, th = _device.prepare(self, X, y, device=device, upload=False, theta=theta)
+        return _device.mlp_loss(self, th["theta"], data, device)
 
     def grad(self, theta, X, y=None, device: str = "cpu") -> tuple[float, np.ndarray]:
         """Mean loss and its gradient by backpropagation.
@@ -402,9 +436,8 @@ class MLP:
         loss : float
         grad : (P,) array
         """
-        theta = self.check_theta(theta)
-        data = self.batch(X, y)
-        return _device.mlp_loss_grad(self, theta, data, device)
+        device, data, th = _device.prepare(self, X, y, device=device, upload=False, theta=theta)
+        return _device.mlp_loss_grad(self, th["theta"], data, device)
 
     def hvp(self, theta, v, X, y=None, device: str = "cpu") -> np.ndarray:
         """Exact Hessian-vector product(s) by Pearlmutter's R-operator.
@@ -423,12 +456,11 @@ class MLP:
         -------
         (P,) or (K, P) array
         """
-        theta = self.check_theta(theta)
+        device, data, th = _device.prepare(self, X, y, device=device, upload=False, theta=theta)
         V = as_float_array(v, "v", (1, 2))
         if V.shape[-1] != self.n_params:
             raise ValueError(f"v has length {V.shape[-1]}, expected {self.n_params}")
-        data = self.batch(X, y)
-        out = _device.mlp_hvp(self, theta, np.atleast_2d(V), data, device)
+        out = _device.mlp_hvp(self, th["theta"], np.atleast_2d(V), data, device)
         return out[0] if V.ndim == 1 else out
 
     def hessian(self, theta, X, y=None, max_params: int | None = None) -> np.ndarray:
@@ -464,19 +496,13 @@ class MLP:
                 "tools (hvp, Lanczos) instead"
             )
         data = self.batch(X, y)
-        if self.is_linear and self.loss_name == "logistic":
-            return _linear.logistic_hessian(theta, data.X)
-        if self.is_linear and self.loss_name == "mse":
-            return _linear.mse_hessian(data.X, self.n_outputs)
-        s, a, l, Xk, Yk, _ = self._args(data)
-        block = _hessian.block_size(s, Xk.shape[0], config.HESSIAN_SCRATCH_BYTES)
-        return _hessian.mlp_hessian(theta, s, a, l, Xk, Yk, block)
+        return _device.mlp_hessian(self, theta, data)
 
     def logits(self, theta, X) -> np.ndarray:
         """Outputs of the last (affine) layer, (n, out)."""
         theta = self.check_theta(theta)
         X = X.X if isinstance(X, Batch) else self.check_X(X)
-        return _k.mlp_logits(theta, self._sizes_arr, self._act, X, config.mlp_block_for(self.sizes))
+        return _device.mlp_logits(self, theta, X)
 
     def predict(self, theta, X) -> np.ndarray:
         """Predictions of the model.
@@ -521,4 +547,12 @@ def LinearRegression(d: int, n_outputs: int = 1) -> MLP:
     return MLP([d, n_outputs], activation="identity", loss="mse")
 
 
-from . import _device  # noqa: E402  (after Batch: _device imports it)
+__all__ = [
+    "MLP",
+    "Batch",
+    "DeviceBatch",
+    "LayerLayout",
+    "LinearRegression",
+    "Logistic",
+    "ModelSpec",
+]

@@ -28,7 +28,7 @@ from ._validation import (
     check_positive_float,
     check_positive_int,
 )
-from .landscape import _target, evaluate
+from .landscape import as_target, evaluate
 from .models import MLP
 
 DEFAULT_PATH_POINTS = 51
@@ -116,7 +116,7 @@ def hat_weights(ts, n_points: int) -> np.ndarray:
 
 
 def _profile(model, basis, W, ends, X, y, kind, ts, progress, engine) -> PathProfile:
-    target = _target(model, X, y)
+    target = as_target(model, X, y)
     data = target.data if target.kind == "mlp" else None
     C = np.vstack([W, ends])
     res = evaluate(target.fn, basis, C, data, progress=progress, **engine)
@@ -154,7 +154,7 @@ def linear_path(
     -------
     PathProfile
     """
-    target = _target(model, X, y)
+    target = as_target(model, X, y)
     a = _point(target, theta_a, "theta_a")
     b = as_vector(theta_b, "theta_b", a.shape[0])
     t = _ts(ts)
@@ -180,7 +180,7 @@ def bezier_path(
     -------
     PathProfile
     """
-    target = _target(model, X, y)
+    target = as_target(model, X, y)
     a = _point(target, theta_a, "theta_a")
     w = as_vector(bend, "bend", a.shape[0])
     b = as_vector(theta_b, "theta_b", a.shape[0])
@@ -206,7 +206,7 @@ def polychain_path(model, points, X=None, y=None, ts=None, *, progress=None, **e
     -------
     PathProfile
     """
-    target = _target(model, X, y)
+    target = as_target(model, X, y)
     pts = as_float_array(points, "points", 2)
     if pts.shape[0] < 2:
         raise ValueError(f"points needs at least 2 rows, got {pts.shape[0]}")
@@ -282,19 +282,16 @@ def fit_bezier(
     -------
     BezierFit
     """
-    device = _device.resolve_device(device)
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
-    a = model.check_theta(theta_a, "theta_a")
-    b = model.check_theta(theta_b, "theta_b")
-    w = 0.5 * (a + b) if bend0 is None else model.check_theta(bend0, "bend0").copy()
+    device, data, th = _device.prepare(
+        model, X, y, device=device, upload=batch_size is None,
+        theta_a=theta_a, theta_b=theta_b, bend0=bend0,
+    )  # fmt: skip
+    a, b = th["theta_a"], th["theta_b"]
+    w = 0.5 * (a + b) if bend0 is None else th["bend0"].copy()
     steps = check_positive_int(steps, "steps")
     lr = check_positive_float(lr, "lr")
     check_choice(method, "method", ("adam", "sgd"))
     ts_per_step = check_positive_int(ts_per_step, "ts_per_step")
-    data = model.batch(X, y)
-    if device == "cuda" and batch_size is None:
-        data = _device.to_device(data)
     n = data.X.shape[0]
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size")
@@ -406,11 +403,8 @@ def mode_connectivity(
     -------
     ModeConnectivity
     """
-    device = _device.resolve_device(device)
+    data = as_target(model, X, y, device=device, upload=True).data
     threshold = check_positive_float(threshold, "threshold")
-    data = model.batch(X, y) if isinstance(model, MLP) else None
-    if device == "cuda" and data is not None:
-        data = _device.to_device(data)
     kw = {"ts": ts, "progress": progress, "device": device}
     lin = linear_path(model, theta_a, theta_b, data, **kw)
     curve = None

@@ -5,9 +5,10 @@ kernel. Each twin is named after the kernel it checks (``kernels.mlp.mlp_loss`` 
 ``reference.mlp_loss``) and takes the same model encoding, with the activation and loss given
 by name:
 
-theta (P,), sizes (L+1,), activation in {"identity", "tanh", "relu", "sigmoid"},
-loss in {"softmax_ce", "logistic", "mse"}, X (n, d), Y (n, out) target matrix (one-hot rows
-for softmax-CE, the 0/1 label for logistic, targets for MSE).
+theta (P,), sizes (L+1,), activation in {"identity", "tanh", "relu", "sigmoid", "leaky_relu",
+"gelu", "gelu_tanh"}, loss in {"softmax_ce", "logistic", "mse"}, X (n, d), Y (n, out) target
+matrix (one-hot rows for softmax-CE, the 0/1 label for logistic, targets for MSE), and the L2
+term ``½ l2 ‖w‖²`` on the weights (on the biases too with ``l2_bias``) added to the loss.
 
 Everything is written over the whole batch with matrix products, as one would on paper:
 forward pass, backpropagation, Pearlmutter's R-operator for Hessian-vector products, and the
@@ -16,7 +17,12 @@ exact Hessian as the matrix whose columns are H e_j.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+_erf = np.vectorize(math.erf, otypes=[float])
+_GELU_C = np.sqrt(2.0 / np.pi)
 
 
 def unflatten(theta, sizes):
@@ -32,6 +38,17 @@ def unflatten(theta, sizes):
     return params
 
 
+def _phi(z):
+    """Standard normal density."""
+    return np.exp(-0.5 * z**2) / np.sqrt(2.0 * np.pi)
+
+
+def _gelu_tanh_parts(z):
+    """t = tanh(u), u' and u'' of GELU's tanh approximation, u = c (z + 0.044715 z**3)."""
+    t = np.tanh(_GELU_C * (z + 0.044715 * z**3))
+    return t, _GELU_C * (1.0 + 3 * 0.044715 * z**2), _GELU_C * 6 * 0.044715 * z
+
+
 def _act(name, z):
     if name == "tanh":
         return np.tanh(z)
@@ -39,6 +56,12 @@ def _act(name, z):
         return np.maximum(z, 0.0)
     if name == "sigmoid":
         return 1.0 / (1.0 + np.exp(-z))
+    if name == "leaky_relu":
+        return np.where(z > 0, z, 0.01 * z)
+    if name == "gelu":
+        return 0.5 * z * (1.0 + _erf(z / np.sqrt(2.0)))
+    if name == "gelu_tanh":
+        return 0.5 * z * (1.0 + _gelu_tanh_parts(z)[0])
     return z
 
 
@@ -50,6 +73,13 @@ def _act_d1(name, z):
     if name == "sigmoid":
         s = 1.0 / (1.0 + np.exp(-z))
         return s * (1.0 - s)
+    if name == "leaky_relu":
+        return np.where(z > 0, 1.0, 0.01)
+    if name == "gelu":
+        return 0.5 * (1.0 + _erf(z / np.sqrt(2.0))) + z * _phi(z)
+    if name == "gelu_tanh":
+        t, du, _ = _gelu_tanh_parts(z)
+        return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t**2) * du
     return np.ones_like(z)
 
 
@@ -60,7 +90,29 @@ def _act_d2(name, z):
     if name == "sigmoid":
         s = 1.0 / (1.0 + np.exp(-z))
         return s * (1.0 - s) * (1.0 - 2.0 * s)
+    if name == "gelu":
+        return _phi(z) * (2.0 - z**2)
+    if name == "gelu_tanh":
+        t, du, ddu = _gelu_tanh_parts(z)
+        # d/dz of 0.5 (1 + t) + 0.5 z (1 - t**2) u', with t' = (1 - t**2) u'
+        return (1.0 - t**2) * du + 0.5 * z * (1.0 - t**2) * (ddu - 2.0 * t * du**2)
     return np.zeros_like(z)
+
+
+def l2_weights(sizes, l2=0.0, l2_bias=False):
+    """The (P,) vector with ``l2`` on the weights (and biases with l2_bias), else 0."""
+    parts = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        parts.append(np.full(n_out * n_in, float(l2)))
+        parts.append(np.full(n_out, float(l2) if l2_bias else 0.0))
+    return np.concatenate(parts)
+
+
+def _l2_value(theta, sizes, l2, l2_bias):
+    """½ l2 ‖w‖² (and the biases with l2_bias); 0 without an L2 term."""
+    if l2 == 0.0:
+        return 0.0
+    return 0.5 * float(np.sum(l2_weights(sizes, l2, l2_bias) * theta**2))
 
 
 def _forward(theta, sizes, activation, X):
@@ -117,14 +169,14 @@ def mlp_logits(theta, sizes, activation, X):
     return zs[-1]
 
 
-def mlp_loss(theta, sizes, activation, loss, X, Y):
-    """Mean loss over samples."""
+def mlp_loss(theta, sizes, activation, loss, X, Y, l2=0.0, l2_bias=False):
+    """Mean loss over samples (plus the L2 term)."""
     zs, _ = _forward(theta, sizes, activation, X)
-    return float(np.mean(_per_sample_loss(loss, zs[-1], Y)))
+    return float(np.mean(_per_sample_loss(loss, zs[-1], Y))) + _l2_value(theta, sizes, l2, l2_bias)
 
 
-def mlp_loss_grad(theta, sizes, activation, loss, X, Y):
-    """(mean loss, gradient (P,)) by backpropagation over the whole batch."""
+def mlp_loss_grad(theta, sizes, activation, loss, X, Y, l2=0.0, l2_bias=False):
+    """(mean loss, gradient (P,)) by backpropagation over the whole batch (plus the L2 term)."""
     n = X.shape[0]
     params = unflatten(theta, sizes)
     zs, acts = _forward(theta, sizes, activation, X)
@@ -136,11 +188,36 @@ def mlp_loss_grad(theta, sizes, activation, loss, X, Y):
         if l > 0:
             delta = (delta @ W) * _act_d1(activation, zs[l - 1])
     grad = np.concatenate([np.concatenate([gW.ravel(), gb]) for gW, gb in reversed(grads)])
-    return float(np.mean(_per_sample_loss(loss, zs[-1], Y))), grad
+    if l2 > 0.0:
+        grad = grad + l2_weights(sizes, l2, l2_bias) * theta
+    value = float(np.mean(_per_sample_loss(loss, zs[-1], Y))) + _l2_value(theta, sizes, l2, l2_bias)
+    return value, grad
 
 
-def mlp_hvp(theta, v, sizes, activation, loss, X, Y):
-    """Hessian-vector product H v (P,) by Pearlmutter's R-operator over the whole batch."""
+def block_hvp(theta, V, sizes, activation, loss, X, Y, l2=0.0, l2_bias=False):
+    """Hessian-vector products by Pearlmutter's R-operator over the whole batch (plus the L2
+    term's ``l2 v`` on the penalised entries).
+
+    Twin of ``kernels.hvp.block_hvp`` (and of the CUDA driver ``kernels.cuda.mlp.mlp_hvp``).
+
+    Parameters
+    ----------
+    V : (P,) or (K, P) array
+        One vector or K vectors.
+
+    Returns
+    -------
+    (P,) or (K, P) array
+        ``H v``, or the rows ``H V[k]``.
+    """
+    V = np.asarray(V)
+    if V.ndim == 2:
+        return np.stack([_hvp(theta, v, sizes, activation, loss, X, Y, l2, l2_bias) for v in V])
+    return _hvp(theta, V, sizes, activation, loss, X, Y, l2, l2_bias)
+
+
+def _hvp(theta, v, sizes, activation, loss, X, Y, l2=0.0, l2_bias=False):
+    """H v (P,) for one vector."""
     n = X.shape[0]
     params = unflatten(theta, sizes)
     vparams = unflatten(v, sizes)
@@ -168,22 +245,23 @@ def mlp_hvp(theta, v, sizes, activation, loss, X, Y):
             z = zs[l - 1]
             rdelta = _act_d2(activation, z) * rzs[l - 1] * back + _act_d1(activation, z) * rback
             delta = back * _act_d1(activation, z)
-    return np.concatenate([np.concatenate([gW.ravel(), gb]) for gW, gb in reversed(out)])
+    hv = np.concatenate([np.concatenate([gW.ravel(), gb]) for gW, gb in reversed(out)])
+    return hv + l2_weights(sizes, l2, l2_bias) * v if l2 > 0.0 else hv
 
 
-def mlp_hessian(theta, sizes, activation, loss, X, Y):
+def mlp_hessian(theta, sizes, activation, loss, X, Y, l2=0.0, l2_bias=False):
     """Exact Hessian (P, P): column j is H e_j."""
     P = theta.size
     H = np.empty((P, P))
     for j in range(P):
         e = np.zeros(P)
         e[j] = 1.0
-        H[:, j] = mlp_hvp(theta, e, sizes, activation, loss, X, Y)
+        H[:, j] = _hvp(theta, e, sizes, activation, loss, X, Y, l2, l2_bias)
     return H
 
 
 # ----------------------------------------------------------------------------- span engine
-def span_loss(basis, coef, sizes, activation, loss, X, Y):
+def span_eval(basis, coef, sizes, activation, loss, X, Y, l2=0.0, l2_bias=False):
     """Loss and accuracy at the points ``coef @ basis``: a plain loop over points.
 
     The seeds' ``visualize_loss_landscape_2d`` written once for any span: form each point's
@@ -206,7 +284,7 @@ def span_loss(basis, coef, sizes, activation, loss, X, Y):
     acc = None if loss == "mse" else np.empty(m)
     for j in range(m):
         theta = coef[j] @ basis
-        losses[j] = mlp_loss(theta, sizes, activation, loss, X, Y)
+        losses[j] = mlp_loss(theta, sizes, activation, loss, X, Y, l2, l2_bias)
         if acc is not None:
             z = mlp_logits(theta, sizes, activation, X)
             if loss == "logistic":

@@ -77,16 +77,6 @@ class EpsilonSharpness:
     seed: int
 
 
-def _model_data(model, theta, X, y, device="cpu"):
-    """Device first, then the shared checks; with ``device="cuda"`` the data are copied to the
-    GPU once here (a DeviceBatch), and every evaluation of the call reuses that copy."""
-    device = _device.resolve_device(device)
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
-    theta, data = model.check_theta(theta), model.batch(X, y)
-    return theta, (_device.to_device(data) if device == "cuda" else data)
-
-
 def _lambda_max(model, theta, data, seed, device="cpu") -> float:
     if model.n_params < 2:
         return float(model.hessian(theta, data)[0, 0])
@@ -141,7 +131,8 @@ def epsilon_sharpness(
     -------
     EpsilonSharpness
     """
-    theta, data = _model_data(model, theta, X, y, device)
+    device, data, th = _device.prepare(model, X, y, device=device, theta=theta)
+    theta = th["theta"]
     eps = check_positive_float(eps, "eps")
     r = check_positive_int(n_directions, "n_directions")
     rng = np.random.default_rng(seed)
@@ -240,7 +231,8 @@ def sam_perturbation(
     -------
     (P,) array
     """
-    theta, data = _model_data(model, theta, X, y, device)
+    device, data, th = _device.prepare(model, X, y, device=device, theta=theta)
+    theta = th["theta"]
     rho = check_positive_float(rho, "rho")
     eta = check_positive_float(eta, "eta", allow_zero=True)
     g = model.grad(theta, data, device=device)[1]
@@ -263,7 +255,8 @@ def sam_sharpness(
     -------
     float
     """
-    theta, data = _model_data(model, theta, X, y, device)
+    device, data, th = _device.prepare(model, X, y, device=device, theta=theta)
+    theta = th["theta"]
     e = sam_perturbation(model, theta, data, rho=rho, adaptive=adaptive, eta=eta, device=device)
     return model.loss(theta + e, data, device=device) - model.loss(theta, data, device=device)
 
@@ -284,7 +277,8 @@ def sam_gradient(
     -------
     (P,) array
     """
-    theta, data = _model_data(model, theta, X, y, device)
+    device, data, th = _device.prepare(model, X, y, device=device, theta=theta)
+    theta = th["theta"]
     e = sam_perturbation(model, theta, data, rho=rho, adaptive=adaptive, eta=eta, device=device)
     return model.grad(theta + e, data, device=device)[1]
 
@@ -384,18 +378,13 @@ def compare_minima(
     -------
     MinimaComparison
     """
-    device = _device.resolve_device(device)
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an MLP, got {type(model).__name__}")
+    device, data, _ = _device.prepare(model, X, y, device=device)
     if not isinstance(thetas, dict) or not thetas:
         raise ValueError("thetas must be a non-empty dict mapping names to parameter vectors")
     trace_method = check_choice(trace_method, "trace_method", ("auto", "exact", "hutchinson",
                                                                "hutch++"))  # fmt: skip
     if trace_method == "auto":
         trace_method = "exact" if model.n_params <= 500 else "hutchinson"
-    data = model.batch(X, y)
-    if device == "cuda":
-        data = _device.to_device(data)
     checked = {str(k): model.check_theta(v, f"thetas[{k!r}]") for k, v in thetas.items()}
     warnings.warn(
         "raw sharpness (λmax, trace, ε- and SAM sharpness) is not reparameterization-invariant "

@@ -9,6 +9,7 @@ import scipy.linalg
 
 from ._validation import check_choice, check_positive_float, check_positive_int
 from .models import MLP, Batch
+from .sharpness import sam_epsilon, weight_mask
 
 METHODS = ("gd", "momentum", "adam", "newton", "sam", "asam")
 
@@ -170,8 +171,6 @@ def fit(
     if not isinstance(model, MLP):
         raise TypeError(f"model must be an MLP, got {type(model).__name__}")
     check_choice(method, "method", METHODS)
-    from .sharpness import sam_epsilon, weight_mask  # lazy: sharpness imports this package
-
     lr = check_positive_float(lr, "lr")
     steps = check_positive_int(steps, "steps", minimum=0)
     gtol = check_positive_float(gtol, "gtol", allow_zero=True)

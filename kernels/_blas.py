@@ -2,7 +2,7 @@
 
 A multithreaded OpenBLAS GEMM partitions the product differently for 1 and 2 threads, and the
 edge micro-kernels round differently, so ``A @ B`` can change in its last bit when the BLAS
-thread count changes (measured: the gradient of MLP 64-32-10 differed between 1 and 2 OpenBLAS
+thread count changes (the gradient of MLP 64-32-10 was seen to differ between 1 and 2 OpenBLAS
 threads). Here BLAS always runs single-threaded, on a partition of the product into parts that
 depends only on the shapes; the parts run concurrently on a pool of ``numba.get_num_threads()``
 threads (BLAS releases the GIL). The thread count therefore decides who computes a part, never

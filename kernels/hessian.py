@@ -36,15 +36,9 @@ from numba import prange
 
 from ._blas import matmul, serial_blas
 from ._jit import jit
-from .mlp import (
-    LOGISTIC,
-    MSE,
-    _forward_block,
-    _layers,
-    activation_d1_array,
-    activation_d2_array,
-    layout,
-)
+from .elementwise import activation_d1_array, activation_d2_array, loss_derivatives_array
+from .layout import layer_views, layout
+from .mlp import forward_block
 
 
 # ----------------------------------------------------------------------------- packing
@@ -143,24 +137,6 @@ def scatter_offdiagonal(R, rows, cols, scale, H):
 
 
 # ----------------------------------------------------------------------------- per-sample factors
-def _output(loss_kind, z, Y):
-    """Per-sample dℓ/dz (B, c) and d²ℓ/dz² (B, c, c) from the logits z (B, c)."""
-    B, c = z.shape
-    if loss_kind == LOGISTIC:
-        e = np.exp(-np.abs(z))
-        p = np.where(z >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
-        return p - Y, (e / (1.0 + e) ** 2)[:, :, None]
-    if loss_kind == MSE:
-        return 2.0 * (z - Y), np.broadcast_to(2.0 * np.eye(c), (B, c, c)).copy()
-    s = Y.sum(axis=1)
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    p = e / e.sum(axis=1, keepdims=True)
-    g = s[:, None] * p - Y
-    Hout = -s[:, None, None] * (p[:, :, None] * p[:, None, :])
-    Hout[:, np.arange(c), np.arange(c)] += s[:, None] * p
-    return g, Hout
-
-
 def _factors(theta, sizes, act, loss_kind, X, Y):
     """Augmented activations ã_{l-1} (B, d_l), f'(z_l), g_l, ℋ_l and T_{l,k} of a sample block.
 
@@ -168,9 +144,9 @@ def _factors(theta, sizes, act, loss_kind, X, Y):
     """
     L = len(sizes) - 1
     B = X.shape[0]
-    layers = _layers(theta, sizes)
+    layers = layer_views(theta, sizes)
     W = [w for w, _ in layers]
-    Zs, As = _forward_block(layers, act, X)
+    Zs, As = forward_block(layers, act, X)
     aug = []
     for a in As:
         t = np.empty((B, a.shape[1] + 1))
@@ -180,7 +156,7 @@ def _factors(theta, sizes, act, loss_kind, X, Y):
     d1 = [activation_d1_array(act, Zs[l], As[l + 1]) for l in range(L - 1)]
     d2 = [activation_d2_array(act, Zs[l], As[l + 1]) for l in range(L - 1)]
     z = Zs[-1]
-    g_last, Hcur = _output(loss_kind, z, Y)
+    g_last, Hcur = loss_derivatives_array(loss_kind, z, Y)
     g = [None] * L
     Hz = [None] * L
     g[L - 1] = g_last

@@ -4,9 +4,9 @@ product a BLAS call, the sample blocks in parallel.
 A curvature solve (Lanczos, power iteration, Hutchinson, SLQ) multiplies the Hessian at ONE
 theta by many vectors. Everything that depends on theta only is computed once by
 :func:`forward_cache` (one compiled pass per sample block, :func:`forward_blocks`, writing its
-block's slots directly: 0.63 ms on B3, where NumPy on all samples plus the copies into the block
-layout took 2.3 ms; the blocks run one after the other: a parallel loop gained nothing
-measurable here and cost 7 s more of cold compile):
+block's slots directly, faster than NumPy on all samples plus the copies into the block layout;
+the blocks run one after the other: a parallel loop gained nothing measurable and cost more cold
+compile time; measurements in ``bench/NOTES.md``):
 
 - the layer inputs ``a_l`` of the hidden layers (twice: feature-major ``(h, n)`` for the R-forward
   products, sample-major ``(n, h)`` for the weight-gradient products; ``a_0 = X`` is not copied),
@@ -33,12 +33,9 @@ the per-sample quantities as columns (feature-major, one column per sample of th
 samples. The whole pass of one (sample block, vector) task is ONE compiled function
 (:func:`r_block`): the products are ``np.dot`` calls into BLAS from Numba (no Python between
 them, no GIL), the elementwise work is fused into loops over the contiguous sample axis.
-Feature-major arrays make the products short-and-wide, which OpenBLAS runs 1.6-3x faster than
-the sample-major ``(nb, 64) @ (64, 32)`` and ``(nb, 32) @ (32, 10)`` shapes of the previous
-(Python-driven, sample-major) version of this module: on B3 one product went from 1.7 ms to
-0.8-1.0 ms on one thread and 0.55-0.76 ms on two (medians and minima on the quiet 2-core
-machine; the two sample blocks scale by 1.3-1.6x there, and not at all when another process
-holds a core).
+Feature-major arrays make the products short-and-wide, which OpenBLAS runs faster than the
+sample-major ``(nb, 64) @ (64, 32)`` and ``(nb, 32) @ (32, 10)`` shapes of the previous
+(Python-driven, sample-major) version of this module (``bench/NOTES.md``).
 
 Threads. Samples are split into fixed blocks (``bounds``: ``(c n) // n_blocks`` with
 ``n_blocks = ceil(n / sample_block)``, a partition that depends only on n and ``sample_block``).
@@ -46,10 +43,8 @@ The tasks (block, vector) run in a Numba ``prange``, each on single-threaded BLA
 scratch row of the thread that runs it (fully overwritten before it is read); block 0 writes the
 result, every other block its own partial row, and the partial rows are added in block order
 after the parallel loop. Two reasons for single-threaded BLAS: (1) OpenBLAS's rounding depends
-on its own thread count (measured here: a (1797, 64) @ (64, 300) product differs in the last bit
-between 1 and 2 OpenBLAS threads); (2) a multithreaded BLAS call inside a parallel region
-oversubscribes the cores (with two other busy processes on the 2-core machine a single HVP took
-140 ms instead of 1-2 ms).
+on its own thread count (a product can differ in the last bit between 1 and 2 OpenBLAS
+threads); (2) a multithreaded BLAS call inside a parallel region oversubscribes the cores.
 
 Determinism. Each vector is computed alone (its products do not share GEMM columns with other
 vectors), so a row of the result is the same bit for bit whatever the other rows, the vector
@@ -64,7 +59,6 @@ the cache between calls, because fresh large arrays cost a page fault per 4 KiB 
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import NamedTuple
 
@@ -75,8 +69,9 @@ from numba import prange
 
 from ._blas import serial_blas
 from ._jit import jit
-from .mlp import LOGISTIC, RELU, SIGMOID, SOFTMAX_CE, TANH
-from .span import exp_neg, exp_neg_twice
+from .elementwise import SOFTMAX_CE, activate_derivatives, output_derivatives
+from .layout import layout, n_params
+from .penalty import add_l2_hvp
 
 # ----------------------------------------------------------------------------- layout
 # Kinds of the per-sample arrays kept at theta (``cache``, table ``coff[kind, layer]``), all
@@ -267,6 +262,8 @@ class HVPCache(NamedTuple):
         (flat partial rows).
     lock : threading.Lock
         Held by :func:`block_hvp` (the scratch is shared): one call at a time per cache.
+    penalty : (P,) array or None
+        Weights of the L2 term (``kernels.penalty.l2_vector``): ``H v`` gains ``penalty * v``.
     """
 
     theta: np.ndarray
@@ -283,17 +280,7 @@ class HVPCache(NamedTuple):
     n_blocks: int
     work: dict
     lock: object
-
-
-def _offsets(sizes):
-    w_off, b_off = [], []
-    o = 0
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        w_off.append(o)
-        o += n_in * n_out
-        b_off.append(o)
-        o += n_out
-    return w_off, b_off, o
+    penalty: np.ndarray | None = None
 
 
 def _offset_table(n_kinds, L, entries):
@@ -341,122 +328,6 @@ def sample_bounds(n: int, sample_block: int) -> np.ndarray:
     ``n_blocks = ceil(n / sample_block)`` (at most n)."""
     nbk = min(n, max(1, -(-n // max(1, int(sample_block)))))
     return np.array([(c * n) // nbk for c in range(nbk + 1)], dtype=np.int64)
-
-
-@jit()
-def activate_derivatives(act, Z, D1, D2, bits):
-    """In place: ``Z <- f(Z)``; ``D1 = f'(z)``, ``D2 = f''(z)``, all (h, nb), one vectorised pass
-    per row (tanh and the sigmoid by the span engine's branch-free exp, error ~1e-16)."""
-    h, nb = Z.shape
-    scale = bits.view(np.float64)
-    for j in range(h):
-        z = Z[j]
-        d1 = D1[j]
-        d2 = D2[j]
-        if act == TANH:
-            for i in range(nb):
-                zi = z[i]
-                e = exp_neg_twice(abs(zi), bits, scale, i)
-                a = math.copysign((1.0 - e) / (1.0 + e), zi)
-                z[i] = a
-                d1[i] = 1.0 - a * a
-                d2[i] = -2.0 * a * (1.0 - a * a)
-        elif act == SIGMOID:
-            for i in range(nb):
-                zi = z[i]
-                e = exp_neg(abs(zi), bits, scale, i)
-                a = (1.0 if zi >= 0.0 else e) / (1.0 + e)
-                z[i] = a
-                d1[i] = a * (1.0 - a)
-                d2[i] = a * (1.0 - a) * (1.0 - 2.0 * a)
-        elif act == RELU:
-            for i in range(nb):
-                zi = z[i]
-                z[i] = max(zi, 0.0)
-                d1[i] = 1.0 if zi > 0.0 else 0.0
-                d2[i] = 0.0
-        else:
-            for i in range(nb):
-                d1[i] = 1.0
-                d2[i] = 0.0
-
-
-@jit()
-def output_derivatives(loss_kind, Z, Yb, inv_n, delta, C, S, bits):
-    """The output layer at theta for one block, feature-major (out, nb).
-
-    Parameters
-    ----------
-    loss_kind : int
-    Z : (out, nb) array
-        Logits (overwritten for softmax-CE).
-    Yb : (nb, out) array
-        Targets of the block, sample-major.
-    inv_n : float
-        1 / (total number of samples): the mean loss's factor.
-    delta : (out, nb) array, written
-        d(mean loss) / dz.
-    C : (out, nb) array, written
-        Softmax-CE: the probabilities p; logistic: ``p (1 - p) / n``; MSE: ``2 / n``.
-    S : (1, nb) array, written
-        Softmax-CE: ``sum(y) / n`` per sample; 0 otherwise.
-    bits : (nb,) int64 scratch
-    """
-    n_out, nb = Z.shape
-    scale = bits.view(np.float64)
-    s = S[0]
-    if loss_kind == SOFTMAX_CE:
-        mx = Z[0].copy()
-        for o in range(1, n_out):
-            zo = Z[o]
-            for i in range(nb):
-                mx[i] = max(mx[i], zo[i])
-        tot = np.zeros(nb)
-        for o in range(n_out):
-            zo = Z[o]
-            co = C[o]
-            for i in range(nb):
-                e = exp_neg(mx[i] - zo[i], bits, scale, i)
-                co[i] = e
-                tot[i] += e
-        for i in range(nb):
-            tot[i] = 1.0 / tot[i]
-            s[i] = 0.0
-        for o in range(n_out):
-            for i in range(nb):
-                s[i] += Yb[i, o]
-        for o in range(n_out):
-            co = C[o]
-            do = delta[o]
-            for i in range(nb):
-                p = co[i] * tot[i]
-                co[i] = p
-                do[i] = (s[i] * p - Yb[i, o]) * inv_n
-        for i in range(nb):
-            s[i] *= inv_n
-    elif loss_kind == LOGISTIC:
-        for o in range(n_out):
-            zo = Z[o]
-            co = C[o]
-            do = delta[o]
-            for i in range(nb):
-                zi = zo[i]
-                e = exp_neg(abs(zi), bits, scale, i)
-                p = (1.0 if zi >= 0.0 else e) / (1.0 + e)
-                do[i] = (p - Yb[i, o]) * inv_n
-                co[i] = p * (1.0 - p) * inv_n
-        for i in range(nb):
-            s[i] = 0.0
-    else:
-        for o in range(n_out):
-            zo = Z[o]
-            co = C[o]
-            do = delta[o]
-            for i in range(nb):
-                do[i] = 2.0 * inv_n * (zo[i] - Yb[i, o])
-                co[i] = 2.0 * inv_n
-        for i in range(nb):
-            s[i] = 0.0
 
 
 @jit()
@@ -530,7 +401,7 @@ def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cac
                         Dp[j, i] = bv * Fd1[j, i]
 
 
-def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
+def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block, penalty=None) -> HVPCache:
     """The pass at theta, kept for :func:`block_hvp` (BLAS single-threaded).
 
     Parameters
@@ -543,6 +414,8 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
     Y : (n, out) C-contiguous float64
     sample_block : int
         Largest sample block; the blocks are ``ceil(n / sample_block)`` fixed slices.
+    penalty : (P,) float64, optional
+        Weights of the L2 term (``kernels.penalty.l2_vector``); None: no L2 term.
 
     Returns
     -------
@@ -551,9 +424,7 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
     sizes_t = tuple(int(s) for s in sizes)
     sizes = np.asarray(sizes_t, dtype=np.int64)
     n = X.shape[0]
-    w_off, b_off, _ = _offsets(sizes_t)
-    w_off = np.asarray(w_off, dtype=np.int64)
-    b_off = np.asarray(b_off, dtype=np.int64)
+    w_off, b_off, _ = layout(sizes)
     theta = np.array(theta, dtype=np.float64)  # a private copy
     bounds = sample_bounds(n, sample_block)
     coff, total = _cache_table(sizes_t, n)
@@ -564,14 +435,14 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block) -> HVPCache:
                        coff)  # fmt: skip
     return HVPCache(
         theta, sizes, w_off, b_off, X, int(loss_kind), bounds, cache, coff, soff, per_thread,
-        bounds.size - 1, {}, threading.Lock(),
+        bounds.size - 1, {}, threading.Lock(), penalty,
     )  # fmt: skip
 
 
 def scratch_per_vector(sizes, n_blocks: int) -> int:
     """Bytes one vector of a pass needs beyond the fixed scratch: its partial rows of sample
     blocks 1 .. n_blocks - 1, ``8 P (n_blocks - 1)``."""
-    P = _offsets(tuple(int(s) for s in sizes))[2]
+    P = n_params(sizes)
     return 8 * P * max(0, int(n_blocks) - 1)
 
 
@@ -640,4 +511,6 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarra
         finally:
             if previous != workers:
                 numba.set_num_threads(previous)
+    if cache.penalty is not None:
+        add_l2_hvp(out, V, cache.penalty)
     return out

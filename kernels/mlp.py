@@ -1,20 +1,22 @@
-"""CPU kernels of the MLP family: loss, loss + gradient, outputs, and the per-sample helpers.
+"""CPU kernels of the MLP family: loss, loss + gradient, outputs, and the per-sample forward pass.
 
 Hessian-vector products are in ``kernels.hvp`` (forward pass at theta cached, vectors as GEMM
-columns), the exact Hessian in ``kernels.hessian``.
+columns), the exact Hessian in ``kernels.hessian``, the activations and per-sample losses in
+``kernels.elementwise``, the parameter layout in ``kernels.layout``.
 
 Model encoding shared by every kernel (the API builds it, see ``fastscape.models``):
 
 ``theta`` (P,)
     One flat float64 vector. Layer ``l`` holds ``W_l`` of shape ``(sizes[l+1], sizes[l])``
-    (rows = output units), stored row-major, followed by ``b_l`` of shape ``(sizes[l+1],)``.
+    (rows = output units), stored row-major, followed by ``b_l`` of shape ``(sizes[l+1],)``
+    (offsets: ``kernels.layout.layout``).
 ``sizes`` (L+1,) int64
     Units per layer, input first.
 ``act`` int
-    Hidden activation code: ``IDENTITY``, ``TANH``, ``RELU`` or ``SIGMOID``. The output layer
-    has no activation: it produces logits (or regression outputs).
+    Hidden activation code (``kernels.elementwise``: ``IDENTITY``, ``TANH``, ``RELU``, ...).
+    The output layer has no activation: it produces logits (or regression outputs).
 ``loss_kind`` int
-    ``SOFTMAX_CE``, ``LOGISTIC`` or ``MSE``.
+    ``SOFTMAX_CE``, ``LOGISTIC`` or ``MSE`` (``kernels.elementwise``).
 ``X`` (n, d) C-contiguous float64, ``Y`` (n, out) C-contiguous float64
     Targets as a matrix: one-hot rows for softmax-CE, the 0/1 label for logistic, the
     regression targets for MSE. Per-sample losses (means are taken over samples):
@@ -39,89 +41,23 @@ from numba import prange
 
 from ._blas import matmul
 from ._jit import jit
-
-IDENTITY, TANH, RELU, SIGMOID = 0, 1, 2, 3
-SOFTMAX_CE, LOGISTIC, MSE = 0, 1, 2
-
-
-# ----------------------------------------------------------------------------- scalar helpers
-@jit()
-def softplus(z):
-    """log(1 + exp(z)), finite for any finite z."""
-    if z > 0.0:
-        return z + math.log1p(math.exp(-z))
-    return math.log1p(math.exp(z))
-
-
-@jit()
-def sigmoid(z):
-    """1 / (1 + exp(-z)) without overflow."""
-    if z >= 0.0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
-
-
-@jit()
-def activate(act, z):
-    """Hidden activation f(z)."""
-    if act == TANH:
-        return math.tanh(z)
-    if act == RELU:
-        return z if z > 0.0 else 0.0
-    if act == SIGMOID:
-        return sigmoid(z)
-    return z
-
-
-@jit()
-def activate_d1(act, z, a):
-    """f'(z), given z and a = f(z)."""
-    if act == TANH:
-        return 1.0 - a * a
-    if act == RELU:
-        return 1.0 if z > 0.0 else 0.0
-    if act == SIGMOID:
-        return a * (1.0 - a)
-    return 1.0
-
-
-@jit()
-def activate_d2(act, z, a):
-    """f''(z), given z and a = f(z)."""
-    if act == TANH:
-        return -2.0 * a * (1.0 - a * a)
-    if act == SIGMOID:
-        return a * (1.0 - a) * (1.0 - 2.0 * a)
-    return 0.0
-
-
-# ----------------------------------------------------------------------------- layout
-@jit()
-def layout(sizes):
-    """Offsets of W_l and b_l in theta and of layer l's units in a per-sample buffer.
-
-    Returns
-    -------
-    w_off, b_off : (L,) int64
-    u_off : (L+1,) int64
-        Units of layer l+1 (l = 0 .. L-1) occupy ``u_off[l]:u_off[l+1]``.
-    """
-    n_layers = sizes.shape[0] - 1
-    w_off = np.empty(n_layers, np.int64)
-    b_off = np.empty(n_layers, np.int64)
-    u_off = np.empty(n_layers + 1, np.int64)
-    o = 0
-    u = 0
-    for l in range(n_layers):
-        w_off[l] = o
-        o += sizes[l + 1] * sizes[l]
-        b_off[l] = o
-        o += sizes[l + 1]
-        u_off[l] = u
-        u += sizes[l + 1]
-    u_off[n_layers] = u
-    return w_off, b_off, u_off
+from .elementwise import (  # noqa: F401  (the codes, re-exported for the API)
+    IDENTITY,
+    LOGISTIC,
+    MSE,
+    RELU,
+    SIGMOID,
+    SOFTMAX_CE,
+    TANH,
+    activate,
+    activation_array,
+    activation_d1_array,
+    logistic_from_exp,
+    output_loss,
+    sigmoid_from_exp,
+)
+from .layout import layer_views
+from .penalty import add_l2_grad, l2_value
 
 
 @jit()
@@ -149,64 +85,25 @@ def forward(theta, sizes, w_off, b_off, u_off, act, x, Z, A):
             A[u_off[l] + j] = s if last else activate(act, s)
 
 
-@jit()
-def output_loss(loss_kind, z, y, g, want_grad):
-    """Loss of one sample from its logits z; with want_grad, writes dloss/dz into g."""
-    n_out = z.shape[0]
-    if loss_kind == LOGISTIC:
-        # one exp serves softplus and sigmoid: e = exp(-|z|)
-        z0 = z[0]
-        e = math.exp(-abs(z0))
-        if want_grad:
-            g[0] = (1.0 / (1.0 + e) if z0 >= 0.0 else e / (1.0 + e)) - y[0]
-        return max(z0, 0.0) + math.log1p(e) - y[0] * z0
-    if loss_kind == MSE:
-        total = 0.0
-        for o in range(n_out):
-            r = z[o] - y[o]
-            total += r * r
-            if want_grad:
-                g[o] = 2.0 * r
-        return total
-    m = z[0]
-    for o in range(1, n_out):
-        if z[o] > m:
-            m = z[o]
-    se = 0.0
-    for o in range(n_out):
-        se += math.exp(z[o] - m)
-    lse = m + math.log(se)
-    s = 0.0
-    yz = 0.0
-    for o in range(n_out):
-        s += y[o]
-        yz += y[o] * z[o]
-    if want_grad:
-        for o in range(n_out):
-            g[o] = s * math.exp(z[o] - lse) - y[o]
-    return s * lse - yz
-
-
 # ----------------------------------------------------------------------------- batch kernels
 # Loss and gradient run layer by layer on blocks of samples: every layer's products
 # (A_{l-1} W_l^T forward, delta_l^T A_{l-1} and delta_l W_l backward) are GEMMs done by BLAS
 # (``_blas.matmul``: reproducible for any thread count) and
 # the activations are NumPy's SIMD loops; one compiled kernel computes the loss of the logits and
-# its derivative per sample. (Per-sample GEMV kernels ran 2-3x slower than BLAS on a 784 x 128
-# layer and no faster on small ones.)
+# its derivative per sample (per-sample GEMV kernels were slower: ``bench/NOTES.md``).
 @jit()
 def chunk_loss(loss_kind, Z, Y, lo, hi, D, want_grad):
     """Sum of the per-sample losses of rows lo..hi-1, in order (and their dloss/dz into D)."""
     acc = 0.0
     if loss_kind == LOGISTIC:
-        # one logit per sample: scalar 2-D indexing, no row views (3x faster per sample)
+        # one logit per sample: scalar 2-D indexing, no row views (faster per sample)
         for i in range(lo, hi):
             z = Z[i, 0]
             y = Y[i, 0]
             e = math.exp(-abs(z))
             if want_grad:
-                D[i, 0] = (1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)) - y
-            acc += max(z, 0.0) + math.log1p(e) - y * z
+                D[i, 0] = sigmoid_from_exp(z, e) - y
+            acc += logistic_from_exp(z, y, e)
         return acc
     for i in range(lo, hi):
         acc += output_loss(loss_kind, Z[i], Y[i], D[i], want_grad)
@@ -234,7 +131,7 @@ def output_loss_block(loss_kind, Z, Y, n_chunks, D, want_grad):
 @jit()
 def output_loss_serial(loss_kind, Z, Y, n_chunks, D, want_grad):
     """:func:`output_loss_block` on one thread: the same chunks in the same order, so the same
-    bits, without the cost of waking a thread team (~0.1-0.3 ms) for small blocks."""
+    bits, without the cost of waking a thread team for small blocks."""
     n = Z.shape[0]
     total = 0.0
     for c in range(n_chunks):
@@ -248,56 +145,7 @@ def _output_loss(loss_kind, Z, Y, n_chunks, D, want_grad, serial_below):
     return kernel(loss_kind, Z, Y, n_chunks, D, want_grad)
 
 
-def activation_array(act, Z):
-    """f(Z) elementwise (NumPy's vector loops), a new array."""
-    if act == TANH:
-        return np.tanh(Z)
-    if act == RELU:
-        return np.maximum(Z, 0.0)
-    if act == SIGMOID:
-        # 1 / (1 + exp(-z)) = (1 + tanh(z / 2)) / 2, without overflow
-        A = np.tanh(0.5 * Z)
-        A += 1.0
-        A *= 0.5
-        return A
-    return Z.copy()
-
-
-def activation_d1_array(act, Z, A):
-    """f'(Z) given A = f(Z), a new array."""
-    if act == TANH:
-        return 1.0 - A * A
-    if act == RELU:
-        return (Z > 0.0).astype(np.float64)
-    if act == SIGMOID:
-        return A * (1.0 - A)
-    return np.ones_like(Z)
-
-
-def activation_d2_array(act, Z, A):
-    """f''(Z) given A = f(Z), a new array."""
-    if act == TANH:
-        return -2.0 * A * (1.0 - A * A)
-    if act == SIGMOID:
-        d1 = A * (1.0 - A)
-        return d1 * (1.0 - 2.0 * A)
-    return np.zeros_like(Z)
-
-
-def _layers(theta, sizes):
-    """Views (W_l (out, in), b_l (out,)) of every layer."""
-    out = []
-    o = 0
-    for l in range(sizes.shape[0] - 1):
-        n_in, n_out = int(sizes[l]), int(sizes[l + 1])
-        W = theta[o : o + n_out * n_in].reshape(n_out, n_in)
-        o += n_out * n_in
-        out.append((W, theta[o : o + n_out]))
-        o += n_out
-    return out
-
-
-def _forward_block(layers, act, Xb):
+def forward_block(layers, act, Xb):
     """Pre-activations and activations of every layer of a block; the last Z are the logits."""
     Zs, As = [], [Xb]
     A = Xb
@@ -311,26 +159,32 @@ def _forward_block(layers, act, Xb):
     return Zs, As
 
 
-def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_chunks, block, serial_below=0):
-    """Mean loss over the n samples. Returns a float.
+def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_chunks, block, serial_below=0, penalty=None):
+    """Mean loss over the n samples (plus the L2 term of ``penalty``). Returns a float.
 
     Samples go in blocks of ``block`` rows (a fixed partition of range(n), so the result does
     not depend on the thread count); ``n_chunks`` chunks per block in
     :func:`output_loss_block`, run on one thread (:func:`output_loss_serial`, same bits) when
     the block's logits have fewer than ``serial_below`` entries; block sums are added in order.
+    ``penalty`` is None or the (P,) weights of the L2 term (``kernels.penalty.l2_vector``).
     """
     n = X.shape[0]
-    layers = _layers(theta, sizes)
+    layers = layer_views(theta, sizes)
     total = 0.0
     for s0 in range(0, n, block):
-        Zs, _ = _forward_block(layers, act, X[s0 : s0 + block])
+        Zs, _ = forward_block(layers, act, X[s0 : s0 + block])
         Z = Zs[-1]
         total += _output_loss(loss_kind, Z, Y[s0 : s0 + block], n_chunks, Z, False, serial_below)
+    if penalty is not None:
+        return total / n + l2_value(theta, penalty)
     return total / n
 
 
-def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, n_chunks, block, serial_below=0):
-    """Mean loss and its gradient by backpropagation (blocks as :func:`mlp_loss`).
+def mlp_loss_grad(
+    theta, sizes, act, loss_kind, X, Y, n_chunks, block, serial_below=0, penalty=None
+):
+    """Mean loss and its gradient by backpropagation (blocks and ``penalty`` as
+    :func:`mlp_loss`).
 
     Returns
     -------
@@ -338,12 +192,12 @@ def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, n_chunks, block, serial_be
     grad : (P,) float64
     """
     n = X.shape[0]
-    layers = _layers(theta, sizes)
+    layers = layer_views(theta, sizes)
     grad = np.zeros(theta.shape[0])
-    glayers = _layers(grad, sizes)
+    glayers = layer_views(grad, sizes)
     total = 0.0
     for s0 in range(0, n, block):
-        Zs, As = _forward_block(layers, act, X[s0 : s0 + block])
+        Zs, As = forward_block(layers, act, X[s0 : s0 + block])
         D = np.empty_like(Zs[-1])
         Yb = Y[s0 : s0 + block]
         total += _output_loss(loss_kind, Zs[-1], Yb, n_chunks, D, True, serial_below)
@@ -355,6 +209,9 @@ def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, n_chunks, block, serial_be
                 D = matmul(D, layers[l][0])
                 D *= activation_d1_array(act, Zs[l - 1], As[l])
     grad /= n
+    if penalty is not None:
+        add_l2_grad(grad, theta, penalty)
+        return total / n + l2_value(theta, penalty), grad
     return total / n, grad
 
 
@@ -363,10 +220,10 @@ def mlp_logits(theta, sizes, act, X, block):
 
     Layer by layer on blocks of ``block`` samples (BLAS products, NumPy activations).
     """
-    layers = _layers(theta, sizes)
+    layers = layer_views(theta, sizes)
     n = X.shape[0]
     out = np.empty((n, int(sizes[-1])))
     for s0 in range(0, n, block):
-        Zs, _ = _forward_block(layers, act, X[s0 : s0 + block])
+        Zs, _ = forward_block(layers, act, X[s0 : s0 + block])
         out[s0 : s0 + block] = Zs[-1]
     return out

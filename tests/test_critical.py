@@ -119,6 +119,17 @@ def test_model_saddle_exact_and_lanczos_agree():
         np.testing.assert_allclose(H @ v, vals[0] * v, atol=1e-8)
 
 
+def test_classify_point_passes_the_budget_through():
+    model, theta, X, y = _saddle_problem(hidden=3, d=2)
+    ok = critical.classify_point(model, theta, X, y, method="lanczos", k=2)
+    assert ok.converged and ok.n_hvps > 0 and "converged: 2 eigenpair(s)" in ok.message
+    assert critical.classify_point(model, theta, X, y, method="exact").converged
+    short = critical.classify_point(model, theta, X, y, method="lanczos", k=2, eig_tol=1e-14,
+                                    max_hvps=3)  # fmt: skip
+    assert not short.converged and short.n_hvps == 6
+    assert "not converged after 3 HVPs (budget max_hvps=3)" in short.message
+
+
 def test_model_minimum():
     rng = np.random.default_rng(2)
     X = rng.normal(size=(60, 3))

@@ -114,7 +114,7 @@ def test_cpu_span_dispatch_is_the_cpu_engine():
     C = np.random.default_rng(2).normal(size=(4, 2))
     loss, acc = _device.span_eval(model, basis, C, data)
     want = kspan.span_eval(
-        basis, C, model._sizes_arr, model._act, model._loss, data.X, data.Y,
+        basis, C, *model.spec.kernel_args, data.X, data.Y,
         config.span_block_for(2, model.sizes[1]), config.SPAN_POINT_CHUNK,
     )  # fmt: skip
     np.testing.assert_array_equal(loss, want[0])
@@ -274,3 +274,140 @@ def test_float32_landscape_needs_the_gpu_and_a_known_dtype():
         evaluate(model, basis, coef, X, y, dtype="float64").loss,
         evaluate(model, basis, coef, X, y).loss,
     )
+
+
+# ----------------------------------------------------------------------------- the seam
+class Recording:
+    """A backend that runs the CPU's operations and records them: how another backend (Dask,
+    a GPU) plugs in, by name, without the API changing."""
+
+    dtypes = ("float64",)
+
+    def __init__(self):
+        self.cpu = _device.BACKENDS["cpu"]
+        self.calls = []
+
+    def check_available(self):
+        self.calls.append("check_available")
+
+    def prepare_data(self, data, dtype):
+        self.calls.append("prepare_data")
+        return data
+
+    def __getattr__(self, op):  # the CPU's operations only: hasattr stays False for the rest
+        fn = getattr(self.cpu, op)
+
+        def run(*args):
+            self.calls.append(op)
+            return fn(*args)
+
+        return run
+
+
+@pytest.fixture
+def recording(monkeypatch):
+    monkeypatch.setattr(_device, "BACKENDS", dict(_device.BACKENDS))
+    backend = Recording()
+    _device.register_backend("rec", backend)
+    return backend
+
+
+def test_a_registered_backend_runs_every_operation(recording):
+    from fastscape.landscape import evaluate
+
+    model, theta, X, y = make_problem(MODEL_CASES[7], n=30)
+    data = model.batch(X, y)
+    V = np.random.default_rng(1).normal(size=(2, model.n_params))
+    basis = np.vstack([theta, V])
+    C = np.random.default_rng(2).normal(size=(5, 3))
+    assert model.loss(theta, data, device="rec") == model.loss(theta, data)
+    np.testing.assert_array_equal(
+        model.grad(theta, data, device="rec")[1], model.grad(theta, data)[1]
+    )
+    np.testing.assert_array_equal(
+        model.hvp(theta, V, data, device="rec"), model.hvp(theta, V, data)
+    )
+    np.testing.assert_array_equal(
+        evaluate(model, basis, C, data, device="rec").loss, evaluate(model, basis, C, data).loss
+    )
+    np.testing.assert_array_equal(
+        _device.mlp_hessian(model, theta, data, "rec"), model.hessian(theta, data)
+    )
+    np.testing.assert_array_equal(
+        _device.mlp_logits(model, theta, X, "rec"), model.logits(theta, X)
+    )
+    ran = set(recording.calls)
+    assert {"loss", "loss_grad", "hvp", "span_eval", "hessian", "logits", "prepare_data"} <= ran
+    assert recording.calls.count("check_available") >= 6  # every dispatch asks the backend
+
+
+def test_registered_devices_are_named_in_the_errors(recording):
+    assert _device.devices() == ("cpu", "cuda", "rec")
+    with pytest.raises(ValueError, match=r"expected 'cpu', 'cuda' or 'rec'"):
+        _device.resolve_device("gpu")
+    with pytest.raises(ValueError, match="dtype='float32' is available with device='cuda' only"):
+        _device.check_dtype("float32", "rec")
+
+
+def test_an_operation_a_backend_lacks_is_refused_naming_the_device(monkeypatch):
+    class Minimal:
+        dtypes = ("float64",)
+
+        def check_available(self):
+            pass
+
+        def prepare_data(self, data, dtype):
+            return data
+
+    monkeypatch.setattr(_device, "BACKENDS", dict(_device.BACKENDS))
+    _device.register_backend("tiny", Minimal())
+    model, theta, X, y = make_problem(MODEL_CASES[4], n=10)
+    with pytest.raises(ValueError, match="hessian is not available with device='tiny'"):
+        _device.mlp_hessian(model, theta, model.batch(X, y), "tiny")
+    with pytest.raises(ValueError, match="loss is not available with device='tiny'"):
+        model.loss(theta, X, y, device="tiny")
+
+
+def test_register_backend_refuses_what_is_not_a_backend(monkeypatch):
+    monkeypatch.setattr(_device, "BACKENDS", dict(_device.BACKENDS))
+    with pytest.raises(TypeError, match="lacks dtypes, check_available, prepare_data"):
+        _device.register_backend("x", object())
+    with pytest.raises(TypeError, match="name must be a non-empty string"):
+        _device.register_backend("", Recording())
+    assert "x" not in _device.devices()
+
+
+def test_prepare_checks_device_then_model_then_thetas_then_data(no_kernels):
+    from fastscape.data import Batch, DeviceBatch
+
+    model, theta, X, y = make_problem(MODEL_CASES[4], n=10)
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        _device.prepare("not a model", X[:, :1], y, device="gpu", theta=theta[:1])
+    with pytest.raises(TypeError, match="model must be an MLP, got str"):
+        _device.prepare("not a model", X[:, :1], y, theta=theta[:1])
+    with pytest.raises(ValueError, match="theta_b has length"):
+        _device.prepare(model, X[:, :1], y, theta_a=theta, theta_b=theta[:-1])
+    with pytest.raises(ValueError, match="X has 1 columns"):
+        _device.prepare(model, X[:, :1], y, theta=theta)
+    with pytest.raises(ValueError, match="unknown dtype 'float16'"):
+        _device.prepare(model, X, y, dtype="float16")
+    device, data, thetas = _device.prepare(model, X, y, theta=theta, bend=None)
+    assert device == "cpu" and type(data) is Batch and not isinstance(data, DeviceBatch)
+    assert thetas["bend"] is None and list(thetas) == ["theta", "bend"]
+    np.testing.assert_array_equal(thetas["theta"], theta)
+    np.testing.assert_array_equal(data.X, X)
+    assert _device.prepare(model, data).data is data  # a Batch is validated once, then reused
+    assert _device.prepare(model, None).data is None
+
+
+def test_cuda_dispatch_without_numba_cuda_fails_in_the_seam(monkeypatch, no_kernels):
+    """The seam itself (not only the public functions) checks the device before a kernel."""
+    monkeypatch.setattr(_device, "_numba_cuda_installed", lambda: False)
+    model, theta, X, y = make_problem(MODEL_CASES[4], n=10)
+    for call in (
+        lambda: _device.BACKENDS["cuda"].check_available(),
+        lambda: _device.prepare(model, X, y, device="cuda"),
+        lambda: model.loss(theta, X, y, device="cuda"),
+    ):
+        with pytest.raises(_device.DeviceUnavailableError, match="numba-cuda"):
+            call()

@@ -65,6 +65,17 @@ def test_power_and_lanczos_agree():
     np.testing.assert_array_equal(a.steps, [0, 10, 20, 30, 40])
 
 
+def test_budget_per_measurement_is_passed_through(capsys):
+    model, X, y = _problem(n=30)
+    short = edge_of_stability(model, X, y, lr=0.1, steps=20, every=10, tol=1e-12, max_hvps=3)
+    assert not short.eig_converged.any() and (short.eig_iterations == 3).all()
+    full = edge_of_stability(model, X, y, lr=0.1, steps=20, every=10, progress=True)
+    assert full.eig_converged.all()
+    assert "edge of stability" in capsys.readouterr().err
+    # the budget never changes the GD path, only the measurements
+    np.testing.assert_array_equal(short.loss, full.loss)
+
+
 def test_divergence_is_reported_and_bad_inputs():
     model, X, y = _problem(n=30)
     res = edge_of_stability(model, X, y, lr=50.0, steps=200, every=5)

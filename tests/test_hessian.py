@@ -42,7 +42,7 @@ def _problem(sizes, act, loss, n=29, seed=0):
 
 
 def _kernel(model, theta, data, block):
-    return kh.mlp_hessian(theta, model._sizes_arr, model._act, model._loss, data.X, data.Y, block)
+    return kh.mlp_hessian(theta, *model.spec.kernel_args, data.X, data.Y, block)
 
 
 @pytest.mark.parametrize("case", DEEP, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}")
@@ -73,9 +73,9 @@ def test_thread_count_changes_no_bits():
 
 def test_bias_and_weight_rows_map_to_the_flat_layout():
     model = fastscape.MLP([3, 2, 4])
-    w_off, b_off, _ = fastscape.kernels.mlp.layout(model._sizes_arr)
+    w_off, b_off, _ = fastscape.kernels.layout.layout(model.spec.sizes_array)
     for l, lay in enumerate(model.layout):
-        rows = kh.param_rows(model._sizes_arr, w_off, b_off, l)
+        rows = kh.param_rows(model.spec.sizes_array, w_off, b_off, l)
         idx = np.arange(model.n_params)
         assert_array_equal(rows[:, :-1], idx[lay.weight].reshape(lay.shape))
         assert_array_equal(rows[:, -1], idx[lay.bias])
@@ -100,8 +100,8 @@ def test_hessian_of_a_quadratic_model_is_its_closed_form():
     H = _kernel(model, model.init(0), data, 5)
     Xa = np.hstack([X, np.ones((17, 1))])
     G = 2.0 * Xa.T @ Xa / 17
-    w_off, b_off, _ = fastscape.kernels.mlp.layout(model._sizes_arr)
-    rows = kh.param_rows(model._sizes_arr, w_off, b_off, 0)
+    w_off, b_off, _ = fastscape.kernels.layout.layout(model.spec.sizes_array)
+    rows = kh.param_rows(model.spec.sizes_array, w_off, b_off, 0)
     for j in range(2):
         assert_allclose(H[np.ix_(rows[j], rows[j])], G, rtol=1e-13)
     assert_array_equal(H[np.ix_(rows[0], rows[1])], 0.0)

@@ -221,3 +221,24 @@ def test_bad_inputs():
         evaluate(model, np.stack([theta, d]), np.ones((1, 2)))
     with pytest.raises(ValueError, match="alphas must be >= 1"):
         slice_1d(model, theta, d, X, y, alphas=0)
+
+
+def test_as_target_validates_once_and_refuses_functions_off_the_cpu(monkeypatch):
+    from fastscape import _device, _files, landscape
+    from fastscape.functions import get
+
+    assert landscape.atomic_write is _files.atomic_write  # still importable from landscape
+    model, _, X, y = _mlp_problem(n=10)
+    t = landscape.as_target(model, X, y)
+    assert (t.kind, t.fn, t.P) == ("mlp", model, model.n_params)
+    assert landscape.as_target(model, t.data).data is t.data
+    with pytest.raises(ValueError, match="X is required when model is an MLP"):
+        landscape.as_target(model)
+    f = get("quadratic")
+    assert landscape.as_target(f).kind == "analytic"
+    with pytest.raises(ValueError, match="X and y must be None"):
+        landscape.as_target(f, X)
+    monkeypatch.setattr(_device, "BACKENDS", dict(_device.BACKENDS))
+    _device.register_backend("other", _device.BACKENDS["cpu"])
+    with pytest.raises(ValueError, match="device='other' evaluates MLPs; functions f"):
+        landscape.as_target(f, device="other")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
-from conftest import make_problem
+from conftest import MODEL_CASES, case_id, make_problem
 from numpy.testing import assert_allclose, assert_array_equal
 
 import fastscape
@@ -80,7 +82,7 @@ def test_batch_is_reused():
         ({"sizes": [3]}, "sizes"),
         ({"sizes": [3, 0]}, "sizes entry"),
         ({"sizes": [3, 2.5]}, "sizes entry"),
-        ({"sizes": [3, 2], "activation": "gelu"}, "activation"),
+        ({"sizes": [3, 2], "activation": "swish"}, "activation"),
         ({"sizes": [3, 2], "loss": "hinge"}, "loss"),
         ({"sizes": [3, 2], "loss": "logistic"}, "1 output"),
         ({"sizes": [3, 1], "loss": "softmax_ce"}, ">= 2 output"),
@@ -174,3 +176,36 @@ def test_flatten_checks_shapes():
         model.flatten([(np.zeros((3, 2)), np.zeros(2))])
     with pytest.raises(ValueError, match="params has 2 layers"):
         model.flatten([(np.zeros((2, 3)), np.zeros(2))] * 2)
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=case_id)
+def test_spec_is_what_the_kernels_are_told(case):
+    from fastscape.kernels import mlp as kmlp
+
+    model, *_ = make_problem(case)
+    spec = model.spec
+    assert spec.sizes == model.sizes and spec.n_outputs == model.n_outputs
+    assert spec.n_params == model.n_params and spec.is_linear == model.is_linear
+    codes = {"identity": kmlp.IDENTITY, "tanh": kmlp.TANH, "relu": kmlp.RELU}
+    codes.update(sigmoid=kmlp.SIGMOID)
+    losses = {"softmax_ce": kmlp.SOFTMAX_CE, "logistic": kmlp.LOGISTIC, "mse": kmlp.MSE}
+    assert spec.activation == codes[model.activation] and spec.loss == losses[model.loss_name]
+    sizes, act, loss = spec.kernel_args
+    assert sizes.dtype == np.int64 and tuple(sizes) == model.sizes
+    assert (act, loss) == (spec.activation, spec.loss)
+    twin = fastscape.MLP(*case)
+    assert twin.spec == spec and hash(twin.spec) == hash(spec)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.loss = 0
+
+
+def test_batch_is_one_type_wherever_it_is_imported():
+    from fastscape import _device, data, models
+
+    assert fastscape.Batch is models.Batch is data.Batch
+    assert _device.DeviceBatch is models.DeviceBatch is data.DeviceBatch
+    assert issubclass(data.DeviceBatch, data.Batch)
+    model, _, X, y = make_problem(MODEL_CASES[4])
+    b = model.batch(X, y)
+    assert type(b) is data.Batch and model.batch(b, None) is b
+    assert not hasattr(data.DeviceBatch(b.X, b.Y), "device_Y")  # dead code removed

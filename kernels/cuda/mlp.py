@@ -22,38 +22,21 @@ Work decomposition (no floating-point atomics, fixed summation orders):
 Per-sample scratch lives in global device memory (rows of 2-D arrays indexed by thread or by
 sample), because ``cuda.local.array`` needs compile-time sizes and the model sizes are data.
 
-The scalar helpers ``sigmoid``, ``activate_d1`` and ``activate_d2`` are the CPU helpers' own
-Python source compiled for the device; the others are index-based twins of the CPU helpers
+The element-wise device functions (activations, their derivatives, per-sample losses) are in
+``kernels/cuda/elementwise.py``; the helpers here are index-based twins of the CPU helpers
 (device code takes buffers and row numbers instead of slices).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
 from numba import cuda
 
-from .. import mlp as _cpu
-from ..mlp import LOGISTIC, MSE, RELU, SIGMOID, SOFTMAX_CE, TANH  # noqa: F401
-
-# ----------------------------------------------------------------------------- scalar helpers
-sigmoid = cuda.jit(device=True)(_cpu.sigmoid.py_func)
-activate_d1 = cuda.jit(device=True)(_cpu.activate_d1.py_func)
-activate_d2 = cuda.jit(device=True)(_cpu.activate_d2.py_func)
-
-
-@cuda.jit(device=True)
-def activate(act, z):
-    """Hidden activation f(z) (twin of ``kernels.mlp.activate``)."""
-    if act == TANH:
-        return math.tanh(z)
-    if act == RELU:
-        return z if z > 0.0 else 0.0
-    if act == SIGMOID:
-        return sigmoid(z)
-    return z
+from ..layout import as_sizes, layout
+from ..penalty import add_l2_grad, add_l2_hvp, l2_value
+from .elementwise import activate, activate_d1, activate_d2, output_hvp, output_loss
 
 
 # ----------------------------------------------------------------------------- one sample
@@ -78,74 +61,6 @@ def forward(theta, sizes, w_off, b_off, u_off, act, X, i, Z, A, r):
             u = u_off[l] + j
             Z[r, u] = s
             A[r, u] = s if last else activate(act, s)
-
-
-@cuda.jit(device=True)
-def output_loss(loss_kind, n_out, Z, r, z0, Y, i, G, g_row, g0, want_grad):
-    """Loss of one sample from its logits ``Z[r, z0:z0+n_out]`` and targets ``Y[i]``.
-
-    With ``want_grad``, writes dloss/dz into ``G[g_row, g0:g0+n_out]``.
-    """
-    if loss_kind == LOGISTIC:
-        zz = Z[r, z0]
-        e = math.exp(-abs(zz))
-        if want_grad:
-            G[g_row, g0] = (1.0 / (1.0 + e) if zz >= 0.0 else e / (1.0 + e)) - Y[i, 0]
-        return max(zz, 0.0) + math.log1p(e) - Y[i, 0] * zz
-    if loss_kind == MSE:
-        total = 0.0
-        for o in range(n_out):
-            res = Z[r, z0 + o] - Y[i, o]
-            total += res * res
-            if want_grad:
-                G[g_row, g0 + o] = 2.0 * res
-        return total
-    m = Z[r, z0]
-    for o in range(1, n_out):
-        if Z[r, z0 + o] > m:
-            m = Z[r, z0 + o]
-    se = 0.0
-    for o in range(n_out):
-        se += math.exp(Z[r, z0 + o] - m)
-    lse = m + math.log(se)
-    s = 0.0
-    yz = 0.0
-    for o in range(n_out):
-        s += Y[i, o]
-        yz += Y[i, o] * Z[r, z0 + o]
-    if want_grad:
-        for o in range(n_out):
-            G[g_row, g0 + o] = s * math.exp(Z[r, z0 + o] - lse) - Y[i, o]
-    return s * lse - yz
-
-
-@cuda.jit(device=True)
-def output_hvp(loss_kind, n_out, Z, r, z0, Y, i, RZ, RD, rr):
-    """``RD[rr, z0:] = (d2 loss / dz2) RZ[rr, z0:]`` for the logits ``Z[r, z0:]``."""
-    if loss_kind == LOGISTIC:
-        p = sigmoid(Z[r, z0])
-        RD[rr, z0] = p * (1.0 - p) * RZ[rr, z0]
-        return
-    if loss_kind == MSE:
-        for o in range(n_out):
-            RD[rr, z0 + o] = 2.0 * RZ[rr, z0 + o]
-        return
-    m = Z[r, z0]
-    for o in range(1, n_out):
-        if Z[r, z0 + o] > m:
-            m = Z[r, z0 + o]
-    se = 0.0
-    for o in range(n_out):
-        se += math.exp(Z[r, z0 + o] - m)
-    lse = m + math.log(se)
-    s = 0.0
-    pr = 0.0
-    for o in range(n_out):
-        s += Y[i, o]
-        pr += math.exp(Z[r, z0 + o] - lse) * RZ[rr, z0 + o]
-    for o in range(n_out):
-        p = math.exp(Z[r, z0 + o] - lse)
-        RD[rr, z0 + o] = s * p * (RZ[rr, z0 + o] - pr)
 
 
 @cuda.jit(device=True)
@@ -380,8 +295,8 @@ def to_device(a, dtype=np.float64):
 
 
 def _layout(sizes):
-    sizes = np.ascontiguousarray(sizes, dtype=np.int64)
-    w_off, b_off, u_off = _cpu.layout(sizes)
+    sizes = as_sizes(sizes)
+    w_off, b_off, u_off = layout(sizes)
     return sizes, w_off, b_off, u_off, int(u_off[-1])
 
 
@@ -401,7 +316,10 @@ def configure(kernel, grid: int, threads_per_block: int):
         return kernel[grid, threads_per_block]
 
 
-def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_threads, threads_per_block, dtype=np.float64):
+def mlp_loss(
+    theta, sizes, act, loss_kind, X, Y, n_threads, threads_per_block, dtype=np.float64,
+    penalty=None,
+):  # fmt: skip
     """Mean loss over the n samples (twin of ``kernels.mlp.mlp_loss``). Returns a float.
 
     Parameters
@@ -417,6 +335,9 @@ def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_threads, threads_per_block, d
     dtype : numpy dtype, optional
         float64, or float32: parameters, data and per-sample arithmetic in float32, sums over
         samples in float64 (see :data:`FLOAT32_NOTE`).
+    penalty : (P,) float64, optional
+        Weights of the L2 term (``kernels.penalty.l2_vector``), added on the host with the CPU
+        kernel's functions; None: no L2 term.
     """
     sizes, w_off, b_off, u_off, n_units = _layout(sizes)
     n = X.shape[0]
@@ -437,6 +358,8 @@ def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_threads, threads_per_block, d
     total = 0.0
     for t in range(T):  # fixed order
         total += host[t]
+    if penalty is not None:
+        return total / n + l2_value(theta, penalty)
     return total / n
 
 
@@ -444,7 +367,9 @@ def _block_buffers(block, n_units, dtype):
     return tuple(cuda.device_array((block, n_units), dtype) for _ in range(4))
 
 
-def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, block, threads_per_block, dtype=np.float64):
+def mlp_loss_grad(
+    theta, sizes, act, loss_kind, X, Y, block, threads_per_block, dtype=np.float64, penalty=None
+):
     """Mean loss and its gradient (twin of ``kernels.mlp.mlp_loss_grad``).
 
     Parameters
@@ -459,6 +384,9 @@ def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, block, threads_per_block, 
     threads_per_block : int
     dtype : numpy dtype, optional
         float64 or float32 (see :data:`FLOAT32_NOTE`); the result is float64 either way.
+    penalty : (P,) float64, optional
+        Weights of the L2 term (``kernels.penalty.l2_vector``), added on the host with the CPU
+        kernel's functions; None: no L2 term.
 
     Returns
     -------
@@ -489,7 +417,11 @@ def mlp_loss_grad(theta, sizes, act, loss_kind, X, Y, block, threads_per_block, 
     inv = 1.0 / n
     grad = G.copy_to_host()
     grad *= inv
-    return float(loss_acc.copy_to_host()[0]) * inv, grad
+    value = float(loss_acc.copy_to_host()[0]) * inv
+    if penalty is not None:
+        add_l2_grad(grad, theta, penalty)
+        value += l2_value(theta, penalty)
+    return value, grad
 
 
 def hvp_block_for(K: int, n_units: int, block: int, scratch_bytes: int) -> int:
@@ -499,7 +431,10 @@ def hvp_block_for(K: int, n_units: int, block: int, scratch_bytes: int) -> int:
     return int(max(1, min(block, fit)))
 
 
-def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, block, threads_per_block, dtype=np.float64):
+def mlp_hvp(
+    theta, V, sizes, act, loss_kind, X, Y, block, threads_per_block, dtype=np.float64,
+    penalty=None,
+):  # fmt: skip
     """Hessian-vector products of the mean loss (twin of ``kernels.mlp.mlp_hvp``).
 
     Parameters
@@ -516,6 +451,9 @@ def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, block, threads_per_block, dty
     threads_per_block : int
     dtype : numpy dtype, optional
         float64 or float32 (see :data:`FLOAT32_NOTE`); the result is float64 either way.
+    penalty : (P,) float64, optional
+        Weights of the L2 term (``kernels.penalty.l2_vector``), added on the host with the CPU
+        kernel's functions; None: no L2 term.
 
     Returns
     -------
@@ -551,4 +489,6 @@ def mlp_hvp(theta, V, sizes, act, loss_kind, X, Y, block, threads_per_block, dty
         configure(hvp_params_kernel, grid, tpb)(d_sizes, d_w, d_b, d_u, dX, lo, hi, A, D, RA, RD, H)
     out = H.copy_to_host()
     out *= 1.0 / n
+    if penalty is not None:
+        add_l2_hvp(out, np.ascontiguousarray(V, dtype=np.float64), penalty)
     return out

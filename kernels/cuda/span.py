@@ -29,9 +29,11 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from .. import mlp as _cpu
-from ..mlp import LOGISTIC, SOFTMAX_CE
-from .mlp import activate, configure, forward, output_loss, to_device
+from ..elementwise import LOGISTIC, SOFTMAX_CE
+from ..layout import layout
+from ..penalty import span_l2
+from .elementwise import activate, output_loss
+from .mlp import configure, forward, to_device
 
 
 @cuda.jit(device=True)
@@ -149,8 +151,9 @@ def _launch(n_work: int, threads_per_block: int):
 
 
 def span_eval(
-    basis, coef, sizes, act, loss_kind, X, Y, block, slots, threads_per_block, dtype=np.float64
-):
+    basis, coef, sizes, act, loss_kind, X, Y, block, slots, threads_per_block, dtype=np.float64,
+    penalty=None,
+):  # fmt: skip
     """Mean loss and accuracy of the model at the m points ``coef @ basis`` on the GPU.
 
     Twin of ``kernels.span.span_eval``; ``slots`` and ``threads_per_block`` replace its
@@ -174,6 +177,9 @@ def span_eval(
     dtype : numpy dtype, optional
         float64, or float32: basis, coefficients, data and per-sample arithmetic in float32,
         per-point sums over samples in float64 (``kernels.cuda.mlp.FLOAT32_NOTE``).
+    penalty : (P,) float64, optional
+        Weights of the L2 term (``kernels.penalty.l2_vector``): each point gains ``½ cᵀ G c``,
+        computed on the host by ``kernels.penalty.span_l2``; None: no L2 term.
 
     Returns
     -------
@@ -182,6 +188,13 @@ def span_eval(
     accuracy : (m,) float64
         Fraction classified correctly (zeros for MSE).
     """
+    l2 = None
+    if penalty is not None:
+        l2 = span_l2(
+            np.ascontiguousarray(basis, dtype=np.float64),
+            np.ascontiguousarray(coef, dtype=np.float64),
+            penalty,
+        )
     sizes = np.ascontiguousarray(sizes, dtype=np.int64)
     basis = np.ascontiguousarray(basis, dtype=dtype)
     coef = np.ascontiguousarray(coef, dtype=dtype)
@@ -192,7 +205,7 @@ def span_eval(
     n_layers = sizes.shape[0] - 1
     n_out = int(sizes[-1])
     tail_sizes = sizes[1:]
-    tw_off, tb_off, tu_off = _cpu.layout(tail_sizes)
+    tw_off, tb_off, tu_off = layout(tail_sizes)
     n_tail = max(int(tu_off[-1]), 1)
     block = max(1, min(int(block), n))
     S = max(1, min(int(slots), block))
@@ -238,4 +251,6 @@ def span_eval(
     for s in range(S):  # fixed order
         loss += sums_loss[s]
         hits += sums_hits[s]
+    if l2 is not None:
+        return loss / n + l2, hits / n
     return loss / n, hits / n

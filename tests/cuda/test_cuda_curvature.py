@@ -149,6 +149,23 @@ def test_spectral_density_matches_cpu(transfers):
 
 
 # ----------------------------------------------------------------------------- one copy per call
+def test_hessian_operator_on_the_gpu_matches_cpu_and_copies_once(transfers):
+    from scipy.sparse.linalg import eigsh
+
+    model, theta, data = _problem(seed=4)
+    gpu = curvature.HessianOperator(model, theta, data, device="cuda")
+    cpu = curvature.HessianOperator(model, theta, data)
+    V = np.random.default_rng(1).normal(size=(3, model.n_params))
+    assert_allclose(gpu.rows(V), cpu.rows(V), rtol=1e-10, atol=1e-13)
+    assert_allclose(gpu @ V.T, cpu @ V.T, rtol=1e-10, atol=1e-13)
+    assert gpu.n_hvps == cpu.n_hvps == 6
+    # SciPy's own solver on the GPU operator: the same spectrum end
+    want = np.linalg.eigvalsh(model.hessian(theta, data))[-2:]
+    got = np.sort(eigsh(gpu, k=2, which="LA", v0=np.ones(model.n_params))[0])
+    assert_allclose(got, want, rtol=1e-8)
+    assert transfers.count(data.X) == 1  # the data went to the device once, at construction
+
+
 def test_a_lanczos_solve_copies_the_data_once(transfers):
     model, theta, data = _problem(seed=6)
     eig = curvature.top_eigen(model, theta, data, k=1, method="lanczos", which="LA",

@@ -60,7 +60,7 @@ def test_hvp_matches_cpu_and_reference(case):
     assert HV.shape == V.shape
     _close(HV, model.hvp(theta, V, data))
     for k in range(V.shape[0]):
-        _close(HV[k], ref.mlp_hvp(theta, V[k], *_ref(model, data)))
+        _close(HV[k], ref.block_hvp(theta, V[k], *_ref(model, data)))
 
 
 def test_cpu_dispatch_is_the_cpu_kernel():
@@ -232,3 +232,34 @@ def test_public_api_device_cuda(case):
     _close(model.hvp(theta, V, data, device="cuda"), model.hvp(theta, V, data))
     with pytest.raises(ValueError, match="theta has length"):
         model.loss(theta[:-1], data, device="cuda")
+
+
+# new activations and the L2 term: the device twins of kernels/elementwise.py and penalty.py
+NEW_CASES = [
+    ([4, 5, 3], "leaky_relu", "softmax_ce", 0.0),
+    ([3, 4, 1], "gelu", "logistic", 0.2),
+    ([3, 4, 3, 2], "gelu_tanh", "mse", 0.0),
+    ([4, 3, 2], "gelu", "mse", 0.3),
+    ([3, 2], "identity", "mse", 0.4),
+]
+
+
+@pytest.mark.parametrize("case", NEW_CASES, ids=lambda c: f"{case_id(c[:3])}-l2={c[3]}")
+def test_new_activations_and_l2_match_cpu_and_reference(case):
+    import fastscape
+
+    sizes, act, loss, l2 = case
+    _, theta, data, V = _problem((sizes, act, loss), seed=3)
+    model = fastscape.MLP(sizes, activation=act, loss=loss, l2=l2, l2_bias=True)
+    kw = {"l2": l2, "l2_bias": True}
+    r = _ref(model, data)
+    value = _device.mlp_loss(model, theta, data, "cuda")
+    assert_allclose(value, model.loss(theta, data), rtol=1e-10)
+    assert_allclose(value, ref.mlp_loss(theta, *r, **kw), rtol=1e-10)
+    gv, g = _device.mlp_loss_grad(model, theta, data, "cuda")
+    assert_allclose(gv, value, rtol=1e-10)
+    _close(g, model.grad(theta, data)[1])
+    _close(g, ref.mlp_loss_grad(theta, *r, **kw)[1])
+    HV = _device.mlp_hvp(model, theta, V, data, "cuda")
+    _close(HV, model.hvp(theta, V, data))
+    _close(HV, np.stack([ref.block_hvp(theta, v, *r, **kw) for v in V]))

@@ -26,7 +26,7 @@ def _span_problem(case, K=3, m=7, n=20, seed=0):
 
 
 def _twin(model, basis, C, data):
-    return ref.span_loss(basis, C, model.sizes, model.activation, model.loss_name, data.X, data.Y)
+    return ref.span_eval(basis, C, model.sizes, model.activation, model.loss_name, data.X, data.Y)
 
 
 @pytest.mark.parametrize("case", MODEL_CASES, ids=case_id)
@@ -174,3 +174,27 @@ def test_public_landscape_api_in_float32():
     path = linear_path(model, theta, theta + d1, X, y, ts=4, progress=False, device="cuda",
                        dtype="float32")  # fmt: skip
     assert_allclose(path.loss, linear_path(model, theta, theta + d1, X, y, ts=4).loss, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ([4, 5, 3], "leaky_relu", "softmax_ce", 0.0),
+        ([3, 4, 1], "gelu", "logistic", 0.25),
+        ([3, 4, 3, 2], "gelu_tanh", "mse", 0.1),
+        ([3, 1], "identity", "logistic", 0.5),
+    ],
+    ids=lambda c: f"{case_id(c[:3])}-l2={c[3]}",
+)
+def test_new_activations_and_l2_match_cpu_engine_and_reference(case):
+    import fastscape
+
+    sizes, act, loss, l2 = case
+    _, basis, C, data = _span_problem((sizes, act, loss), seed=9)
+    model = fastscape.MLP(sizes, activation=act, loss=loss, l2=l2)
+    got, acc = _device.span_eval(model, basis, C, data, "cuda")
+    cpu, cpu_acc = _device.span_eval(model, basis, C, data, "cpu")
+    want, _ = ref.span_eval(basis, C, model.sizes, act, loss, data.X, data.Y, l2=l2, l2_bias=False)
+    assert_allclose(got, cpu, rtol=1e-10)
+    assert_allclose(got, want, rtol=1e-10)
+    assert_array_equal(acc, cpu_acc)

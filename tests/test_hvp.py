@@ -1,5 +1,5 @@
 """The cached HVP operator (``kernels.hvp`` behind ``curvature.hessian_matvec``) against the
-NumPy twin ``reference.mlp_hvp``, for every model kind.
+NumPy twin ``reference.block_hvp``, for every model kind.
 
 Tolerances: the operator and the twin compute the same sums in different orders (GEMMs in
 OpenBLAS's blocking, the 1/n folded into the deltas instead of applied at the end), so they
@@ -55,7 +55,7 @@ def _problem(case, n=37):
 
 def _twin(model, theta, data, V):
     args = (model.sizes, model.activation, model.loss_name, data.X, data.Y)
-    return np.stack([ref.mlp_hvp(theta, v, *args) for v in np.atleast_2d(V)])
+    return ref.block_hvp(theta, np.atleast_2d(V), *args)
 
 
 def _close(got, want, rtol):
@@ -84,7 +84,7 @@ def test_matches_twin_every_model_kind(case):
 def test_several_sample_blocks_and_tiny_chunks(case):
     model, theta, data = _problem(case, n=41)
     V = np.random.default_rng(5).normal(size=(7, model.n_params))
-    args = (theta, model._sizes_arr, model._act, model._loss, data.X, data.Y)
+    args = (theta, *model.spec.kernel_args, data.X, data.Y)
     whole = kh.forward_cache(*args, 4096)
     blocks = kh.forward_cache(*args, 9)  # 5 sample blocks of 8-9 samples
     assert whole.n_blocks == 1 and blocks.n_blocks == 5
@@ -104,7 +104,7 @@ def test_several_sample_blocks_and_tiny_chunks(case):
 
 def test_scratch_limit_sets_the_chunk(monkeypatch):
     model, theta, data = _problem(_case(2, "tanh", "softmax_ce"), n=50)
-    args = (theta, model._sizes_arr, model._act, model._loss, data.X, data.Y)
+    args = (theta, *model.spec.kernel_args, data.X, data.Y)
     whole = kh.forward_cache(*args, 4096)
     assert kh.scratch_per_vector(model.sizes, 1) == 0  # one block: no partial rows
     assert kh.vec_chunk_for(whole, 1) >= 10**6
@@ -144,7 +144,7 @@ def test_numba_thread_count_does_not_change_bits():
 
 def test_workers_do_not_change_bits():
     model, theta, data = _problem(_case(1, "tanh", "mse"), n=50)
-    cache = kh.forward_cache(theta, model._sizes_arr, model._act, model._loss, data.X, data.Y, 7)
+    cache = kh.forward_cache(theta, *model.spec.kernel_args, data.X, data.Y, 7)
     V = np.random.default_rng(9).normal(size=(5, model.n_params))
     ref_bits = kh.block_hvp(cache, V, 2, 1)
     for workers in (2, 3, 8):

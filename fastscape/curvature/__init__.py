@@ -1,0 +1,53 @@
+"""Curvature of the loss: Hessian eigenvalues, trace and spectral density, matrix-free.
+
+Everything here is built on an *operator* in SciPy's convention
+(``scipy.sparse.linalg.LinearOperator``). On a model it is the :class:`HessianOperator`: exact
+Hessian-vector products (Pearlmutter's R-operator) that take K vectors in one pass over the
+data; the solvers work on blocks of vectors whenever they can. Any other ``LinearOperator``
+(``aslinearoperator(array)``, a sparse matrix, an operator of your own) works with every solver.
+The Hessian itself is formed only by the ``"exact"`` methods, for small models.
+
+- :mod:`.operator`: :class:`HessianOperator` (and :func:`hessian_matvec`, its row product);
+- :mod:`.eigen`: :func:`power_iteration`, :func:`lanczos` (thick restart), :func:`top_eigen`;
+- :mod:`.trace`: :func:`hutchinson`, :func:`hutchpp`, :func:`hessian_trace`;
+- :mod:`.density`: :func:`slq`, :func:`exact_density`, :func:`spectral_density`.
+
+Every iterative solver takes ``max_hvps`` (a hard budget of operator products) and
+``progress`` (a tqdm bar), and its result says whether it converged (``converged``,
+``status``, ``message``, ``n_hvps``). Eigenvectors are returned as **rows** (``(k, n)``), like
+every direction in fastscape, with the sign convention of :func:`fix_signs`.
+
+References: Pearlmutter (1994) for the HVP; Hutchinson (1989) and Meyer, Musco, Musco &
+Woodruff (2021, "Hutch++") for the trace; Golub & Meurant (2009), Lin, Saad & Yang (2016) and
+Ghorbani, Krishnan & Xiao (2019) for stochastic Lanczos quadrature. See ``docs/curvature.md``.
+"""
+
+from __future__ import annotations
+
+from ._common import MAX_HVPS_CAP, fix_signs, row_signs
+from .density import exact_density, slq, spectral_density
+from .eigen import DEFAULT_TOL, lanczos, power_iteration, top_eigen
+from .operator import HessianOperator, hessian_matvec
+from .results import DensityResult, EigenResult, TraceResult
+from .trace import hessian_trace, hutchinson, hutchpp
+
+__all__ = [
+    "DEFAULT_TOL",
+    "MAX_HVPS_CAP",
+    "DensityResult",
+    "EigenResult",
+    "HessianOperator",
+    "TraceResult",
+    "exact_density",
+    "fix_signs",
+    "hessian_matvec",
+    "hessian_trace",
+    "hutchinson",
+    "hutchpp",
+    "lanczos",
+    "power_iteration",
+    "row_signs",
+    "slq",
+    "spectral_density",
+    "top_eigen",
+]

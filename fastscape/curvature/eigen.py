@@ -1,0 +1,471 @@
+"""Eigenpairs of a symmetric operator: block power iteration, thick-restart Lanczos, and
+``top_eigen`` on a model's Hessian.
+
+Every solver takes a ``scipy.sparse.linalg.LinearOperator`` (a :class:`HessianOperator`, or
+``aslinearoperator(array)``, or any other), a hard budget ``max_hvps`` of operator products, and
+returns an :class:`EigenResult` that says per pair whether it converged and, as a whole, why it
+stopped. Eigenvectors are returned as **rows** (``(k, n)``), like every direction in fastscape,
+with the sign convention of :func:`fix_signs`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validation import as_float_array, check_choice, check_positive_float, check_positive_int
+from ..kernels import lanczos as _lz
+from ..kernels._blas import serial_blas
+from ..models import MLP, Batch
+from ._common import (
+    Progress,
+    apply_rows,
+    as_operator,
+    check_budget,
+    check_n_k,
+    fix_signs,
+    krylov_budget,
+    order,
+    orth_rows,
+    row_signs,
+)
+from .operator import HessianOperator, prepare_inputs
+from .results import EigenResult
+
+__all__ = ["lanczos", "power_iteration", "top_eigen"]
+
+#: Default relative tolerance of both eigensolvers.
+DEFAULT_TOL = 1e-6
+#: Default iteration limit of power iteration.
+DEFAULT_POWER_MAXITER = 1000
+
+
+def _start_block(n: int, k: int, seed, v0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    V = rng.standard_normal((k, n))
+    if v0 is not None:
+        W = as_float_array(v0, "v0", (1, 2))
+        W = np.atleast_2d(W)
+        if W.shape[1] != n:
+            raise ValueError(f"v0 has length {W.shape[1]}, expected {n}")
+        b = min(k, W.shape[0])
+        if np.any(np.linalg.norm(W[:b], axis=1) == 0):
+            raise ValueError("v0 holds a zero vector")
+        # warm start: previous vectors first, tiny random part keeps the block full rank
+        V[:b] = W[:b] / np.linalg.norm(W[:b], axis=1, keepdims=True) + 1e-8 * V[:b] / np.sqrt(n)
+    return orth_rows(V)
+
+
+def _message(converged: np.ndarray, status: str, n_mv: int, tol: float, limit: str) -> str:
+    k = converged.size
+    if status == "converged":
+        return f"converged: {k} eigenpair(s) to tol {tol:.3g} after {n_mv} HVPs"
+    why = {"budget": f"(budget {limit})", "maxiter": f"({limit})", "not_converged": ""}[status]
+    return (
+        f"not converged after {n_mv} HVPs {why}: {int(converged.sum())} of {k} pair(s) met "
+        f"tol {tol:.3g}"
+    ).replace("  ", " ")
+
+
+# ----------------------------------------------------------------------------- power iteration
+def power_iteration(
+    A,
+    k: int = 1,
+    *,
+    tol: float = DEFAULT_TOL,
+    maxiter: int = DEFAULT_POWER_MAXITER,
+    max_hvps: int | None = None,
+    seed: int = 0,
+    v0=None,
+    progress: bool = False,
+) -> EigenResult:
+    """Top-k eigenpairs by magnitude of a symmetric operator, by block power iteration.
+
+    The k vectors are iterated together (orthogonal / subspace iteration): each iteration
+    applies the operator to the block, re-orthonormalises it (QR) — which deflates the pairs
+    already found from the others — and takes Ritz pairs from the k x k projected matrix. A
+    pair is converged when both its relative eigenvalue change between iterations and its
+    relative residual ``||H v - λ v|| / |λ|`` are at most ``tol``; iteration stops when all
+    pairs are. Pair i converges like ``|λ_{k+1} / λ_i|**t``.
+
+    Parameters
+    ----------
+    A : LinearOperator (n, n)
+        Symmetric; a :class:`HessianOperator` applies the k vectors of a block in one pass.
+        Arrays are wrapped with ``aslinearoperator``.
+    k : int
+        Number of pairs, ``1 <= k < n``.
+    tol : float
+        Relative tolerance of the stopping rule. The denominator |λ| is floored at
+        ``1e-12 * max|λ|`` of the block (and a tiny absolute value) so that zero eigenvalues
+        of a non-zero operator (and a zero operator) can converge.
+    maxiter : int
+        Maximum number of iterations (block applications).
+    max_hvps : int, optional
+        Hard budget of operator products (vectors; one iteration costs k), at least k.
+        Default ``k * maxiter``.
+    seed : int
+        Seed of the random start: same seed, same result.
+    v0 : (n,) or (b, n) array, optional
+        Warm start (e.g. the eigenvectors of a previous call at a nearby point); missing rows
+        are random.
+    progress : bool
+        Show a tqdm bar of the products spent.
+
+    Returns
+    -------
+    EigenResult
+        ``which="LM"``; pairs ordered by decreasing |λ|; ``status`` says why it stopped.
+    """
+    A = as_operator(A)
+    n = A.shape[0]
+    k = check_n_k(n, k)
+    tol = check_positive_float(tol, "tol", allow_zero=True)
+    maxiter = check_positive_int(maxiter, "maxiter")
+    max_hvps = check_budget(max_hvps, k * maxiter, minimum=k)
+    V = _start_block(n, k, seed, v0)
+    with Progress(progress, max_hvps, "power iteration") as bar:
+        W = apply_rows(A, V)
+        n_mv = k
+        bar.update(k)
+        prev = np.full(k, np.nan)
+        iterations = np.full(k, maxiter, dtype=np.int64)
+        done = np.zeros(k, dtype=bool)
+        status = "maxiter"
+        for it in range(1, maxiter + 1):
+            T = V @ W.T
+            vals, S = np.linalg.eigh(0.5 * (T + T.T))
+            idx = order(vals, "LM")
+            vals, S = vals[idx], S[:, idx]
+            V, W = S.T @ V, S.T @ W
+            scale = max(np.abs(vals).max() * 1e-12, 1e-300)
+            denom = np.maximum(np.abs(vals), scale)
+            res = np.linalg.norm(W - vals[:, None] * V, axis=1) / denom
+            change = np.abs(vals - prev) / denom
+            ok = (res <= tol) & (change <= tol)
+            newly = ok & ~done
+            iterations[newly] = it
+            iterations[~ok] = it
+            done = ok
+            if done.all():
+                status = "converged"
+                break
+            if it == maxiter:
+                break
+            if n_mv + k > max_hvps:
+                status = "budget"
+                break
+            prev = vals
+            V = orth_rows(W)
+            W = apply_rows(A, V)
+            n_mv += k
+            bar.update(k)
+    limit = f"max_hvps={max_hvps}" if status == "budget" else f"maxiter={maxiter} iterations"
+    return EigenResult(
+        eigenvalues=vals,
+        eigenvectors=V * row_signs(V)[:, None],
+        iterations=iterations,
+        converged=done.copy(),
+        residuals=res,
+        n_matvecs=n_mv,
+        method="power",
+        which="LM",
+        status=status,
+        message=_message(done, status, n_mv, tol, limit),
+    )
+
+
+# ----------------------------------------------------------------------------- Lanczos
+_EPS = float(np.finfo(np.float64).eps)
+_EPS23 = _EPS ** (2.0 / 3.0)
+_DGKS = 1.0 / np.sqrt(2.0)  # re-orthogonalise when ||r|| < ||w|| / sqrt(2) (Daniel et al. 1976)
+
+
+def lanczos(
+    A,
+    k: int = 1,
+    which: str = "LA",
+    *,
+    tol: float = DEFAULT_TOL,
+    max_hvps: int | None = None,
+    maxiter: int | None = None,
+    ncv: int | None = None,
+    seed: int = 0,
+    v0=None,
+    progress: bool = False,
+) -> EigenResult:
+    """k eigenpairs of a symmetric operator by thick-restart Lanczos.
+
+    Lanczos with full re-orthogonalisation (classical Gram-Schmidt, repeated once when it
+    cancels: the DGKS test, :func:`fastscape.kernels.lanczos.orthogonalize`) builds an
+    orthonormal Krylov basis Q and the projected matrix ``T = Q^T H Q`` from the Gram-Schmidt
+    coefficients. After every operator application the Ritz pairs ``(θ_i, y_i = Q s_i)`` of T
+    are formed and the k wanted ones tested with the Ritz residual
+    ``||H y_i - θ_i y_i|| = β |s_i[last]|`` (β the norm of the new Krylov direction); the solve
+    stops as soon as all k have ``β |s_i[last]| <= tol * |θ_i|`` (ARPACK's criterion, with
+    |θ_i| floored at ``eps**(2/3) * max|θ|``), or when ``max_hvps`` products are spent. When
+    the basis holds ``ncv`` vectors it is restarted thickly (Wu & Simon 2000): it keeps the k
+    wanted Ritz vectors and ``(ncv - k) // 2`` more (the next ones in the order of ``which``)
+    and goes on from the last Krylov direction, so the solve works for any k, either end or
+    both, and any n with a basis of ``ncv`` vectors. Unlike power iteration it reaches the
+    smallest algebraic eigenvalues (negative curvature) directly with ``which="SA"``. The
+    solver's own products run with single-threaded BLAS (results do not depend on the BLAS
+    thread count); so do the operator's.
+
+    The residuals returned are recomputed from the operator's own outputs: the products
+    ``H q_j`` of all basis vectors are kept (and combined at each restart), so that
+    ``H y_i = (H Q) s_i`` is known without further operator applications. A pair is flagged
+    converged only when this recomputed residual agrees with the Ritz estimate.
+
+    Like every single-vector Krylov method it sees one copy of a repeated eigenvalue in exact
+    arithmetic; further copies appear through rounding, usually after more iterations. Use
+    ``v0`` or a larger k (or block power iteration) when multiplicities matter.
+
+    Parameters
+    ----------
+    A : LinearOperator (n, n)
+        Symmetric (arrays are wrapped with ``aslinearoperator``).
+    k : int
+        ``1 <= k < n``.
+    which : {"LA", "SA", "LM"}
+        Largest algebraic, smallest algebraic or largest magnitude.
+    tol : float
+        Relative accuracy of the Ritz residuals (default 1e-6); 0 means machine precision
+        (4 eps), which may not be reachable within the budget.
+    max_hvps : int, optional
+        Hard budget of operator products, at least k. Default ``min(10 n, 5000)``
+        (``MAX_HVPS_CAP``).
+    maxiter : int, optional
+        Restarts allowed (default: no limit but the budget).
+    ncv : int, optional
+        Largest basis (default ``min(n, max(2k + 1, 20))``); ``k < ncv <= n``.
+    seed : int
+        Seed of the random starting vector (and of the random direction that continues the
+        basis after an invariant subspace was found), for reproducibility.
+    v0 : (n,) or (b, n) array, optional
+        Warm start; several rows are summed into one starting vector.
+    progress : bool
+        Show a tqdm bar of the products spent.
+
+    Returns
+    -------
+    EigenResult
+        Pairs ordered as ``which`` says; ``iterations`` holds the operator applications (the
+        same for all pairs); ``converged`` is False for the pairs that missed the tolerance
+        (or whose recomputed residual disagrees with the Ritz estimate beyond rounding);
+        ``status`` is "converged", "budget", "maxiter" or "not_converged".
+    """
+    A = as_operator(A)
+    n = A.shape[0]
+    k = check_n_k(n, k)
+    which = check_choice(which, "which", ("LA", "SA", "LM"))
+    tol = check_positive_float(tol, "tol", allow_zero=True)
+    maxiter = None if maxiter is None else check_positive_int(maxiter, "maxiter")
+    max_hvps = check_budget(max_hvps, krylov_budget(n), minimum=k)
+    if ncv is None:
+        ncv = min(n, max(2 * k + 1, 20))
+    else:
+        ncv = check_positive_int(ncv, "ncv")
+        if not k < ncv <= n:
+            raise ValueError(f"ncv must satisfy k < ncv <= n, got ncv={ncv}, k={k}, n={n}")
+    rng = np.random.default_rng(seed)
+    start = rng.standard_normal(n)
+    if v0 is not None:
+        W = np.atleast_2d(as_float_array(v0, "v0", (1, 2)))
+        if W.shape[1] != n:
+            raise ValueError(f"v0 has length {W.shape[1]}, expected {n}")
+        s = W.sum(axis=0)
+        if np.linalg.norm(s) > 0:
+            start = s / np.linalg.norm(s) + 1e-6 * start / np.sqrt(n)
+    with serial_blas(), Progress(progress, max_hvps, f"Lanczos {which}") as bar:
+        return _thick_restart_lanczos(A, n, k, which, tol, max_hvps, maxiter, ncv, rng, start, bar)
+
+
+def _thick_restart_lanczos(A, n, k, which, tol, max_hvps, maxiter, ncv, rng, start, bar):
+    tol_eff = tol if tol > 0 else 4.0 * _EPS
+    keep = k + (ncv - k) // 2  # Ritz vectors kept at a restart (k <= keep < ncv)
+    Q = np.empty((ncv + 1, n))  # orthonormal basis (rows); row m is the next direction
+    HQ = np.empty((ncv, n))  # the operator's outputs H q_j
+    T = np.zeros((ncv, ncv))  # Q^T H Q
+    Q[0] = start / np.linalg.norm(start)
+    m = 0
+    n_mv = 0
+    restarts = 0
+    tridiagonal = True
+    which_code = _lz.WHICH_CODES[which]
+    status = "converged"
+    while True:
+        w = apply_rows(A, Q[m : m + 1])[0]
+        n_mv += 1
+        bar.update(1)
+        HQ[m] = w
+        beta = _lz.orthogonalize(Q, m, w, T, _DGKS)  # the new direction into Q[m + 1]
+        m += 1
+        theta, S, order_, done, breakdown, anorm = _lz.ritz_test(
+            T, m, tridiagonal, which_code, k, beta, tol_eff, _EPS23
+        )
+        if done or (m >= k and m == n):
+            break
+        if m >= k and maxiter is not None and restarts >= maxiter:
+            status = "maxiter"
+            break
+        if m >= k and n_mv >= max_hvps:
+            status = "budget"
+            break
+        if breakdown:  # continue with a random direction orthogonal to the basis
+            r = rng.standard_normal(n)
+            for _ in range(2):  # the step's own projection, twice
+                _lz.subtract_combination(Q, m, _lz.basis_dots(Q, m, r), r, r)
+            beta = float(np.linalg.norm(r))
+            Q[m] = r
+        if m == ncv:  # thick restart: keep the wanted Ritz vectors and a few more
+            tridiagonal = False
+            kept = order_[:keep]
+            Sk = S[:, kept]
+            kept_rows = Sk.T @ Q[:m]
+            Q[keep] = Q[m]  # the next direction
+            Q[:keep] = kept_rows
+            HQ[:keep] = Sk.T @ HQ[:m]
+            T[:] = 0.0
+            T[np.arange(keep), np.arange(keep)] = theta[kept]
+            m = keep
+            restarts += 1
+        Q[m] /= beta
+    want = order_[:k]
+    vals = theta[want]
+    denom = np.maximum(np.abs(vals), _EPS23 * anorm)
+    est = np.zeros(k) if breakdown else beta * np.abs(S[m - 1, want])
+    ok = est <= tol_eff * denom
+    Sw = S[:, want]
+    V = Sw.T @ Q[:m]
+    HV = Sw.T @ HQ[:m]
+    norms = np.linalg.norm(V, axis=1)
+    V /= norms[:, None]
+    HV /= norms[:, None]
+    signs = row_signs(V)
+    V *= signs[:, None]
+    HV *= signs[:, None]
+    true = np.linalg.norm(HV - vals[:, None] * V, axis=1)
+    scale = max(np.abs(vals).max() * 1e-12, 1e-300)
+    res = true / np.maximum(np.abs(vals), scale)
+    # honest flags: the estimate met the tolerance and the recomputed residual agrees with it
+    # up to rounding
+    agrees = true <= np.maximum(10.0 * tol_eff * denom, 1e3 * _EPS * anorm)
+    converged = np.asarray(ok & agrees, dtype=bool).reshape(k)
+    if status == "converged" and not converged.all():
+        status = "not_converged"
+    limit = f"max_hvps={max_hvps}" if status == "budget" else f"maxiter={maxiter} restarts"
+    return EigenResult(
+        eigenvalues=vals,
+        eigenvectors=V,
+        iterations=np.full(k, n_mv, dtype=np.int64),
+        converged=converged,
+        residuals=res,
+        n_matvecs=n_mv,
+        method="lanczos",
+        which=which,
+        status=status,
+        message=_message(converged, status, n_mv, tol_eff, limit),
+    )
+
+
+# ----------------------------------------------------------------------------- on a model
+def _exact_eigh(model: MLP, theta, data: Batch, max_params):
+    H = model.hessian(theta, data, max_params=max_params)
+    return np.linalg.eigh(0.5 * (H + H.T))
+
+
+def top_eigen(
+    model: MLP,
+    theta,
+    X,
+    y=None,
+    k: int = 1,
+    method: str = "power",
+    *,
+    which: str = "LM",
+    tol: float | None = None,
+    max_hvps: int | None = None,
+    maxiter: int | None = None,
+    seed: int = 0,
+    v0=None,
+    max_params: int | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> EigenResult:
+    """Top-k Hessian eigenpairs of a model at ``theta``.
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) array
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    k : int
+        ``1 <= k < P``.
+    method : {"power", "lanczos", "exact"}
+        ``power``: block power iteration on batched exact HVPs (k vectors per data pass);
+        ``lanczos``: thick-restart Lanczos on exact HVPs (:func:`lanczos`, one HVP per step);
+        ``exact``: ``numpy.linalg.eigh`` of the exact
+        Hessian (small models: at most ``max_params`` parameters).
+    which : {"LM", "LA", "SA"}
+        Which end: largest magnitude (the "top" eigenvalue, λmax at a minimum), largest or
+        smallest algebraic. Power iteration finds only ``"LM"``.
+    tol : float, optional
+        Relative tolerance; default 1e-6 for both iterative methods (0: machine precision).
+    max_hvps : int, optional
+        Hard budget of HVPs. Default ``min(10 P, 5000)`` (Lanczos) / ``k * maxiter`` (power).
+    maxiter : int, optional
+        Default 1000 iterations (power) / no restart limit but the budget (Lanczos).
+    seed : int
+    v0 : (P,) or (b, P) array, optional
+        Warm start, e.g. ``previous.eigenvectors``.
+    max_params : int, optional
+        Size limit of the exact Hessian (see :meth:`MLP.hessian`).
+    device : {"cpu", "cuda"}
+        Where the HVPs run (``power``, ``lanczos``): with ``"cuda"`` the data are copied to
+        the GPU once and every HVP of the solve runs there; the eigensolver's own small dense
+        algebra stays on the CPU. ``exact`` forms the Hessian on the CPU whatever the device
+        (it is meant for small models, where a GPU would not help).
+    progress : bool
+        Show a tqdm bar of the HVPs spent (iterative methods).
+
+    Returns
+    -------
+    EigenResult
+        With ``converged``, ``residuals``, ``n_hvps``, ``status`` and ``message``.
+    """
+    method = check_choice(method, "method", ("power", "lanczos", "exact"))
+    which = check_choice(which, "which", ("LM", "LA", "SA"))
+    theta, data, device = prepare_inputs(model, theta, X, y, device)
+    P = model.n_params
+    check_n_k(P, k)
+    if method == "exact":
+        vals, vecs = _exact_eigh(model, theta, data, max_params)
+        idx = order(vals, which)[:k]
+        return EigenResult(
+            eigenvalues=vals[idx],
+            eigenvectors=fix_signs(np.ascontiguousarray(vecs[:, idx].T)),
+            iterations=np.zeros(k, dtype=np.int64),
+            converged=np.ones(k, dtype=bool),
+            residuals=np.zeros(k),
+            n_matvecs=0,
+            method="exact",
+            which=which,
+            message=f"exact: {k} eigenpair(s) of the {P} x {P} Hessian",
+        )
+    H = HessianOperator(model, theta, data, device=device)
+    tol = DEFAULT_TOL if tol is None else tol
+    if method == "power":
+        if which != "LM":
+            raise ValueError(
+                f"power iteration finds the largest-magnitude eigenvalues only (which='LM'), "
+                f"got which={which!r}; use method='lanczos' for 'LA' or 'SA'"
+            )
+        return power_iteration(
+            H, k, tol=tol, maxiter=maxiter or DEFAULT_POWER_MAXITER, max_hvps=max_hvps,
+            seed=seed, v0=v0, progress=progress,
+        )  # fmt: skip
+    return lanczos(
+        H, k, which, tol=tol, max_hvps=max_hvps, maxiter=maxiter, seed=seed, v0=v0,
+        progress=progress,
+    )  # fmt: skip

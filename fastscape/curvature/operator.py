@@ -1,0 +1,139 @@
+"""The Hessian of a model's loss as a SciPy ``LinearOperator``, with a batched product.
+
+Every curvature solver in :mod:`fastscape.curvature` takes an operator in SciPy's convention
+(``scipy.sparse.linalg.LinearOperator``): a :class:`HessianOperator`, or any other one
+(``aslinearoperator(array)``, a sparse matrix, an operator of your own). SciPy's solvers
+(``eigsh``, ``cg``, ``minres``) take a :class:`HessianOperator` as they are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse.linalg import LinearOperator
+
+from .. import _device
+from .._validation import as_float_array
+from ..models import MLP, Batch
+
+__all__ = ["HessianOperator", "hessian_matvec"]
+
+
+class HessianOperator(LinearOperator):
+    """The exact Hessian of the mean loss of ``model`` at a fixed ``theta``, matrix-free.
+
+    Data, parameters and ``device`` are validated once, here, and the operator keeps
+    ``theta`` and the data as they were at construction. The products are exact
+    Hessian-vector products (Pearlmutter's R-operator) from the dispatch seam
+    (:func:`fastscape._device.hvp_operator`): on the CPU the forward and backward passes at
+    ``theta`` are computed once, here, and each product is one compiled pass over the data
+    for all the vectors of a block (``fastscape.kernels.hvp``); on the GPU the data are copied
+    to the device once, here, and each product runs the CUDA HVP kernel.
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) array
+    X : (n, d) array, Batch, or DeviceBatch (from ``fastscape._device.to_device``)
+    y : (n,) or (n, out) array
+        None when ``X`` is a Batch.
+    device : {"cpu", "cuda"}
+        Where the products run.
+
+    Attributes
+    ----------
+    shape : (P, P)
+    dtype : float64
+    n_hvps : int
+        Hessian-vector products computed so far (vectors, not calls). Reset it to 0 to count
+        a new solve.
+    model, theta, data, device
+        What the operator was built from.
+
+    Notes
+    -----
+    SciPy's convention holds vectors in columns: ``H @ x`` for x (P,), ``H @ X`` / ``H.matmat(X)``
+    for X (P, K). fastscape holds directions in rows; :meth:`rows` is the product on rows
+    ``V (K, P) -> (K, P)`` (row i is ``H @ V[i]``), which the solvers use. Both are one pass
+    for all K vectors. H is symmetric: ``H.T``, ``H.H`` and ``rmatvec`` are the same products.
+    """
+
+    def __init__(self, model: MLP, theta, X, y=None, device: str = "cpu"):
+        theta, data, device = prepare_inputs(model, theta, X, y, device)
+        theta = theta.copy()
+        P = model.n_params
+        self.model = model
+        self.theta = theta
+        self.data: Batch = data
+        self.device = device
+        self.n_hvps = 0
+        self._apply = _device.hvp_operator(model, theta, data, device)
+        super().__init__(dtype=np.dtype(np.float64), shape=(P, P))
+
+    def rows(self, V) -> np.ndarray:
+        """``H @ V[i]`` for every row of V (K, P); a single vector (P,) gives (P,).
+
+        Parameters
+        ----------
+        V : (K, P) or (P,) array
+
+        Returns
+        -------
+        (K, P) or (P,) float64 array
+        """
+        V = as_float_array(V, "V", (1, 2))
+        P = self.shape[0]
+        if V.shape[-1] != P:
+            raise ValueError(f"V has rows of length {V.shape[-1]}, expected {P}")
+        out = self._apply(np.ascontiguousarray(np.atleast_2d(V)))
+        self.n_hvps += 1 if V.ndim == 1 else V.shape[0]
+        return out[0] if V.ndim == 1 else out
+
+    def _matvec(self, x):
+        return self.rows(np.reshape(x, -1))
+
+    def _matmat(self, X):
+        return self.rows(np.asarray(X).T).T
+
+    def _rmatvec(self, x):
+        return self._matvec(x)
+
+    def _rmatmat(self, X):
+        return self._matmat(X)
+
+    def _adjoint(self) -> HessianOperator:
+        return self
+
+    def _transpose(self) -> HessianOperator:
+        return self
+
+
+def hessian_matvec(model: MLP, theta, X, y=None, *, device: str = "cpu"):
+    """The row-block product of a :class:`HessianOperator` (kept for existing code).
+
+    ``hessian_matvec(model, theta, X, y)(V)`` is ``HessianOperator(model, theta, X, y).rows(V)``:
+    row i of the result is ``H @ V[i]`` for V (b, P), and a single vector (P,) gives (P,). The
+    solvers take the operator itself; new code builds a :class:`HessianOperator`.
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) array
+    X : (n, d) array, Batch, or DeviceBatch
+    y : (n,) or (n, out) array
+    device : {"cpu", "cuda"}
+
+    Returns
+    -------
+    callable
+        ``V (b, P) -> (b, P)`` (a bound :meth:`HessianOperator.rows`; its operator is
+        ``.__self__``).
+    """
+    return HessianOperator(model, theta, X, y, device=device).rows
+
+
+def prepare_inputs(model, theta, X, y, device) -> tuple[np.ndarray, Batch, str]:
+    """The opening checks of the model-level functions (:func:`fastscape._device.prepare`: the
+    device first, then model, theta and data); the data stay on the host (the HVP operator
+    copies them to the device once)."""
+    prepared = _device.prepare(model, X, y, device=device, upload=False, theta=theta)
+    return prepared.thetas["theta"], prepared.data, prepared.device
