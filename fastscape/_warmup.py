@@ -25,12 +25,7 @@ from collections.abc import Iterable
 
 #: What each job runs: the kernels (module, function) whose cache decides whether it is cold.
 JOBS = {
-    # span_block_hidden lives in span until kernels/span_hidden.py arrives: both are looked up
-    "landscape": (
-        ("span_hidden", "span_block_hidden"),
-        ("span", "span_block_hidden"),
-        ("span", "span_block"),
-    ),
+    "landscape": (("span_hidden", "span_block_hidden"), ("span", "span_block")),
     "hessian": (("hessian", "scatter_diagonal"),),
     "hvp": (("hvp", "r_blocks"), ("lanczos", "orthogonalize")),
 }

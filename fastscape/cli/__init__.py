@@ -21,15 +21,15 @@ import sys
 from collections.abc import Sequence
 
 from ._common import CLIError, _Talk
-from ._compute import _curvature, _solver_budget, describe_point, grid_estimate
+from ._compute import _curvature, describe_point, grid_estimate
 from ._data import _split
 from ._model import _prepare
 from ._output import OutputDir
 from ._parser import build_parser
 
 __all__ = ["CLIError", "OutputDir", "build_parser", "describe_point", "grid_estimate", "main"]
-# (_Talk, _curvature, _prepare, _solver_budget and _split are imported for the tests)
-_TESTED = (_Talk, _curvature, _prepare, _solver_budget, _split)
+# (_Talk, _curvature, _prepare and _split are imported for the tests)
+_TESTED = (_Talk, _curvature, _prepare, _split)
 
 _RANGE_OPTIONS = ("--range", "--range-x", "--range-y")
 

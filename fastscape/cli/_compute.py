@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
-import math
 import os
-from collections.abc import Callable
 
 import numpy as np
 
@@ -20,17 +17,6 @@ from ._common import (
     _human_seconds,
     _Talk,
 )  # fmt: skip
-
-
-# ----------------------------------------------------------------------------- probes
-def _accepts(fn: Callable, name: str) -> bool:
-    """Whether ``fn`` takes the keyword ``name``. Used only for the curvature solvers' budget
-    and progress options (``max_hvps``, ``progress``), which top_eigen, hessian_trace and
-    spectral_density gain with the curvature package; with those on main the probes go."""
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 # ----------------------------------------------------------------------------- training
@@ -136,25 +122,10 @@ def _check_grid_budget(args, model, n_train, n_test, n_x, n_y) -> tuple[float, i
 
 
 # ----------------------------------------------------------------------------- curvature
-def _solver_budget(fn: Callable, tol: float, max_hvps: int, k: int, n: int, progress) -> dict:
-    """Keyword arguments that bound an eigensolver: ``tol`` and ``max_hvps`` when ``fn`` takes
-    them; else ``maxiter`` (thick-restart Lanczos restarts) that spends about ``max_hvps``."""
-    kw: dict = {"tol": tol}
-    if _accepts(fn, "max_hvps"):
-        kw["max_hvps"] = max_hvps
-    else:
-        ncv = min(n, max(2 * k + 1, 20))
-        keep = k + (ncv - k) // 2
-        kw["maxiter"] = max(1, math.ceil((max_hvps - ncv) / max(1, ncv - keep)))
-    if _accepts(fn, "progress"):
-        kw["progress"] = progress
-    return kw
-
-
 def _curvature(
     model, theta, data, k: int, seed: int, grad_tol: float = CRITICAL, *,
     exact_max_params: int = EXACT_MAX_PARAMS, device: str = "cpu", tol: float = 1e-6,
-    max_hvps: int = 1000, progress: bool | None = False,
+    max_hvps: int = 1000, progress: bool = False,
 ) -> dict:  # fmt: skip
     """Top/bottom eigenvalues, trace, density and classification.
 
@@ -180,27 +151,24 @@ def _curvature(
                "classification": classify(H), "converged": True, "n_hvps": 0,
                "message": "exact eigendecomposition"}  # fmt: skip
     else:
-        kw = {"seed": seed, "device": device}
-        budget = _solver_budget(top_eigen, tol, max_hvps, k, model.n_params, progress)
+        kw = {"seed": seed, "device": device, "progress": progress}
+        budget = {"tol": tol, "max_hvps": max_hvps}
         top = top_eigen(model, theta, data, k=k, method="lanczos", which="LA", **kw, **budget)
         bottom = top_eigen(model, theta, data, k=k, method="lanczos", which="SA", **kw, **budget)
-        bar = lambda fn: {"progress": progress} if _accepts(fn, "progress") else {}  # noqa: E731
-        trace = hessian_trace(model, theta, data, method="hutch++", **kw, **bar(hessian_trace))
-        density = spectral_density(model, theta, data, method="slq", **kw, **bar(spectral_density))
+        trace = hessian_trace(model, theta, data, method="hutch++", **kw)
+        density = spectral_density(model, theta, data, method="slq", **kw)
         ends = np.concatenate([bottom.eigenvalues, top.eigenvalues])
         ends_res = {"top": top, "bottom": bottom}
-        hvps = {e: int(getattr(r, "n_hvps", r.n_matvecs)) for e, r in ends_res.items()}
-        n_hvps = hvps["top"] + hvps["bottom"]
-        converged = bool(np.all(top.converged) and np.all(bottom.converged))
-        parts = []
-        for name, res in ends_res.items():
-            if not np.all(res.converged):
-                said = getattr(res, "message", None)  # the solver's own words, when it has them
-                parts.append(f"{name} eigenvalues not converged after {hvps[name]} HVPs "
-                             f"(tol {tol:g}, --max-hvps {max_hvps})"
-                             + (f": {said}" if said else ""))  # fmt: skip
+        n_hvps = top.n_hvps + bottom.n_hvps
+        converged = top.all_converged and bottom.all_converged
+        # the solver's own words (status, HVPs spent, pairs that met tol), and what to change
+        parts = [f"{name} eigenvalues {res.message}"
+                 for name, res in ends_res.items() if not res.all_converged]  # fmt: skip
         budget_text = f"tol {tol:g}, budget {max_hvps} HVPs per end"
-        message = "; ".join(parts) if parts else f"converged in {n_hvps} HVPs ({budget_text})"
+        if parts:
+            message = "; ".join(parts) + f" (raise --max-hvps {max_hvps} or loosen --tol {tol:g})"
+        else:
+            message = f"converged in {n_hvps} HVPs ({budget_text})"
         out = {"top": np.sort(top.eigenvalues)[::-1], "bottom": np.sort(bottom.eigenvalues),
                "trace": trace.estimate, "trace_std_error": trace.std_error, "method": "lanczos",
                "density": density,
@@ -262,7 +230,7 @@ def _run_curvature(args, model, theta, data, talk: _Talk, k: int, warm=None) -> 
              f"at most {args.max_hvps} HVPs per end, tol {args.tol:g})")  # fmt: skip
     if warm is not None:
         warm.wait(_curvature_job(model))
-    progress = None if not args.quiet else False
+    progress = not args.quiet
     curv = _curvature(model, theta, data, k, args.seed, device=args.device, tol=args.tol,
                       max_hvps=args.max_hvps, progress=progress)  # fmt: skip
     if not curv["converged"]:
