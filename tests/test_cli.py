@@ -233,15 +233,15 @@ def test_help_teaches_and_console_script_is_installed():
 def test_curvature_iterative_branch_agrees_with_the_exact_one():
     """The large-model branch of the curvature step (Lanczos at both ends, Hutch++ trace, SLQ)
     run on a small model gives the exact branch's extreme eigenvalues."""
-    from fastscape.cli import _curvature
+    from fastscape.cli import compute_curvature
 
     rng = np.random.default_rng(16)
     model = fastscape.MLP([4, 5, 3], activation="tanh", loss="softmax_ce")
     X = rng.normal(size=(60, 4))
     data = model.batch(X, rng.integers(0, 3, 60))
     theta = model.init(0)
-    it = _curvature(model, theta, data, 2, 0, exact_max_params=0)
-    ex = _curvature(model, theta, data, 2, 0)
+    it = compute_curvature(model, theta, data, 2, 0, exact_max_params=0)
+    ex = compute_curvature(model, theta, data, 2, 0)
     assert it["method"] == "lanczos" and ex["method"] != "lanczos"
     assert_allclose(it["top"], ex["top"], rtol=1e-6)
     assert_allclose(it["bottom"], ex["bottom"], rtol=1e-6, atol=1e-8)
@@ -496,12 +496,12 @@ def test_csv_header_detection(tmp_path, capsys):
 
 
 def test_features_are_standardized_on_the_training_split_only():
-    from fastscape.cli import _prepare, _split, _Talk, build_parser
+    from fastscape.cli import Talk, build_parser, prepare, split_data
 
     args = build_parser().parse_args(["landscape", "--test-fraction", "0.3", "--seed", "4"])
-    _, train, test, *_ = _prepare(args, _Talk(True), split=True)
+    _, train, test, *_ = prepare(args, Talk(True), split=True)
     X, y = datasets.blobs()
-    Xtr, _, Xte, _ = _split(X, y, 0.3, 4)
+    Xtr, _, Xte, _ = split_data(X, y, 0.3, 4)
     assert_allclose(train.X.mean(axis=0), 0, atol=1e-12)
     assert_allclose(train.X.std(axis=0), 1, rtol=1e-12)
     assert_allclose(test.X, (Xte - Xtr.mean(axis=0)) / Xtr.std(axis=0), rtol=1e-12)

@@ -20,16 +20,16 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ._common import CLIError, _Talk
-from ._compute import _curvature, describe_point, grid_estimate
-from ._data import _split
-from ._model import _prepare
+from ._common import CLIError, Talk
+from ._compute import compute_curvature, describe_point, grid_estimate
+from ._data import split_data
+from ._model import prepare
 from ._output import OutputDir
 from ._parser import build_parser
 
 __all__ = ["CLIError", "OutputDir", "build_parser", "describe_point", "grid_estimate", "main"]
-# (_Talk, _curvature, _prepare and _split are imported for the tests)
-_TESTED = (_Talk, _curvature, _prepare, _split)
+# (Talk, compute_curvature, prepare and split_data are imported for the tests)
+_TESTED = (Talk, compute_curvature, prepare, split_data)
 
 _RANGE_OPTIONS = ("--range", "--range-x", "--range-y")
 

@@ -12,26 +12,26 @@ import numpy as np
 from ._common import (
     FIGURE_FORMATS,
     CLIError,
-    _figure,
-    _settings,
-    _summary,
-    _Talk,
-    _versions,
-    _write_json,
+    Talk,
+    save_figures,
+    settings,
+    summary,
+    versions,
+    write_json,
 )  # fmt: skip
 from ._compute import (
-    _announce_compile,
-    _check_training,
-    _curvature_job,
-    _curvature_report,
-    _fit,
-    _run_curvature,
-    _warm_up,
+    announce_compile,
+    check_training,
+    curvature_job,
+    curvature_report,
     describe_point,
+    fit_model,
+    run_curvature,
+    warm_up,
 )  # fmt: skip
-from ._data import _refuse
-from ._model import _prepare, _spec_model
-from ._output import OutputDir, _umask
+from ._data import refuse
+from ._model import prepare, spec_model
+from ._output import OutputDir, umask
 
 
 # ----------------------------------------------------------------------------- hessian
@@ -39,30 +39,30 @@ def cmd_hessian(args) -> int:
     from .._device import resolve_device
 
     t_start = time.perf_counter()
-    talk = _Talk(args.quiet)
+    talk = Talk(args.quiet)
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
     output = OutputDir(args.out, args.overwrite)
     with output as out, contextlib.ExitStack() as stack:
-        model, data, _, classes, theta, source, _ = _prepare(args, talk)
-        warm = stack.enter_context(_warm_up(model, [_curvature_job(model)], talk))
+        model, data, _, classes, theta, source, _ = prepare(args, talk)
+        warm = stack.enter_context(warm_up(model, [curvature_job(model)], talk))
         if theta is None:
-            res = _fit(args, model, data, talk)
+            res = fit_model(args, model, data, talk)
             theta = res.theta
-            _check_training(res, model, data, talk, classes)
+            check_training(res, model, data, talk, classes)
             source = {"trained": res.method, "steps": res.n_steps, "stop_reason": res.stop_reason}
-        curv = _run_curvature(args, model, theta, data, talk, args.top, warm)
+        curv = run_curvature(args, model, theta, data, talk, args.top, warm)
         density = curv["density"]
         k = len(curv["top"])
         report = {
             "command": "hessian",
-            "settings": _settings(args),
-            "versions": _versions(),
+            "settings": settings(args),
+            "versions": versions(),
             "model": model.to_dict() | {"n_params": model.n_params},
             "parameters": source,
             "loss": model.loss(theta, data),
             "grad_norm": curv["grad_norm"],
             "density": {"grid": density.grid, "density": density.density, "sigma": density.sigma},
-            **_curvature_report(curv, args),
+            **curvature_report(curv, args),
             "warnings": talk.warnings,
             "wall_time_s": time.perf_counter() - t_start,
         }  # fmt: skip
@@ -71,13 +71,13 @@ def cmd_hessian(args) -> int:
         talk(f"writing {args.out}")
         files = ["hessian.json", "theta.npz"]
         io.save_theta(out / "theta.npz", model, theta)
-        files += _figure(plot.spectrum(density), out, "spectrum", args)
+        files += save_figures(plot.spectrum(density), out, "spectrum", args)
         report["files"] = sorted(files)
-        _write_json(out / "hessian.json", report)
+        write_json(out / "hessian.json", report)
         output.commit()
     if not args.quiet:
         fmt = ", ".join
-        print(_summary([
+        print(summary([
             ("model", f"{model!r} ({model.n_params} params)"),
             ("loss", f"{report['loss']:.6g}  (‖∇L‖ {report['grad_norm']:.2e})"),
             (f"top {k}", fmt(f"{v:.5g}" for v in curv["top"])),
@@ -100,16 +100,16 @@ def cmd_connect(args) -> int:
 
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
     t_start = time.perf_counter()
-    talk = _Talk(args.quiet)
+    talk = Talk(args.quiet)
     output = OutputDir(args.out, args.overwrite)
     with output as out, contextlib.ExitStack() as stack:
-        model, data, _, classes, _, _, _ = _prepare(args, talk)
+        model, data, _, classes, _, _, _ = prepare(args, talk)
         # the paths are evaluated by the span engine, like the grids of landscape
-        warm = stack.enter_context(_warm_up(model, ["landscape"], talk))
-        res_a = _fit(args, model, data, talk)
-        _check_training(res_a, model, data, talk, classes)
-        res_b = _fit(args, model, data, talk, seed=args.seed + 1)
-        _check_training(res_b, model, data, talk, classes)
+        warm = stack.enter_context(warm_up(model, ["landscape"], talk))
+        res_a = fit_model(args, model, data, talk)
+        check_training(res_a, model, data, talk, classes)
+        res_b = fit_model(args, model, data, talk, seed=args.seed + 1)
+        check_training(res_b, model, data, talk, classes)
         talk(f"paths: the straight segment and a Bézier curve ({args.bezier_steps} steps), "
              f"{args.points} points each")  # fmt: skip
         warm.wait("landscape")
@@ -119,8 +119,8 @@ def cmd_connect(args) -> int:
                                device=args.device)  # fmt: skip
         report = {
             "command": "connect",
-            "settings": _settings(args),
-            "versions": _versions(),
+            "settings": settings(args),
+            "versions": versions(),
             "model": model.to_dict() | {"n_params": model.n_params},
             "training": [{"seed": s, "stop_reason": r.stop_reason, "steps": r.n_steps}
                          for s, r in ((args.seed, res_a), (args.seed + 1, res_b))],
@@ -135,12 +135,12 @@ def cmd_connect(args) -> int:
         }  # fmt: skip
         talk(f"writing {args.out}")
         paths = [mc.linear] + ([mc.curve] if mc.curve is not None else [])
-        files = _figure(plot.path_profile(paths), out, "paths", args)
+        files = save_figures(plot.path_profile(paths), out, "paths", args)
         report["files"] = sorted([*files, "connect.json"])
-        _write_json(out / "connect.json", report)
+        write_json(out / "connect.json", report)
         output.commit()
     if not args.quiet:
-        print(_summary([
+        print(summary([
             ("model", f"{model!r} ({model.n_params} params)"),
             ("endpoints", f"loss {mc.linear.endpoint_loss[0]:.5g} (seed {args.seed}), "
                           f"{mc.linear.endpoint_loss[1]:.5g} (seed {args.seed + 1})"),
@@ -160,12 +160,12 @@ def cmd_eos(args) -> int:
     from ..eos import edge_of_stability
 
     t_start = time.perf_counter()
-    talk = _Talk(args.quiet)
+    talk = Talk(args.quiet)
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
     output = OutputDir(args.out, args.overwrite)
     with output as out:
         if args.data == "eos-default":
-            _refuse(
+            refuse(
                 args,
                 ("--loss", "--model", "--header"),
                 "with the default eos data (an MSE regression)",
@@ -177,12 +177,12 @@ def cmd_eos(args) -> int:
             y = np.sin(2 * X[:, 0]) * np.cos(X[:, 1])
             y = (y - y.mean()) / y.std()
             hidden = args.hidden if args.hidden is not None else args.hidden_default
-            model = _spec_model([4, *hidden, 1], args.activation or "tanh", "mse")
+            model = spec_model([4, *hidden, 1], args.activation or "tanh", "mse")
             data = model.batch(X, y)
         else:
-            model, data, _, _, _, _, _ = _prepare(args, talk)
+            model, data, _, _, _, _, _ = prepare(args, talk)
         # λmax is measured from the first step on: no training to overlap a compilation with
-        _announce_compile(talk, "hvp")
+        announce_compile(talk, "hvp")
         lr, steps = args.lr or 0.1, args.steps or 800
         talk(f"full-batch GD: η = {lr:g}, {steps} steps, λmax every {args.every}")
         res = edge_of_stability(model, data, None, lr=lr, steps=steps, every=args.every,
@@ -191,8 +191,8 @@ def cmd_eos(args) -> int:
             talk.warn(f"GD diverged (stop reason {res.stop_reason!r}): lower --lr")
         report = {
             "command": "eos",
-            "settings": _settings(args),
-            "versions": _versions(),
+            "settings": settings(args),
+            "versions": versions(),
             "model": model.to_dict() | {"n_params": model.n_params},
             "lr": res.lr, "threshold": res.threshold, "steps": res.steps, "loss": res.loss,
             "lambda_max": res.lambda_max, "stop_reason": res.stop_reason,
@@ -200,12 +200,12 @@ def cmd_eos(args) -> int:
             "wall_time_s": time.perf_counter() - t_start,
         }  # fmt: skip
         talk(f"writing {args.out}")
-        files = _figure(plot.eos(res), out, "eos", args)
+        files = save_figures(plot.eos(res), out, "eos", args)
         report["files"] = sorted([*files, "eos.json"])
-        _write_json(out / "eos.json", report)
+        write_json(out / "eos.json", report)
         output.commit()
     if not args.quiet:
-        print(_summary([
+        print(summary([
             ("model", f"{model!r} ({model.n_params} params)"),
             ("2/η", f"{res.threshold:.5g}"),
             ("λmax first → last", f"{res.lambda_max[0]:.5g} → {res.lambda_max[-1]:.5g}"),
@@ -262,7 +262,7 @@ def cmd_plot(args) -> int:
         fig = plot.heatmap(result, log=args.log)
     else:
         fig = plot.contour(result, log=args.log)
-    mask = _umask()
+    mask = umask()
     written = plot.save(fig, target, formats, args.dpi)
     for dest in written:
         os.chmod(dest, 0o666 & ~mask)  # the temporary file was private

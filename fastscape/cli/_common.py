@@ -34,7 +34,7 @@ class CLIError(Exception):
 
 
 # ----------------------------------------------------------------------------- messages
-class _Talk:
+class Talk:
     """Stage messages and warnings on stderr (silent with --quiet); warnings are also kept
     for the report."""
 
@@ -56,13 +56,13 @@ class _Talk:
 
 
 # ----------------------------------------------------------------------------- reports
-def _show(value) -> str:
+def show(value) -> str:
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value) or "none"
     return str(value)
 
 
-def _versions() -> dict:
+def versions() -> dict:
     import numba
     import scipy
 
@@ -92,22 +92,22 @@ def _jsonable(obj):
     return obj
 
 
-def _settings(args) -> dict:
+def settings(args) -> dict:
     return {k: v for k, v in vars(args).items() if k not in ("func", "hidden_default")}
 
 
-def _write_json(path: Path, payload: dict) -> None:
+def write_json(path: Path, payload: dict) -> None:
     text = json.dumps(_jsonable(payload), indent=2, sort_keys=False)
     path.write_text(text + "\n", encoding="utf-8")
 
 
-def _summary(rows: Sequence[tuple[str, str]]) -> str:
+def summary(rows: Sequence[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 3 + max(len(v) for _, v in rows))
     return "\n".join([line, *(f"{k.ljust(width)}   {v}" for k, v in rows), line])
 
 
-def _human_seconds(s: float) -> str:
+def human_seconds(s: float) -> str:
     if s < 90:
         return f"{s:.0f} s" if s >= 1 else "under a second"
     if s < 5400:
@@ -115,7 +115,7 @@ def _human_seconds(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def _human_bytes(b: float) -> str:
+def human_bytes(b: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if b < 1000 or unit == "TB":
             return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
@@ -123,7 +123,7 @@ def _human_bytes(b: float) -> str:
     return ""
 
 
-def _figure(fig, out: Path, stem: str, args) -> list[str]:
+def save_figures(fig, out: Path, stem: str, args) -> list[str]:
     """Save ``fig`` as ``out/stem.<format>`` for each of --format at --dpi (with
     :func:`fastscape.plot.save`); returns the file names."""
     from .. import plot

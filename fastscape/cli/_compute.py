@@ -13,14 +13,14 @@ from ._common import (
     MAX_GRID_SECONDS,
     NEAR_CRITICAL,
     CLIError,
-    _human_bytes,
-    _human_seconds,
-    _Talk,
+    Talk,
+    human_bytes,
+    human_seconds,
 )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- training
-def _fit(args, model, data, talk: _Talk, seed: int | None = None):
+def fit_model(args, model, data, talk: Talk, seed: int | None = None):
     from ..training import fit
 
     method = args.method or ("newton" if model.is_linear else "adam")
@@ -35,7 +35,7 @@ def _fit(args, model, data, talk: _Talk, seed: int | None = None):
                progress=not args.quiet)  # fmt: skip
 
 
-def _check_training(res, model, train, talk: _Talk, classes) -> None:
+def check_training(res, model, train, talk: Talk, classes) -> None:
     """Warn when the model did not train: divergence, no loss decrease, chance accuracy."""
     stop = res.stop_reason
     losses = res.loss_history
@@ -63,7 +63,7 @@ def _check_training(res, model, train, talk: _Talk, classes) -> None:
 # ----------------------------------------------------------------------------- grid
 
 
-def _grid(args, axis: str, auto: np.ndarray | None = None) -> np.ndarray:
+def grid_axis(args, axis: str, auto: np.ndarray | None = None) -> np.ndarray:
     """Grid coordinates of one axis: its own range, else --range, else ``auto`` (the span of
     the trajectory's projection with a margin, for PCA directions), else [-1, 1]."""
     rng = getattr(args, f"range_{axis}") or args.range
@@ -103,15 +103,15 @@ def grid_estimate(model, n_train: int, n_test: int, n_x: int, n_y: int) -> tuple
     return seconds, memory
 
 
-def _check_grid_budget(args, model, n_train, n_test, n_x, n_y) -> tuple[float, int]:
+def check_grid_budget(args, model, n_train, n_test, n_x, n_y) -> tuple[float, int]:
     seconds, memory = grid_estimate(model, n_train, n_test, n_x, n_y)
     ram = _physical_memory()
     problems = []
     if seconds > MAX_GRID_SECONDS:
-        problems.append(f"about {_human_seconds(seconds)} of grid evaluation")
+        problems.append(f"about {human_seconds(seconds)} of grid evaluation")
     if ram is not None and memory > MAX_GRID_MEMORY_FRACTION * ram:
         problems.append(
-            f"about {_human_bytes(memory)} of memory (this machine has {_human_bytes(ram)})"
+            f"about {human_bytes(memory)} of memory (this machine has {human_bytes(ram)})"
         )
     if problems and not args.force:
         raise CLIError(
@@ -122,7 +122,7 @@ def _check_grid_budget(args, model, n_train, n_test, n_x, n_y) -> tuple[float, i
 
 
 # ----------------------------------------------------------------------------- curvature
-def _curvature(
+def compute_curvature(
     model, theta, data, k: int, seed: int, grad_tol: float = CRITICAL, *,
     exact_max_params: int = EXACT_MAX_PARAMS, device: str = "cpu", tol: float = 1e-6,
     max_hvps: int = 1000, progress: bool = False,
@@ -206,7 +206,7 @@ def describe_point(curv: dict) -> str:
     return f"not a critical point (‖∇L‖ = {g:.1e}); Hessian: {hessian}"
 
 
-def _curvature_report(curv: dict, args) -> dict:
+def curvature_report(curv: dict, args) -> dict:
     cls = curv["classification"]
     return {"top_eigenvalues": curv["top"], "bottom_eigenvalues": curv["bottom"],
             "method": curv["method"], "trace": curv["trace"],
@@ -222,16 +222,16 @@ def _curvature_report(curv: dict, args) -> dict:
             "is_near_critical": curv["grad_norm"] <= NEAR_CRITICAL}  # fmt: skip
 
 
-def _run_curvature(args, model, theta, data, talk: _Talk, k: int, warm=None) -> dict:
+def run_curvature(args, model, theta, data, talk: Talk, k: int, warm=None) -> dict:
     if model.n_params <= EXACT_MAX_PARAMS:
         talk(f"curvature: exact Hessian ({model.n_params} parameters)")
     else:
         talk(f"curvature: Lanczos at both ends of the spectrum ({model.n_params} parameters, "
              f"at most {args.max_hvps} HVPs per end, tol {args.tol:g})")  # fmt: skip
     if warm is not None:
-        warm.wait(_curvature_job(model))
+        warm.wait(curvature_job(model))
     progress = not args.quiet
-    curv = _curvature(model, theta, data, k, args.seed, device=args.device, tol=args.tol,
+    curv = compute_curvature(model, theta, data, k, args.seed, device=args.device, tol=args.tol,
                       max_hvps=args.max_hvps, progress=progress)  # fmt: skip
     if not curv["converged"]:
         talk.warn(curv["message"])
@@ -239,12 +239,12 @@ def _run_curvature(args, model, theta, data, talk: _Talk, k: int, warm=None) -> 
 
 
 # ----------------------------------------------------------------------------- compilation
-def _curvature_job(model) -> str:
+def curvature_job(model) -> str:
     """The warm-up job of the curvature stage: the exact Hessian or Lanczos."""
     return "hessian" if model.n_params <= EXACT_MAX_PARAMS else "hvp"
 
 
-def _warm_up(model, jobs, talk: _Talk):
+def warm_up(model, jobs, talk: Talk):
     """Start compiling the kernels of ``jobs`` in background processes when the on-disk cache
     does not hold them (:mod:`fastscape._warmup`); returns the :class:`~fastscape._warmup.Warmup`
     to ``wait`` on before each stage and to ``close`` in a ``finally``."""
@@ -257,7 +257,7 @@ def _warm_up(model, jobs, talk: _Talk):
     return warm
 
 
-def _announce_compile(talk: _Talk, job: str) -> None:
+def announce_compile(talk: Talk, job: str) -> None:
     """Say that the kernels are compiled in this process (commands without warm-up)."""
     from .. import _warmup
 

@@ -6,18 +6,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._common import BUILTIN_TASKS, MAX_INFERRED_CLASSES, CLIError, _Talk
+from ._common import BUILTIN_TASKS, MAX_INFERRED_CLASSES, CLIError, Talk
 
 
 # ----------------------------------------------------------------------------- data
-def _refuse(args, names: Sequence[str], reason: str) -> None:
+def refuse(args, names: Sequence[str], reason: str) -> None:
     """Refuse options the run cannot use (they would be recorded but ignored)."""
     given = [n for n in names if getattr(args, n.lstrip("-").replace("-", "_"), None) is not None]
     if given:
         raise CLIError(f"{', '.join(given)} cannot be used {reason}")
 
 
-def _load(args, talk: _Talk) -> tuple[np.ndarray, np.ndarray]:
+def _load(args, talk: Talk) -> tuple[np.ndarray, np.ndarray]:
     from .. import datasets
 
     talk(f"loading data {args.data}")
@@ -33,7 +33,7 @@ def _first_fraction(y: np.ndarray) -> tuple[int, float]:
     return i, float(y[i])
 
 
-def _task(args, y: np.ndarray, loaded_loss: str | None = None) -> str:
+def task(args, y: np.ndarray, loaded_loss: str | None = None) -> str:
     """The loss: --loss, the loaded model's, the model kind's, a built-in data set's, or
     inferred from integer labels with few values; anything else asks for --loss."""
     if args.loss is not None:
@@ -67,7 +67,7 @@ def _task(args, y: np.ndarray, loaded_loss: str | None = None) -> str:
     return "softmax_ce"
 
 
-def _targets(args, y: np.ndarray, loss: str, n_outputs: int | None = None):
+def targets(args, y: np.ndarray, loss: str, n_outputs: int | None = None):
     """Targets coded for ``loss`` and the class values (None for mse)."""
     if loss == "mse":
         return y.astype(np.float64), None
@@ -99,7 +99,7 @@ def _targets(args, y: np.ndarray, loss: str, n_outputs: int | None = None):
     return codes, classes
 
 
-def _split(X, y, fraction: float | None, seed: int):
+def split_data(X, y, fraction: float | None, seed: int):
     if not fraction:
         return X, y, None, None
     n = X.shape[0]

@@ -10,27 +10,27 @@ import numpy as np
 
 from ._common import (
     CLIError,
-    _figure,
-    _human_bytes,
-    _human_seconds,
-    _settings,
-    _summary,
-    _Talk,
-    _versions,
-    _write_json,
+    Talk,
+    human_bytes,
+    human_seconds,
+    save_figures,
+    settings,
+    summary,
+    versions,
+    write_json,
 )
 from ._compute import (
-    _check_grid_budget,
-    _check_training,
-    _curvature_job,
-    _curvature_report,
-    _fit,
-    _grid,
-    _run_curvature,
-    _warm_up,
+    check_grid_budget,
+    check_training,
+    curvature_job,
+    curvature_report,
     describe_point,
+    fit_model,
+    grid_axis,
+    run_curvature,
+    warm_up,
 )  # fmt: skip
-from ._model import _prepare
+from ._model import prepare
 from ._output import OutputDir
 
 
@@ -43,7 +43,7 @@ def cmd_landscape(args) -> int:
     from ..sharpness import epsilon_sharpness, sam_sharpness
 
     t_start = time.perf_counter()
-    talk = _Talk(args.quiet)
+    talk = Talk(args.quiet)
     timings: dict[str, float] = {}
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
     loaded = bool(args.theta or args.torch)
@@ -52,24 +52,24 @@ def cmd_landscape(args) -> int:
     output = OutputDir(args.out, args.overwrite)
     with output as out, contextlib.ExitStack() as stack:
         t = time.perf_counter()
-        model, train, test, classes, theta, source, d = _prepare(args, talk, split=True)
+        model, train, test, classes, theta, source, d = prepare(args, talk, split=True)
         timings["data_s"] = time.perf_counter() - t
         alphas_n = args.points_x or args.points
         betas_n = args.points_y or args.points
-        est_s, est_b = _check_grid_budget(args, model, train.X.shape[0],
+        est_s, est_b = check_grid_budget(args, model, train.X.shape[0],
                                           0 if test is None else test.X.shape[0],
                                           alphas_n, betas_n)  # fmt: skip
-        jobs = ["landscape", _curvature_job(model)]
+        jobs = ["landscape", curvature_job(model)]
         if args.directions == "hessian":
             jobs.insert(0, "hvp")
-        warm = stack.enter_context(_warm_up(model, jobs, talk))  # closed on any exit
+        warm = stack.enter_context(warm_up(model, jobs, talk))  # closed on any exit
 
         t = time.perf_counter()
         res = None
         if theta is None:
-            res = _fit(args, model, train, talk)
+            res = fit_model(args, model, train, talk)
             theta = res.theta
-            _check_training(res, model, train, talk, classes)
+            check_training(res, model, train, talk, classes)
         timings["train_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -103,10 +103,10 @@ def cmd_landscape(args) -> int:
         timings["directions_s"] = time.perf_counter() - t
 
         auto = trajectory_xy if args.directions == "pca" else None
-        alphas = _grid(args, "x", None if auto is None else auto[:, 0])
-        betas = _grid(args, "y", None if auto is None else auto[:, 1])
+        alphas = grid_axis(args, "x", None if auto is None else auto[:, 0])
+        betas = grid_axis(args, "y", None if auto is None else auto[:, 1])
         talk(f"grid: {alphas.size}×{betas.size} points and two slices "
-             f"(estimated {_human_seconds(est_s)}, {_human_bytes(est_b)})"
+             f"(estimated {human_seconds(est_s)}, {human_bytes(est_b)})"
              + (f", checkpoints in {args.checkpoint}" if args.checkpoint else ""))  # fmt: skip
         t = time.perf_counter()
 
@@ -130,7 +130,7 @@ def cmd_landscape(args) -> int:
         timings["landscape_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        curv = _run_curvature(args, model, theta, train, talk, args.top, warm)
+        curv = run_curvature(args, model, theta, train, talk, args.top, warm)
         timings["curvature_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -162,8 +162,8 @@ def cmd_landscape(args) -> int:
         }  # fmt: skip
         report = {
             "command": "landscape",
-            "settings": _settings(args),
-            "versions": _versions(),
+            "settings": settings(args),
+            "versions": versions(),
             "seed": args.seed,
             "data": {"name": str(args.data), "n_train": int(train.X.shape[0]),
                      "n_test": int(test.X.shape[0]) if test is not None else 0,
@@ -180,7 +180,7 @@ def cmd_landscape(args) -> int:
                         "min": float(surf.loss.min()), "max": float(surf.loss.max()),
                         "test_loss_at_theta": model.loss(theta, test)
                         if surf_test is not None else None},
-            "curvature": _curvature_report(curv, args),
+            "curvature": curvature_report(curv, args),
             "sharpness": {"epsilon": args.epsilon,
                           "max_increase": eps_sharp.max_increase,
                           "mean_increase": eps_sharp.mean_increase,
@@ -190,7 +190,7 @@ def cmd_landscape(args) -> int:
             "files": sorted([*files, "report.json"]),
             "timings": timings,
         }  # fmt: skip
-        _write_json(out / "report.json", report)
+        write_json(out / "report.json", report)
         output.commit()
 
     if not args.quiet:
@@ -216,7 +216,7 @@ def cmd_landscape(args) -> int:
             ("output", str(args.out)),
             ("wall time", f"{timings['total_s']:.2f} s"),
         ]  # fmt: skip
-        print(_summary(rows))
+        print(summary(rows))
     return 0
 
 
@@ -243,10 +243,10 @@ def _export_landscape(args, out: Path, model, theta, surf, surf_test, s1, s2, cu
         fig = plot.trajectory(surf, trajectory_xy, log=log)
     else:
         fig = plot.contour(surf, log=log)
-    files += _figure(fig, out, "contour", args)
-    files += _figure(plot.surface3d(surf, log=log), out, "surface3d", args)
-    files += _figure(plot.slices(s1, s2, log=log), out, "slices", args)
-    files += _figure(plot.spectrum(curv["density"]), out, "spectrum", args)
+    files += save_figures(fig, out, "contour", args)
+    files += save_figures(plot.surface3d(surf, log=log), out, "surface3d", args)
+    files += save_figures(plot.slices(s1, s2, log=log), out, "slices", args)
+    files += save_figures(plot.spectrum(curv["density"]), out, "spectrum", args)
     return files
 
 

@@ -1,5 +1,5 @@
 """The model of a run: built from the options, or loaded from a theta file or a PyTorch file;
-and :func:`_prepare`, which gives a command its model, data splits and parameters."""
+and :func:`prepare`, which gives a command its model, data splits and parameters."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from . import _data
-from ._common import CLIError, _show, _Talk
-from ._data import _refuse, _split, _targets, _task
+from ._common import CLIError, Talk, show
+from ._data import refuse, split_data, targets, task
 
 
-def _spec_model(sizes, activation: str, loss: str):
+def spec_model(sizes, activation: str, loss: str):
     from ..models import MLP
 
     return MLP(list(sizes), activation=activation, loss=loss)
@@ -26,11 +26,11 @@ def _build_model(args, d: int, loss: str, n_classes: int | None):
     if kind == "logistic":
         if loss != "logistic":
             raise CLIError(f"--model logistic trains the logistic loss, not --loss {loss}")
-        return _spec_model([d, 1], "identity", "logistic")
+        return spec_model([d, 1], "identity", "logistic")
     if kind == "linear":
-        return _spec_model([d, out], "identity", loss)
+        return spec_model([d, out], "identity", loss)
     hidden = args.hidden if args.hidden is not None else args.hidden_default
-    return _spec_model([d, *hidden, out], args.activation or "tanh", loss)
+    return spec_model([d, *hidden, out], args.activation or "tanh", loss)
 
 
 def _load_theta(path, args, X: np.ndarray, y: np.ndarray):
@@ -51,15 +51,15 @@ def _load_theta(path, args, X: np.ndarray, y: np.ndarray):
         # any other problem (a damaged file, no parameters) is reported as it is
         if "without a model description" not in exc.problem:
             raise
-        loss = _task(args, y)
-        _, classes = _targets(args, y, loss)
+        loss = task(args, y)
+        _, classes = targets(args, y, loss)
         model = _build_model(args, X.shape[1], loss, None if classes is None else classes.size)
         _check_fits_data(model, X.shape[1], str(path))
         model, theta = io.load_theta(path, model)
     else:
-        _refuse(args, ("--model",), f"with {path}: its stored spec gives the model")
+        refuse(args, ("--model",), f"with {path}: its stored spec gives the model")
         _check_spec_against_options(args, model.sizes, model.activation, str(path))
-        loss = _task(args, y, loaded_loss=model.loss_name)
+        loss = task(args, y, loaded_loss=model.loss_name)
     if not np.isfinite(theta).all():
         raise CLIError(f"--theta {path}: the parameters contain non-finite values")
     return model, theta
@@ -86,7 +86,7 @@ def _check_spec_against_options(args, sizes: Sequence[int], activation: str, sou
         wanted = [sizes[0], *args.hidden, sizes[-1]]
         if list(wanted) != list(sizes):
             raise CLIError(
-                f"{source} holds a {list(sizes)} model; --hidden {_show(args.hidden)} asks for "
+                f"{source} holds a {list(sizes)} model; --hidden {show(args.hidden)} asks for "
                 f"{wanted} ({_size_difference(sizes, wanted)})"
             )
     if args.activation is not None and len(sizes) > 2 and args.activation != activation:
@@ -132,9 +132,9 @@ def _load_torch(path: str, args, y: np.ndarray):
     from ..models import MLP
 
     obj = _torch_load(p)
-    loss = _task(args, y)
+    loss = task(args, y)
     if isinstance(obj, torch.nn.Module):
-        _refuse(args, ("--hidden", "--activation"), "with a saved module (its layers say them)")
+        refuse(args, ("--hidden", "--activation"), "with a saved module (its layers say them)")
         kw = {}
     elif isinstance(obj, Mapping):
         weights = [v for v in obj.values() if getattr(v, "ndim", None) == 2]
@@ -156,7 +156,7 @@ def _load_torch(path: str, args, y: np.ndarray):
     return model, theta
 
 
-def _prepare(args, talk: _Talk, *, split: bool = False):
+def prepare(args, talk: Talk, *, split: bool = False):
     """Data, model and (for loaded models) parameters.
 
     Returns ``(model, train, test, classes, theta, source, n_features)``; ``theta`` is None
@@ -173,25 +173,25 @@ def _prepare(args, talk: _Talk, *, split: bool = False):
     if theta_path and torch_path:
         raise CLIError("--theta and --torch both give the parameters: pass one")
     if theta_path or torch_path:
-        _refuse(args, ("--method", "--lr", "--steps", "--gtol", "--batch-size"),
+        refuse(args, ("--method", "--lr", "--steps", "--gtol", "--batch-size"),
                 "with loaded parameters (nothing is trained)")  # fmt: skip
     if theta_path:
         model, theta = _load_theta(theta_path, args, X, y)
         _check_fits_data(model, X.shape[1], str(theta_path))
         source = {"theta_file": str(theta_path)}
     elif torch_path:
-        _refuse(args, ("--model",), "with --torch: the file gives the model")
+        refuse(args, ("--model",), "with --torch: the file gives the model")
         model, theta = _load_torch(torch_path, args, y)
         _check_fits_data(model, X.shape[1], str(torch_path))
         source = {"torch_file": str(torch_path)}
     else:
-        loss = _task(args, y)
-        _, classes = _targets(args, y, loss)
+        loss = task(args, y)
+        _, classes = targets(args, y, loss)
         model = _build_model(args, X.shape[1], loss, None if classes is None else classes.size)
     loaded = theta is not None
-    yt, classes = _targets(args, y, model.loss_name, model.n_outputs if loaded else None)
+    yt, classes = targets(args, y, model.loss_name, model.n_outputs if loaded else None)
     fraction = getattr(args, "test_fraction", None) if split else None
-    Xtr, ytr, Xte, yte = _split(X, yt, fraction, args.seed)
+    Xtr, ytr, Xte, yte = split_data(X, yt, fraction, args.seed)
     if args.standardize:
         Xte = None if Xte is None else datasets.standardize(Xte, reference=Xtr)
         Xtr = datasets.standardize(Xtr)

@@ -20,7 +20,7 @@ _OUR_FILES = re.compile(
 
 
 # ----------------------------------------------------------------------------- output directory
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -28,7 +28,7 @@ def _umask() -> int:
 
 def _apply_umask(root: Path) -> None:
     """Give the files under ``root`` the modes the umask asks for (temporary files are 0600)."""
-    mask = _umask()
+    mask = umask()
     for dirpath, _dirnames, filenames in os.walk(root):
         os.chmod(dirpath, 0o777 & ~mask)
         for name in filenames:

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import __version__
 from ._commands import cmd_connect, cmd_eos, cmd_hessian, cmd_plot
-from ._common import FIGURE_FORMATS, LOSSES, MAX_INFERRED_CLASSES, _show
+from ._common import FIGURE_FORMATS, LOSSES, MAX_INFERRED_CLASSES, show
 from ._landscape import cmd_landscape
 
 EPILOG = """\
@@ -147,7 +147,7 @@ def _add_data_model_options(
     )  # fmt: skip
     g.add_argument(
         "--hidden", type=_hidden, default=None,
-        help=f"hidden layer sizes of the MLP, e.g. 32,32 [default: {_show(hidden)}]",
+        help=f"hidden layer sizes of the MLP, e.g. 32,32 [default: {show(hidden)}]",
     )  # fmt: skip
     g.add_argument(
         "--activation", choices=("tanh", "relu", "sigmoid", "identity"), default=None,
