@@ -756,3 +756,26 @@ def test_log_scale_option():
     assert _log_scale(SimpleNamespace(log=None), zero) is False
     with pytest.raises(CLIError, match="--log needs a positive loss"):
         _log_scale(SimpleNamespace(log=True), zero)
+
+
+def test_an_interrupt_wrapped_by_numba_counts_as_an_interrupt(monkeypatch, tmp_path, capsys):
+    """Ctrl-C while Numba loads a cached kernel arrives as a SystemError caused by the
+    KeyboardInterrupt: the command reports an interruption (exit 130), not a traceback."""
+    from fastscape import cli
+
+    def interrupted_inside_numba(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise SystemError(
+                "<function _numba_unpickle> returned a result with an exception set"
+            ) from exc
+
+    monkeypatch.setattr(datasets, "load", interrupted_inside_numba)
+    code = cli.main(["hessian", "--out", str(tmp_path / "h")])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted" in err and not (tmp_path / "h").exists()
+    # any other SystemError is not swallowed
+    monkeypatch.setattr(datasets, "load", lambda *a, **k: (_ for _ in ()).throw(SystemError("x")))
+    with pytest.raises(SystemError):
+        cli.main(["hessian", "--out", str(tmp_path / "h2")])

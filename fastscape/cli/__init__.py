@@ -78,9 +78,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastscape: interrupted; the previous result, if any, is untouched", file=sys.stderr)
         return 130
+    except SystemError as exc:
+        # Ctrl-C while Numba unpickles a cached kernel surfaces as a SystemError caused by the
+        # KeyboardInterrupt (the cleanup has run all the same)
+        if not _interrupted(exc):
+            raise
+        print("fastscape: interrupted; the previous result, if any, is untouched", file=sys.stderr)
+        return 130
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` was caused by a KeyboardInterrupt (directly or down its chain)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _terminated(signum, frame) -> None:
