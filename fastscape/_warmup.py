@@ -148,7 +148,10 @@ def run(job: str, model_spec: dict) -> None:
         d1, d2 = directions.pair(model, theta, seed=0)
         slice_1d(model, theta, d1, data, None, [-1.0, 0.0, 1.0], progress=False)
         surface_2d(model, theta, d1, d2, data, None, [-1.0, 1.0], [-1.0, 1.0], progress=False)
-        fastscape.epsilon_sharpness(model, theta, data, None, eps=1e-2, n_directions=2, seed=0)
+        # with lambda_max given, as the CLI calls it: no Lanczos (HVP kernels are the "hvp" job)
+        fastscape.epsilon_sharpness(
+            model, theta, data, None, eps=1e-2, n_directions=2, seed=0, lambda_max=1.0
+        )
     elif job == "hessian":
         fastscape.classify(model.hessian(theta, data))
     elif job == "hvp":

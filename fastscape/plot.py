@@ -134,7 +134,8 @@ def describe_directions(directions) -> str:
 def _ticks(ax) -> None:
     """At most 6 labelled ticks on x (and y): labels that never collide."""
     ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
+    if ax.get_yscale() == "linear":  # a log axis keeps its decade ticks and labels
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
 
 
 def _labels(ax, surface: Surface, zlabel: str | None = None) -> None:
@@ -494,10 +495,15 @@ def trajectory(
     fig = contour(surface, levels, log=log, ax=ax, title=title)
     ax = ax if ax is not None else fig.axes[0]
     pca = all(isinstance(d, dict) and d.get("kind") == "pca" for d in surface.directions)
-    ax.plot(P[:, 0], P[:, 1], color="white", marker="o", markersize=3, linewidth=1.5,
+    # white with black-edged dots: visible on the dark contours and in the (white) legend
+    ax.plot(P[:, 0], P[:, 1], color="white", marker="o", markersize=3.5, linewidth=1.5,
+            markeredgecolor="black", markeredgewidth=0.5,
             label="training path" if pca else "training path (projection)")  # fmt: skip
     ax.plot(P[0, 0], P[0, 1], color="orange", marker="o", markersize=8, linestyle="none",
             markeredgecolor="black", label="start θ₀")  # fmt: skip
+    # the picture is the grid: a path leaving it is cut at its edge, not drawn over white
+    ax.set_xlim(surface.alphas.min(), surface.alphas.max())
+    ax.set_ylim(surface.betas.min(), surface.betas.max())
     _legend_below(ax)
     return fig
 

@@ -42,9 +42,23 @@ def _check_outputs(out, report):
     assert_allclose(np.sort(grid[:, 2]), np.sort(surf.loss.ravel()), rtol=1e-12)
     gp = (out / "surface.gp").read_text()
     assert "surface.csv" in gp and "splot" in gp and "pm3d" in gp
-    s1, s2 = io.load(out / "slice_d1.csv"), io.load(out / "slice_d2.csv")
+    # both slices in one file: gnuplot/loadtxt columns, and load_slices gives them back
+    slices = io.load_slices(out / "slices.csv")
+    s1, s2 = slices["d1"], slices["d2"]
     assert s1.loss.ndim == s2.loss.ndim == 1
     assert not np.array_equal(s1.loss, s2.loss)  # two different directions
+    header = [ln for ln in (out / "slices.csv").read_text().splitlines() if ln.startswith("#")]
+    columns = header[-1].lstrip("# ").removeprefix("columns:").split()
+    table = np.loadtxt(out / "slices.csv", comments="#", ndmin=2)
+    if s1.accuracy is not None:
+        assert columns == ["alpha", "loss_d1", "accuracy_d1", "loss_d2", "accuracy_d2"]
+        assert_allclose(table[:, 3], s2.loss, rtol=1e-12)
+    else:
+        assert columns == ["alpha", "loss_d1", "loss_d2"]
+        assert_allclose(table[:, 2], s2.loss, rtol=1e-12)
+    assert_allclose(table[:, 0], s1.alphas, rtol=1e-12)
+    assert_allclose(table[:, 1], s1.loss, rtol=1e-12)
+    assert not any(n.startswith("slice_d") for n in report["files"])
 
 
 def _theta(out):
@@ -219,15 +233,15 @@ def test_help_teaches_and_console_script_is_installed():
 def test_curvature_iterative_branch_agrees_with_the_exact_one():
     """The large-model branch of the curvature step (Lanczos at both ends, Hutch++ trace, SLQ)
     run on a small model gives the exact branch's extreme eigenvalues."""
-    from fastscape.cli import _curvature
+    from fastscape.cli import compute_curvature
 
     rng = np.random.default_rng(16)
     model = fastscape.MLP([4, 5, 3], activation="tanh", loss="softmax_ce")
     X = rng.normal(size=(60, 4))
     data = model.batch(X, rng.integers(0, 3, 60))
     theta = model.init(0)
-    it = _curvature(model, theta, data, 2, 0, exact_max_params=0)
-    ex = _curvature(model, theta, data, 2, 0)
+    it = compute_curvature(model, theta, data, 2, 0, exact_max_params=0)
+    ex = compute_curvature(model, theta, data, 2, 0)
     assert it["method"] == "lanczos" and ex["method"] != "lanczos"
     assert_allclose(it["top"], ex["top"], rtol=1e-6)
     assert_allclose(it["bottom"], ex["bottom"], rtol=1e-6, atol=1e-8)
@@ -281,7 +295,7 @@ def test_corrupt_and_truncated_files_end_in_one_line_naming_the_file(tmp_path, c
     text.write_text("not numbers")
     wrong = tmp_path / "theta_wrong.npz"
     np.savez(wrong, weights=np.zeros(3))
-    for path, word in ((bad_theta, "not a readable .npz"), (text, "not a readable .npz"),
+    for path, word in ((bad_theta, "truncated or corrupt"), (text, "cannot read it"),
                        (wrong, "no array 'theta'")):  # fmt: skip
         for cmd in ("hessian", "landscape"):
             code = _main([cmd, "--theta", str(path), "--out", str(tmp_path / f"o-{cmd}"),
@@ -290,11 +304,19 @@ def test_corrupt_and_truncated_files_end_in_one_line_naming_the_file(tmp_path, c
             assert code == 2
             _one_line_error(err, path.name, word)
             assert not (tmp_path / f"o-{cmd}").exists()
-    # plot of a file that is not a surface
+    # plot of a file that is not a surface, and of a damaged surface: io's FileFormatError,
+    # its one line naming the file once
     code = _main(["plot", str(theta), "--out", str(tmp_path / "p.png")])
     _, err = capsys.readouterr()
     assert code == 2
-    _one_line_error(err, "theta.npz")
+    _one_line_error(err, f"{theta}: ", "parameters", f"fastscape landscape --theta {theta}")
+    surf = tmp_path / "surface_cut.npz"
+    surf.write_bytes((run / "surface.npz").read_bytes()[:200])
+    code = _main(["plot", str(surf), "--out", str(tmp_path / "q.png")])
+    _, err = capsys.readouterr()
+    assert code == 2
+    _one_line_error(err, f"{surf}: ")
+    assert err.count("surface_cut.npz") == 1 and not (tmp_path / "q.png").exists()
 
 
 def test_lock_refuses_a_second_writer(tmp_path):
@@ -362,7 +384,7 @@ def test_overwrite_replaces_the_whole_directory_and_files_follow_the_umask(tmp_p
     assert (out / "contour.pdf").read_bytes()[:5] == b"%PDF-"
     report = json.loads((out / "report.json").read_text())
     assert sorted(names) == report["files"]
-    assert {"slice_d1.csv", "slice_d2.csv", "slices.pdf", "surface3d.pdf"} <= names
+    assert {"slices.csv", "slices.pdf", "surface3d.pdf", "contour.pdf", "spectrum.pdf"} <= names
     # a directory holding other files is never replaced
     (out / "notes.txt").write_text("mine")
     code = _main(["landscape", "--out", str(out), "--overwrite", *FAST])
@@ -474,12 +496,12 @@ def test_csv_header_detection(tmp_path, capsys):
 
 
 def test_features_are_standardized_on_the_training_split_only():
-    from fastscape.cli import _prepare, _split, _Talk, build_parser
+    from fastscape.cli import Talk, build_parser, prepare, split_data
 
     args = build_parser().parse_args(["landscape", "--test-fraction", "0.3", "--seed", "4"])
-    _, train, test, *_ = _prepare(args, _Talk(True), split=True)
+    _, train, test, *_ = prepare(args, Talk(True), split=True)
     X, y = datasets.blobs()
-    Xtr, _, Xte, _ = _split(X, y, 0.3, 4)
+    Xtr, _, Xte, _ = split_data(X, y, 0.3, 4)
     assert_allclose(train.X.mean(axis=0), 0, atol=1e-12)
     assert_allclose(train.X.std(axis=0), 1, rtol=1e-12)
     assert_allclose(test.X, (Xte - Xtr.mean(axis=0)) / Xtr.std(axis=0), rtol=1e-12)
@@ -528,9 +550,6 @@ def test_landscape_with_theta_and_torch_models(tmp_path, capsys):
 
 
 def test_unconverged_curvature_is_reported(tmp_path, capsys):
-    from fastscape.cli import _solver_budget
-    from fastscape.curvature import top_eigen
-
     out = tmp_path / "h"
     code = _main(["hessian", "--hidden", "48,40", "--steps", "5", "--max-hvps", "25",
                   "--tol", "1e-12", "--top", "3", "--out", str(out)])  # fmt: skip
@@ -540,13 +559,9 @@ def test_unconverged_curvature_is_reported(tmp_path, capsys):
     assert rep["model"]["n_params"] > 2000 and rep["method"] == "lanczos"
     assert rep["converged"] is False and "not converged after" in rep["message"]
     assert "not converged after" in stdout and rep["max_hvps"] == 25
-    # what the solver is asked for: the tolerance, and a budget of about max_hvps
-    kw = _solver_budget(top_eigen, 1e-6, 1000, 5, 4000, False)
-    assert kw["tol"] == 1e-6
-    if "max_hvps" in kw:
-        assert kw["max_hvps"] == 1000
-    else:  # thick restarts of ncv = 20 keep 12: 8 new HVPs each after the first 20
-        assert 20 + 8 * kw["maxiter"] >= 1000 > 20 + 8 * (kw["maxiter"] - 1)
+    # the solver's words: the HVPs it spent within the budget, and what to change
+    assert "budget max_hvps=25" in rep["message"] and "--max-hvps 25" in rep["message"]
+    assert 0 < rep["n_hvps"] <= 2 * 25
 
 
 def test_words_for_points_and_failed_training(tmp_path, capsys):
@@ -613,20 +628,54 @@ def test_talks_on_stderr_within_two_seconds_and_quiet_is_silent(tmp_path):
     assert proc.returncode == 0 and stdout == "" and err == ""
 
 
-def test_cold_kernel_cache_is_detected(tmp_path):
-    from fastscape.cli import kernels_cold
+def _warmup_processes(marker: str) -> list[int]:
+    """Ids of running ``fastscape._warmup`` processes whose environment holds ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                environ = fh.read()
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                state = fh.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if b"fastscape._warmup" in cmdline and marker.encode() in environ and state != b"Z":
+            found.append(int(entry))
+    return found
 
-    # compile (or load) what a landscape run uses, then the cache is warm
-    model = fastscape.MLP([2, 3, 2])
-    X, y = datasets.blobs(20)
-    fastscape.fit(model, X, y, method="adam", steps=2)
-    fastscape.slice_1d(model, model.init(0), np.ones(17), X, y, 3, progress=False)
-    assert kernels_cold() is False
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "empty-cache")}
-    out = subprocess.run([sys.executable, "-c", "from fastscape.cli import kernels_cold; "
-                          "print(kernels_cold())"], env=env, capture_output=True, text=True,
-                         check=True).stdout  # fmt: skip
-    assert out.strip() == "True"
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_cold_cache_compiles_in_the_background_and_ctrl_c_leaves_no_process(tmp_path):
+    import signal
+    import time
+
+    cache = str(tmp_path / "cold-cache")
+    env = {**os.environ, "FASTSCAPE_CACHE_DIR": cache, "NUMBA_CACHE_DIR": ""}
+    # a training that runs for minutes unless interrupted
+    proc = _cli("landscape", "--out", str(tmp_path / "o"), "--steps", "10000000", "--gtol",
+                "1e-300", "--points", "5", env=env)  # fmt: skip
+    lines = []
+    while not any(ln.startswith("fastscape: training") for ln in lines):
+        line = proc.stderr.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    assert any("compiling kernels for this machine in the background" in ln for ln in lines)
+    deadline = time.monotonic() + 60
+    while len(_warmup_processes(cache)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = _warmup_processes(cache)
+    assert len(started) == 2, (started, "".join(lines))  # the grid's and the exact Hessian's
+    time.sleep(0.5)  # training
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(lines) + err
+    assert "interrupted" in err and "Traceback" not in err, err
+    assert _warmup_processes(cache) == []
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob("o.tmp-*"))
 
 
 def test_checkpoint_resumes_the_grid(tmp_path):
@@ -662,3 +711,71 @@ def test_warns_when_the_model_did_not_train(tmp_path, capsys):
     warnings = json.loads((tmp_path / "s" / "hessian.json").read_text())["warnings"]
     assert any("did not train" in w for w in warnings), warnings
     assert "did not train" in err and "did not train" in stdout
+
+
+def test_hessian_directions_are_named_and_slices_replot(tmp_path, capsys):
+    from fastscape import plot
+
+    out = tmp_path / "h"
+    assert _main(["landscape", "--directions", "hessian", "--out", str(out), *FAST]) == 0
+    surf = io.load(out / "surface.npz")
+    assert [d["kind"] for d in surf.directions] == ["hessian", "hessian"]
+    assert plot.describe_directions(surf.directions) == "top Hessian eigenvectors"
+    # the directions are the top two eigenvectors of the exact Hessian (up to sign)
+    X, y = datasets.load("blobs", standardize_features=True)
+    model = fastscape.MLP([2, 16, 2])
+    _, V = np.linalg.eigh(model.hessian(_theta(out), X, y))
+    slices = io.load_slices(out / "slices.csv")
+    for name, k in (("d1", -1), ("d2", -2)):
+        alphas = slices[name].alphas
+        got = slices[name].loss
+        plus, minus = ([model.loss(_theta(out) + a * sign * V[:, k], X, y) for a in alphas]
+                       for sign in (1, -1))  # fmt: skip
+        sign_free = min(np.max(np.abs(got - plus)), np.max(np.abs(got - minus)))
+        assert sign_free <= 1e-6 * np.max(got), name  # Lanczos vectors, tol 1e-6
+    # fastscape plot draws both slices of slices.csv in one figure
+    code = _main(["plot", str(out / "slices.csv"), "--out", str(tmp_path / "s.png"), "--quiet"])
+    assert code == 0 and (tmp_path / "s.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_log_scale_option():
+    from types import SimpleNamespace
+
+    from fastscape.cli import CLIError
+    from fastscape.cli._landscape import _log_scale
+    from fastscape.landscape import Surface
+
+    axes = np.linspace(-1, 1, 3)
+    narrow = Surface(axes, axes, np.full((3, 3), 2.0) + np.eye(3))  # 2..3: one decade or less
+    wide = Surface(axes, axes, np.logspace(-3, 1, 9).reshape(3, 3))  # four decades
+    zero = Surface(axes, axes, np.zeros((3, 3)) + np.eye(3))
+    assert _log_scale(SimpleNamespace(log=None), narrow) is False
+    assert _log_scale(SimpleNamespace(log=None), wide) is True
+    assert _log_scale(SimpleNamespace(log=True), narrow) is True
+    assert _log_scale(SimpleNamespace(log=False), wide) is False
+    assert _log_scale(SimpleNamespace(log=None), zero) is False
+    with pytest.raises(CLIError, match="--log needs a positive loss"):
+        _log_scale(SimpleNamespace(log=True), zero)
+
+
+def test_an_interrupt_wrapped_by_numba_counts_as_an_interrupt(monkeypatch, tmp_path, capsys):
+    """Ctrl-C while Numba loads a cached kernel arrives as a SystemError caused by the
+    KeyboardInterrupt: the command reports an interruption (exit 130), not a traceback."""
+    from fastscape import cli
+
+    def interrupted_inside_numba(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise SystemError(
+                "<function _numba_unpickle> returned a result with an exception set"
+            ) from exc
+
+    monkeypatch.setattr(datasets, "load", interrupted_inside_numba)
+    code = cli.main(["hessian", "--out", str(tmp_path / "h")])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted" in err and not (tmp_path / "h").exists()
+    # any other SystemError is not swallowed
+    monkeypatch.setattr(datasets, "load", lambda *a, **k: (_ for _ in ()).throw(SystemError("x")))
+    with pytest.raises(SystemError):
+        cli.main(["hessian", "--out", str(tmp_path / "h2")])

@@ -230,15 +230,16 @@ def test_public_functions_default_to_the_cpu():
 
 @pytest.mark.parametrize("command", ["hessian", "eos"])
 def test_cli_device_cuda_without_cuda_fails_before_any_work(command, monkeypatch, capsys):
-    from fastscape import cli
+    from fastscape import cli, datasets, training
 
     monkeypatch.setattr(_device, "_numba_cuda_installed", lambda: False)
 
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the device was checked")
 
-    monkeypatch.setattr(cli, "_load", no_work)
-    monkeypatch.setattr(cli, "_fit", no_work)
+    # the CLI reads data and trains through these, whatever module of it calls them
+    monkeypatch.setattr(datasets, "load", no_work)
+    monkeypatch.setattr(training, "fit", no_work)
     code = cli.main([command, "--device", "cuda", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2

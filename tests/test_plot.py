@@ -71,6 +71,11 @@ def test_path_profile_and_trajectory(surf):
     _render(fig)
     (path,) = [ln for ln in fig.axes[0].lines if ln.get_label().startswith("training path")]
     assert_array_equal(path.get_xydata(), proj)
+    # a path that leaves the grid does not widen the picture beyond it
+    far = np.column_stack([np.linspace(3, 0, 5), np.linspace(-4, 0, 5)])
+    ax = plot.trajectory(surf, far, levels=6).axes[0]
+    assert ax.get_xlim() == (surf.alphas.min(), surf.alphas.max())
+    assert ax.get_ylim() == (surf.betas.min(), surf.betas.max())
 
 
 def test_bad_inputs(surf):
@@ -183,6 +188,19 @@ def test_slices_figure_labels_beta_on_the_right(trained):
     assert fig.get_suptitle() == "1D slices: filter-normalised random directions"
     assert _legend_texts(left) == ["loss", "θ (origin)", "accuracy"]
     assert_array_equal(right.lines[0].get_ydata(), trained["s2"].loss)
+
+
+def test_log_loss_axes_keep_their_decade_ticks(trained):
+    from matplotlib.ticker import LogLocator, MaxNLocator
+
+    fig = plot.slices(trained["s1"], trained["s2"], log=True)
+    _render(fig)
+    for ax in fig.axes[:2]:
+        assert ax.get_yscale() == "log"
+        assert isinstance(ax.yaxis.get_major_locator(), LogLocator)
+        assert isinstance(ax.xaxis.get_major_locator(), MaxNLocator)
+    lin = plot.slices(trained["s1"], trained["s2"])
+    assert isinstance(lin.axes[0].yaxis.get_major_locator(), MaxNLocator)
 
 
 def test_surface3d_log_scale_has_a_labelled_colour_bar(trained):

@@ -58,3 +58,25 @@ def test_unknown_job_is_refused():
 
     with pytest.raises(ValueError, match="unknown warm-up job 'grid'"):
         _warmup.start(fastscape.MLP([2, 3, 2]), ["grid"])
+
+
+@pytest.mark.slow
+def test_landscape_job_compiles_no_hvp_kernels(tmp_path):
+    """The span engine's job leaves Lanczos and the HVPs to the "hvp" job (the CLI gives
+    ε-sharpness its λmax): compiling them there made a cold CLI run slower, not faster."""
+    code = """
+        import json
+        import fastscape
+        from fastscape import _warmup
+
+        warm = _warmup.start(fastscape.MLP([2, 3, 2]), ["landscape"])
+        warm.wait()
+        print(json.dumps({"landscape": _warmup.is_cold("landscape"),
+                          "hvp": _warmup.is_cold("hvp")}))
+    """
+    env = {**os.environ, "FASTSCAPE_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    assert json.loads(out.stdout) == {"landscape": False, "hvp": True}

@@ -1,0 +1,109 @@
+"""The ``fastscape`` command: a complete picture of a model's loss landscape in one command.
+
+Subcommands: ``landscape`` (the main job), ``hessian``, ``connect``, ``eos`` and ``plot``.
+Run ``fastscape SUBCOMMAND --help`` for the options of each.
+
+Stage messages go to stderr (``--quiet`` silences them and the progress bars), the summary to
+stdout. Every command writes its results into a temporary sibling of ``--out`` and moves it
+into place when it has finished; a lock beside ``--out`` refuses a second writer.
+
+The package, by concern: ``_parser`` (options and subcommands), ``_data`` (reading data,
+telling the task), ``_model`` (building or loading the model), ``_compute`` (training, grid
+budgets, curvature), ``_output`` (the output directory), ``_landscape`` and ``_commands`` (the
+subcommands), ``_common`` (errors, messages, reports).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from ._common import CLIError, Talk
+from ._compute import compute_curvature, describe_point, grid_estimate
+from ._data import split_data
+from ._model import prepare
+from ._output import OutputDir
+from ._parser import build_parser
+
+__all__ = ["CLIError", "OutputDir", "build_parser", "describe_point", "grid_estimate", "main"]
+# (Talk, compute_curvature, prepare and split_data are imported for the tests)
+_TESTED = (Talk, compute_curvature, prepare, split_data)
+
+_RANGE_OPTIONS = ("--range", "--range-x", "--range-y")
+
+
+def _join_ranges(argv: list[str]) -> list[str]:
+    """Let ``--range -2:2`` through: argparse takes '-2:2' for an option otherwise."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _RANGE_OPTIONS and i + 1 < len(argv) and ":" in argv[i + 1]:
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fastscape`` console script."""
+    import zipfile
+
+    from .._device import DeviceUnavailableError
+
+    parser = build_parser()
+    args = parser.parse_args(_join_ranges(sys.argv[1:] if argv is None else list(argv)))
+    if args.command == "plot":
+        args.format_given = args.format is not None
+        args.format = args.format or ("png",)
+    from .._threads import threads
+
+    previous = None
+    if argv is None and hasattr(signal, "SIGTERM"):
+        # the console script: a termination cleans up like Ctrl-C (the old result stays)
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        with threads(getattr(args, "threads", None)):
+            return args.func(args)
+    except (CLIError, ValueError, TypeError, OSError, ImportError, DeviceUnavailableError,
+            zipfile.BadZipFile, EOFError) as exc:  # fmt: skip
+        if os.environ.get("FASTSCAPE_DEBUG"):
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"fastscape: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastscape: interrupted; the previous result, if any, is untouched", file=sys.stderr)
+        return 130
+    except SystemError as exc:
+        # Ctrl-C while Numba unpickles a cached kernel surfaces as a SystemError caused by the
+        # KeyboardInterrupt (the cleanup has run all the same)
+        if not _interrupted(exc):
+            raise
+        print("fastscape: interrupted; the previous result, if any, is untouched", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` was caused by a KeyboardInterrupt (directly or down its chain)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Shared by the commands: errors, stage messages, summaries, report.json."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+
+BUILTIN_TASKS = {
+    "blobs": "softmax_ce", "line": "mse", "digits": "softmax_ce",
+    "breast_cancer": "softmax_ce", "iris": "softmax_ce", "wine": "softmax_ce",
+}  # fmt: skip
+LOSSES = ("softmax_ce", "logistic", "mse")
+FIGURE_FORMATS = ("png", "pdf", "svg")
+MAX_INFERRED_CLASSES = 50  # integer targets with more distinct values: ask for --loss
+NEAR_CRITICAL = 1e-3  # ‖∇L‖ below this (and above the critical tolerance): "near-critical"
+EXACT_MAX_PARAMS = 2000  # curvature from the exact Hessian up to this many parameters
+CRITICAL = 1e-5  # ‖∇L‖ at or below this: a critical point
+# Grid budget: refuse (unless --force) beyond these. The time constant is calibrated on the span
+# engine (see _grid_estimate); the limits are deliberately generous: only jobs far beyond the
+# machine are refused, the others are announced with their estimate.
+MAX_GRID_SECONDS = 3600.0
+MAX_GRID_MEMORY_FRACTION = 0.5
+
+
+class CLIError(Exception):
+    """A user error: reported as one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------- messages
+class Talk:
+    """Stage messages and warnings on stderr (silent with --quiet); warnings are also kept
+    for the report."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.warnings: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(f"fastscape: {message}", file=sys.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        if not self.quiet:
+            print(f"fastscape: warning: {message}", file=sys.stderr, flush=True)
+
+
+# kernels whose cache index tells whether this machine has compiled the CPU kernels before
+
+
+# ----------------------------------------------------------------------------- reports
+def show(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def versions() -> dict:
+    import numba
+    import scipy
+
+    return {
+        "fastscape": __version__, "python": platform.python_version(),
+        "numpy": np.__version__, "numba": numba.__version__, "scipy": scipy.__version__,
+        "platform": platform.platform(),
+    }  # fmt: skip
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        value = float(obj)
+        return value if np.isfinite(value) else str(value)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def settings(args) -> dict:
+    return {k: v for k, v in vars(args).items() if k not in ("func", "hidden_default")}
+
+
+def write_json(path: Path, payload: dict) -> None:
+    text = json.dumps(_jsonable(payload), indent=2, sort_keys=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def summary(rows: Sequence[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 3 + max(len(v) for _, v in rows))
+    return "\n".join([line, *(f"{k.ljust(width)}   {v}" for k, v in rows), line])
+
+
+def human_seconds(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s" if s >= 1 else "under a second"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def human_bytes(b: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if b < 1000 or unit == "TB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1000
+    return ""
+
+
+def save_figures(fig, out: Path, stem: str, args) -> list[str]:
+    """Save ``fig`` as ``out/stem.<format>`` for each of --format at --dpi (with
+    :func:`fastscape.plot.save`); returns the file names."""
+    from .. import plot
+
+    return [p.name for p in plot.save(fig, out / stem, args.format, args.dpi)]
