@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -48,16 +49,36 @@ def test_installed_layout(tmp_path):
 
 @pytest.mark.slow
 def test_wheel_maps_kernels_into_the_package(tmp_path):
-    """A built wheel holds fastscape/kernels/*.py and no top-level kernels package."""
+    """A built wheel holds fastscape/kernels/*.py and no top-level kernels package.
+
+    Built from a copy of the sources without build leftovers: an ``*.egg-info`` or ``build/``
+    from an earlier install would feed setuptools the files of a subpackage that pyproject's
+    package list forgets, and hide the mistake that a fresh clone shows.
+    """
+    src = tmp_path / "src"
+    shutil.copytree(
+        ROOT, src,
+        ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".venv",
+                                      "fastscape-out", ".pytest_cache", ".benchmarks"),
+    )  # fmt: skip
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(tmp_path), str(ROOT)],
+         "-w", str(tmp_path), str(src)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("fastscape-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "fastscape/kernels/mlp.py" in names
     assert "fastscape/kernels/_jit.py" in names
+    # every module of the source tree ships (a subpackage missing from pyproject's list would
+    # install and then fail at import)
+    for root, prefix in (
+        (ROOT / "fastscape", "fastscape"),
+        (ROOT / "kernels", "fastscape/kernels"),
+    ):
+        for path in root.rglob("*.py"):
+            if "__pycache__" not in path.parts:
+                assert f"{prefix}/{path.relative_to(root).as_posix()}" in names, path
     assert not [n for n in names if n.startswith("kernels/")]
     top = [n for n in names if n.endswith("top_level.txt")]
     if top:
