@@ -43,15 +43,28 @@ class CriticalPointResult:
     n_positive, n_negative, n_zero : int
         Eigenvalues above ``tol``, below ``-tol``, and within ``tol`` of 0 (among the computed
         ones when ``complete`` is False).
-    saddle_index : int
-        Number of negative eigenvalues (Morse index); 0 at a minimum. A lower bound when
-        ``complete`` is False.
-    condition_number : float
+    saddle_index : int or None
+        Number of negative eigenvalues (below ``-tol``: the Morse index); 0 at a minimum.
+        None when it is not known exactly (``saddle_index_exact`` False): then only
+        ``saddle_index_lower_bound`` is known.
+    saddle_index_lower_bound : int
+        A lower bound on the number of negative eigenvalues: for ``lanczos`` the number of
+        values of the smallest-end solve below ``-tol``. It holds even when that solve did not
+        converge: its values are Ritz values of one orthonormal set, and they interlace the
+        spectrum (Cauchy): the i-th smallest Ritz value is at least the i-th smallest
+        eigenvalue. Equal to ``saddle_index`` when that is exact.
+    saddle_index_exact : bool
+        Whether all negative eigenvalues were found: always for ``exact``; for ``lanczos`` when
+        the smallest-end solve converged (ranks verified) and found a value ``>= -tol``, or
+        when the two ends together covered the whole spectrum.
+    condition_number : float or None
         ``max|λ| / min|λ|`` over all eigenvalues: ``inf`` as soon as one is zero (|λ| <= tol),
         as for a singular matrix. Using |λ| makes it meaningful at saddles and maxima too.
-    condition_number_nonzero : float
+        None unless the whole spectrum is known (``complete``): min|λ| may lie anywhere in the
+        spectrum, not at its ends.
+    condition_number_nonzero : float or None
         The same ratio over the non-zero eigenvalues only (the conditioning of the Hessian on
-        its range); ``nan`` when all are zero.
+        its range); ``nan`` when all are zero; None unless ``complete``.
     escape_direction : (n,) array or None
         Unit eigenvector of the most negative eigenvalue (None when no eigenvalue is below
         ``-tol`` or when only eigenvalues were given); sign fixed so its largest entry is
@@ -70,7 +83,8 @@ class CriticalPointResult:
     tol : float
         Zero threshold used.
     complete : bool
-        True when all eigenvalues were available (exact); False for Lanczos at both ends.
+        True when all eigenvalues are known: exact, or Lanczos whose two converged ends cover
+        the whole spectrum (``2k >= P``); False otherwise.
     grad_norm : float or None
         ‖∇L‖ at the point (:func:`classify_point` only).
     loss : float or None
@@ -89,9 +103,9 @@ class CriticalPointResult:
     n_positive: int
     n_negative: int
     n_zero: int
-    saddle_index: int
-    condition_number: float
-    condition_number_nonzero: float
+    saddle_index: int | None
+    condition_number: float | None
+    condition_number_nonzero: float | None
     escape_direction: np.ndarray | None
     min: float
     max: float
@@ -112,6 +126,8 @@ class CriticalPointResult:
     converged: bool = True
     n_hvps: int = 0
     message: str = ""
+    saddle_index_lower_bound: int = 0
+    saddle_index_exact: bool = True
 
     def spectral_summary(self) -> dict:
         """The spectral statistics as a dict (min, max, mean, median, std, trace, ...)."""
@@ -145,16 +161,21 @@ def _check_hessian(H: np.ndarray) -> np.ndarray:
     return 0.5 * (H + H.T)
 
 
-def _result(vals, tol, escape, complete, method) -> CriticalPointResult:
+def _result(
+    vals, tol, escape, complete, method, index_exact=None, lower=None
+) -> CriticalPointResult:
     vals = np.sort(vals)
     a = np.abs(vals)
     neg, pos = vals < -tol, vals > tol
     zero = ~(neg | pos)
     n_neg, n_pos, n_zero = int(neg.sum()), int(pos.sum()), int(zero.sum())
-    cond = float(a.max() / a.min()) if n_zero == 0 else float("inf")
-    nz = a[~zero]
-    cond_nz = float(nz.max() / nz.min()) if nz.size else float("nan")
     full = complete
+    index_exact = full if index_exact is None else (full or index_exact)
+    cond = cond_nz = None
+    if full:
+        cond = float(a.max() / a.min()) if n_zero == 0 else float("inf")
+        nz = a[~zero]
+        cond_nz = float(nz.max() / nz.min()) if nz.size else float("nan")
     with np.errstate(divide="ignore"):
         logdet = float(np.log(a).sum()) if full else None
     return CriticalPointResult(
@@ -162,7 +183,9 @@ def _result(vals, tol, escape, complete, method) -> CriticalPointResult:
         n_positive=n_pos,
         n_negative=n_neg,
         n_zero=n_zero,
-        saddle_index=n_neg,
+        saddle_index=(n_neg if full else lower) if index_exact else None,
+        saddle_index_lower_bound=n_neg if full or lower is None else lower,
+        saddle_index_exact=bool(index_exact),
         condition_number=cond,
         condition_number_nonzero=cond_nz,
         escape_direction=escape if n_neg else None,
@@ -299,8 +322,15 @@ def classify_point(
         else:
             vals = np.concatenate([lo.eigenvalues, hi.eigenvalues])
         tol = _default_tol(vals) if tol is None else check_positive_float(tol, "tol", True)
-        res = _result(vals, tol, lo.eigenvectors[0].copy(), 2 * k >= P, "lanczos")
-        res.converged = bool(lo.converged.all() and hi.converged.all())
+        converged = bool(lo.converged.all() and hi.converged.all())
+        # all negative eigenvalues found: the smallest end, established, reached a value >= -tol
+        index_exact = bool(lo.converged.all() and lo.eigenvalues.max() >= -tol)
+        # Ritz values of one solve interlace the spectrum, those of two solves may repeat
+        # one eigenvalue: the bound counts the smallest end's values only
+        lower = int((lo.eigenvalues < -tol).sum())
+        res = _result(vals, tol, lo.eigenvectors[0].copy(), 2 * k >= P and converged,
+                      "lanczos", index_exact, lower)  # fmt: skip
+        res.converged = converged
         res.n_hvps = lo.n_hvps + hi.n_hvps
         res.message = f"smallest end: {lo.message}; largest end: {hi.message}"
     res.grad_norm = gnorm
