@@ -154,6 +154,11 @@ def test_issue_17_reproducer_gives_the_repeated_value_or_says_not(seed):
     res5 = C.top_eigen(m, theta, X, y, k=5, method="lanczos", which="SA", seed=seed)
     assert res5.all_converged, res5.message
     np.testing.assert_allclose(res5.eigenvalues, lam[:5], atol=1e-9)
+    # ARPACK on the same operator, from a start of the same seed
+    H = C.HessianOperator(m, theta, X, y)
+    v0 = np.random.default_rng(seed).normal(size=m.n_params)
+    ref = np.sort(eigsh(H, k=5, which="SA", v0=v0)[0])
+    np.testing.assert_allclose(res5.eigenvalues, ref, atol=1e-9)
 
 
 def test_symmetric_mlp_points_with_permuted_hidden_units():

@@ -344,11 +344,15 @@ def _eigen_result(A, n, k, which, run, verify, tol_eff, max_hvps, ncv, rng, bar,
         found = f"; it found {chk.added} more pair(s) the first solve had missed" * (chk.added > 0)
         if verified:
             note = f"ranks verified in {chk.rounds} restart(s), {n_verify} HVPs{found}"
-        else:
+        elif chk.stop == "budget":
             status = "budget"
             limit = f"max_hvps={max_hvps}"
             note = (f"could not verify multiplicity within {max_hvps} HVPs (verification "
                     f"restart {chk.rounds} cut short{found})")  # fmt: skip
+        else:
+            status = "not_converged"
+            note = (f"could not verify multiplicity: verification restart {chk.rounds} did "
+                    f"not converge{found}")  # fmt: skip
         if verified and not ok.all():
             status = "not_converged"
     scale = max(np.abs(vals).max() * 1e-12, 1e-300)
@@ -517,6 +521,7 @@ class _Verified(NamedTuple):
     n_mv: int
     rounds: int
     added: int
+    stop: str  # why an unverified check stopped: "budget" or "not_converged"
 
 
 def _verify_ranks(A, n, k, which, vals, V, HV, abs_res, ok, anorm, tol_eff, budget, ncv, rng,
@@ -533,7 +538,7 @@ def _verify_ranks(A, n, k, which, vals, V, HV, abs_res, ok, anorm, tol_eff, budg
     """
     vals, V, HV, abs_res, ok = vals.copy(), V.copy(), HV.copy(), abs_res.copy(), ok.copy()
     spent, rounds, added = 0, 0, 0
-    verified = False
+    verified, stop = False, "budget"
     while True:
         n_eff = n - V.shape[0]
         if n_eff <= 0:  # the pairs span the whole space: nothing can be missing
@@ -561,6 +566,7 @@ def _verify_ranks(A, n, k, which, vals, V, HV, abs_res, ok, anorm, tol_eff, budg
             verified = True
             break
         if not sub.ok[0]:
+            stop = "budget" if sub.status == "budget" else "not_converged"
             break
         anorm = max(anorm, sub.anorm)
         margin = abs_res[worst] + sub.abs_res[0] + 1e3 * _EPS * anorm
@@ -587,7 +593,7 @@ def _verify_ranks(A, n, k, which, vals, V, HV, abs_res, ok, anorm, tol_eff, budg
         abs_res = np.linalg.norm(HV - vals[:, None] * V, axis=1)
         denom = np.maximum(np.abs(vals), _EPS23 * anorm)
         ok = ok.all() & (abs_res <= np.maximum(tol_eff * denom, 1e3 * _EPS * anorm))
-    return _Verified(vals, V, HV, abs_res, ok, verified, spent, rounds, added)
+    return _Verified(vals, V, HV, abs_res, ok, verified, spent, rounds, added, stop)
 
 
 # ----------------------------------------------------------------------------- on a model
