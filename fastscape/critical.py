@@ -57,6 +57,21 @@ class CriticalPointResult:
         Whether all negative eigenvalues were found: always for ``exact``; for ``lanczos`` when
         the smallest-end solve converged (ranks verified) and found a value ``>= -tol``, or
         when the two ends together covered the whole spectrum.
+    n_negative_estimate : float or None
+        ``lanczos`` with ``estimate_negatives=True``: a stochastic Lanczos quadrature (SLQ)
+        estimate of the number of eigenvalues below ``-tol``, ``P · mean_r Σ_j w_rj [θ_rj <
+        -tol]`` over the runs r (nodes θ, weights w), unbiased but for the quadrature error.
+        None otherwise (``exact`` knows the count: ``saddle_index``).
+    n_negative_std_error : float or None
+        Its standard error over the runs (the spread of the random start vectors).
+    n_negative_quadrature_error : float or None
+        A bound on the Gauss quadrature's error in the estimate (Chebyshev-Markov-Stieltjes
+        inequalities: the distribution function of each run's measure at ``-tol`` lies between
+        the quadrature's sum minus the weight of the node just below and plus the weight of
+        the node just above; 0 for a run whose Krylov space became invariant, whose nodes are
+        eigenvalues), averaged over the runs and times P. The count lies within
+        ``n_negative_quadrature_error`` of the expected estimate; the estimate scatters around
+        that by ``n_negative_std_error``.
     condition_number : float or None
         ``max|λ| / min|λ|`` over all eigenvalues: ``inf`` as soon as one is zero (|λ| <= tol),
         as for a singular matrix. Using |λ| makes it meaningful at saddles and maxima too.
@@ -128,6 +143,9 @@ class CriticalPointResult:
     message: str = ""
     saddle_index_lower_bound: int = 0
     saddle_index_exact: bool = True
+    n_negative_estimate: float | None = None
+    n_negative_std_error: float | None = None
+    n_negative_quadrature_error: float | None = None
 
     def spectral_summary(self) -> dict:
         """The spectral statistics as a dict (min, max, mean, median, std, trace, ...)."""
@@ -209,6 +227,31 @@ def _result(
     )
 
 
+def _slq_negative_count(dens, n: int, t: float, steps: int) -> tuple[float, float, float]:
+    """(estimate, standard error, quadrature error bound) of #{λ < t} from SLQ runs of
+    ``steps`` Lanczos steps each (a run with fewer nodes found an invariant subspace: its
+    quadrature is exact)."""
+    est, err = [], []
+    for nodes, w in zip(dens.nodes, dens.weights):
+        used = ~np.isnan(nodes)
+        th, ww = nodes[used], w[used]  # ascending nodes of one run
+        if th.size < steps:  # the Krylov space is invariant: the nodes are eigenvalues
+            est.append(float(ww[th < t].sum()))
+            err.append(0.0)
+            continue
+        below = th < t
+        f = float(ww[below].sum())
+        # Chebyshev-Markov-Stieltjes: the true value lies within the weight of the node just
+        # below t or the one just above it
+        w_lo = float(ww[below][-1]) if below.any() else 0.0
+        w_hi = float(ww[~below][0]) if (~below).any() else 0.0
+        est.append(f)
+        err.append(max(w_lo, w_hi))
+    est_a = np.asarray(est)
+    se = float(est_a.std(ddof=1) / np.sqrt(est_a.size)) if est_a.size > 1 else float("inf")
+    return float(n * est_a.mean()), n * se, float(n * np.mean(err))
+
+
 def classify(hessian_or_eigenvalues, tol: float | None = None) -> CriticalPointResult:
     """Classify a critical point from its Hessian (n, n) or its eigenvalues (n,).
 
@@ -253,6 +296,9 @@ def classify_point(
     eig_tol: float | None = None,
     max_hvps: int | None = None,
     progress: bool = False,
+    estimate_negatives: bool = False,
+    slq_runs: int = 10,
+    slq_iter: int = 80,
 ) -> CriticalPointResult:
     """Classify ``theta`` for a model's loss, refusing points that are not critical.
 
@@ -287,6 +333,13 @@ def classify_point(
         HVP budget of each Lanczos solve (one per end; default ``min(10 P, 5000)``).
     progress : bool
         Show a tqdm bar of the HVPs of each Lanczos solve.
+    estimate_negatives : bool
+        ``lanczos`` only: also estimate the number of negative eigenvalues by stochastic
+        Lanczos quadrature (``n_negative_estimate`` with its standard error and quadrature
+        error bound), for when the saddle index is only bounded. Costs ``slq_runs * slq_iter``
+        more HVPs.
+    slq_runs, slq_iter : int
+        Runs and Lanczos steps per run of that estimate (:func:`fastscape.curvature.slq`).
 
     Returns
     -------
@@ -299,6 +352,10 @@ def classify_point(
     method = check_choice(method, "method", ("auto", "exact", "lanczos"))
     grad_tol = check_positive_float(grad_tol, "grad_tol", allow_zero=True)
     k = check_positive_int(k, "k")
+    if not isinstance(estimate_negatives, bool):
+        raise TypeError(f"estimate_negatives must be True or False, got {estimate_negatives!r}")
+    slq_runs = check_positive_int(slq_runs, "slq_runs", minimum=2)
+    slq_iter = check_positive_int(slq_iter, "slq_iter")
     loss, g = model.grad(theta, data, device=device)
     gnorm = float(np.linalg.norm(g))
     if gnorm > grad_tol:
@@ -333,6 +390,16 @@ def classify_point(
         res.converged = converged
         res.n_hvps = lo.n_hvps + hi.n_hvps
         res.message = f"smallest end: {lo.message}; largest end: {hi.message}"
+        if estimate_negatives:
+            H = curvature.HessianOperator(model, theta, data, device=device)
+            dens = curvature.slq(H, n_runs=slq_runs, n_iter=slq_iter, seed=seed)
+            est, se, quad = _slq_negative_count(dens, P, -tol, min(slq_iter, P))
+            res.n_negative_estimate = est
+            res.n_negative_std_error = se
+            res.n_negative_quadrature_error = quad
+            res.n_hvps += dens.n_hvps
+            res.message += (f"; SLQ: {est:.1f} ± {se:.1f} negative eigenvalues (quadrature "
+                            f"error <= {quad:.1f}), {dens.n_hvps} HVPs")  # fmt: skip
     res.grad_norm = gnorm
     res.loss = float(loss)
     return res

@@ -267,3 +267,68 @@ def test_no_condition_number_from_the_two_ends():
     assert full.complete and full.saddle_index_exact, full.message
     np.testing.assert_allclose(full.condition_number, ex.condition_number, rtol=1e-6)
     assert full.saddle_index == ex.saddle_index
+
+
+def test_slq_count_bracket_is_the_chebyshev_markov_stieltjes_inequality():
+    # one run of plain Lanczos (NumPy, full re-orthogonalisation) from a known vector: the
+    # distribution function of the measure sum_i (v.u_i)^2 delta(t - lam_i) at every t lies
+    # within the quadrature's sum minus / plus the weight of the adjacent nodes
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(5)
+    n, m = 60, 8
+    lam = np.concatenate([rng.normal(0, 0.01, 30), rng.uniform(-2, 3, 30)])
+    U, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    A = (U * lam) @ U.T
+    v = rng.choice([-1.0, 1.0], n) / np.sqrt(n)
+    Q = np.zeros((m, n))
+    Q[0] = v
+    T = np.zeros((m, m))
+    for j in range(m):
+        w = A @ Q[j]
+        for _ in range(2):
+            w -= Q[: j + 1].T @ (Q[: j + 1] @ w)
+        T[j, j] = Q[j] @ A @ Q[j]
+        if j + 1 < m:
+            T[j, j + 1] = T[j + 1, j] = np.linalg.norm(w)
+            Q[j + 1] = w / T[j + 1, j]
+    th, S = np.linalg.eigh(T)
+    dens = SimpleNamespace(nodes=th[None], weights=(S[0] ** 2)[None])
+    c2 = (U.T @ v) ** 2
+    for t in np.linspace(-2.5, 3.5, 241):
+        est, _, quad = critical._slq_negative_count(dens, 1, t, m)
+        F = c2[lam < t].sum()
+        assert abs(F - est) <= quad + 1e-12, t
+
+
+def _random_point():
+    rng = np.random.default_rng(11)
+    model = fastscape.MLP([5, 10, 2], activation="tanh", loss="mse")
+    X, y = rng.normal(size=(80, 5)), rng.normal(size=(80, 2))
+    return model, model.init(3), X, y
+
+
+@pytest.mark.parametrize("case", ["symmetric_saddle", "random_point"])
+def test_negative_count_estimate_within_its_error_bars(case):
+    # the symmetric saddle has 4 distinct eigenvalues (the runs become invariant: exact
+    # quadrature); the random point (not critical: grad_tol waived) a spread spectrum, P = 82
+    if case == "symmetric_saddle":
+        model, theta, X, y = _saddle_problem(hidden=12, d=3, n=60)
+    else:
+        model, theta, X, y = _random_point()
+    vals = np.linalg.eigvalsh(model.hessian(theta, X, y))
+    misses = 0
+    for seed in range(8):
+        r = critical.classify_point(model, theta, X, y, method="lanczos", k=2, seed=seed,
+                                    grad_tol=1e9, estimate_negatives=True, slq_runs=10,
+                                    slq_iter=20)  # fmt: skip
+        true = int((vals < -r.tol).sum())
+        assert r.n_negative_std_error > 0 and r.n_negative_quadrature_error >= 0
+        err = abs(r.n_negative_estimate - true)
+        misses += err > 3 * r.n_negative_std_error + r.n_negative_quadrature_error
+        assert "SLQ:" in r.message
+    assert misses <= 1  # 3 standard errors: a miss is a rare event, two would be a bug
+    ex = critical.classify_point(model, theta, X, y, method="exact", grad_tol=1e9)
+    assert ex.n_negative_estimate is None and ex.saddle_index == int((vals < -ex.tol).sum())
+    with pytest.raises(TypeError, match="estimate_negatives"):
+        critical.classify_point(model, theta, X, y, method="lanczos", estimate_negatives=1)
