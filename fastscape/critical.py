@@ -43,15 +43,43 @@ class CriticalPointResult:
     n_positive, n_negative, n_zero : int
         Eigenvalues above ``tol``, below ``-tol``, and within ``tol`` of 0 (among the computed
         ones when ``complete`` is False).
-    saddle_index : int
-        Number of negative eigenvalues (Morse index); 0 at a minimum. A lower bound when
-        ``complete`` is False.
-    condition_number : float
+    saddle_index : int or None
+        Number of negative eigenvalues (below ``-tol``: the Morse index); 0 at a minimum.
+        None when it is not known exactly (``saddle_index_exact`` False): then only
+        ``saddle_index_lower_bound`` is known.
+    saddle_index_lower_bound : int
+        A lower bound on the number of negative eigenvalues: for ``lanczos`` the number of
+        values of the smallest-end solve below ``-tol``. It holds even when that solve did not
+        converge: its values are Ritz values of one orthonormal set, and they interlace the
+        spectrum (Cauchy): the i-th smallest Ritz value is at least the i-th smallest
+        eigenvalue. Equal to ``saddle_index`` when that is exact.
+    saddle_index_exact : bool
+        Whether all negative eigenvalues were found: always for ``exact``; for ``lanczos`` when
+        the smallest-end solve converged (ranks verified) and found a value ``>= -tol``, or
+        when the two ends together covered the whole spectrum.
+    n_negative_estimate : float or None
+        ``lanczos`` with ``estimate_negatives=True``: a stochastic Lanczos quadrature (SLQ)
+        estimate of the number of eigenvalues below ``-tol``, ``P · mean_r Σ_j w_rj [θ_rj <
+        -tol]`` over the runs r (nodes θ, weights w), unbiased but for the quadrature error.
+        None otherwise (``exact`` knows the count: ``saddle_index``).
+    n_negative_std_error : float or None
+        Its standard error over the runs (the spread of the random start vectors).
+    n_negative_quadrature_error : float or None
+        A bound on the Gauss quadrature's error in the estimate (Chebyshev-Markov-Stieltjes
+        inequalities: the distribution function of each run's measure at ``-tol`` lies between
+        the quadrature's sum minus the weight of the node just below and plus the weight of
+        the node just above; 0 for a run whose Krylov space became invariant, whose nodes are
+        eigenvalues), averaged over the runs and times P. The count lies within
+        ``n_negative_quadrature_error`` of the expected estimate; the estimate scatters around
+        that by ``n_negative_std_error``.
+    condition_number : float or None
         ``max|λ| / min|λ|`` over all eigenvalues: ``inf`` as soon as one is zero (|λ| <= tol),
         as for a singular matrix. Using |λ| makes it meaningful at saddles and maxima too.
-    condition_number_nonzero : float
+        None unless the whole spectrum is known (``complete``): min|λ| may lie anywhere in the
+        spectrum, not at its ends.
+    condition_number_nonzero : float or None
         The same ratio over the non-zero eigenvalues only (the conditioning of the Hessian on
-        its range); ``nan`` when all are zero.
+        its range); ``nan`` when all are zero; None unless ``complete``.
     escape_direction : (n,) array or None
         Unit eigenvector of the most negative eigenvalue (None when no eigenvalue is below
         ``-tol`` or when only eigenvalues were given); sign fixed so its largest entry is
@@ -70,7 +98,8 @@ class CriticalPointResult:
     tol : float
         Zero threshold used.
     complete : bool
-        True when all eigenvalues were available (exact); False for Lanczos at both ends.
+        True when all eigenvalues are known: exact, or Lanczos whose two converged ends cover
+        the whole spectrum (``2k >= P``); False otherwise.
     grad_norm : float or None
         ‖∇L‖ at the point (:func:`classify_point` only).
     loss : float or None
@@ -89,9 +118,9 @@ class CriticalPointResult:
     n_positive: int
     n_negative: int
     n_zero: int
-    saddle_index: int
-    condition_number: float
-    condition_number_nonzero: float
+    saddle_index: int | None
+    condition_number: float | None
+    condition_number_nonzero: float | None
     escape_direction: np.ndarray | None
     min: float
     max: float
@@ -112,6 +141,11 @@ class CriticalPointResult:
     converged: bool = True
     n_hvps: int = 0
     message: str = ""
+    saddle_index_lower_bound: int = 0
+    saddle_index_exact: bool = True
+    n_negative_estimate: float | None = None
+    n_negative_std_error: float | None = None
+    n_negative_quadrature_error: float | None = None
 
     def spectral_summary(self) -> dict:
         """The spectral statistics as a dict (min, max, mean, median, std, trace, ...)."""
@@ -145,16 +179,21 @@ def _check_hessian(H: np.ndarray) -> np.ndarray:
     return 0.5 * (H + H.T)
 
 
-def _result(vals, tol, escape, complete, method) -> CriticalPointResult:
+def _result(
+    vals, tol, escape, complete, method, index_exact=None, lower=None
+) -> CriticalPointResult:
     vals = np.sort(vals)
     a = np.abs(vals)
     neg, pos = vals < -tol, vals > tol
     zero = ~(neg | pos)
     n_neg, n_pos, n_zero = int(neg.sum()), int(pos.sum()), int(zero.sum())
-    cond = float(a.max() / a.min()) if n_zero == 0 else float("inf")
-    nz = a[~zero]
-    cond_nz = float(nz.max() / nz.min()) if nz.size else float("nan")
     full = complete
+    index_exact = full if index_exact is None else (full or index_exact)
+    cond = cond_nz = None
+    if full:
+        cond = float(a.max() / a.min()) if n_zero == 0 else float("inf")
+        nz = a[~zero]
+        cond_nz = float(nz.max() / nz.min()) if nz.size else float("nan")
     with np.errstate(divide="ignore"):
         logdet = float(np.log(a).sum()) if full else None
     return CriticalPointResult(
@@ -162,7 +201,9 @@ def _result(vals, tol, escape, complete, method) -> CriticalPointResult:
         n_positive=n_pos,
         n_negative=n_neg,
         n_zero=n_zero,
-        saddle_index=n_neg,
+        saddle_index=(n_neg if full else lower) if index_exact else None,
+        saddle_index_lower_bound=n_neg if full or lower is None else lower,
+        saddle_index_exact=bool(index_exact),
         condition_number=cond,
         condition_number_nonzero=cond_nz,
         escape_direction=escape if n_neg else None,
@@ -184,6 +225,31 @@ def _result(vals, tol, escape, complete, method) -> CriticalPointResult:
         complete=complete,
         method=method,
     )
+
+
+def _slq_negative_count(dens, n: int, t: float, steps: int) -> tuple[float, float, float]:
+    """(estimate, standard error, quadrature error bound) of #{λ < t} from SLQ runs of
+    ``steps`` Lanczos steps each (a run with fewer nodes found an invariant subspace: its
+    quadrature is exact)."""
+    est, err = [], []
+    for nodes, w in zip(dens.nodes, dens.weights):
+        used = ~np.isnan(nodes)
+        th, ww = nodes[used], w[used]  # ascending nodes of one run
+        if th.size < steps:  # the Krylov space is invariant: the nodes are eigenvalues
+            est.append(float(ww[th < t].sum()))
+            err.append(0.0)
+            continue
+        below = th < t
+        f = float(ww[below].sum())
+        # Chebyshev-Markov-Stieltjes: the true value lies within the weight of the node just
+        # below t or the one just above it
+        w_lo = float(ww[below][-1]) if below.any() else 0.0
+        w_hi = float(ww[~below][0]) if (~below).any() else 0.0
+        est.append(f)
+        err.append(max(w_lo, w_hi))
+    est_a = np.asarray(est)
+    se = float(est_a.std(ddof=1) / np.sqrt(est_a.size)) if est_a.size > 1 else float("inf")
+    return float(n * est_a.mean()), n * se, float(n * np.mean(err))
 
 
 def classify(hessian_or_eigenvalues, tol: float | None = None) -> CriticalPointResult:
@@ -230,6 +296,9 @@ def classify_point(
     eig_tol: float | None = None,
     max_hvps: int | None = None,
     progress: bool = False,
+    estimate_negatives: bool = False,
+    slq_runs: int = 10,
+    slq_iter: int = 80,
 ) -> CriticalPointResult:
     """Classify ``theta`` for a model's loss, refusing points that are not critical.
 
@@ -264,6 +333,13 @@ def classify_point(
         HVP budget of each Lanczos solve (one per end; default ``min(10 P, 5000)``).
     progress : bool
         Show a tqdm bar of the HVPs of each Lanczos solve.
+    estimate_negatives : bool
+        ``lanczos`` only: also estimate the number of negative eigenvalues by stochastic
+        Lanczos quadrature (``n_negative_estimate`` with its standard error and quadrature
+        error bound), for when the saddle index is only bounded. Costs ``slq_runs * slq_iter``
+        more HVPs.
+    slq_runs, slq_iter : int
+        Runs and Lanczos steps per run of that estimate (:func:`fastscape.curvature.slq`).
 
     Returns
     -------
@@ -276,6 +352,10 @@ def classify_point(
     method = check_choice(method, "method", ("auto", "exact", "lanczos"))
     grad_tol = check_positive_float(grad_tol, "grad_tol", allow_zero=True)
     k = check_positive_int(k, "k")
+    if not isinstance(estimate_negatives, bool):
+        raise TypeError(f"estimate_negatives must be True or False, got {estimate_negatives!r}")
+    slq_runs = check_positive_int(slq_runs, "slq_runs", minimum=2)
+    slq_iter = check_positive_int(slq_iter, "slq_iter")
     loss, g = model.grad(theta, data, device=device)
     gnorm = float(np.linalg.norm(g))
     if gnorm > grad_tol:
@@ -299,10 +379,27 @@ def classify_point(
         else:
             vals = np.concatenate([lo.eigenvalues, hi.eigenvalues])
         tol = _default_tol(vals) if tol is None else check_positive_float(tol, "tol", True)
-        res = _result(vals, tol, lo.eigenvectors[0].copy(), 2 * k >= P, "lanczos")
-        res.converged = bool(lo.converged.all() and hi.converged.all())
+        converged = bool(lo.converged.all() and hi.converged.all())
+        # all negative eigenvalues found: the smallest end, established, reached a value >= -tol
+        index_exact = bool(lo.converged.all() and lo.eigenvalues.max() >= -tol)
+        # Ritz values of one solve interlace the spectrum, those of two solves may repeat
+        # one eigenvalue: the bound counts the smallest end's values only
+        lower = int((lo.eigenvalues < -tol).sum())
+        res = _result(vals, tol, lo.eigenvectors[0].copy(), 2 * k >= P and converged,
+                      "lanczos", index_exact, lower)  # fmt: skip
+        res.converged = converged
         res.n_hvps = lo.n_hvps + hi.n_hvps
         res.message = f"smallest end: {lo.message}; largest end: {hi.message}"
+        if estimate_negatives:
+            H = curvature.HessianOperator(model, theta, data, device=device)
+            dens = curvature.slq(H, n_runs=slq_runs, n_iter=slq_iter, seed=seed)
+            est, se, quad = _slq_negative_count(dens, P, -tol, min(slq_iter, P))
+            res.n_negative_estimate = est
+            res.n_negative_std_error = se
+            res.n_negative_quadrature_error = quad
+            res.n_hvps += dens.n_hvps
+            res.message += (f"; SLQ: {est:.1f} ± {se:.1f} negative eigenvalues (quadrature "
+                            f"error <= {quad:.1f}), {dens.n_hvps} HVPs")  # fmt: skip
     res.grad_norm = gnorm
     res.loss = float(loss)
     return res

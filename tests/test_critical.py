@@ -201,3 +201,134 @@ def test_escape_saddle_with_lanczos_matches_exact():
     lz = critical.escape_saddle(model, theta, X, y, step=0.5, method="lanczos")
     assert lz.eigenvalue == pytest.approx(ex.eigenvalue, rel=1e-10)
     assert lz.loss_after < lz.loss_before
+
+
+# ----------------------------------------------------------------------------- what is known
+def _symmetric_saddle():
+    """The issue-17 point: MLP 3-4-1 at θ = 0, a critical point whose Hessian has the
+    eigenvalue -4.170 four times (the hidden units are interchangeable)."""
+    rng = np.random.default_rng(0)
+    m = fastscape.MLP([3, 4, 1], "tanh", "mse")
+    X = rng.normal(size=(100, 3))
+    y = 1.5 * X[:, 0] + X[:, 1]
+    y -= y.mean()
+    return m, np.zeros(m.n_params), X, y
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_saddle_index_is_a_bound_unless_all_negatives_were_found(seed):
+    m, theta, X, y = _symmetric_saddle()
+    vals = np.linalg.eigvalsh(m.hessian(theta, X, y))
+    ex = critical.classify_point(m, theta, X, y, method="exact")
+    assert ex.saddle_index == 4 == ex.saddle_index_lower_bound and ex.saddle_index_exact
+    assert int((vals < -ex.tol).sum()) == 4
+    # k = 3: three copies of -4.17 found, all negative: at least 3, the index is not known
+    lz = critical.classify_point(m, theta, X, y, method="lanczos", k=3, seed=seed)
+    assert lz.converged and lz.kind == "saddle", lz.message
+    assert lz.saddle_index is None and not lz.saddle_index_exact
+    assert lz.saddle_index_lower_bound == 3
+    # k = 5: the fifth smallest is ~0, so every negative one was found: exact, and right
+    lz5 = critical.classify_point(m, theta, X, y, method="lanczos", k=5, seed=seed)
+    assert lz5.converged and lz5.saddle_index_exact, lz5.message
+    assert lz5.saddle_index == 4 == lz5.saddle_index_lower_bound
+
+
+def test_lanczos_lower_bound_holds_even_unconverged():
+    m, theta, X, y = _symmetric_saddle()
+    vals = np.linalg.eigvalsh(m.hessian(theta, X, y))
+    for budget in (5, 7, 10, 14):
+        r = critical.classify_point(m, theta, X, y, method="lanczos", k=5, max_hvps=budget)
+        assert r.saddle_index_lower_bound <= int((vals < -r.tol).sum())
+        if not r.converged:
+            assert r.saddle_index is None and r.condition_number is None
+
+
+def test_no_condition_number_from_the_two_ends():
+    # issue 17: exact 1467, but the 2k extreme values gave 3.29
+    model = fastscape.MLP([4, 6, 1], "tanh", "mse")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 4))
+    y = rng.normal(size=50)
+    theta = model.init(0)
+    kw = dict(grad_tol=1e9)
+    ex = critical.classify_point(model, theta, X, y, method="exact", **kw)
+    a = np.abs(np.linalg.eigvalsh(model.hessian(theta, X, y)))
+    np.testing.assert_allclose(ex.condition_number, a.max() / a.min(), rtol=1e-10)
+    lz = critical.classify_point(model, theta, X, y, method="lanczos", k=3, **kw)
+    assert lz.converged and not lz.complete, lz.message
+    assert lz.condition_number is None and lz.condition_number_nonzero is None
+    assert lz.trace is None and lz.det_sign is None
+    # the ends themselves are exact: min and max agree with eigh
+    vals = np.linalg.eigvalsh(model.hessian(theta, X, y))
+    np.testing.assert_allclose([lz.min, lz.max], [vals[0], vals[-1]], rtol=1e-9)
+    # when the two ends cover the spectrum, everything is known again
+    P = model.n_params
+    full = critical.classify_point(model, theta, X, y, method="lanczos", k=(P + 1) // 2, **kw)
+    assert full.complete and full.saddle_index_exact, full.message
+    np.testing.assert_allclose(full.condition_number, ex.condition_number, rtol=1e-6)
+    assert full.saddle_index == ex.saddle_index
+
+
+def test_slq_count_bracket_is_the_chebyshev_markov_stieltjes_inequality():
+    # one run of plain Lanczos (NumPy, full re-orthogonalisation) from a known vector: the
+    # distribution function of the measure sum_i (v.u_i)^2 delta(t - lam_i) at every t lies
+    # within the quadrature's sum minus / plus the weight of the adjacent nodes
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(5)
+    n, m = 60, 8
+    lam = np.concatenate([rng.normal(0, 0.01, 30), rng.uniform(-2, 3, 30)])
+    U, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    A = (U * lam) @ U.T
+    v = rng.choice([-1.0, 1.0], n) / np.sqrt(n)
+    Q = np.zeros((m, n))
+    Q[0] = v
+    T = np.zeros((m, m))
+    for j in range(m):
+        w = A @ Q[j]
+        for _ in range(2):
+            w -= Q[: j + 1].T @ (Q[: j + 1] @ w)
+        T[j, j] = Q[j] @ A @ Q[j]
+        if j + 1 < m:
+            T[j, j + 1] = T[j + 1, j] = np.linalg.norm(w)
+            Q[j + 1] = w / T[j + 1, j]
+    th, S = np.linalg.eigh(T)
+    dens = SimpleNamespace(nodes=th[None], weights=(S[0] ** 2)[None])
+    c2 = (U.T @ v) ** 2
+    for t in np.linspace(-2.5, 3.5, 241):
+        est, _, quad = critical._slq_negative_count(dens, 1, t, m)
+        F = c2[lam < t].sum()
+        assert abs(F - est) <= quad + 1e-12, t
+
+
+def _random_point():
+    rng = np.random.default_rng(11)
+    model = fastscape.MLP([5, 10, 2], activation="tanh", loss="mse")
+    X, y = rng.normal(size=(80, 5)), rng.normal(size=(80, 2))
+    return model, model.init(3), X, y
+
+
+@pytest.mark.parametrize("case", ["symmetric_saddle", "random_point"])
+def test_negative_count_estimate_within_its_error_bars(case):
+    # the symmetric saddle has 4 distinct eigenvalues (the runs become invariant: exact
+    # quadrature); the random point (not critical: grad_tol waived) a spread spectrum, P = 82
+    if case == "symmetric_saddle":
+        model, theta, X, y = _saddle_problem(hidden=12, d=3, n=60)
+    else:
+        model, theta, X, y = _random_point()
+    vals = np.linalg.eigvalsh(model.hessian(theta, X, y))
+    misses = 0
+    for seed in range(8):
+        r = critical.classify_point(model, theta, X, y, method="lanczos", k=2, seed=seed,
+                                    grad_tol=1e9, estimate_negatives=True, slq_runs=10,
+                                    slq_iter=20)  # fmt: skip
+        true = int((vals < -r.tol).sum())
+        assert r.n_negative_std_error > 0 and r.n_negative_quadrature_error >= 0
+        err = abs(r.n_negative_estimate - true)
+        misses += err > 3 * r.n_negative_std_error + r.n_negative_quadrature_error
+        assert "SLQ:" in r.message
+    assert misses <= 1  # 3 standard errors: a miss is a rare event, two would be a bug
+    ex = critical.classify_point(model, theta, X, y, method="exact", grad_tol=1e9)
+    assert ex.n_negative_estimate is None and ex.saddle_index == int((vals < -ex.tol).sum())
+    with pytest.raises(TypeError, match="estimate_negatives"):
+        critical.classify_point(model, theta, X, y, method="lanczos", estimate_negatives=1)

@@ -221,7 +221,8 @@ def test_power_iteration_stopping_rule_and_counts():
     assert res.converged[0] and res.residuals[0] <= 1e-8
     # rate |λ2/λ1| = 1/3: the residual needs ~log(1e-8)/log(1/3) ≈ 17 iterations, not hundreds
     assert 5 <= res.iterations[0] <= 40
-    assert res.n_matvecs == res.iterations[0]
+    # the iterations, then the verification restart in the complement of the pair found
+    assert res.verified and res.n_matvecs == res.iterations[0] + res.n_verify_hvps
     # a budget too small to converge is reported, not hidden
     short = C.power_iteration(A, tol=1e-12, maxiter=3, seed=0)
     assert not short.converged[0] and short.iterations[0] == 3
@@ -484,7 +485,9 @@ def test_lanczos_budget_is_hard_and_honest():
             assert r <= 10 * 1e-10 and np.abs(lam - v).min() <= 1e-8
     full = C.lanczos(A, 3, "LA", tol=1e-10)
     assert full.status == "converged" and full.converged.all(), full.message
-    assert full.message == f"converged: 3 eigenpair(s) to tol 1e-10 after {full.n_hvps} HVPs"
+    assert full.verified and full.message.startswith(
+        f"converged: 3 eigenpair(s) to tol 1e-10 after {full.n_hvps} HVPs; ranks verified in"
+    )
     np.testing.assert_allclose(full.eigenvalues, [2.0, 1.99, 1.98], rtol=1e-10)
     # the default budget: min(10 n, MAX_HVPS_CAP)
     unreachable = C.lanczos(A, 3, "LA", tol=0.0, ncv=6)

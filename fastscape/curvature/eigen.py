@@ -10,6 +10,8 @@ with the sign convention of :func:`fix_signs`.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .._validation import as_float_array, check_choice, check_positive_float, check_positive_int
@@ -55,14 +57,14 @@ def _start_block(n: int, k: int, seed, v0) -> np.ndarray:
     return orth_rows(V)
 
 
-def _message(converged: np.ndarray, status: str, n_mv: int, tol: float, limit: str) -> str:
-    k = converged.size
+def _message(ok: np.ndarray, status: str, n_mv: int, tol: float, limit: str, note: str) -> str:
+    k = ok.size
     if status == "converged":
-        return f"converged: {k} eigenpair(s) to tol {tol:.3g} after {n_mv} HVPs"
+        return f"converged: {k} eigenpair(s) to tol {tol:.3g} after {n_mv} HVPs; {note}"
     why = {"budget": f"(budget {limit})", "maxiter": f"({limit})", "not_converged": ""}[status]
     return (
-        f"not converged after {n_mv} HVPs {why}: {int(converged.sum())} of {k} pair(s) met "
-        f"tol {tol:.3g}"
+        f"not converged after {n_mv} HVPs {why}: {int(ok.sum())} of {k} pair(s) met "
+        f"tol {tol:.3g}; {note}"
     ).replace("  ", " ")
 
 
@@ -77,6 +79,7 @@ def power_iteration(
     seed: int = 0,
     v0=None,
     progress: bool = False,
+    verify: bool = True,
 ) -> EigenResult:
     """Top-k eigenpairs by magnitude of a symmetric operator, by block power iteration.
 
@@ -110,11 +113,19 @@ def power_iteration(
         are random.
     progress : bool
         Show a tqdm bar of the products spent.
+    verify : bool
+        After convergence, run the verification restart of :func:`lanczos` (one Lanczos solve
+        for one pair, ``which="LM"``, in the orthogonal complement of the k vectors; its HVPs
+        count against ``max_hvps``): the block holds up to k copies of a repeated eigenvalue,
+        but a stopping rule met by a block that never saw a larger eigenvalue (a start block
+        without a component along it, or a slow gap) would otherwise go unnoticed. With
+        False, ``converged`` stays False and ``residual_converged`` holds the stopping rule.
 
     Returns
     -------
     EigenResult
-        ``which="LM"``; pairs ordered by decreasing |λ|; ``status`` says why it stopped.
+        ``which="LM"``; pairs ordered by decreasing |λ|; ``status`` says why it stopped;
+        ``iterations`` counts block iterations only (``n_verify_hvps`` the verification).
     """
     A = as_operator(A)
     n = A.shape[0]
@@ -122,6 +133,7 @@ def power_iteration(
     tol = check_positive_float(tol, "tol", allow_zero=True)
     maxiter = check_positive_int(maxiter, "maxiter")
     max_hvps = check_budget(max_hvps, k * maxiter, minimum=k)
+    verify = _check_verify(verify)
     V = _start_block(n, k, seed, v0)
     with Progress(progress, max_hvps, "power iteration") as bar:
         W = apply_rows(A, V)
@@ -159,19 +171,17 @@ def power_iteration(
             W = apply_rows(A, V)
             n_mv += k
             bar.update(k)
-    limit = f"max_hvps={max_hvps}" if status == "budget" else f"maxiter={maxiter} iterations"
-    return EigenResult(
-        eigenvalues=vals,
-        eigenvectors=V * row_signs(V)[:, None],
-        iterations=iterations,
-        converged=done.copy(),
-        residuals=res,
-        n_matvecs=n_mv,
-        method="power",
-        which="LM",
-        status=status,
-        message=_message(done, status, n_mv, tol, limit),
-    )
+        limit = f"max_hvps={max_hvps}" if status == "budget" else f"maxiter={maxiter} iterations"
+        signs = row_signs(V)
+        V, W = V * signs[:, None], W * signs[:, None]
+        run = _Run(vals, V, W, res * denom, done.copy(), float(np.abs(vals).max()), status, n_mv)
+        tol_eff = tol if tol > 0 else 4.0 * _EPS
+        rng = np.random.default_rng([seed, 1])  # the verification's own stream
+        with serial_blas():
+            return _eigen_result(
+                A, n, k, "LM", run, verify, tol_eff, max_hvps, min(n, max(2 * k + 1, 20)),
+                rng, bar, "power", iterations, limit,
+            )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- Lanczos
@@ -192,6 +202,7 @@ def lanczos(
     seed: int = 0,
     v0=None,
     progress: bool = False,
+    verify: bool = True,
 ) -> EigenResult:
     """k eigenpairs of a symmetric operator by thick-restart Lanczos.
 
@@ -216,9 +227,16 @@ def lanczos(
     ``H y_i = (H Q) s_i`` is known without further operator applications. A pair is flagged
     converged only when this recomputed residual agrees with the Ritz estimate.
 
-    Like every single-vector Krylov method it sees one copy of a repeated eigenvalue in exact
-    arithmetic; further copies appear through rounding, usually after more iterations. Use
-    ``v0`` or a larger k (or block power iteration) when multiplicities matter.
+    A single-vector Krylov space holds one copy of a repeated eigenvalue (in exact
+    arithmetic), so the k Ritz pairs that pass the residual test may miss further copies (or,
+    rarely, an eigenvalue the start vector barely touched). Hence the **verification
+    restart** (``verify=True``): once the k pairs converge, Lanczos is run again for one pair
+    from a random vector in the orthogonal complement of the pairs found (every product
+    projected out of them); if the complement's first eigenvalue comes before the k-th found
+    one by more than their residual norms, its pair is added and the test repeated, else the
+    ranks are established. Only then are pairs flagged converged. A copy is missed only if
+    the random start has no component along it (probability zero) — the same assumption
+    every Krylov solver (ARPACK too) makes about the wanted end of the spectrum.
 
     Parameters
     ----------
@@ -245,14 +263,21 @@ def lanczos(
         Warm start; several rows are summed into one starting vector.
     progress : bool
         Show a tqdm bar of the products spent.
+    verify : bool
+        Run the verification restart (default). Its HVPs count against ``max_hvps``. With
+        False, ``converged`` stays False (the ranks are not established) and
+        ``residual_converged`` says which pairs met the tolerance.
 
     Returns
     -------
     EigenResult
         Pairs ordered as ``which`` says; ``iterations`` holds the operator applications (the
-        same for all pairs); ``converged`` is False for the pairs that missed the tolerance
-        (or whose recomputed residual disagrees with the Ritz estimate beyond rounding);
-        ``status`` is "converged", "budget", "maxiter" or "not_converged".
+        same for all pairs, verification included); ``converged`` is True for a pair whose
+        residual met the tolerance (recomputed, agreeing with the Ritz estimate) **and** whose
+        rank the verification established; ``verified``, ``residual_converged`` and
+        ``n_verify_hvps`` give the parts; ``status`` is "converged", "budget" (also when the
+        verification ran out of budget: "could not verify multiplicity within N HVPs"),
+        "maxiter" or "not_converged".
     """
     A = as_operator(A)
     n = A.shape[0]
@@ -276,16 +301,117 @@ def lanczos(
         s = W.sum(axis=0)
         if np.linalg.norm(s) > 0:
             start = s / np.linalg.norm(s) + 1e-6 * start / np.sqrt(n)
-    with serial_blas(), Progress(progress, max_hvps, f"Lanczos {which}") as bar:
-        return _thick_restart_lanczos(A, n, k, which, tol, max_hvps, maxiter, ncv, rng, start, bar)
-
-
-def _thick_restart_lanczos(A, n, k, which, tol, max_hvps, maxiter, ncv, rng, start, bar):
+    verify = _check_verify(verify)
     tol_eff = tol if tol > 0 else 4.0 * _EPS
+    with serial_blas(), Progress(progress, max_hvps, f"Lanczos {which}") as bar:
+        run = _thick_restart_lanczos(
+            A, n, k, which, tol_eff, max_hvps, maxiter, ncv, rng, start, bar
+        )  # fmt: skip
+        return _eigen_result(
+            A, n, k, which, run, verify, tol_eff, max_hvps, ncv, rng, bar, "lanczos",
+            np.full(k, run.n_mv, dtype=np.int64),
+            f"max_hvps={max_hvps}" if run.status == "budget" else f"maxiter={maxiter} restarts",
+        )  # fmt: skip
+
+
+def _check_verify(verify) -> bool:
+    if not isinstance(verify, bool):
+        raise TypeError(f"verify must be True or False, got {verify!r}")
+    return verify
+
+
+def _eigen_result(A, n, k, which, run, verify, tol_eff, max_hvps, ncv, rng, bar, method,
+                  iterations, limit) -> EigenResult:  # fmt: skip
+    """The :class:`EigenResult` of a solve (``run``), after the verification restart."""
+    vals, V, abs_res, ok = run.vals, run.V, run.abs_res, run.ok
+    status, n_mv = run.status, run.n_mv
+    verified, n_verify, note = False, 0, ""
+    if not verify:
+        note = "ranks not verified (verify=False)"
+    elif status != "converged":
+        note = "ranks not verified (the solve did not converge)"
+    else:
+        chk = _verify_ranks(
+            A, n, k, which, run.vals, run.V, run.HV, run.abs_res, run.ok, run.anorm, tol_eff,
+            max_hvps - n_mv, ncv, rng, bar, run.next_V,
+        )  # fmt: skip
+        vals, V, abs_res, ok = chk.vals, chk.V, chk.abs_res, chk.ok
+        n_verify = chk.n_mv
+        n_mv += n_verify
+        verified = chk.verified
+        if method == "lanczos":
+            iterations = np.full(k, n_mv, dtype=np.int64)
+        found = f"; it found {chk.added} more pair(s) the first solve had missed" * (chk.added > 0)
+        if verified:
+            note = f"ranks verified in {chk.rounds} restart(s), {n_verify} HVPs{found}"
+        elif chk.stop == "budget":
+            status = "budget"
+            limit = f"max_hvps={max_hvps}"
+            note = (f"could not verify multiplicity within {max_hvps} HVPs (verification "
+                    f"restart {chk.rounds} cut short{found})")  # fmt: skip
+        else:
+            status = "not_converged"
+            note = (f"could not verify multiplicity: verification restart {chk.rounds} did "
+                    f"not converge{found}")  # fmt: skip
+        if verified and not ok.all():
+            status = "not_converged"
+    scale = max(np.abs(vals).max() * 1e-12, 1e-300)
+    converged = ok & verified
+    return EigenResult(
+        eigenvalues=vals,
+        eigenvectors=V,
+        iterations=iterations,
+        converged=converged,
+        residuals=abs_res / np.maximum(np.abs(vals), scale),
+        n_matvecs=n_mv,
+        method=method,
+        which=which,
+        status=status,
+        message=_message(ok, status, n_mv, tol_eff, limit, note),
+        residual_converged=ok.copy(),
+        verified=verified,
+        n_verify_hvps=n_verify,
+    )
+
+
+def _project_out(L, w):
+    """``w`` minus its components along the orthonormal rows of L (twice: classical
+    Gram-Schmidt repeated, so that rounding leaves nothing of L), in place."""
+    for _ in range(2):
+        w -= (L @ w) @ L
+    return w
+
+
+class _Run(NamedTuple):
+    """One thick-restart Lanczos solve, before it becomes an :class:`EigenResult`."""
+
+    vals: np.ndarray  # (k,) wanted Ritz values, in the order of ``which``
+    V: np.ndarray  # (k, n) unit Ritz vectors (signs fixed)
+    HV: np.ndarray  # (k, n) the operator's outputs for them
+    abs_res: np.ndarray  # (k,) ||H v - θ v|| recomputed from HV
+    ok: np.ndarray  # (k,) bool: Ritz estimate met the tolerance and abs_res agrees with it
+    anorm: float  # max |θ| seen
+    status: str  # "converged", "budget", "maxiter" or "not_converged"
+    n_mv: int
+    next_V: np.ndarray | None = None  # (n,) the first Ritz vector after the wanted ones
+
+
+def _thick_restart_lanczos(A, n, k, which, tol_eff, max_hvps, maxiter, ncv, rng, start, bar,
+                           locked=None, bound=None) -> _Run:  # fmt: skip
+    """Thick-restart Lanczos; with ``locked`` (L, n) orthonormal rows, in their orthogonal
+    complement: every product and every new direction is projected out of them, so the
+    solve sees the operator restricted to the complement (deflation by explicit
+    orthogonalisation). With ``bound = (value, margin)`` it also stops, with status
+    ``"separated"``, as soon as the first Ritz pair has converged to ``sqrt(tol_eff)`` and its
+    interval ``θ ± β|s[last]|`` lies after ``value`` in the order of ``which`` by more than
+    ``margin``: the complement's first eigenvalue has been located, and it is not wanted."""
+    n_eff = n if locked is None else n - locked.shape[0]
     keep = k + (ncv - k) // 2  # Ritz vectors kept at a restart (k <= keep < ncv)
     Q = np.empty((ncv + 1, n))  # orthonormal basis (rows); row m is the next direction
     HQ = np.empty((ncv, n))  # the operator's outputs H q_j
     T = np.zeros((ncv, ncv))  # Q^T H Q
+    if locked is not None:
+        start = _project_out(locked, start.copy())
     Q[0] = start / np.linalg.norm(start)
     m = 0
     n_mv = 0
@@ -297,14 +423,26 @@ def _thick_restart_lanczos(A, n, k, which, tol, max_hvps, maxiter, ncv, rng, sta
         w = apply_rows(A, Q[m : m + 1])[0]
         n_mv += 1
         bar.update(1)
+        if locked is not None:
+            _project_out(locked, w)
         HQ[m] = w
         beta = _lz.orthogonalize(Q, m, w, T, _DGKS)  # the new direction into Q[m + 1]
+        if locked is not None:
+            _project_out(locked, Q[m + 1])
+            beta = float(np.linalg.norm(Q[m + 1]))
         m += 1
         theta, S, order_, done, breakdown, anorm = _lz.ritz_test(
             T, m, tridiagonal, which_code, k, beta, tol_eff, _EPS23
         )
-        if done or (m >= k and m == n):
+        if done or (m >= k and m == n_eff):
             break
+        if bound is not None and not breakdown:
+            first = order_[0]
+            spread = beta * abs(S[m - 1, first])
+            loose = np.sqrt(tol_eff) * max(abs(theta[first]), _EPS23 * anorm)
+            if spread <= loose and _better(bound[0], theta[first], which, bound[1] + spread):
+                status = "separated"
+                break
         if m >= k and maxiter is not None and restarts >= maxiter:
             status = "maxiter"
             break
@@ -315,6 +453,8 @@ def _thick_restart_lanczos(A, n, k, which, tol, max_hvps, maxiter, ncv, rng, sta
             r = rng.standard_normal(n)
             for _ in range(2):  # the step's own projection, twice
                 _lz.subtract_combination(Q, m, _lz.basis_dots(Q, m, r), r, r)
+                if locked is not None:
+                    _project_out(locked, r)
             beta = float(np.linalg.norm(r))
             Q[m] = r
         if m == ncv:  # thick restart: keep the wanted Ritz vectors and a few more
@@ -345,27 +485,115 @@ def _thick_restart_lanczos(A, n, k, which, tol, max_hvps, maxiter, ncv, rng, sta
     V *= signs[:, None]
     HV *= signs[:, None]
     true = np.linalg.norm(HV - vals[:, None] * V, axis=1)
-    scale = max(np.abs(vals).max() * 1e-12, 1e-300)
-    res = true / np.maximum(np.abs(vals), scale)
     # honest flags: the estimate met the tolerance and the recomputed residual agrees with it
     # up to rounding
     agrees = true <= np.maximum(10.0 * tol_eff * denom, 1e3 * _EPS * anorm)
-    converged = np.asarray(ok & agrees, dtype=bool).reshape(k)
-    if status == "converged" and not converged.all():
+    ok = np.asarray(ok & agrees, dtype=bool).reshape(k)
+    if status == "converged" and not ok.all():
         status = "not_converged"
-    limit = f"max_hvps={max_hvps}" if status == "budget" else f"maxiter={maxiter} restarts"
-    return EigenResult(
-        eigenvalues=vals,
-        eigenvectors=V,
-        iterations=np.full(k, n_mv, dtype=np.int64),
-        converged=converged,
-        residuals=res,
-        n_matvecs=n_mv,
-        method="lanczos",
-        which=which,
-        status=status,
-        message=_message(converged, status, n_mv, tol_eff, limit),
-    )
+    if status == "separated":
+        ok[:] = False
+    nxt = None
+    if m > k:
+        nxt = S[:, order_[k]] @ Q[:m]
+        nxt /= np.linalg.norm(nxt)
+    return _Run(vals, V, HV, true, ok, float(anorm), status, n_mv, nxt)
+
+
+# ----------------------------------------------------------------------------- verification
+def _better(a, b, which: str, margin):
+    """Whether eigenvalue ``a`` comes before ``b`` in the order of ``which`` by more than
+    ``margin``."""
+    if which == "LA":
+        return a - b > margin
+    if which == "SA":
+        return b - a > margin
+    return abs(a) - abs(b) > margin
+
+
+class _Verified(NamedTuple):
+    vals: np.ndarray
+    V: np.ndarray
+    HV: np.ndarray
+    abs_res: np.ndarray
+    ok: np.ndarray
+    verified: bool
+    n_mv: int
+    rounds: int
+    added: int
+    stop: str  # why an unverified check stopped: "budget" or "not_converged"
+
+
+def _verify_ranks(A, n, k, which, vals, V, HV, abs_res, ok, anorm, tol_eff, budget, ncv, rng,
+                  bar, guess=None) -> _Verified:  # fmt: skip
+    """The verification restart: are the k pairs found really the k wanted ones?
+
+    Lanczos is run again, for one pair (the first in the order of ``which``), from a random
+    vector in the orthogonal complement of every pair found so far (:func:`_thick_restart_
+    lanczos` with ``locked``). If the complement holds an eigenvalue that comes before the
+    k-th wanted one by more than the two residual norms (a further copy of a repeated
+    eigenvalue, or one the first solve missed), its pair is added and the test repeated;
+    when the complement's first eigenvalue comes no earlier, the ranks are established.
+    The HVPs count against ``budget``; when it runs out, ``verified`` is False.
+    """
+    vals, V, HV, abs_res, ok = vals.copy(), V.copy(), HV.copy(), abs_res.copy(), ok.copy()
+    spent, rounds, added = 0, 0, 0
+    verified, stop = False, "budget"
+    while True:
+        n_eff = n - V.shape[0]
+        if n_eff <= 0:  # the pairs span the whole space: nothing can be missing
+            verified = True
+            break
+        if spent >= budget:
+            break
+        wanted = order(vals, which)[:k]
+        worst = wanted[-1]
+        floor = 1e3 * _EPS * anorm
+        # a random start (every eigenvector of the complement has a share of it, so a missing
+        # copy cannot hide), plus the first Ritz vector after the wanted ones when there is
+        # one (the complement's first eigenvalue then converges sooner)
+        start = rng.standard_normal(n)
+        if guess is not None:
+            start = start / np.linalg.norm(start) + guess
+        sub = _thick_restart_lanczos(
+            A, n, 1, which, tol_eff, budget - spent, None, min(ncv, n_eff), rng, start, bar,
+            locked=V, bound=(vals[worst], abs_res[worst] + floor),
+        )  # fmt: skip
+        guess = sub.next_V
+        spent += sub.n_mv
+        rounds += 1
+        if sub.status == "separated":  # the complement's first value comes after the k-th
+            verified = True
+            break
+        if not sub.ok[0]:
+            stop = "budget" if sub.status == "budget" else "not_converged"
+            break
+        anorm = max(anorm, sub.anorm)
+        margin = abs_res[worst] + sub.abs_res[0] + 1e3 * _EPS * anorm
+        if not _better(sub.vals[0], vals[worst], which, margin):
+            verified = True
+            break
+        vals = np.append(vals, sub.vals)
+        V = np.vstack([V, sub.V])
+        HV = np.vstack([HV, sub.HV])
+        abs_res = np.append(abs_res, sub.abs_res)
+        ok = np.append(ok, sub.ok)
+        added += 1
+    keep = order(vals, which)[:k]
+    vals, V, HV, abs_res, ok = vals[keep], V[keep], HV[keep], abs_res[keep], ok[keep]
+    if added:  # one Rayleigh-Ritz on the pairs kept (no HVP: their products are known)
+        Tk = V @ HV.T
+        theta, S = np.linalg.eigh(0.5 * (Tk + Tk.T))
+        idx = order(theta, which)
+        vals, S = theta[idx], S[:, idx]
+        V, HV = S.T @ V, S.T @ HV
+        signs = row_signs(V)
+        V *= signs[:, None]
+        HV *= signs[:, None]
+        abs_res = np.linalg.norm(HV - vals[:, None] * V, axis=1)
+        denom = np.maximum(np.abs(vals), _EPS23 * anorm)
+        ok = ok.all() & (abs_res <= np.maximum(tol_eff * denom, 1e3 * _EPS * anorm))
+    return _Verified(vals, V, HV, abs_res, ok, verified, spent, rounds, added, stop)
 
 
 # ----------------------------------------------------------------------------- on a model
@@ -391,6 +619,7 @@ def top_eigen(
     max_params: int | None = None,
     device: str = "cpu",
     progress: bool = False,
+    verify: bool = True,
 ) -> EigenResult:
     """Top-k Hessian eigenpairs of a model at ``theta``.
 
@@ -428,6 +657,8 @@ def top_eigen(
         (it is meant for small models, where a GPU would not help).
     progress : bool
         Show a tqdm bar of the HVPs spent (iterative methods).
+    verify : bool
+        The verification restart of the iterative methods (see :func:`lanczos`).
 
     Returns
     -------
@@ -463,9 +694,9 @@ def top_eigen(
             )
         return power_iteration(
             H, k, tol=tol, maxiter=maxiter or DEFAULT_POWER_MAXITER, max_hvps=max_hvps,
-            seed=seed, v0=v0, progress=progress,
+            seed=seed, v0=v0, progress=progress, verify=verify,
         )  # fmt: skip
     return lanczos(
         H, k, which, tol=tol, max_hvps=max_hvps, maxiter=maxiter, seed=seed, v0=v0,
-        progress=progress,
+        progress=progress, verify=verify,
     )  # fmt: skip

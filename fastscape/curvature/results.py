@@ -25,9 +25,10 @@ class EigenResult:
         iteration run when it never did). Lanczos: the number of operator applications (same
         for all pairs). Exact: zeros.
     converged : (k,) bool array
-        Whether each pair met the tolerance. A pair is never flagged converged on the
-        strength of an estimate alone: its residual, recomputed from the operator's outputs,
-        must agree.
+        Whether each pair is established: its residual met the tolerance (recomputed from the
+        operator's outputs, never on the strength of an estimate alone) **and** its rank among
+        the wanted ones was verified (``verified``: no eigenvalue that should come before it,
+        such as a further copy of a repeated one, was found in the complement of the pairs).
     residuals : (k,) array
         Relative residuals ``||H v - λ v|| / |λ|`` of the returned pairs.
     n_matvecs : int
@@ -40,7 +41,16 @@ class EigenResult:
         stopped but a recomputed residual disagrees with its estimate.
     message : str
         One line for people, e.g. ``"not converged after 500 HVPs (budget max_hvps=500): 3 of 5
-        pairs met tol 1e-06"``.
+        pairs met tol 1e-06; ranks not verified (the solve did not converge)"``.
+    residual_converged : (k,) bool array
+        The residual test alone (what ``converged`` meant before the verification restart).
+        Defaults to ``converged``.
+    verified : bool
+        Whether the verification restart established that the pairs are the k wanted ones
+        (with multiplicity). True for ``exact``; False when it was skipped (``verify=False``,
+        or the solve did not converge) or ran out of budget.
+    n_verify_hvps : int
+        Operator applications spent by the verification (included in ``n_matvecs``).
     """
 
     eigenvalues: np.ndarray
@@ -53,6 +63,13 @@ class EigenResult:
     which: str
     status: str = "converged"
     message: str = ""
+    residual_converged: np.ndarray | None = None
+    verified: bool = True
+    n_verify_hvps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.residual_converged is None:
+            self.residual_converged = np.asarray(self.converged, dtype=bool).copy()
 
     @property
     def eigenvalue(self) -> float:
