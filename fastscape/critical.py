@@ -21,6 +21,7 @@ __all__ = [
     "EscapeResult",
     "NotCriticalError",
     "classify",
+    "classify_ends",
     "classify_point",
     "escape_in_plane",
     "escape_saddle",
@@ -280,6 +281,48 @@ def classify(hessian_or_eigenvalues, tol: float | None = None) -> CriticalPointR
     return _result(vals, tol, escape, True, "exact")
 
 
+def classify_ends(lo, hi, n: int, tol: float | None = None) -> CriticalPointResult:
+    """Classify from the two ends of the spectrum, claiming only what they establish.
+
+    Parameters
+    ----------
+    lo, hi : EigenResult
+        The k smallest (``which="SA"``) and k largest (``which="LA"``) eigenpairs of the same
+        (n, n) Hessian, from :func:`fastscape.curvature.top_eigen`.
+    n : int
+        Order of the Hessian (the model's P).
+    tol : float, optional
+        Eigenvalues with ``|λ| <= tol`` count as zero (default: relative to the largest).
+
+    Returns
+    -------
+    CriticalPointResult
+        ``saddle_index`` only when every negative eigenvalue was found (the verified smallest
+        end reached a value ``>= -tol``), else None with ``saddle_index_lower_bound``; the
+        whole-spectrum statistics (condition number, mean, ...) only when the two ends cover
+        the spectrum (``2k >= n``, both converged). ``converged``, ``n_hvps`` and ``message``
+        come from the two solves; the escape direction is the smallest end's first vector.
+    """
+    k = lo.eigenvalues.size
+    if 2 * k >= n:  # the two ends overlap: keep distinct eigenvalues only
+        vals = np.concatenate([lo.eigenvalues, hi.eigenvalues[: n - k]])
+    else:
+        vals = np.concatenate([lo.eigenvalues, hi.eigenvalues])
+    tol = _default_tol(vals) if tol is None else check_positive_float(tol, "tol", True)
+    converged = bool(lo.converged.all() and hi.converged.all())
+    # all negative eigenvalues found: the smallest end, established, reached a value >= -tol
+    index_exact = bool(lo.converged.all() and lo.eigenvalues.max() >= -tol)
+    # Ritz values of one solve interlace the spectrum, those of two solves may repeat
+    # one eigenvalue: the bound counts the smallest end's values only
+    lower = int((lo.eigenvalues < -tol).sum())
+    res = _result(vals, tol, lo.eigenvectors[0].copy(), 2 * k >= n and converged,
+                  "lanczos", index_exact, lower)  # fmt: skip
+    res.converged = converged
+    res.n_hvps = lo.n_hvps + hi.n_hvps
+    res.message = f"smallest end: {lo.message}; largest end: {hi.message}"
+    return res
+
+
 def classify_point(
     model: MLP,
     theta,
@@ -374,22 +417,8 @@ def classify_point(
                   max_hvps=max_hvps, progress=progress)  # fmt: skip
         lo = curvature.top_eigen(model, theta, data, which="SA", **kw)
         hi = curvature.top_eigen(model, theta, data, which="LA", **kw)
-        if 2 * k >= P:  # the two ends overlap: keep distinct eigenvalues only
-            vals = np.concatenate([lo.eigenvalues, hi.eigenvalues[: P - k]])
-        else:
-            vals = np.concatenate([lo.eigenvalues, hi.eigenvalues])
-        tol = _default_tol(vals) if tol is None else check_positive_float(tol, "tol", True)
-        converged = bool(lo.converged.all() and hi.converged.all())
-        # all negative eigenvalues found: the smallest end, established, reached a value >= -tol
-        index_exact = bool(lo.converged.all() and lo.eigenvalues.max() >= -tol)
-        # Ritz values of one solve interlace the spectrum, those of two solves may repeat
-        # one eigenvalue: the bound counts the smallest end's values only
-        lower = int((lo.eigenvalues < -tol).sum())
-        res = _result(vals, tol, lo.eigenvectors[0].copy(), 2 * k >= P and converged,
-                      "lanczos", index_exact, lower)  # fmt: skip
-        res.converged = converged
-        res.n_hvps = lo.n_hvps + hi.n_hvps
-        res.message = f"smallest end: {lo.message}; largest end: {hi.message}"
+        res = classify_ends(lo, hi, P, tol)
+        tol = res.tol
         if estimate_negatives:
             H = curvature.HessianOperator(model, theta, data, device=device)
             dens = curvature.slq(H, n_runs=slq_runs, n_iter=slq_iter, seed=seed)

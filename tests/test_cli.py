@@ -562,6 +562,9 @@ def test_unconverged_curvature_is_reported(tmp_path, capsys):
     # the solver's words: the HVPs it spent within the budget, and what to change
     assert "budget max_hvps=25" in rep["message"] and "--max-hvps 25" in rep["message"]
     assert 0 < rep["n_hvps"] <= 2 * 25
+    # two ends of a partial spectrum: no whole-spectrum statistic, no exact index unproved
+    assert rep["spectrum_complete"] is False and rep["condition_number"] is None
+    assert rep["saddle_index_exact"] is False and rep["saddle_index"] is None
 
 
 def test_words_for_points_and_failed_training(tmp_path, capsys):

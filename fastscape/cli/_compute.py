@@ -136,7 +136,7 @@ def compute_curvature(
     ends converged (``converged``, ``n_hvps``, ``message``).
     """
     from .. import _device
-    from ..critical import classify
+    from ..critical import classify, classify_ends
     from ..curvature import exact_density, hessian_trace, spectral_density, top_eigen
 
     if _device.resolve_device(device) == "cuda":
@@ -157,7 +157,6 @@ def compute_curvature(
         bottom = top_eigen(model, theta, data, k=k, method="lanczos", which="SA", **kw, **budget)
         trace = hessian_trace(model, theta, data, method="hutch++", **kw)
         density = spectral_density(model, theta, data, method="slq", **kw)
-        ends = np.concatenate([bottom.eigenvalues, top.eigenvalues])
         ends_res = {"top": top, "bottom": bottom}
         n_hvps = top.n_hvps + bottom.n_hvps
         converged = top.all_converged and bottom.all_converged
@@ -172,7 +171,8 @@ def compute_curvature(
         out = {"top": np.sort(top.eigenvalues)[::-1], "bottom": np.sort(bottom.eigenvalues),
                "trace": trace.estimate, "trace_std_error": trace.std_error, "method": "lanczos",
                "density": density,
-               "classification": classify(ends), "converged": converged, "n_hvps": n_hvps,
+               "classification": classify_ends(bottom, top, model.n_params),
+               "converged": converged, "n_hvps": n_hvps,
                "message": message}  # fmt: skip
     # never call a point that is not critical a minimum: report both facts
     out["classification"].grad_norm = grad_norm
@@ -216,6 +216,9 @@ def curvature_report(curv: dict, args) -> dict:
             "kind": cls.kind if curv["critical"] else "not_critical",
             "hessian_kind": cls.kind, "description": describe_point(curv),
             "saddle_index": cls.saddle_index,
+            "saddle_index_lower_bound": cls.saddle_index_lower_bound,
+            "saddle_index_exact": cls.saddle_index_exact,
+            "spectrum_complete": cls.complete,
             "n_positive": cls.n_positive, "n_negative": cls.n_negative,
             "n_zero": cls.n_zero, "condition_number": cls.condition_number,
             "grad_norm": curv["grad_norm"], "is_critical": curv["critical"],
