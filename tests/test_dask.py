@@ -80,17 +80,18 @@ def client():
         cluster.close()
 
 
-def _fastscape_keys(client) -> list:
+def _held_keys(client) -> list:
     def keys(dask_scheduler):
-        return [str(k) for k in dask_scheduler.tasks if "fastscape-tile" in str(k)]
+        return [str(k) for k in dask_scheduler.tasks]
 
     return client.run_on_scheduler(keys)
 
 
 def _wait_released(client, timeout=10.0) -> list:
-    """The fastscape keys the scheduler still holds once they are released (or the timeout)."""
+    """The keys (tiles and scattered data) the scheduler still holds once they are released,
+    or at the timeout; the tests hold no futures of their own between calls."""
     end = time.monotonic() + timeout
-    while (left := _fastscape_keys(client)) and time.monotonic() < end:
+    while (left := _held_keys(client)) and time.monotonic() < end:
         time.sleep(0.05)
     return left
 
@@ -131,6 +132,10 @@ def test_slice_and_paths_are_bitwise_equal_to_local(client):
         assert_array_equal(b.loss, a.loss)
         assert_array_equal(b.accuracy, a.accuracy)
         assert_array_equal(b.endpoint_loss, a.endpoint_loss)
+    a = paths.mode_connectivity(model, theta, other, X, y, ts=9, fit=False)
+    b = paths.mode_connectivity(model, theta, other, X, y, ts=9, fit=False, client=client)
+    assert_array_equal(b.linear.loss, a.linear.loss)
+    assert b.linear_barrier == a.linear_barrier
 
 
 @needs_dask
