@@ -14,6 +14,9 @@ What :func:`map_tiles` does per call:
   reference to them, plus its own small arguments (its rows of coefficients);
 - results come back to the client as tiles finish (``as_completed``); only the client writes
   (checkpoints, progress);
+- before anything is sent, every worker is asked for its fastscape version
+  (:func:`check_workers`): a worker without fastscape, or with another version, is a one-line
+  :class:`WorkerMismatchError`, not a task failing on the cluster;
 - a task on a worker that dies is re-run elsewhere by the scheduler (Dask's own handling of lost
   workers, up to the ``distributed.scheduler.allowed-failures`` setting). Exceptions raised by
   the kernel are not retried: the kernels are deterministic, a second try would fail alike;
@@ -75,6 +78,50 @@ def check_client(client):
     if client.status != "running":
         raise ValueError(f"client is {client.status!r}, not running; connect a new Client")
     return client
+
+
+class WorkerMismatchError(RuntimeError):
+    """A worker of the cluster cannot run fastscape's tasks: it lacks fastscape, or runs
+    another version of it than the client."""
+
+
+def _worker_version() -> str:
+    """Run on a worker: the fastscape version it imports."""
+    import fastscape
+
+    return fastscape.__version__
+
+
+def check_workers(client) -> None:
+    """Every worker of the client's cluster imports the fastscape version this process runs.
+
+    One round trip to the workers (``client.run``); the tasks call fastscape's functions by
+    name, so a worker without fastscape could not run them, and one with another version might
+    compute other bits.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client
+
+    Raises
+    ------
+    WorkerMismatchError
+        A worker lacks fastscape or runs another version (the message names one worker).
+    """
+    import fastscape
+
+    found = client.run(_worker_version, on_error="return")
+    for address, version in sorted(found.items()):
+        if version != fastscape.__version__:
+            what = (
+                f"cannot import it ({type(version).__name__}: {version})"
+                if isinstance(version, BaseException)
+                else f"runs fastscape {version}"
+            )
+            raise WorkerMismatchError(
+                f"the Dask worker {address} {what}, this process runs fastscape "
+                f"{fastscape.__version__}; install the same fastscape version on every worker"
+            )
 
 
 def total_threads(client) -> int:
@@ -147,6 +194,7 @@ def map_tiles(
     """
     from distributed import as_completed
 
+    check_workers(client)
     token = uuid.uuid4().hex
     # hash=False: a fresh key per call, so concurrent calls never share (or release) each
     # other's data

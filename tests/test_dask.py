@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -315,6 +316,19 @@ def test_bad_client_arguments(client):
     closed.close()
     with pytest.raises(ValueError, match="not running"):
         slice_1d(model, theta, theta, X, y, alphas=3, client=closed)
+
+
+@needs_dask
+def test_workers_with_another_fastscape_are_refused_before_any_work(client, monkeypatch):
+    from fastscape.distributed import WorkerMismatchError
+
+    model, theta, X, y = _problem()
+    workers = re.escape(fastscape.__version__)
+    monkeypatch.setattr(fastscape, "__version__", "0.0.0+elsewhere")  # this process only
+    with pytest.raises(WorkerMismatchError, match=rf"runs fastscape {workers}, this process "
+                       r"runs fastscape 0\.0\.0\+elsewhere; install the same"):  # fmt: skip
+        slice_1d(model, theta, theta, X, y, alphas=3, client=client)
+    assert not _wait_released(client)  # nothing was scattered
 
 
 @needs_dask
