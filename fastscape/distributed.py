@@ -33,6 +33,7 @@ recommended settings.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
@@ -85,11 +86,10 @@ class WorkerMismatchError(RuntimeError):
     another version of it than the client."""
 
 
-def _worker_version() -> str:
-    """Run on a worker: the fastscape version it imports."""
-    import fastscape
-
-    return fastscape.__version__
+def _version() -> str:
+    """The fastscape version this process imports (the package is loaded: this module is
+    part of it; read from ``sys.modules`` so that no import cycle is written down)."""
+    return sys.modules[__package__].__version__
 
 
 def check_workers(client) -> None:
@@ -108,19 +108,18 @@ def check_workers(client) -> None:
     WorkerMismatchError
         A worker lacks fastscape or runs another version (the message names one worker).
     """
-    import fastscape
-
-    found = client.run(_worker_version, on_error="return")
+    mine = _version()
+    found = client.run(_version, on_error="return")
     for address, version in sorted(found.items()):
-        if version != fastscape.__version__:
+        if version != mine:
             what = (
                 f"cannot import it ({type(version).__name__}: {version})"
                 if isinstance(version, BaseException)
                 else f"runs fastscape {version}"
             )
             raise WorkerMismatchError(
-                f"the Dask worker {address} {what}, this process runs fastscape "
-                f"{fastscape.__version__}; install the same fastscape version on every worker"
+                f"the Dask worker {address} {what}, this process runs fastscape {mine}; "
+                "install the same fastscape version on every worker"
             )
 
 
