@@ -8,6 +8,11 @@ paths of :mod:`fastscape.paths` only build coefficient matrices.
 Long evaluations are split into tiles of points. With ``checkpoint_dir`` each finished tile is
 written atomically to that directory; running the same call again skips the finished tiles and
 returns the bitwise identical result (every point's value is independent of the tiling).
+
+With ``client=`` (a ``dask.distributed.Client``) the tiles run on the workers of a Dask
+cluster, each a task calling the same seam function as a local run (:mod:`fastscape.distributed`,
+``docs/cluster.md``); the client alone writes the results, checkpoints included, so a run
+interrupted on the cluster resumes locally, or the other way round, with the same bits.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numba
 import numpy as np
 
 from . import _device, config
+from . import distributed as _distributed
 from ._files import FileFormatError, atomic_write
 from ._threads import threads
 from ._validation import as_float_array, as_vector, check_positive_int
@@ -197,6 +203,18 @@ def _run_tile(target: Target, basis, coef, n_threads, device: str = "cpu", dtype
     return out, None
 
 
+def _tile_task(target: Target, basis, coef, n_threads: int):
+    """One tile on a Dask worker: :func:`_run_tile` on the CPU with ``n_threads`` Numba threads
+    (at most the worker's ``NUMBA_NUM_THREADS``; the result does not depend on the count).
+
+    ``target`` and ``basis`` are the arguments scattered once per call; ``coef`` (tile, K) is
+    the tile's own. A sample-shard variant takes a target without data and the tile's chunk
+    of ``(X, Y)`` instead, and returns per-point sums (the next part of the Dask backend).
+    """
+    n = max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS))
+    return _run_tile(target, basis, coef, n, "cpu", "float64")
+
+
 # ----------------------------------------------------------------------------- engine
 def evaluate(
     model,
@@ -212,6 +230,7 @@ def evaluate(
     n_threads: int | None = None,
     device: str = "cpu",
     dtype: str = "float64",
+    client=None,
 ) -> Evaluation:
     """Loss (and accuracy) at the m points ``theta_j = coefficients[j] @ basis``.
 
@@ -231,10 +250,13 @@ def evaluate(
         Show a tqdm bar (if tqdm is installed); None shows one when the evaluation is expected
         to take more than about a second.
     tile_size : int, optional
-        Points per tile. Default: all points in one tile on the CPU when there is nothing to
-        save or report between tiles (no ``checkpoint_dir``, ``on_tile`` or bar),
-        ``config.SPAN_TILE`` otherwise, smaller with a progress bar so that it moves. The result
-        does not depend on it.
+        Points per tile. Default: ``config.SPAN_TILE`` with a ``checkpoint_dir`` (so that a
+        run checkpointed on a cluster resumes locally, and the other way round); else with a
+        ``client``, a few tiles per worker thread
+        (:func:`fastscape.distributed.default_tile`); else on the CPU all points in one tile
+        when there is nothing to save or report between tiles (no ``on_tile`` or bar),
+        ``config.SPAN_TILE`` otherwise, smaller with a progress bar so that it moves. The
+        result does not depend on it.
     checkpoint_dir : path, optional
         Directory for finished tiles; a repeated call resumes, skipping them. The directory
         is bound to this exact evaluation (inputs are fingerprinted): a different one is
@@ -243,9 +265,12 @@ def evaluate(
         a tile of another evaluation, or a truncated or unreadable one, is recomputed and
         overwritten. A corrupt manifest raises :class:`fastscape.io.FileFormatError`.
     on_tile : callable(tile_index, n_tiles), optional
-        Called after each tile is computed (and saved).
+        Called after each tile is computed (and saved); with a ``client``, in the order the
+        tiles finish.
     n_threads : int, optional
-        Numba threads for this call (the result does not depend on it).
+        Numba threads for this call (the result does not depend on it). With a ``client``:
+        the Numba threads of each task on a worker (default 1; at most the worker's
+        ``NUMBA_NUM_THREADS``), see ``docs/cluster.md``.
     device : {"cpu", "cuda"}
         Where MLP points are evaluated (the data are copied to the GPU once per call);
         functions f(theta) run on the CPU. The CUDA engine agrees with the CPU to rtol 1e-10.
@@ -253,12 +278,27 @@ def evaluate(
         Working precision of the MLP engine; ``"float32"`` with ``device="cuda"`` only (the
         forward pass in float32, sums in float64: about 1e-6 relative error on the loss, see
         ``docs/cuda.md``).
+    client : dask.distributed.Client, optional
+        Run the tiles on this Dask cluster (``pip install "fastscape[dask]"``): the model, its
+        data and the basis are sent to every worker once per call, each tile is a task, and
+        the results come back as tiles finish; the client writes the checkpoints. A worker
+        lost mid-run has its tiles re-run by the scheduler. Requires ``device="cpu"``. The
+        result is bitwise equal to the local one on workers with the same CPU and the same
+        fastscape and Numba versions (``docs/cluster.md``).
 
     Returns
     -------
     Evaluation
         ``loss`` (m,) and ``accuracy`` (m,) or None.
     """
+    if client is not None:
+        _distributed.check_client(client)
+        if device != "cpu":
+            raise ValueError(
+                f"client= runs the CPU kernels on the Dask workers; device must be 'cpu', "
+                f"got {device!r}"
+            )
+        task_threads = 1 if n_threads is None else check_positive_int(n_threads, "n_threads")
     target = as_target(model, X, y, device=device, dtype=dtype, upload=True)
     basis = _check_basis(basis, target.P)
     K = basis.shape[0]
@@ -270,6 +310,8 @@ def evaluate(
         progress = _work(target, K, m) > config.PROGRESS_MIN_WORK
     if tile_size is not None:
         tile = check_positive_int(tile_size, "tile_size")
+    elif client is not None and checkpoint_dir is None:
+        tile = _distributed.default_tile(client, m, config.SPAN_TILE)
     elif progress and checkpoint_dir is None:
         # about 20 updates of the bar; results do not depend on the tiling
         tile = min(config.SPAN_TILE, max(64, -(-m // 20)))
@@ -308,17 +350,21 @@ def evaluate(
                 if acc is not None:
                     acc[s : s + tile] = saved[1]
                 done[t] = True
+    todo = [(t, np.ascontiguousarray(C[s : s + tile])) for t, s in enumerate(starts) if not done[t]]
+    if client is None or not todo:
+        results = ((t, _run_tile(target, basis, c, n_threads, device, dtype)) for t, c in todo)
+    else:
+        # the model, its data and the basis go to every worker once; tiles come back as they
+        # finish, and only this process writes
+        tasks = ((t, (c, task_threads)) for t, c in todo)
+        results = _distributed.map_tiles(client, _tile_task, (target, basis), tasks)
     bar = _progress(m, bool(progress), "landscape")
     try:
         if bar is not None:
             bar.update(sum(min(tile, m - s) for t, s in enumerate(starts) if done[t]))
-        for t, s in enumerate(starts):
-            if done[t]:
-                continue
+        for t, (tl, ta) in results:
+            s = starts[t]
             e = min(m, s + tile)
-            tl, ta = _run_tile(
-                target, basis, np.ascontiguousarray(C[s:e]), n_threads, device, dtype
-            )
             loss[s:e] = tl
             if acc is not None:
                 acc[s:e] = ta
@@ -334,6 +380,7 @@ def evaluate(
             if on_tile is not None:
                 on_tile(t, len(starts))
     finally:
+        results.close()  # with a client: cancels the tiles not finished
         if bar is not None:
             bar.close()
     return Evaluation(loss, acc)
@@ -480,8 +527,8 @@ def slice_1d(
     progress : bool or None
         See :func:`evaluate` (None: a bar when it would take over a second).
     **engine
-        ``tile_size``, ``checkpoint_dir``, ``on_tile``, ``n_threads``, ``device``, ``dtype`` of
-        :func:`evaluate`.
+        ``tile_size``, ``checkpoint_dir``, ``on_tile``, ``n_threads``, ``device``, ``dtype``,
+        ``client`` of :func:`evaluate` (``client``: the points on a Dask cluster).
 
     Returns
     -------
@@ -530,8 +577,8 @@ def surface_2d(
     progress : bool or None
         See :func:`evaluate`.
     **engine
-        ``tile_size``, ``checkpoint_dir``, ``on_tile``, ``n_threads``, ``device``, ``dtype`` of
-        :func:`evaluate`.
+        ``tile_size``, ``checkpoint_dir``, ``on_tile``, ``n_threads``, ``device``, ``dtype``,
+        ``client`` of :func:`evaluate` (``client``: the points on a Dask cluster).
 
     Returns
     -------

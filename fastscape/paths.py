@@ -147,8 +147,9 @@ def linear_path(
         Default 51 points on [0, 1]; an int n means n points.
     progress : bool or None
     **engine
-        ``tile_size``, ``checkpoint_dir``, ``on_tile``, ``n_threads``, ``device``, ``dtype`` of
-        :func:`fastscape.landscape.evaluate`.
+        ``tile_size``, ``checkpoint_dir``, ``on_tile``, ``n_threads``, ``device``, ``dtype``,
+        ``client`` of :func:`fastscape.landscape.evaluate` (``client``: the points on a Dask
+        cluster).
 
     Returns
     -------
@@ -371,6 +372,7 @@ def mode_connectivity(
     threshold: float = 1.1,
     progress: bool | None = None,
     device: str = "cpu",
+    client=None,
     **fit_options,
 ) -> ModeConnectivity:
     """Are two solutions connected by a low-loss path? Linear and curved barriers.
@@ -396,6 +398,9 @@ def mode_connectivity(
     device : {"cpu", "cuda"}
         Where the paths are evaluated and the curve trained (the data is copied to the GPU
         once).
+    client : dask.distributed.Client, optional
+        Evaluate the two paths on this Dask cluster (:func:`fastscape.landscape.evaluate`);
+        the curve is trained here.
     **fit_options
         Passed to :func:`fit_bezier` (steps, lr, method, seed, ...).
 
@@ -405,7 +410,7 @@ def mode_connectivity(
     """
     data = as_target(model, X, y, device=device, upload=True).data
     threshold = check_positive_float(threshold, "threshold")
-    kw = {"ts": ts, "progress": progress, "device": device}
+    kw = {"ts": ts, "progress": progress, "device": device, "client": client}
     lin = linear_path(model, theta_a, theta_b, data, **kw)
     curve = None
     bend = None

@@ -98,6 +98,7 @@ def epsilon_sharpness(
     lambda_max: float | None = None,
     n_threads: int | None = None,
     device: str = "cpu",
+    client=None,
 ) -> EpsilonSharpness:
     """Max and mean loss increase over random directions on the ε-sphere around θ.
 
@@ -122,10 +123,14 @@ def epsilon_sharpness(
     lambda_max : float, optional
         λmax if already known; otherwise computed by Lanczos on exact HVPs.
     n_threads : int, optional
-        Numba threads for the evaluation.
+        Numba threads for the evaluation (with a ``client``: per task on a worker).
     device : {"cpu", "cuda"}
         Where the probes (the landscape engine), the gradient and the HVPs of λmax run; the
         data are copied to the GPU once per call.
+    client : dask.distributed.Client, optional
+        Evaluate the ``r + 1`` probes on this Dask cluster
+        (:func:`fastscape.landscape.evaluate`; bitwise equal to the local result); the
+        gradient and λmax are computed here.
 
     Returns
     -------
@@ -142,7 +147,9 @@ def epsilon_sharpness(
     coef = np.zeros((r + 1, r + 1))
     coef[:, 0] = 1.0
     coef[np.arange(1, r + 1), np.arange(1, r + 1)] = eps
-    out = landscape.evaluate(model, basis, coef, data, n_threads=n_threads, device=device)
+    out = landscape.evaluate(
+        model, basis, coef, data, n_threads=n_threads, device=device, client=client
+    )
     base = float(out.loss[0])
     inc = out.loss[1:] - base
     if lambda_max is None:

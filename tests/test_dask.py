@@ -1,0 +1,343 @@
+"""Tiles of points on a real Dask cluster (loopback only): bitwise equal to the local engine,
+resumable from checkpoints across cluster and local runs, surviving a worker killed mid-grid,
+with the shared data sent once per call."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numba
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+import fastscape
+from fastscape import directions as D
+from fastscape import functions, landscape, paths
+from fastscape.landscape import evaluate, slice_1d, surface_2d
+from fastscape.sharpness import epsilon_sharpness
+
+HAVE_DASK = importlib.util.find_spec("distributed") is not None
+needs_dask = pytest.mark.skipif(not HAVE_DASK, reason='needs pip install "fastscape[dask]"')
+
+
+def _problem(sizes=(3, 5, 3), n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    model = fastscape.MLP(list(sizes), "tanh", "softmax_ce")
+    X = rng.normal(size=(n, sizes[0]))
+    y = rng.integers(0, sizes[-1], n)
+    theta = model.init(seed)
+    return model, theta, X, y
+
+
+# ----------------------------------------------------------------------------- without Dask
+def test_importing_fastscape_does_not_import_dask(tmp_path):
+    code = """
+        import sys
+        import fastscape, fastscape.landscape, fastscape.paths, fastscape.sharpness
+        import fastscape.distributed
+        print(sorted(m for m in ("dask", "distributed") if m in sys.modules))
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert out.strip() == "[]"
+
+
+def test_client_without_dask_names_the_extra(monkeypatch):
+    model, theta, X, y = _problem()
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now fails
+    with pytest.raises(ImportError, match=r'pip install "fastscape\[dask\]"'):
+        slice_1d(model, theta, theta, X, y, alphas=3, client=object())
+
+
+# ----------------------------------------------------------------------------- the cluster
+@pytest.fixture(scope="module")
+def client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        processes=True, n_workers=2, threads_per_worker=1, host="127.0.0.1",
+        dashboard_address=None,
+    )  # fmt: skip
+    cl = distributed.Client(cluster)
+    # the workers load the kernels once (from the on-disk cache this process fills first)
+    model, theta, X, y = _problem()
+    d1, d2 = D.pair(model, theta, seed=1)
+    for c in (None, cl):
+        surface_2d(model, theta, d1, d2, X, y, alphas=2, betas=2, progress=False, client=c)
+        evaluate(functions.rosenbrock, np.eye(2), np.ones((2, 2)), progress=False, client=c)
+    try:
+        yield cl
+    finally:
+        cl.close()
+        cluster.close()
+
+
+def _held_keys(client) -> list:
+    def keys(dask_scheduler):
+        return [str(k) for k in dask_scheduler.tasks]
+
+    return client.run_on_scheduler(keys)
+
+
+def _wait_released(client, timeout=10.0) -> list:
+    """The keys (tiles and scattered data) the scheduler still holds once they are released,
+    or at the timeout; the tests hold no futures of their own between calls."""
+    end = time.monotonic() + timeout
+    while (left := _held_keys(client)) and time.monotonic() < end:
+        time.sleep(0.05)
+    return left
+
+
+@needs_dask
+@pytest.mark.parametrize("tile_size", [None, 7])
+def test_surface_is_bitwise_equal_to_local(client, tile_size):
+    model, theta, X, y = _problem()
+    d1, d2 = D.pair(model, theta, seed=2)
+    grid = dict(alphas=np.linspace(-1, 1, 9), betas=np.linspace(-0.5, 2, 7), progress=False)
+    local = surface_2d(model, theta, d1, d2, X, y, **grid)
+    dist = surface_2d(model, theta, d1, d2, X, y, **grid, client=client, tile_size=tile_size)
+    assert_array_equal(dist.loss, local.loss)
+    assert_array_equal(dist.accuracy, local.accuracy)
+    assert dist.loss.shape == (9, 7)
+    assert not _wait_released(client)  # data and tiles released once the call returns
+
+
+@needs_dask
+def test_slice_and_paths_are_bitwise_equal_to_local(client):
+    model, theta, X, y = _problem()
+    rng = np.random.default_rng(4)
+    d = D.random(model, theta, seed=3)
+    local = slice_1d(model, theta, d, X, y, alphas=25, progress=False)
+    dist = slice_1d(model, theta, d, X, y, alphas=25, progress=False, client=client)
+    assert_array_equal(dist.loss, local.loss)
+    assert_array_equal(dist.accuracy, local.accuracy)
+
+    other = theta + rng.normal(size=model.n_params)
+    bend = 0.5 * (theta + other) + 0.3 * rng.normal(size=model.n_params)
+    chain = np.stack([theta, bend, other])
+    for make in (
+        lambda **kw: paths.linear_path(model, theta, other, X, y, ts=17, **kw),
+        lambda **kw: paths.bezier_path(model, theta, bend, other, X, y, ts=17, **kw),
+        lambda **kw: paths.polychain_path(model, chain, X, y, ts=17, **kw),
+    ):
+        a, b = make(progress=False), make(progress=False, client=client, tile_size=5)
+        assert_array_equal(b.loss, a.loss)
+        assert_array_equal(b.accuracy, a.accuracy)
+        assert_array_equal(b.endpoint_loss, a.endpoint_loss)
+    a = paths.mode_connectivity(model, theta, other, X, y, ts=9, fit=False)
+    b = paths.mode_connectivity(model, theta, other, X, y, ts=9, fit=False, client=client)
+    assert_array_equal(b.linear.loss, a.linear.loss)
+    assert b.linear_barrier == a.linear_barrier
+
+
+@needs_dask
+def test_epsilon_sharpness_is_bitwise_equal_to_local(client):
+    model, theta, X, y = _problem()
+    local = epsilon_sharpness(model, theta, X, y, eps=0.1, n_directions=40, seed=5)
+    dist = epsilon_sharpness(model, theta, X, y, eps=0.1, n_directions=40, seed=5, client=client)
+    assert_array_equal(dist.increases, local.increases)
+    assert dist.base_loss == local.base_loss
+    assert dist.max_increase == local.max_increase
+
+
+@needs_dask
+def test_functions_of_theta_run_on_the_workers(client):
+    """The other targets of the engine: an analytic function, a Python callable and a
+    Numba-jitted one (sent by value: the workers cannot import this test module)."""
+    rng = np.random.default_rng(6)
+    basis = rng.normal(size=(3, 2))
+    coef = rng.normal(size=(30, 3))
+    local = evaluate(functions.rosenbrock, basis, coef, progress=False)
+    dist = evaluate(functions.rosenbrock, basis, coef, progress=False, client=client, tile_size=4)
+    assert_array_equal(dist.loss, local.loss)
+
+    shift = rng.normal(size=2)
+
+    def bowl(th):
+        return float(np.sum((th - shift) ** 2))
+
+    for fn in (bowl, numba.njit(lambda th: np.sum((th - 0.5) ** 2) + np.sin(th[0]))):
+        local = evaluate(fn, basis, coef, progress=False)
+        dist = evaluate(fn, basis, coef, progress=False, client=client, tile_size=4)
+        assert_array_equal(dist.loss, local.loss)
+        assert dist.accuracy is None
+
+
+@needs_dask
+def test_shared_data_are_scattered_once_and_tasks_carry_only_their_tiles(client, monkeypatch):
+    model, theta, X, y = _problem()
+    d1, d2 = D.pair(model, theta, seed=2)
+    scattered, submitted = [], []
+    scatter, submit = client.scatter, client.submit
+
+    def spy_scatter(data, **kw):
+        scattered.append((data, kw))
+        return scatter(data, **kw)
+
+    def spy_submit(fn, *args, **kw):
+        submitted.append(args)
+        return submit(fn, *args, **kw)
+
+    monkeypatch.setattr(client, "scatter", spy_scatter)
+    monkeypatch.setattr(client, "submit", spy_submit)
+    s = surface_2d(model, theta, d1, d2, X, y, alphas=6, betas=5, progress=False, client=client,
+                   tile_size=4)  # fmt: skip
+    assert s.loss.shape == (6, 5)
+    assert len(scattered) == 1
+    (target, basis), kw = scattered[0]
+    assert kw["broadcast"] is True
+    assert target.data.X.shape == X.shape and basis.shape == (3, model.n_params)
+    assert len(submitted) == 8  # 30 points in tiles of 4
+    for args in submitted:
+        refs, (coef, threads) = args[:2], args[2:]
+        assert all(type(r).__name__ == "Future" for r in refs)
+        assert coef.shape[1] == 3 and coef.shape[0] <= 4 and threads == 1
+
+
+@needs_dask
+def test_progress_advances_per_finished_tile(client, monkeypatch):
+    updates = []
+
+    class Bar:
+        def update(self, k):
+            updates.append(k)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(landscape, "_progress", lambda total, enabled, desc: Bar())
+    model, theta, X, y = _problem()
+    slice_1d(model, theta, theta, X, y, alphas=23, progress=True, client=client, tile_size=5)
+    assert updates[0] == 0  # nothing resumed
+    assert sorted(updates[1:]) == [3, 5, 5, 5, 5]
+
+
+@needs_dask
+def test_interrupted_cluster_run_resumes_locally_and_back(client, tmp_path):
+    model, theta, X, y = _problem()
+    d1, d2 = D.pair(model, theta, seed=7)
+    grid = dict(alphas=np.linspace(-1, 1, 9), betas=np.linspace(-1, 1, 7), progress=False)
+    whole = surface_2d(model, theta, d1, d2, X, y, **grid)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after(k):
+        seen = []
+
+        def on_tile(t, n_tiles):
+            seen.append(t)
+            if len(seen) == k:
+                raise Stop
+
+        return on_tile, seen
+
+    # on the cluster, stopped after 3 of 7 tiles; resumed locally
+    ckpt = tmp_path / "a"
+    on_tile, seen = stop_after(3)
+    with pytest.raises(Stop):
+        surface_2d(model, theta, d1, d2, X, y, **grid, tile_size=10, checkpoint_dir=ckpt,
+                   on_tile=on_tile, client=client)  # fmt: skip
+    assert sorted(p.name for p in ckpt.glob("tile_*.npz")) == [
+        f"tile_{t:06d}.npz" for t in sorted(seen)
+    ]
+    assert not _wait_released(client)  # the unfinished tiles were cancelled
+    again = []
+    resumed = surface_2d(model, theta, d1, d2, X, y, **grid, tile_size=10, checkpoint_dir=ckpt,
+                         on_tile=lambda t, n: again.append(t))  # fmt: skip
+    assert sorted(again) == sorted(set(range(7)) - set(seen))
+    assert_array_equal(resumed.loss, whole.loss)
+    assert_array_equal(resumed.accuracy, whole.accuracy)
+
+    # locally, stopped after 2 tiles (default tile size); resumed on the cluster
+    ckpt = tmp_path / "b"
+    on_tile, seen = stop_after(2)
+    coords = dict(alphas=np.linspace(-1, 1, 41), betas=np.linspace(-1, 1, 101))
+    with pytest.raises(Stop):
+        surface_2d(model, theta, d1, d2, X, y, **coords, checkpoint_dir=ckpt, on_tile=on_tile)
+    again = []
+    resumed = surface_2d(model, theta, d1, d2, X, y, **coords, checkpoint_dir=ckpt,
+                         on_tile=lambda t, n: again.append(t), client=client)  # fmt: skip
+    assert seen == [0, 1] and sorted(again) == [2]  # 4141 points in tiles of 2048
+    assert_array_equal(resumed.loss, surface_2d(model, theta, d1, d2, X, y, **coords).loss)
+
+
+@needs_dask
+def test_worker_killed_mid_grid_still_completes_identically(client):
+    """A worker process ended with SIGKILL while it runs tiles: the scheduler re-runs them on
+    the other worker (and on the one its nanny restarts); the grid is the local one."""
+    model, theta, X, y = _problem(sizes=(3, 64, 3), n=6000, seed=8)
+    d1, d2 = D.pair(model, theta, seed=9)
+    grid = dict(alphas=np.linspace(-1, 1, 24), betas=np.linspace(-1, 1, 20), progress=False)
+    local = surface_2d(model, theta, d1, d2, X, y, **grid)
+    pids = client.run(os.getpid)
+    victim = sorted(pids)[0]
+    killed = {}
+
+    def on_tile(t, n_tiles):
+        if killed:
+            return
+        busy = client.processing().get(victim, ())
+        if busy:  # the victim holds tiles: end it now
+            os.kill(pids[victim], signal.SIGKILL)
+            killed["tiles"] = len(busy)
+
+    dist = surface_2d(model, theta, d1, d2, X, y, **grid, tile_size=4, client=client,
+                      on_tile=on_tile)  # fmt: skip
+    assert killed, "the worker was never seen holding a tile"
+    assert_array_equal(dist.loss, local.loss)
+    assert_array_equal(dist.accuracy, local.accuracy)
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next tests
+    assert pids[victim] not in client.run(os.getpid).values()
+
+
+# ----------------------------------------------------------------------------- bad input
+@needs_dask
+def test_bad_client_arguments(client):
+    model, theta, X, y = _problem()
+    with pytest.raises(TypeError, match=r"client must be a dask\.distributed\.Client"):
+        slice_1d(model, theta, theta, X, y, alphas=3, client="tcp://127.0.0.1:8786")
+    with pytest.raises(ValueError, match="device must be 'cpu'"):
+        slice_1d(model, theta, theta, X, y, alphas=3, client=client, device="cuda")
+    with pytest.raises(ValueError, match="n_threads"):
+        slice_1d(model, theta, theta, X, y, alphas=3, client=client, n_threads=0)
+    import distributed
+
+    closed = distributed.Client(client.cluster)
+    closed.close()
+    with pytest.raises(ValueError, match="not running"):
+        slice_1d(model, theta, theta, X, y, alphas=3, client=closed)
+
+
+@needs_dask
+def test_workers_with_another_fastscape_are_refused_before_any_work(client, monkeypatch):
+    from fastscape.distributed import WorkerMismatchError
+
+    model, theta, X, y = _problem()
+    workers = re.escape(fastscape.__version__)
+    monkeypatch.setattr(fastscape, "__version__", "0.0.0+elsewhere")  # this process only
+    with pytest.raises(WorkerMismatchError, match=rf"runs fastscape {workers}, this process "
+                       r"runs fastscape 0\.0\.0\+elsewhere; install the same"):  # fmt: skip
+        slice_1d(model, theta, theta, X, y, alphas=3, client=client)
+    assert not _wait_released(client)  # nothing was scattered
+
+
+@needs_dask
+def test_task_threads_never_exceed_the_workers_numba_threads(client):
+    """n_threads is the Numba thread count of each task, capped at the worker's maximum (the
+    result does not depend on it)."""
+    model, theta, X, y = _problem()
+    local = slice_1d(model, theta, theta, X, y, alphas=9, progress=False)
+    for n in (1, 2, numba.config.NUMBA_NUM_THREADS + 3):
+        dist = slice_1d(model, theta, theta, X, y, alphas=9, progress=False, client=client,
+                        n_threads=n)  # fmt: skip
+        assert_array_equal(dist.loss, local.loss)
