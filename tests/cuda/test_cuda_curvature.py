@@ -325,11 +325,11 @@ def test_cli_hessian_device_cuda_matches_cpu(tmp_path, capsys):
 def test_cli_curvature_iterative_branch_on_cuda():
     """The Lanczos / Hutch++ / SLQ branch of the CLI's curvature step (large models) with its
     HVPs on the GPU gives the CPU's numbers."""
-    from fastscape.cli import _curvature
+    from fastscape.cli import compute_curvature
 
     model, theta, data = _problem(LOGISTIC, seed=16)
-    got = _curvature(model, theta, data, 2, 0, exact_max_params=0, device="cuda")
-    want = _curvature(model, theta, data, 2, 0, exact_max_params=0)
+    got = compute_curvature(model, theta, data, 2, 0, exact_max_params=0, device="cuda")
+    want = compute_curvature(model, theta, data, 2, 0, exact_max_params=0)
     assert got["method"] == want["method"] == "lanczos"
     assert_allclose(got["top"], want["top"], rtol=1e-10)
     assert_allclose(got["bottom"], want["bottom"], rtol=1e-10)
