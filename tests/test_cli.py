@@ -782,3 +782,22 @@ def test_an_interrupt_wrapped_by_numba_counts_as_an_interrupt(monkeypatch, tmp_p
     monkeypatch.setattr(datasets, "load", lambda *a, **k: (_ for _ in ()).throw(SystemError("x")))
     with pytest.raises(SystemError):
         cli.main(["hessian", "--out", str(tmp_path / "h2")])
+
+
+def test_new_activations_and_l2_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "g"
+    code = _main(["landscape", "--activation", "gelu_tanh", "--l2", "1e-3", "--out", str(out),
+                  *FAST])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["model"]["activation"] == "gelu_tanh" and rep["model"]["l2"] == 1e-3
+    # the stored spec carries λ: the same model comes back, and a different --l2 is refused
+    model, _ = fastscape.io.load_theta(out / "theta.npz")
+    assert model == fastscape.MLP(rep["model"]["sizes"], "gelu_tanh", "softmax_ce", l2=1e-3)
+    capsys.readouterr()
+    code = _main(["landscape", "--theta", str(out / "theta.npz"), "--l2", "0.01",
+                  "--out", str(tmp_path / "h"), "--points", "5", "--quiet"])  # fmt: skip
+    assert code == 2
+    assert "holds a model with l2 = 0.001; --l2 says 0.01" in capsys.readouterr().err
+    assert not (tmp_path / "h").exists()
+    assert _main(["landscape", "--l2", "-1", "--out", str(tmp_path / "i")]) == 2

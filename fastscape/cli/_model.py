@@ -13,10 +13,10 @@ from ._common import CLIError, Talk, show
 from ._data import refuse, split_data, targets, task
 
 
-def spec_model(sizes, activation: str, loss: str):
+def spec_model(sizes, activation: str, loss: str, l2: float | None = None):
     from ..models import MLP
 
-    return MLP(list(sizes), activation=activation, loss=loss)
+    return MLP(list(sizes), activation=activation, loss=loss, l2=l2 or 0.0)
 
 
 def _build_model(args, d: int, loss: str, n_classes: int | None):
@@ -26,11 +26,11 @@ def _build_model(args, d: int, loss: str, n_classes: int | None):
     if kind == "logistic":
         if loss != "logistic":
             raise CLIError(f"--model logistic trains the logistic loss, not --loss {loss}")
-        return spec_model([d, 1], "identity", "logistic")
+        return spec_model([d, 1], "identity", "logistic", args.l2)
     if kind == "linear":
-        return spec_model([d, out], "identity", loss)
+        return spec_model([d, out], "identity", loss, args.l2)
     hidden = args.hidden if args.hidden is not None else args.hidden_default
-    return spec_model([d, *hidden, out], args.activation or "tanh", loss)
+    return spec_model([d, *hidden, out], args.activation or "tanh", loss, args.l2)
 
 
 def _load_theta(path, args, X: np.ndarray, y: np.ndarray):
@@ -58,7 +58,7 @@ def _load_theta(path, args, X: np.ndarray, y: np.ndarray):
         model, theta = io.load_theta(path, model)
     else:
         refuse(args, ("--model",), f"with {path}: its stored spec gives the model")
-        _check_spec_against_options(args, model.sizes, model.activation, str(path))
+        _check_spec_against_options(args, model.sizes, model.activation, str(path), model.l2)
         loss = task(args, y, loaded_loss=model.loss_name)
     if not np.isfinite(theta).all():
         raise CLIError(f"--theta {path}: the parameters contain non-finite values")
@@ -80,7 +80,9 @@ def _check_fits_data(model, d: int, source: str) -> None:
         )
 
 
-def _check_spec_against_options(args, sizes: Sequence[int], activation: str, source: str) -> None:
+def _check_spec_against_options(
+    args, sizes: Sequence[int], activation: str, source: str, l2: float | None = None
+) -> None:
     """A loaded model's sizes against an explicit --hidden (which sizes differ)."""
     if args.hidden is not None:
         wanted = [sizes[0], *args.hidden, sizes[-1]]
@@ -91,6 +93,8 @@ def _check_spec_against_options(args, sizes: Sequence[int], activation: str, sou
             )
     if args.activation is not None and len(sizes) > 2 and args.activation != activation:
         raise CLIError(f"{source} holds a {activation} model; --activation says {args.activation}")
+    if args.l2 is not None and l2 is not None and args.l2 != l2:
+        raise CLIError(f"{source} holds a model with l2 = {l2:g}; --l2 says {args.l2:g}")
 
 
 def _torch_load(path: Path):
@@ -135,14 +139,14 @@ def _load_torch(path: str, args, y: np.ndarray):
     loss = task(args, y)
     if isinstance(obj, torch.nn.Module):
         refuse(args, ("--hidden", "--activation"), "with a saved module (its layers say them)")
-        kw = {}
+        kw = {"l2": args.l2 or 0.0}
     elif isinstance(obj, Mapping):
         weights = [v for v in obj.values() if getattr(v, "ndim", None) == 2]
         if len(weights) > 1 and args.activation is None:
             raise CLIError(
                 f"--torch {path} is a state_dict, which holds no activation: pass --activation"
             )
-        kw = {"activation": args.activation}
+        kw = {"activation": args.activation, "l2": args.l2 or 0.0}
     else:
         raise CLIError(
             f"--torch {path}: holds a {type(obj).__name__}, not an nn.Module or a state_dict"
@@ -151,7 +155,7 @@ def _load_torch(path: str, args, y: np.ndarray):
         model, theta = MLP.from_torch(obj, loss=loss, **kw)
     except (ValueError, TypeError) as exc:
         raise CLIError(f"--torch {path}: {exc}") from None
-    if kw:
+    if "activation" in kw:
         _check_spec_against_options(args, model.sizes, model.activation, f"--torch {path}")
     return model, theta
 

@@ -7,6 +7,7 @@ import argparse
 import numpy as np
 
 from .. import __version__
+from ..models import ACTIVATIONS
 from ._commands import cmd_connect, cmd_eos, cmd_hessian, cmd_plot
 from ._common import FIGURE_FORMATS, LOSSES, MAX_INFERRED_CLASSES, show
 from ._landscape import cmd_landscape
@@ -75,6 +76,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not (np.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (np.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
 
 
@@ -150,8 +161,13 @@ def _add_data_model_options(
         help=f"hidden layer sizes of the MLP, e.g. 32,32 [default: {show(hidden)}]",
     )  # fmt: skip
     g.add_argument(
-        "--activation", choices=("tanh", "relu", "sigmoid", "identity"), default=None,
-        help="hidden activation [default: tanh]",
+        "--activation", choices=tuple(ACTIVATIONS), default=None,
+        help="hidden activation, PyTorch's definitions [default: tanh]",
+    )  # fmt: skip
+    g.add_argument(
+        "--l2", type=_nonnegative_float, default=None, metavar="LAMBDA",
+        help="L2 term ½·λ·‖w‖² on the weights, added to the loss everywhere (gives separable "
+        "data a minimum) [default: 0, or what a --theta file stores]",
     )  # fmt: skip
     t = p.add_argument_group("training")
     if training:
