@@ -424,6 +424,10 @@ def slices(
     return fig
 
 
+#: How the path kinds of fastscape.paths are written in legends.
+_PATH_NAMES = {"linear": "linear", "bezier": "Bézier", "polychain": "polychain"}
+
+
 def path_profile(
     paths, labels=None, *, log: bool = False, ax=None, title: str | None = None
 ) -> Figure:
@@ -450,7 +454,8 @@ def path_profile(
     fig, ax = _axes(ax, figsize=(6.5, 4.0))
     for k, p in enumerate(items):
         _check_log(p.loss, log)
-        label = labels[k] if labels is not None else f"{p.kind} (barrier {p.barrier:.3g})"
+        name = _PATH_NAMES.get(p.kind, p.kind)
+        label = labels[k] if labels is not None else f"{name} (barrier {p.barrier:.3g})"
         ax.plot(p.ts, p.loss, marker=".", label=label)
     ax.set_xlabel("t")
     ax.set_ylabel("loss")

@@ -66,6 +66,9 @@ def test_path_profile_and_trajectory(surf):
     fig = plot.path_profile([lin, lin], labels=["a", "b"])
     _render(fig)
     assert len(fig.axes[0].lines) == 2
+    bez = paths.bezier_path(F.saddle, [-1.0, 0.5], [0.0, 1.0], [1.0, -0.5], ts=11)
+    legend = plot.path_profile([lin, bez]).axes[0].get_legend_handles_labels()[1]
+    assert legend[0].startswith("linear (barrier") and legend[1].startswith("Bézier (barrier")
     proj = np.column_stack([np.linspace(-1, 0, 5), np.linspace(0.5, 0, 5)])
     fig = plot.trajectory(surf, proj, levels=6)
     _render(fig)
