@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import matplotlib.image
 import numpy as np
@@ -801,3 +802,33 @@ def test_new_activations_and_l2_from_the_command_line(tmp_path, capsys):
     assert "holds a model with l2 = 0.001; --l2 says 0.01" in capsys.readouterr().err
     assert not (tmp_path / "h").exists()
     assert _main(["landscape", "--l2", "-1", "--out", str(tmp_path / "i")]) == 2
+
+
+def test_a_ctrl_c_dropped_in_a_finalizer_is_delivered_again():
+    """Python drops a KeyboardInterrupt raised in a finalizer ("Exception ignored in ...");
+    the CLI's hook delivers it again, so the job stops instead of running on."""
+    code = textwrap.dedent(
+        """
+        import sys, time
+        from fastscape import cli
+
+        if sys.argv[1] == "hook":
+            sys.unraisablehook = cli._unraisable
+
+        class Finalized:
+            def __del__(self):
+                raise KeyboardInterrupt
+
+        try:
+            Finalized()
+            for _ in range(300):
+                time.sleep(0.01)
+            print("ran on")
+        except KeyboardInterrupt:
+            print("interrupted")
+        """
+    )
+    for hook, want in (("hook", "interrupted"), ("none", "ran on")):
+        out = subprocess.run([sys.executable, "-c", code, hook], capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+        assert out.stdout.strip() == want, (hook, out.stdout, out.stderr)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from ._common import CLIError, Talk
@@ -65,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None and hasattr(signal, "SIGTERM"):
         # the console script: a termination cleans up like Ctrl-C (the old result stays)
         previous = signal.signal(signal.SIGTERM, _terminated)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable
+    _DROPPED_INTERRUPT.clear()
     try:
         with threads(getattr(args, "threads", None)):
             return args.func(args)
@@ -78,16 +82,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastscape: interrupted; the previous result, if any, is untouched", file=sys.stderr)
         return 130
-    except SystemError as exc:
-        # Ctrl-C while Numba unpickles a cached kernel surfaces as a SystemError caused by the
-        # KeyboardInterrupt (the cleanup has run all the same)
-        if not _interrupted(exc):
+    except Exception as exc:
+        # Ctrl-C while Numba unpickles or compiles a kernel can surface as another error: a
+        # SystemError caused by the KeyboardInterrupt, or (when the interrupt was dropped in a
+        # finalizer) a RuntimeError of the half-built kernel; the cleanup has run all the same
+        if not (_interrupted(exc) or _DROPPED_INTERRUPT.is_set()):
             raise
         print("fastscape: interrupted; the previous result, if any, is untouched", file=sys.stderr)
         return 130
     finally:
+        sys.unraisablehook = previous_hook
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+#: Set when a Ctrl-C was dropped by Python (and delivered again).
+_DROPPED_INTERRUPT = threading.Event()
+
+
+def _unraisable(unraisable) -> None:
+    """A Ctrl-C that lands while Python runs a finalizer or a callback is reported and dropped
+    (``Exception ignored in ...``), and the job would go on: deliver it again, so that it
+    interrupts the main thread's own code."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        _DROPPED_INTERRUPT.set()
+        # from another thread, a moment later: raised here it would be dropped again
+        main = threading.main_thread().ident
+        threading.Timer(0.01, signal.pthread_kill, (main, signal.SIGINT)).start()
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _interrupted(exc: BaseException) -> bool:

@@ -103,7 +103,8 @@ def write_json(path: Path, payload: dict) -> None:
 
 def summary(rows: Sequence[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
-    line = "-" * (width + 3 + max(len(v) for _, v in rows))
+    # the rule spans the table, up to 100 columns (a long value may run past it)
+    line = "-" * min(100, width + 3 + max(len(v) for _, v in rows))
     return "\n".join([line, *(f"{k.ljust(width)}   {v}" for k, v in rows), line])
 
 
