@@ -23,12 +23,26 @@ import subprocess
 import sys
 from collections.abc import Iterable
 
-#: What each job runs: the kernels (module, function) whose cache decides whether it is cold.
-JOBS = {
-    "landscape": (("span_hidden", "span_block_hidden"), ("span", "span_block")),
-    "hessian": (("hessian", "scatter_diagonal"),),
-    "hvp": (("hvp", "r_blocks"), ("lanczos", "orthogonalize")),
-}
+#: The jobs: "landscape" (slices, surfaces, ε-sharpness: the span engine), "hessian" (the exact
+#: Hessian) and "hvp" (Hessian-vector products and the Lanczos steps).
+JOBS = ("landscape", "hessian", "hvp")
+
+
+def kernels(job: str, model) -> tuple[tuple[str, str], ...]:
+    """The entry kernels (module, function) that ``job`` compiles for ``model``: the path the
+    kernels pick for its shape and loss (a job the model does not compile anything for has
+    none)."""
+    spec = model.spec
+    closed_form = spec.is_linear and model.loss_name in ("logistic", "mse")
+    if job == "landscape":
+        if closed_form and spec.n_outputs == 1:  # one output, no hidden layer: product path
+            return (("span_logistic", "span_block_scalar"),)
+        if len(spec.sizes) == 3:
+            return (("span_hidden", "span_block_hidden"),)
+        return (("span", "span_block"),)
+    if job == "hessian":  # logistic and linear regression: closed forms through BLAS
+        return () if closed_form else (("hessian", "scatter_diagonal"),)
+    return (("hvp", "r_blocks"), ("lanczos", "orthogonalize"))
 
 
 def _is_cached(module: str, name: str) -> bool | None:
@@ -43,10 +57,9 @@ def _is_cached(module: str, name: str) -> bool | None:
         return None
 
 
-def is_cold(job: str) -> bool:
-    """True when none of the job's kernels is found in the on-disk cache."""
-    seen = [_is_cached(module, name) for module, name in JOBS[job]]
-    return any(s is False for s in seen) and not any(seen)
+def is_cold(job: str, model) -> bool:
+    """True when a kernel that ``job`` compiles for ``model`` is not in the on-disk cache."""
+    return any(_is_cached(module, name) is False for module, name in kernels(job, model))
 
 
 class Warmup:
@@ -109,8 +122,8 @@ def start(model, jobs: Iterable[str], *, only_if_cold: bool = True) -> Warmup:
     procs = {}
     for job in jobs:
         if job not in JOBS:
-            raise ValueError(f"unknown warm-up job {job!r}; expected one of {sorted(JOBS)}")
-        if only_if_cold and not is_cold(job):
+            raise ValueError(f"unknown warm-up job {job!r}; expected one of {list(JOBS)}")
+        if only_if_cold and not is_cold(job, model):
             continue
         spec = json.dumps({"job": job, "model": model.to_dict()})
         procs[job] = subprocess.Popen(

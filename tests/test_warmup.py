@@ -18,7 +18,7 @@ CODE = """
     from fastscape.kernels import hessian
 
     model = fastscape.MLP([3, 4, 2], activation="tanh", loss="softmax_ce")
-    cold_before = _warmup.is_cold("hessian")
+    cold_before = _warmup.is_cold("hessian", model)
     warm = _warmup.start(model, ["hessian"])
     jobs = warm.jobs
     warm.wait()
@@ -26,7 +26,8 @@ CODE = """
     X = np.random.default_rng(1).normal(size=(30, 3)); y = np.arange(30) % 2
     model.hessian(model.init(1), X, y)
     print(json.dumps({
-        "cold_before": cold_before, "jobs": list(jobs), "cold_after": _warmup.is_cold("hessian"),
+        "cold_before": cold_before, "jobs": list(jobs),
+        "cold_after": _warmup.is_cold("hessian", model),
         "second_start": list(again.jobs),
         "misses": sum(sum(k.stats.cache_misses.values()) for k in
                       (hessian.scatter_diagonal, hessian.scatter_offdiagonal)),
@@ -69,10 +70,11 @@ def test_landscape_job_compiles_no_hvp_kernels(tmp_path):
         import fastscape
         from fastscape import _warmup
 
-        warm = _warmup.start(fastscape.MLP([2, 3, 2]), ["landscape"])
+        model = fastscape.MLP([2, 3, 2])
+        warm = _warmup.start(model, ["landscape"])
         warm.wait()
-        print(json.dumps({"landscape": _warmup.is_cold("landscape"),
-                          "hvp": _warmup.is_cold("hvp")}))
+        print(json.dumps({"landscape": _warmup.is_cold("landscape", model),
+                          "hvp": _warmup.is_cold("hvp", model)}))
     """
     env = {**os.environ, "FASTSCAPE_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": ""}
     out = subprocess.run(
@@ -80,3 +82,32 @@ def test_landscape_job_compiles_no_hvp_kernels(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=600,
     )  # fmt: skip
     assert json.loads(out.stdout) == {"landscape": False, "hvp": True}
+
+
+@pytest.mark.slow
+def test_the_cold_check_follows_the_model(tmp_path):
+    """Logistic regression takes the span engine's product path and a closed-form Hessian: once
+    its landscape job ran, nothing is cold for it (a check on another path's kernels called
+    every later run cold and started a background process each time)."""
+    code = """
+        import json
+        import fastscape
+        from fastscape import _warmup
+
+        model = fastscape.Logistic(5)
+        before = {j: _warmup.is_cold(j, model) for j in ("landscape", "hessian")}
+        warm = _warmup.start(model, ["landscape", "hessian"])
+        started = list(warm.jobs)
+        warm.wait()
+        again = _warmup.start(model, ["landscape", "hessian"])
+        print(json.dumps({"before": before, "started": started, "again": list(again.jobs)}))
+    """
+    env = {**os.environ, "FASTSCAPE_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    facts = json.loads(out.stdout)
+    assert facts["before"] == {"landscape": True, "hessian": False}
+    assert facts["started"] == ["landscape"]
+    assert facts["again"] == []

@@ -182,7 +182,7 @@ def cmd_eos(args) -> int:
         else:
             model, data, _, _, _, _, _ = prepare(args, talk)
         # λmax is measured from the first step on: no training to overlap a compilation with
-        announce_compile(talk, "hvp")
+        announce_compile(talk, "hvp", model)
         lr, steps = args.lr or 0.1, args.steps or 800
         talk(f"full-batch GD: η = {lr:g}, {steps} steps, λmax every {args.every}")
         res = edge_of_stability(model, data, None, lr=lr, steps=steps, every=args.every,

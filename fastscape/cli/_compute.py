@@ -260,9 +260,9 @@ def warm_up(model, jobs, talk: Talk):
     return warm
 
 
-def announce_compile(talk: Talk, job: str) -> None:
+def announce_compile(talk: Talk, job: str, model) -> None:
     """Say that the kernels are compiled in this process (commands without warm-up)."""
     from .. import _warmup
 
-    if _warmup.is_cold(job):
+    if _warmup.is_cold(job, model):
         talk("compiling kernels for this machine (first run only, about a minute)")
