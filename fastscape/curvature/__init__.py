@@ -8,6 +8,9 @@ data; the solvers work on blocks of vectors whenever they can. Any other ``Linea
 The Hessian itself is formed only by the ``"exact"`` methods, for small models.
 
 - :mod:`.operator`: :class:`HessianOperator` (and :func:`hessian_matvec`, its row product);
+- :mod:`.ggn`: the Gauss-Newton matrix, the empirical Fisher and the residual ``H - GGN`` as
+  operators (:func:`ggn_operator`, :func:`fisher_operator`, :func:`residual_operator`,
+  :func:`curvature_operator`);
 - :mod:`.eigen`: :func:`power_iteration`, :func:`lanczos` (thick restart), :func:`top_eigen`;
 - :mod:`.trace`: :func:`hutchinson`, :func:`hutchpp`, :func:`hessian_trace`;
 - :mod:`.density`: :func:`slq`, :func:`exact_density`, :func:`spectral_density`.
@@ -27,25 +30,43 @@ from __future__ import annotations
 from ._common import MAX_HVPS_CAP, fix_signs, row_signs
 from .density import exact_density, slq, spectral_density
 from .eigen import DEFAULT_TOL, lanczos, power_iteration, top_eigen
+from .ggn import (
+    MATRICES,
+    FisherOperator,
+    GGNOperator,
+    ResidualOperator,
+    curvature_operator,
+    fisher_operator,
+    ggn_operator,
+    residual_operator,
+)
 from .operator import HessianOperator, hessian_matvec
 from .results import DensityResult, EigenResult, TraceResult
 from .trace import hessian_trace, hutchinson, hutchpp
 
 __all__ = [
     "DEFAULT_TOL",
+    "MATRICES",
     "MAX_HVPS_CAP",
     "DensityResult",
     "EigenResult",
+    "FisherOperator",
+    "GGNOperator",
     "HessianOperator",
+    "ResidualOperator",
     "TraceResult",
+    "curvature_operator",
     "exact_density",
+    "fisher_operator",
     "fix_signs",
+    "ggn_operator",
     "hessian_matvec",
     "hessian_trace",
     "hutchinson",
     "hutchpp",
     "lanczos",
     "power_iteration",
+    "residual_operator",
     "row_signs",
     "slq",
     "spectral_density",

@@ -1,0 +1,194 @@
+"""Gauss-Newton, empirical Fisher and the residual term against exact torch.func constructions.
+
+The references are built independently of fastscape's kernels: the network's outputs as a
+function of the flat parameters (torch), ``J = jacrev(outputs)`` (n, out, P), the per-sample
+loss's Hessian in the outputs by ``vmap(hessian(loss))`` (n, out, out), ``G = (1/n) Σ J_iᵀ H_i
+J_i + diag(r)``; the Fisher from per-sample gradients ``vmap(grad(loss_i))``; the Hessian by
+``torch.func.hessian`` of the objective.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import MODEL_CASES, case_id, make_problem
+from numpy.testing import assert_allclose
+
+import fastscape
+from fastscape import curvature
+from fastscape.curvature.ggn import exact_matrix
+
+torch = pytest.importorskip("torch")
+func = torch.func
+# torch.func.hessian (forward over reverse) loads its jvp decompositions through torch.jit.script
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+)
+
+ACTS = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+    "identity": lambda z: z,
+    "leaky_relu": lambda z: torch.nn.functional.leaky_relu(z, 0.01),
+    "gelu": torch.nn.functional.gelu,
+    "gelu_tanh": lambda z: torch.nn.functional.gelu(z, approximate="tanh"),
+}
+
+
+def torch_outputs(model, flat, X):
+    """The network's outputs (n, out) as a function of the flat parameters."""
+    h = X
+    for l, lay in enumerate(model.layout):
+        h = h @ flat[lay.weight].reshape(lay.shape).T + flat[lay.bias]
+        if l < len(model.layout) - 1:
+            h = ACTS[model.activation](h)
+    return h
+
+
+def per_sample_loss(model):
+    """ℓ(z, y) for one sample's outputs z (out,) and target row y (out,) (fastscape's Y)."""
+    if model.loss_name == "softmax_ce":
+        return lambda z, y: -(y * torch.log_softmax(z, 0)).sum()
+    if model.loss_name == "logistic":
+        return lambda z, y: (torch.nn.functional.softplus(z) - y * z).sum()
+    return lambda z, y: ((z - y) ** 2).sum()
+
+
+def penalty_vector(model):
+    r = np.zeros(model.n_params)
+    for lay in model.layout:
+        r[lay.weight] = model.l2
+        if model.l2_bias:
+            r[lay.bias] = model.l2
+    return r
+
+
+def references(model, theta, X, y):
+    """(H, G, F) from torch.func, float64."""
+    data = model.batch(X, y)
+    Xt, Yt = torch.as_tensor(data.X), torch.as_tensor(data.Y)
+    th = torch.as_tensor(theta)
+    ell = per_sample_loss(model)
+    r = torch.as_tensor(penalty_vector(model))
+    n = X.shape[0]
+
+    def objective(flat):
+        z = torch_outputs(model, flat, Xt)
+        return func.vmap(ell)(z, Yt).mean() + 0.5 * (r * flat**2).sum()
+
+    H = func.hessian(objective)(th)
+    J = func.jacrev(lambda flat: torch_outputs(model, flat, Xt))(th)  # (n, out, P)
+    z = torch_outputs(model, th, Xt)
+    Hl = func.vmap(func.hessian(ell))(z, Yt)  # (n, out, out)
+    G = torch.einsum("iop,ioq,iqr->pr", J, Hl, J) / n + torch.diag(r)
+
+    def sample_loss(flat, x, yy):
+        return ell(torch_outputs(model, flat, x[None])[0], yy)
+
+    g = func.vmap(func.grad(sample_loss), in_dims=(None, 0, 0))(th, Xt, Yt)  # (n, P)
+    F = g.T @ g / n
+    return H.numpy(), G.numpy(), F.numpy()
+
+
+CASES = [*MODEL_CASES, ([4, 5, 3], "gelu", "softmax_ce"), ([3, 4, 2], "leaky_relu", "mse")]
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.3])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_ggn_fisher_residual_agree_with_torch(case, l2):
+    _, theta, X, y = make_problem(case, n=23, seed=5, scale=0.8)
+    sizes, act, loss = case
+    model = fastscape.MLP(sizes, activation=act, loss=loss, l2=l2, l2_bias=l2 > 0 and loss == "mse")
+    H, G, F = references(model, theta, X, y)
+    P = model.n_params
+    V = np.random.default_rng(1).normal(size=(5, P))
+    ggn = curvature.ggn_operator(model, theta, X, y)
+    fisher = curvature.fisher_operator(model, theta, X, y)
+    resid = curvature.residual_operator(model, theta, X, y)
+    scale = max(1.0, np.abs(H).max())
+    assert_allclose(ggn.rows(V), V @ G, rtol=1e-10, atol=1e-12 * scale)
+    assert_allclose(fisher.rows(V), V @ F, rtol=1e-10, atol=1e-12 * scale)
+    assert_allclose(resid.rows(V), V @ (H - G), rtol=1e-10, atol=1e-11 * scale)
+    assert_allclose(exact_matrix(model, theta, X, y, "ggn"), G, rtol=1e-10, atol=1e-12 * scale)
+    assert_allclose(exact_matrix(model, theta, X, y, "fisher"), F, rtol=1e-10, atol=1e-12 * scale)
+    # the counters count vectors; a single vector gives a vector
+    assert ggn.n_hvps == 5 + 0 and fisher.n_hvps == 5 and resid.n_hvps == 5
+    assert_allclose(ggn @ V[0], V[0] @ G, rtol=1e-10, atol=1e-12 * scale)
+    if len(sizes) == 2:  # no hidden layer: the Hessian is the GGN
+        assert_allclose(resid.rows(V), 0.0, atol=1e-13 * scale)
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=case_id)
+def test_ggn_and_fisher_are_symmetric_psd(case):
+    model, theta, X, y = make_problem(case, n=30, seed=9, scale=1.2)
+    for matrix in ("ggn", "fisher"):
+        M = exact_matrix(model, theta, X, y, matrix)
+        A = curvature.curvature_operator(model, theta, X, y, matrix)
+        E = np.eye(model.n_params)
+        raw = A.rows(E)
+        assert_allclose(raw, raw.T, rtol=1e-12, atol=1e-14 * max(1.0, np.abs(raw).max()))
+        w = np.linalg.eigvalsh(M)
+        assert w.min() >= -1e-12 * max(1.0, w.max()), (matrix, w.min())
+    # the Fisher has rank at most n
+    small = make_problem(case, n=2, seed=9)[2:]
+    if model.n_params > 2:
+        w = np.linalg.eigvalsh(exact_matrix(model, theta, *small, "fisher"))
+        assert (w > 1e-12 * max(1.0, w.max())).sum() <= 2
+
+
+def test_products_do_not_depend_on_threads_blocks_or_other_rows(monkeypatch):
+    import numba
+
+    from fastscape import config
+
+    model, theta, X, y = make_problem(([4, 5, 4, 3], "tanh", "softmax_ce"), n=61, seed=2)
+    V = np.random.default_rng(3).normal(size=(6, model.n_params))
+    for matrix in ("ggn", "fisher"):
+        one_block = curvature.curvature_operator(model, theta, X, y, matrix).rows(V)
+        monkeypatch.setattr(config, "HVP_SAMPLE_BLOCK", 16)  # 4 sample blocks
+        want = curvature.curvature_operator(model, theta, X, y, matrix).rows(V)
+        one = curvature.curvature_operator(model, theta, X, y, matrix).rows(V[2])
+        assert np.array_equal(one, want[2])
+        previous = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            serial = curvature.curvature_operator(model, theta, X, y, matrix).rows(V)
+        finally:
+            numba.set_num_threads(previous)
+        assert np.array_equal(serial, want)
+        monkeypatch.undo()
+        # another sample partition changes the summation order only
+        assert_allclose(one_block, want, rtol=1e-12, atol=1e-15)
+
+
+def test_solvers_take_the_new_operators():
+    model, theta, X, y = make_problem(([4, 6, 3], "relu", "softmax_ce"), n=40, seed=4)
+    for matrix in ("ggn", "fisher", "residual"):
+        M = exact_matrix(model, theta, X, y, matrix)
+        A = curvature.curvature_operator(model, theta, X, y, matrix)
+        res = curvature.lanczos(A, 2, "LA", tol=1e-10)
+        assert_allclose(res.eigenvalues, np.linalg.eigvalsh(M)[::-1][:2], rtol=1e-8)
+        assert res.all_converged
+
+
+def test_bad_input_is_refused_naming_the_argument(monkeypatch):
+    from fastscape import _device
+
+    model, theta, X, y = make_problem(([3, 4, 2], "tanh", "mse"), n=10)
+    with pytest.raises(ValueError, match="matrix"):
+        curvature.curvature_operator(model, theta, X, y, "hessien")
+    with pytest.raises(ValueError, match="theta"):
+        curvature.ggn_operator(model, theta[:-1], X, y)
+    with pytest.raises(ValueError, match="V has rows"):
+        curvature.fisher_operator(model, theta, X, y).rows(np.ones(3))
+    with pytest.raises(ValueError, match="V has rows"):
+        curvature.residual_operator(model, theta, X, y).rows(np.ones(3))
+    # on a machine with a GPU the CUDA backend has no GGN: refused naming the device
+    monkeypatch.setattr(_device, "_numba_cuda_installed", lambda: True)
+    monkeypatch.setattr(_device, "_gpu_visible", lambda: True)
+    for make in (curvature.ggn_operator, curvature.fisher_operator):
+        with pytest.raises(ValueError, match="device='cuda'"):
+            make(model, theta, X, y, device="cuda")
+    with pytest.raises(ValueError, match="max_params"):
+        exact_matrix(model, theta, X, y, "ggn", max_params=5)
