@@ -30,6 +30,7 @@ from ._compute import (
     warm_up,
 )  # fmt: skip
 from ._data import refuse
+from ._matrices import compute_matrices, wanted
 from ._model import prepare, spec_model
 from ._output import OutputDir, umask
 
@@ -51,6 +52,9 @@ def cmd_hessian(args) -> int:
             check_training(res, model, data, talk, classes)
             source = {"trained": res.method, "steps": res.n_steps, "stop_reason": res.stop_reason}
         curv = run_curvature(args, model, theta, data, talk, args.top, warm)
+        extra, extra_rows, arrays = ({}, [], {})
+        if wanted(args):
+            extra, extra_rows, arrays = compute_matrices(args, model, theta, data, talk)
         density = curv["density"]
         k = len(curv["top"])
         report = {
@@ -63,6 +67,7 @@ def cmd_hessian(args) -> int:
             "grad_norm": curv["grad_norm"],
             "density": {"grid": density.grid, "density": density.density, "sigma": density.sigma},
             **curvature_report(curv, args),
+            **extra,
             "warnings": talk.warnings,
             "wall_time_s": time.perf_counter() - t_start,
         }  # fmt: skip
@@ -72,6 +77,9 @@ def cmd_hessian(args) -> int:
         files = ["hessian.json", "theta.npz"]
         io.save_theta(out / "theta.npz", model, theta)
         files += save_figures(plot.spectrum(density), out, "spectrum", args)
+        for name, payload in arrays.items():
+            np.savez(out / f"{name}.npz", **payload)
+            files.append(f"{name}.npz")
         report["files"] = sorted(files)
         write_json(out / "hessian.json", report)
         output.commit()
@@ -85,6 +93,7 @@ def cmd_hessian(args) -> int:
             ("trace", f"{curv['trace']:.6g} ± {curv['trace_std_error']:.2g} ({curv['method']})"),
             ("point", describe_point(curv)),
             ("curvature", curv["message"]),
+            *extra_rows,
             *(("warning", w) for w in talk.warnings if w != curv["message"]),
             ("output", str(args.out)),
             ("wall time", f"{report['wall_time_s']:.2f} s"),

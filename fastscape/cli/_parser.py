@@ -11,6 +11,7 @@ from ..models import ACTIVATIONS
 from ._commands import cmd_connect, cmd_eos, cmd_hessian, cmd_plot
 from ._common import FIGURE_FORMATS, LOSSES, MAX_INFERRED_CLASSES, show
 from ._landscape import cmd_landscape
+from ._matrices import add_matrix_options
 
 EPILOG = """\
 examples:
@@ -21,6 +22,7 @@ examples:
   fastscape landscape --torch net.pt --data train.npz --loss softmax_ce
   fastscape hessian --data iris --model mlp --hidden 8 --top 5
   fastscape hessian --theta fastscape-out/theta.npz
+  fastscape hessian --theta fastscape-out/theta.npz --ggn --fisher --blocks --diagonal
   fastscape connect --data blobs --hidden 16
   fastscape eos --lr 0.05 --steps 600
   fastscape plot fastscape-out/surface.npz --format png,pdf
@@ -337,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--theta", default=None, help="parameters (theta.npz written by fastscape)")
     p.add_argument("--top", type=_positive_int, default=5, help="eigenvalues at each end")
     _add_curvature_budget(p)
+    add_matrix_options(p, _positive_int)
     _add_output_options(p, "fastscape-hessian")
     p.set_defaults(func=cmd_hessian)
 
