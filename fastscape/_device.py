@@ -132,13 +132,15 @@ class CPUBackend:
         return self.hvp_operator(spec, theta, data, dtype)(V)
 
     def ggn_operator(self, spec: ModelSpec, theta, data: Batch, dtype: str):
-        return self._curvature_operator(_ggn.GGN, spec, theta, data)
+        return self._curvature_operator(_ggn.GGN, spec, theta, data, dtype)
 
     def fisher_operator(self, spec: ModelSpec, theta, data: Batch, dtype: str):
-        return self._curvature_operator(_ggn.FISHER, spec, theta, data)
+        return self._curvature_operator(_ggn.FISHER, spec, theta, data, dtype)
 
     @staticmethod
-    def _curvature_operator(kind: int, spec: ModelSpec, theta, data: Batch):
+    def _curvature_operator(kind: int, spec: ModelSpec, theta, data: Batch, dtype: str):
+        if dtype != "float64":  # kernels/ggn.py computes in float64 only
+            raise ValueError(f"the GGN and Fisher products run in float64 only, got {dtype=}")
         cache = _ggn.forward_cache(
             kind, theta, *spec.kernel_args, data.X, data.Y, config.HVP_SAMPLE_BLOCK, spec.penalty
         )

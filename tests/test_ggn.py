@@ -127,3 +127,59 @@ def test_bad_input_is_refused_naming_the_argument(monkeypatch):
             make(model, theta, X, y, device="cuda")
     with pytest.raises(ValueError, match="max_params"):
         exact_matrix(model, theta, X, y, "ggn", max_params=5)
+
+
+def test_nan_and_inf_propagate_through_the_kernels_row_by_row():
+    """The kernels keep NaN/Inf (no ``nnan``/``ninf`` fastmath): fed directly through the seam
+    (the API refuses them first, naming the argument)."""
+    from fastscape import _device
+
+    model, theta, X, y = make_problem(([3, 5, 2], "tanh", "softmax_ce"), n=20, seed=6)
+    data = model.batch(X, y)
+    V = np.random.default_rng(7).normal(size=(3, model.n_params))
+    for make in (_device.ggn_operator, _device.fisher_operator):
+        clean = make(model, theta, data)(V)
+        for value in (np.nan, np.inf):
+            bad = V.copy()
+            bad[1, 4] = value
+            out = make(model, theta, data)(bad)
+            assert not np.isfinite(out[1]).all()
+            assert np.array_equal(out[[0, 2]], clean[[0, 2]])
+        bad_theta = theta.copy()
+        bad_theta[0] = np.nan
+        assert np.isnan(make(model, bad_theta, data)(V)).any()
+    for matrix in ("ggn", "fisher", "residual"):
+        A = curvature.curvature_operator(model, theta, X, y, matrix)
+        bad = V.copy()
+        bad[1, 4] = np.nan
+        with pytest.raises(ValueError, match="V contains non-finite"):
+            A.rows(bad)
+        with pytest.raises(ValueError, match="theta"):
+            curvature.curvature_operator(model, np.full_like(theta, np.inf), X, y, matrix)
+
+
+def test_the_backend_refuses_float32():
+    from fastscape import _device
+
+    model, theta, X, y = make_problem(([3, 4, 2], "tanh", "mse"), n=10)
+    be = _device.BACKENDS["cpu"]
+    for op in (be.ggn_operator, be.fisher_operator):
+        with pytest.raises(ValueError, match="float64 only"):
+            op(model.spec, theta, model.batch(X, y), "float32")
+
+
+def test_the_benchmark_constructions_agree_on_a_small_problem():
+    """bench/bench_ggn.py's torch constructions (checked there before every timing) on a tiny
+    tanh / softmax-CE model."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_ggn.py"
+    spec = importlib.util.spec_from_file_location("fastscape_bench_ggn", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model, theta, X, y = make_problem(([4, 5, 3], "tanh", "softmax_ce"), n=17, seed=8)
+    data = model.batch(X, y)
+    V = np.random.default_rng(9).normal(size=(3, model.n_params))
+    for matrix in ("ggn", "fisher"):
+        bench._check_agreement(matrix, model, data, theta, V)
