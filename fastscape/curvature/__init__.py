@@ -10,7 +10,7 @@ The Hessian itself is formed only by the ``"exact"`` methods, for small models.
 - :mod:`.operator`: :class:`HessianOperator` (and :func:`hessian_matvec`, its row product);
 - :mod:`.ggn`: the Gauss-Newton matrix, the empirical Fisher and the residual ``H - GGN`` as
   operators (:func:`ggn_operator`, :func:`fisher_operator`, :func:`residual_operator`,
-  :func:`curvature_operator`);
+  :func:`curvature_operator`; :func:`exact_matrix` forms any of them for small models);
 - :mod:`.blocks`: each layer's diagonal block as an operator (:func:`layer_block`), the
   blocks' top eigenvalues and traces and the layer couplings (:func:`layer_blocks`);
 - :mod:`.diagonal`: the diagonal, exact or by Hutchinson with per-entry standard errors
@@ -42,6 +42,7 @@ from .ggn import (
     GGNOperator,
     ResidualOperator,
     curvature_operator,
+    exact_matrix,
     fisher_operator,
     ggn_operator,
     residual_operator,
@@ -66,6 +67,7 @@ __all__ = [
     "TraceResult",
     "curvature_operator",
     "exact_density",
+    "exact_matrix",
     "fisher_operator",
     "fix_signs",
     "ggn_operator",

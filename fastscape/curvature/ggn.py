@@ -38,6 +38,7 @@ __all__ = [
     "GGNOperator",
     "ResidualOperator",
     "curvature_operator",
+    "exact_matrix",
     "fisher_operator",
     "ggn_operator",
     "residual_operator",
@@ -237,10 +238,28 @@ def curvature_operator(
     return cls(model, theta, X, y, device=device)
 
 
-def exact_matrix(model: MLP, theta, X, y=None, matrix: str = "hessian", max_params=None):
-    """The (P, P) matrix of ``matrix`` formed exactly: the Hessian by its kernel
-    (``MLP.hessian``), the others from their products with the identity (P products in
-    blocks). Refused above ``max_params`` (default ``config.HESSIAN_MAX_PARAMS``)."""
+def exact_matrix(
+    model: MLP, theta, X, y=None, matrix: str = "hessian", max_params: int | None = None
+) -> np.ndarray:
+    """One of the curvature matrices of a model formed exactly, for small models.
+
+    The Hessian by its exact kernel (``MLP.hessian``); the GGN, Fisher and residual from their
+    products with the identity (P products, 256 at a time), symmetrised.
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) array
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    matrix : {"hessian", "ggn", "fisher", "residual"}
+    max_params : int, optional
+        Largest P accepted (default ``config.HESSIAN_MAX_PARAMS``).
+
+    Returns
+    -------
+    (P, P) float64 array
+    """
     from .. import config
 
     matrix = check_choice(matrix, "matrix", MATRICES)
