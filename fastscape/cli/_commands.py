@@ -13,10 +13,12 @@ from ._common import (
     FIGURE_FORMATS,
     CLIError,
     Talk,
+    check_html,
     save_figures,
     settings,
     summary,
     versions,
+    write_html,
     write_json,
 )  # fmt: skip
 from ._compute import (
@@ -41,6 +43,7 @@ def cmd_hessian(args) -> int:
     t_start = time.perf_counter()
     talk = Talk(args.quiet)
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
+    check_html(args)
     output = OutputDir(args.out, args.overwrite)
     with output as out, contextlib.ExitStack() as stack:
         model, data, _, classes, theta, source, _ = prepare(args, talk)
@@ -72,8 +75,9 @@ def cmd_hessian(args) -> int:
         files = ["hessian.json", "theta.npz"]
         io.save_theta(out / "theta.npz", model, theta)
         files += save_figures(plot.spectrum(density), out, "spectrum", args)
-        report["files"] = sorted(files)
+        report["files"] = sorted([*files, *(["report.html"] if args.html else [])])
         write_json(out / "hessian.json", report)
+        write_html(args, out, report, density=density, top_eigenvalues=curv["top"])
         output.commit()
     if not args.quiet:
         fmt = ", ".join
@@ -99,6 +103,7 @@ def cmd_connect(args) -> int:
     from ..paths import mode_connectivity
 
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
+    check_html(args)
     t_start = time.perf_counter()
     talk = Talk(args.quiet)
     output = OutputDir(args.out, args.overwrite)
@@ -136,8 +141,9 @@ def cmd_connect(args) -> int:
         talk(f"writing {args.out}")
         paths = [mc.linear] + ([mc.curve] if mc.curve is not None else [])
         files = save_figures(plot.path_profile(paths), out, "paths", args)
-        report["files"] = sorted([*files, "connect.json"])
+        report["files"] = sorted([*files, "connect.json", *(["report.html"] if args.html else [])])
         write_json(out / "connect.json", report)
+        write_html(args, out, report, paths=paths)
         output.commit()
     if not args.quiet:
         print(summary([

@@ -220,7 +220,9 @@ def _add_curvature_budget(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _add_output_options(p: argparse.ArgumentParser, default_out: str, figures: bool = True) -> None:
+def _add_output_options(
+    p: argparse.ArgumentParser, default_out: str, figures: bool = True, html: bool = False
+) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--out", default=default_out, help="output directory")
     o.add_argument(
@@ -233,6 +235,13 @@ def _add_output_options(p: argparse.ArgumentParser, default_out: str, figures: b
             help="figure formats, a comma list of png, pdf, svg [default: png]",
         )  # fmt: skip
         o.add_argument("--dpi", type=_positive_int, default=150, help="figure resolution")
+    if html:
+        o.add_argument(
+            "--html", action=argparse.BooleanOptionalAction, default=None,
+            help="write report.html, an interactive page of the figures and numbers that opens "
+            "offline (needs the report extra: pip install 'fastscape[report]') "
+            "[default: when Plotly is installed]",
+        )  # fmt: skip
 
 
 def _landscape_parser(sub) -> None:
@@ -303,7 +312,7 @@ def _landscape_parser(sub) -> None:
         help="random directions probed for ε-sharpness",
     )  # fmt: skip
     _add_curvature_budget(p)
-    _add_output_options(p, "fastscape-out")
+    _add_output_options(p, "fastscape-out", html=True)
     scale = p.add_argument_group("figure scale").add_mutually_exclusive_group()
     scale.add_argument(
         "--log", dest="log", action="store_true", default=None,
@@ -337,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--theta", default=None, help="parameters (theta.npz written by fastscape)")
     p.add_argument("--top", type=_positive_int, default=5, help="eigenvalues at each end")
     _add_curvature_budget(p)
-    _add_output_options(p, "fastscape-hessian")
+    _add_output_options(p, "fastscape-hessian", html=True)
     p.set_defaults(func=cmd_hessian)
 
     p = sub.add_parser(
@@ -352,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bezier-steps", type=_positive_int, default=300, help="training steps of the bend"
     )
-    _add_output_options(p, "fastscape-connect")
+    _add_output_options(p, "fastscape-connect", html=True)
     p.set_defaults(func=cmd_connect)
 
     p = sub.add_parser(
