@@ -147,6 +147,7 @@ def test_connect_and_eos(tmp_path, capsys):
     assert code == 0 and "barrier" in out
     rep = json.loads((tmp_path / "c" / "connect.json").read_text())
     assert rep["linear_barrier"] >= 0 and len(rep["linear"]["loss"]) == 21
+    assert rep["linear_interpolated_barrier"] >= 0 and rep["atol"] == 1e-3
     code, out, _ = _run(["eos", "--steps", "200", "--out", str(tmp_path / "e"), "--quiet"], capsys)
     assert code == 0
     rep = json.loads((tmp_path / "e" / "eos.json").read_text())
