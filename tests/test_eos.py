@@ -241,3 +241,18 @@ def test_options_that_do_not_apply_are_refused():
         edge_of_stability(clf, X, labels, mse_convention="sum")
     res = edge_of_stability(clf, X, labels, steps=2, every=1)
     assert res.mse_convention is None and res.momentum is None and res.betas is None
+
+
+def test_adam_reaches_the_adaptive_edge_of_stability():
+    """Cohen et al. 2022: Adam's preconditioned sharpness rises to (2+2β1)/((1−β1)η) = 38/η
+    and equilibrates there while the loss keeps falling."""
+    model, X, y = _problem()
+    res = edge_of_stability(model, X, y, lr=0.01, steps=600, every=20, optimizer="adam")
+    s = res.normalized_sharpness
+    assert res.threshold == pytest.approx(3800.0) and res.eig_converged.all()
+    cross = res.first_crossing(0.95)
+    assert cross is not None and cross <= 250
+    assert s[1] < 0.3  # after the first step's bias-correction transient, well below
+    late = s[res.steps >= 250]
+    assert late.min() > 0.75 and late.max() < 1.15 and 0.85 < np.median(late) < 1.05
+    assert res.loss[-1] < 1e-3 * res.loss[0]
