@@ -27,7 +27,8 @@ Per vector v (weight part ``V_l``, bias part ``v_l`` of layer l) and sample bloc
             F_W_l += (δ_l s) a_lᵀ,  F_b_l += Σ_i δ_l s_i
 
 so a GGN product has no second-order terms (per layer l > 0 four matrix products against the
-Hessian-vector product's six) and a Fisher product one GEMM pair per layer. The result is multiplied by 1/n at the end.
+Hessian-vector product's six) and a Fisher product one GEMM pair per layer. The result is
+multiplied by 1/n at the end.
 
 Threads, determinism and memory follow ``kernels/hvp.py``: one task per (sample block,
 vector) in a ``prange``, single-threaded BLAS, a per-thread scratch row overwritten before it is
