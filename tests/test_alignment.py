@@ -215,3 +215,42 @@ def test_alignment_lowers_the_barrier_between_digits_minima(digits_pair, method)
     assert model.loss(res.theta, X, y) == pytest.approx(model.loss(b, X, y), rel=1e-12)
     assert before > 0.1
     assert after < 0.25 * before, (before, after)
+
+
+@pytest.mark.slow
+def test_cli_connect_align(tmp_path, capsys):
+    import json
+
+    from fastscape.cli import main
+
+    out = tmp_path / "c"
+    code = main(["connect", "--hidden", "8", "--steps", "150", "--bezier-steps", "40",
+                 "--points", "11", "--align", "weights", "--out", str(out)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "linear barrier" in printed and "after alignment" in printed
+    rep = json.loads((out / "connect.json").read_text())
+    al = rep["alignment"]
+    assert al["method"] == "weights" and al["converged"]
+    assert al["distance_after"] <= al["distance_before"]
+    assert np.all(np.diff(al["objective"]) >= 0)
+    # θb and its permutation are the same function: the paths end at the same losses
+    for kind in ("linear", "curve"):
+        before, after = rep[kind]["loss"], al[kind]["loss"]
+        assert len(after) == 11
+        np.testing.assert_allclose([after[0], after[-1]], [before[0], before[-1]], rtol=1e-12)
+    assert al["linear_barrier"] == pytest.approx(
+        max(al["linear"]["loss"]) - max(al["linear"]["loss"][0], al["linear"]["loss"][-1]),
+        abs=1e-12,
+    )
+    assert sorted(len(p) for p in al["permutations"]) == [8]
+    # no hidden layer: nothing to permute, said so, the paths unchanged
+    code = main(["connect", "--model", "logistic", "--steps", "100", "--bezier-steps", "20",
+                 "--points", "5", "--align", "activations", "--out", str(tmp_path / "l"),
+                 "--quiet"])  # fmt: skip
+    assert code == 0
+    rep = json.loads((tmp_path / "l" / "connect.json").read_text())
+    assert rep["alignment"]["permutations"] == []
+    assert "nothing to permute" in rep["alignment"]["note"]
+    assert rep["alignment"]["linear_barrier"] == rep["linear_barrier"]
+    assert any("nothing to permute" in w for w in rep["warnings"])

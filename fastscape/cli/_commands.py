@@ -93,10 +93,38 @@ def cmd_hessian(args) -> int:
 
 
 # ----------------------------------------------------------------------------- connect
+_MATCHING = {"weights": "weight matching", "activations": "activation matching"}
+
+
+def _connect_paths(mc) -> dict:
+    """The barriers, flags and loss profiles of one ``mode_connectivity`` result."""
+    return {
+        "linear_barrier": mc.linear_barrier, "curve_barrier": mc.curve_barrier,
+        "linear_connected": mc.linear_connected, "curve_connected": mc.curve_connected,
+        "linear": {"t": mc.linear.ts, "loss": mc.linear.loss},
+        "curve": {"t": mc.curve.ts, "loss": mc.curve.loss} if mc.curve is not None else None,
+    }  # fmt: skip
+
+
+def _align_report(result, mc) -> dict:
+    """``connect.json``'s ``alignment`` entry: how θb was permuted, and the paths after."""
+    return {
+        "method": result.method,
+        "converged": result.converged,
+        "iterations": result.n_iterations,
+        "objective": result.objective,
+        "distance_before": float(result.distance[0]),
+        "distance_after": float(result.distance[1]),
+        "permutations": [p.tolist() for p in result.permutations],
+        **({"note": result.settings["note"]} if "note" in result.settings else {}),
+        **_connect_paths(mc),
+    }
+
+
 def cmd_connect(args) -> int:
     from .. import plot
     from .._device import resolve_device
-    from ..paths import mode_connectivity
+    from ..paths import align, mode_connectivity
 
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
     t_start = time.perf_counter()
@@ -113,10 +141,26 @@ def cmd_connect(args) -> int:
         talk(f"paths: the straight segment and a Bézier curve ({args.bezier_steps} steps), "
              f"{args.points} points each")  # fmt: skip
         warm.wait("landscape")
-        mc = mode_connectivity(model, res_a.theta, res_b.theta, data, None, ts=args.points,
-                               fit=True, steps=args.bezier_steps, seed=args.seed,
-                               progress=None if not args.quiet else False,
-                               device=args.device)  # fmt: skip
+
+        def connect(theta_b):
+            return mode_connectivity(model, res_a.theta, theta_b, data, None, ts=args.points,
+                                     fit=True, steps=args.bezier_steps, seed=args.seed,
+                                     progress=None if not args.quiet else False,
+                                     device=args.device)  # fmt: skip
+
+        mc = connect(res_b.theta)
+        aligned = mc_aligned = None
+        if args.align is not None:
+            talk(f"aligning the second solution to the first ({_MATCHING[args.align]}), "
+                 "then the same paths again")  # fmt: skip
+            aligned = align(model, res_a.theta, res_b.theta, args.align,
+                            data.X if args.align == "activations" else None,
+                            seed=args.seed)  # fmt: skip
+            if not aligned.permutations:
+                talk.warn(f"--align: {aligned.settings['note']}; the paths are unchanged")
+                mc_aligned = mc
+            else:
+                mc_aligned = connect(aligned.theta)
         report = {
             "command": "connect",
             "settings": settings(args),
@@ -125,27 +169,47 @@ def cmd_connect(args) -> int:
             "training": [{"seed": s, "stop_reason": r.stop_reason, "steps": r.n_steps}
                          for s, r in ((args.seed, res_a), (args.seed + 1, res_b))],
             "endpoint_loss": mc.linear.endpoint_loss,
-            "linear_barrier": mc.linear_barrier, "curve_barrier": mc.curve_barrier,
-            "linear_connected": mc.linear_connected, "curve_connected": mc.curve_connected,
+            **_connect_paths(mc),
             "threshold": mc.threshold,
-            "linear": {"t": mc.linear.ts, "loss": mc.linear.loss},
-            "curve": {"t": mc.curve.ts, "loss": mc.curve.loss} if mc.curve is not None else None,
+            "alignment": _align_report(aligned, mc_aligned) if aligned is not None else None,
             "warnings": talk.warnings,
             "wall_time_s": time.perf_counter() - t_start,
         }  # fmt: skip
         talk(f"writing {args.out}")
-        paths = [mc.linear] + ([mc.curve] if mc.curve is not None else [])
-        files = save_figures(plot.path_profile(paths), out, "paths", args)
+        paths, labels = [], []
+        for result, tag in ((mc, ""), (mc_aligned, ", aligned")):
+            if result is None or (tag and result is mc):
+                continue
+            for name, p in (("linear", result.linear), ("Bézier", result.curve)):
+                if p is not None:
+                    paths.append(p)
+                    labels.append(f"{name}{tag} (barrier {p.barrier:.3g})")
+        files = save_figures(plot.path_profile(paths, labels), out, "paths", args)
         report["files"] = sorted([*files, "connect.json"])
         write_json(out / "connect.json", report)
         output.commit()
     if not args.quiet:
-        print(summary([
+        rows = [
             ("model", f"{model!r} ({model.n_params} params)"),
             ("endpoints", f"loss {mc.linear.endpoint_loss[0]:.5g} (seed {args.seed}), "
                           f"{mc.linear.endpoint_loss[1]:.5g} (seed {args.seed + 1})"),
-            ("linear barrier", f"{mc.linear_barrier:.5g}"),
-            ("Bézier barrier", f"{mc.curve_barrier:.5g}"),
+        ]  # fmt: skip
+        if mc_aligned is None:
+            rows += [
+                ("linear barrier", f"{mc.linear_barrier:.5g}"),
+                ("Bézier barrier", f"{mc.curve_barrier:.5g}"),
+            ]
+        else:
+            rows += [
+                ("alignment", f"{_MATCHING[args.align]}, ‖θa − θb‖ {aligned.distance[0]:.4g} → "
+                              f"{aligned.distance[1]:.4g}"),
+                ("linear barrier", f"{mc.linear_barrier:.5g} → {mc_aligned.linear_barrier:.5g} "
+                                   "after alignment"),
+                ("Bézier barrier", f"{mc.curve_barrier:.5g} → {mc_aligned.curve_barrier:.5g} "
+                                   "after alignment"),
+            ]  # fmt: skip
+        print(summary([
+            *rows,
             *(("warning", w) for w in talk.warnings),
             ("output", str(args.out)),
             ("wall time", f"{report['wall_time_s']:.2f} s"),

@@ -21,7 +21,7 @@ examples:
   fastscape landscape --torch net.pt --data train.npz --loss softmax_ce
   fastscape hessian --data iris --model mlp --hidden 8 --top 5
   fastscape hessian --theta fastscape-out/theta.npz
-  fastscape connect --data blobs --hidden 16
+  fastscape connect --data digits --hidden 32 --align weights
   fastscape eos --lr 0.05 --steps 600
   fastscape plot fastscape-out/surface.npz --format png,pdf
   fastscape plot fastscape-out/slices.csv --log
@@ -352,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bezier-steps", type=_positive_int, default=300, help="training steps of the bend"
     )
+    p.add_argument(
+        "--align", choices=("weights", "activations"), default=None,
+        help="also permute the hidden units of the second solution to match the first (Git "
+        "Re-Basin: weight matching, or activation matching on the data) and measure both "
+        "paths again; the barriers before and after are reported",
+    )  # fmt: skip
     _add_output_options(p, "fastscape-connect")
     p.set_defaults(func=cmd_connect)
 
