@@ -351,3 +351,42 @@ def test_vtk_non_finite_and_bad_input(results, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "meshio", None)
     with pytest.raises(ImportError, match=r"fastscape\[vtk\]"):
         io.save_vtk(surf, tmp_path / "s.vtk")
+
+
+@pytest.mark.slow
+def test_cli_format_vtk(tmp_path, capsys):
+    """landscape --format png,vtk writes surface.vtk beside the figures; plot converts a saved
+    surface; vtk is refused for slices and by commands without a surface."""
+    meshio = pytest.importorskip("meshio")
+    from fastscape.cli import main
+
+    out = tmp_path / "run"
+    argv = ["landscape", "--hidden", "4", "--points", "5", "--steps", "30",
+            "--sharpness-directions", "8", "--quiet", "--format", "png,vtk", "--log",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    surf = io.load(out / "surface.npz")
+    mesh = meshio.read(out / "surface.vtk")
+    assert_allclose(mesh.points, _grid_points(surf, np.log10(surf.loss)), rtol=1e-15)
+    assert_array_equal(mesh.point_data["loss"], surf.loss.ravel())
+    assert (out / "contour.png").is_file()
+    assert "surface.vtk" in _report_files(out)
+    # plot: a saved surface to VTK, by --format or by the suffix of --out
+    assert main(["plot", str(out / "surface.npz"), "--format", "vtk", "--out",
+                 str(tmp_path / "p"), "--quiet"]) == 0  # fmt: skip
+    assert not (tmp_path / "p.png").exists()
+    assert_array_equal(meshio.read(tmp_path / "p.vtk").points[:, 2], surf.loss.ravel())
+    assert main(["plot", str(out / "surface.npz"), "--out", str(tmp_path / "q.vtk")]) == 0
+    assert "q.vtk" in capsys.readouterr().out
+    # slices have no VTK form; the other commands have no surface
+    assert main(["plot", str(out / "slices.csv"), "--format", "vtk", "--quiet"]) == 2
+    assert "--format vtk writes surfaces" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["hessian", "--format", "vtk"])
+    assert "expected a comma list of png, pdf, svg" in capsys.readouterr().err
+
+
+def _report_files(out):
+    import json
+
+    return json.loads((out / "report.json").read_text())["files"]

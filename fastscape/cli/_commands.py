@@ -11,6 +11,7 @@ import numpy as np
 
 from ._common import (
     FIGURE_FORMATS,
+    SURFACE_FORMATS,
     CLIError,
     Talk,
     save_figures,
@@ -285,7 +286,7 @@ def cmd_eos(args) -> int:
 # ----------------------------------------------------------------------------- plot
 def cmd_plot(args) -> int:
     from .. import io, plot
-    from ..landscape import Slice
+    from ..landscape import Slice, Surface
 
     path = Path(args.file)
     if not path.exists():
@@ -305,18 +306,23 @@ def cmd_plot(args) -> int:
             raise CLIError(f"{path}: holds {len(result)} slices; plot draws one or two") from None
     target = Path(args.out) if args.out else path.with_suffix("")
     formats = args.format
-    if target.suffix.lower().lstrip(".") in FIGURE_FORMATS:
+    if target.suffix.lower().lstrip(".") in FIGURE_FORMATS + SURFACE_FORMATS:
         if args.format_given:
             raise CLIError("give the figure format either as --out's suffix or with --format")
         formats = (target.suffix.lower().lstrip("."),)
         target = target.with_suffix("")
+    if "vtk" in formats and not isinstance(result, Surface):
+        raise CLIError(f"{path}: holds slices; --format vtk writes surfaces")
     outputs = [target.with_name(f"{target.name}.{fmt}") for fmt in formats]
     existing = [str(o) for o in outputs if o.exists()]
     if existing and not args.overwrite:
         raise CLIError(
             f"{existing[0]} exists; pass --overwrite to replace it or choose another --out"
         )
-    if isinstance(result, dict):
+    figure_formats = [f for f in formats if f in FIGURE_FORMATS]
+    if not figure_formats:
+        fig = None
+    elif isinstance(result, dict):
         fig = plot.slices(*result.values(), log=args.log)
     elif isinstance(result, Slice):
         fig = plot.slice_plot(result, log=args.log)
@@ -327,7 +333,9 @@ def cmd_plot(args) -> int:
     else:
         fig = plot.contour(result, log=args.log)
     mask = umask()
-    written = plot.save(fig, target, formats, args.dpi)
+    written = [] if fig is None else plot.save(fig, target, figure_formats, args.dpi)
+    if "vtk" in formats:
+        written.append(io.save_vtk(result, target.with_name(f"{target.name}.vtk"), log=args.log))
     for dest in written:
         os.chmod(dest, 0o666 & ~mask)  # the temporary file was private
     if not args.quiet:
