@@ -32,7 +32,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from ._validation import check_choice, check_positive_int
 from .data import Batch
@@ -176,6 +175,9 @@ def _forward_start(pa, pb) -> list[np.ndarray]:
     """Each hidden layer matched on its incoming weights and biases only, first layer first
     (the input units need no permutation; each layer's incoming weights are then compared
     under the permutation just found for the layer below)."""
+    # imported here, not at the top: scipy.optimize would slow `import fastscape`
+    from scipy.optimize import linear_sum_assignment
+
     perms: list[np.ndarray] = []
     for h in range(len(pa) - 1):
         Wa, ba = pa[h]
@@ -188,6 +190,8 @@ def _forward_start(pa, pb) -> list[np.ndarray]:
 
 
 def _weight_matching(model, a, b, seed, max_iter, init):
+    from scipy.optimize import linear_sum_assignment
+
     pa, pb = model.unflatten(a), model.unflatten(b)
     k = model.sizes[1:-1]
     perms = [np.arange(n, dtype=np.int64) for n in k]
@@ -285,6 +289,8 @@ def _correlations(model: MLP, a: np.ndarray, b: np.ndarray, X: np.ndarray) -> li
 
 
 def _activation_matching(model, a, b, X):
+    from scipy.optimize import linear_sum_assignment
+
     corrs = _correlations(model, a, b, X)
     perms = []
     before = after = 0.0
@@ -362,7 +368,7 @@ def align(
     if method == "activations":
         if X is None:
             raise ValueError("X is required with method='activations' (the data to run on)")
-        Xa = X.X if isinstance(X, Batch) else model.check_X(X)
+        Xa = model.check_X(X.X if isinstance(X, Batch) else X)
         if Xa.shape[0] < 2:
             raise ValueError(f"X needs at least 2 samples for correlations, got {Xa.shape[0]}")
         settings["n_samples"] = int(Xa.shape[0])
