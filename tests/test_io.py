@@ -302,6 +302,30 @@ def test_vtk_read_back_by_meshio(results, tmp_path, suffix, log):
         ]
 
 
+@pytest.mark.parametrize("suffix", [".vtk", ".vtu"])
+def test_vtk_read_back_by_vtk_itself(results, tmp_path, suffix):
+    """VTK's own readers (ParaView's): skipped where the ``vtk`` wheel (about 140 MB, not in
+    the test extra) is absent."""
+    pytest.importorskip("meshio")
+    pytest.importorskip("vtk")
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkIOLegacy import vtkUnstructuredGridReader
+    from vtkmodules.vtkIOXML import vtkXMLUnstructuredGridReader
+
+    surf = results[0]
+    reader = vtkUnstructuredGridReader() if suffix == ".vtk" else vtkXMLUnstructuredGridReader()
+    reader.SetFileName(str(io.save_vtk(surf, tmp_path / f"s{suffix}")))
+    reader.Update()
+    grid = reader.GetOutput()
+    a, b = surf.loss.shape
+    assert grid.GetNumberOfCells() == (a - 1) * (b - 1)
+    assert {grid.GetCellType(c) for c in range(grid.GetNumberOfCells())} == {9}  # VTK_QUAD
+    assert_array_equal(vtk_to_numpy(grid.GetPoints().GetData()), _grid_points(surf, surf.loss))
+    data = grid.GetPointData()
+    assert_array_equal(vtk_to_numpy(data.GetArray("loss")), surf.loss.ravel())
+    assert_array_equal(vtk_to_numpy(data.GetArray("accuracy")), surf.accuracy.ravel())
+
+
 def test_vtk_legacy_points_read_without_meshio(results, tmp_path):
     """The legacy file's POINTS block, parsed by hand: big-endian doubles in grid order."""
     pytest.importorskip("meshio")
