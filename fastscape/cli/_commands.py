@@ -14,10 +14,12 @@ from ._common import (
     SURFACE_FORMATS,
     CLIError,
     Talk,
+    check_html,
     save_figures,
     settings,
     summary,
     versions,
+    write_html,
     write_json,
 )  # fmt: skip
 from ._compute import (
@@ -42,6 +44,7 @@ def cmd_hessian(args) -> int:
     t_start = time.perf_counter()
     talk = Talk(args.quiet)
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
+    check_html(args)
     output = OutputDir(args.out, args.overwrite)
     with output as out, contextlib.ExitStack() as stack:
         model, data, _, classes, theta, source, _ = prepare(args, talk)
@@ -73,8 +76,9 @@ def cmd_hessian(args) -> int:
         files = ["hessian.json", "theta.npz"]
         io.save_theta(out / "theta.npz", model, theta)
         files += save_figures(plot.spectrum(density), out, "spectrum", args)
-        report["files"] = sorted(files)
+        report["files"] = sorted([*files, *(["report.html"] if args.html else [])])
         write_json(out / "hessian.json", report)
+        write_html(args, out, report, density=density, top_eigenvalues=curv["top"])
         output.commit()
     if not args.quiet:
         fmt = ", ".join
@@ -101,6 +105,8 @@ def _connect_paths(mc) -> dict:
     """The barriers, flags and loss profiles of one ``mode_connectivity`` result."""
     return {
         "linear_barrier": mc.linear_barrier, "curve_barrier": mc.curve_barrier,
+        "linear_interpolated_barrier": mc.linear_interpolated_barrier,
+        "curve_interpolated_barrier": mc.curve_interpolated_barrier,
         "linear_connected": mc.linear_connected, "curve_connected": mc.curve_connected,
         "linear": {"t": mc.linear.ts, "loss": mc.linear.loss},
         "curve": {"t": mc.curve.ts, "loss": mc.curve.loss} if mc.curve is not None else None,
@@ -128,6 +134,7 @@ def cmd_connect(args) -> int:
     from ..paths import align, mode_connectivity
 
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
+    check_html(args)
     t_start = time.perf_counter()
     talk = Talk(args.quiet)
     output = OutputDir(args.out, args.overwrite)
@@ -171,7 +178,7 @@ def cmd_connect(args) -> int:
                          for s, r in ((args.seed, res_a), (args.seed + 1, res_b))],
             "endpoint_loss": mc.linear.endpoint_loss,
             **_connect_paths(mc),
-            "threshold": mc.threshold,
+            "threshold": mc.threshold, "atol": mc.atol,
             "alignment": _align_report(aligned, mc_aligned) if aligned is not None else None,
             "warnings": talk.warnings,
             "wall_time_s": time.perf_counter() - t_start,
@@ -183,11 +190,13 @@ def cmd_connect(args) -> int:
                 continue
             for name, p in (("linear", result.linear), ("Bézier", result.curve)):
                 if p is not None:
+                    p.settings["label"] = f"{name}{tag}"  # the legends of report.html
                     paths.append(p)
                     labels.append(f"{name}{tag} (barrier {p.barrier:.3g})")
         files = save_figures(plot.path_profile(paths, labels), out, "paths", args)
-        report["files"] = sorted([*files, "connect.json"])
+        report["files"] = sorted([*files, "connect.json", *(["report.html"] if args.html else [])])
         write_json(out / "connect.json", report)
+        write_html(args, out, report, paths=paths)
         output.commit()
     if not args.quiet:
         rows = [
@@ -227,6 +236,10 @@ def cmd_eos(args) -> int:
     t_start = time.perf_counter()
     talk = Talk(args.quiet)
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
+    if args.optimizer != "momentum":
+        refuse(args, ("--momentum",), f"with --optimizer {args.optimizer}")
+    if args.optimizer != "adam":
+        refuse(args, ("--betas", "--adam-eps"), f"with --optimizer {args.optimizer}")
     output = OutputDir(args.out, args.overwrite)
     with output as out:
         if args.data == "eos-default":
@@ -246,12 +259,19 @@ def cmd_eos(args) -> int:
             data = model.batch(X, y)
         else:
             model, data, _, _, _, _, _ = prepare(args, talk)
+        if model.loss_name != "mse":
+            refuse(args, ("--mse-convention",), f"with the {model.loss_name} loss (MSE only)")
         # λmax is measured from the first step on: no training to overlap a compilation with
         announce_compile(talk, "hvp", model)
-        lr, steps = args.lr or 0.1, args.steps or 800
-        talk(f"full-batch GD: η = {lr:g}, {steps} steps, λmax every {args.every}")
+        lr = args.lr or (0.01 if args.optimizer == "adam" else 0.1)
+        steps = args.steps or 800
+        talk(f"full-batch {args.optimizer}: η = {lr:g}, {steps} steps, sharpness every "
+             f"{args.every}")  # fmt: skip
         res = edge_of_stability(model, data, None, lr=lr, steps=steps, every=args.every,
-                                seed=args.seed, device=args.device)  # fmt: skip
+                                optimizer=args.optimizer, momentum=args.momentum,
+                                betas=args.betas, adam_eps=args.adam_eps,
+                                mse_convention=args.mse_convention, seed=args.seed,
+                                device=args.device)  # fmt: skip
         if res.stop_reason in ("diverged", "nonfinite"):
             talk.warn(f"GD diverged (stop reason {res.stop_reason!r}): lower --lr")
         report = {
@@ -259,6 +279,9 @@ def cmd_eos(args) -> int:
             "settings": settings(args),
             "versions": versions(),
             "model": model.to_dict() | {"n_params": model.n_params},
+            "optimizer": res.optimizer, "momentum": res.momentum, "betas": res.betas,
+            "adam_eps": res.adam_eps, "mse_convention": res.mse_convention,
+            "sharpness": res.sharpness, "threshold_formula": res.threshold_formula,
             "lr": res.lr, "threshold": res.threshold, "steps": res.steps, "loss": res.loss,
             "lambda_max": res.lambda_max, "stop_reason": res.stop_reason,
             "warnings": talk.warnings,
@@ -272,8 +295,11 @@ def cmd_eos(args) -> int:
     if not args.quiet:
         print(summary([
             ("model", f"{model!r} ({model.n_params} params)"),
-            ("2/η", f"{res.threshold:.5g}"),
-            ("λmax first → last", f"{res.lambda_max[0]:.5g} → {res.lambda_max[-1]:.5g}"),
+            ("optimizer", res.optimizer + (f" (MSE convention {res.mse_convention})"
+                                           if res.mse_convention else "")),
+            (res.threshold_formula, f"{res.threshold:.5g}"),
+            (f"{res.sharpness_label} first → last",
+             f"{res.lambda_max[0]:.5g} → {res.lambda_max[-1]:.5g}"),
             ("loss first → last", f"{res.loss[0]:.5g} → {res.loss[-1]:.5g}"),
             ("stop", res.stop_reason),
             *(("warning", w) for w in talk.warnings),
