@@ -8,6 +8,9 @@ Each path is a coefficient matrix over a small basis handed to the span engine
 - polygonal chain through Q points: basis (θ_0 .. θ_{Q-1}), hat functions of t on the knots
   t_i = i / (Q − 1).
 
+:func:`align` (from :mod:`fastscape.alignment`) permutes the hidden units of θb to match θa
+before the paths are measured (Git Re-Basin).
+
 :func:`fit_bezier` trains the bend w as in Garipov et al. 2018 ("Loss Surfaces, Mode
 Connectivity, and Fast Ensembling of DNNs"): endpoints fixed, at every step t ~ U(0, 1) and a
 step of Adam (or SGD) on L(φ_w(t)), whose gradient in w is 2t(1 − t) ∇L(φ_w(t)) — an unbiased
@@ -28,6 +31,7 @@ from ._validation import (
     check_positive_float,
     check_positive_int,
 )
+from .alignment import Alignment, align, permute
 from .landscape import as_target, evaluate
 from .models import MLP
 
@@ -485,9 +489,11 @@ def mode_connectivity(
 
 
 __all__ = [
+    "Alignment",
     "BezierFit",
     "ModeConnectivity",
     "PathProfile",
+    "align",
     "barrier",
     "bernstein",
     "bezier_path",
@@ -496,5 +502,6 @@ __all__ = [
     "interpolated_barrier",
     "linear_path",
     "mode_connectivity",
+    "permute",
     "polychain_path",
 ]

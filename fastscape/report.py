@@ -150,7 +150,8 @@ def _paths_figure(go, paths, log: bool):
     fig = go.Figure()
     for p in paths:
         fig.add_trace(go.Scatter(x=p.ts, y=p.loss, mode="lines+markers",
-                                 name=f"{p.kind} (barrier {p.barrier:.4g})"))  # fmt: skip
+                                 name=f"{p.settings.get('label', p.kind)} "
+                                      f"(barrier {p.barrier:.4g})"))  # fmt: skip
     fig.update_layout(title="loss along the paths", xaxis_title="t", yaxis_title="loss",
                       yaxis_type="log" if log else "linear", height=420)  # fmt: skip
     return [("paths", fig)]

@@ -11,6 +11,7 @@ import numpy as np
 
 from ._common import (
     FIGURE_FORMATS,
+    SURFACE_FORMATS,
     CLIError,
     Talk,
     check_html,
@@ -106,10 +107,40 @@ def cmd_hessian(args) -> int:
 
 
 # ----------------------------------------------------------------------------- connect
+_MATCHING = {"weights": "weight matching", "activations": "activation matching"}
+
+
+def _connect_paths(mc) -> dict:
+    """The barriers, flags and loss profiles of one ``mode_connectivity`` result."""
+    return {
+        "linear_barrier": mc.linear_barrier, "curve_barrier": mc.curve_barrier,
+        "linear_interpolated_barrier": mc.linear_interpolated_barrier,
+        "curve_interpolated_barrier": mc.curve_interpolated_barrier,
+        "linear_connected": mc.linear_connected, "curve_connected": mc.curve_connected,
+        "linear": {"t": mc.linear.ts, "loss": mc.linear.loss},
+        "curve": {"t": mc.curve.ts, "loss": mc.curve.loss} if mc.curve is not None else None,
+    }  # fmt: skip
+
+
+def _align_report(result, mc) -> dict:
+    """``connect.json``'s ``alignment`` entry: how θb was permuted, and the paths after."""
+    return {
+        "method": result.method,
+        "converged": result.converged,
+        "iterations": result.n_iterations,
+        "objective": result.objective,
+        "distance_before": float(result.distance[0]),
+        "distance_after": float(result.distance[1]),
+        "permutations": [p.tolist() for p in result.permutations],
+        **({"note": result.settings["note"]} if "note" in result.settings else {}),
+        **_connect_paths(mc),
+    }
+
+
 def cmd_connect(args) -> int:
     from .. import plot
     from .._device import resolve_device
-    from ..paths import mode_connectivity
+    from ..paths import align, mode_connectivity
 
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
     check_html(args)
@@ -127,10 +158,26 @@ def cmd_connect(args) -> int:
         talk(f"paths: the straight segment and a Bézier curve ({args.bezier_steps} steps), "
              f"{args.points} points each")  # fmt: skip
         warm.wait("landscape")
-        mc = mode_connectivity(model, res_a.theta, res_b.theta, data, None, ts=args.points,
-                               fit=True, steps=args.bezier_steps, seed=args.seed,
-                               progress=None if not args.quiet else False,
-                               device=args.device)  # fmt: skip
+
+        def connect(theta_b):
+            return mode_connectivity(model, res_a.theta, theta_b, data, None, ts=args.points,
+                                     fit=True, steps=args.bezier_steps, seed=args.seed,
+                                     progress=None if not args.quiet else False,
+                                     device=args.device)  # fmt: skip
+
+        mc = connect(res_b.theta)
+        aligned = mc_aligned = None
+        if args.align is not None:
+            talk(f"aligning the second solution to the first ({_MATCHING[args.align]}), "
+                 "then the same paths again")  # fmt: skip
+            aligned = align(model, res_a.theta, res_b.theta, args.align,
+                            data.X if args.align == "activations" else None,
+                            seed=args.seed)  # fmt: skip
+            if not aligned.permutations:
+                talk.warn(f"--align: {aligned.settings['note']}; the paths are unchanged")
+                mc_aligned = mc
+            else:
+                mc_aligned = connect(aligned.theta)
         report = {
             "command": "connect",
             "settings": settings(args),
@@ -139,30 +186,49 @@ def cmd_connect(args) -> int:
             "training": [{"seed": s, "stop_reason": r.stop_reason, "steps": r.n_steps}
                          for s, r in ((args.seed, res_a), (args.seed + 1, res_b))],
             "endpoint_loss": mc.linear.endpoint_loss,
-            "linear_barrier": mc.linear_barrier, "curve_barrier": mc.curve_barrier,
-            "linear_interpolated_barrier": mc.linear_interpolated_barrier,
-            "curve_interpolated_barrier": mc.curve_interpolated_barrier,
-            "linear_connected": mc.linear_connected, "curve_connected": mc.curve_connected,
+            **_connect_paths(mc),
             "threshold": mc.threshold, "atol": mc.atol,
-            "linear": {"t": mc.linear.ts, "loss": mc.linear.loss},
-            "curve": {"t": mc.curve.ts, "loss": mc.curve.loss} if mc.curve is not None else None,
+            "alignment": _align_report(aligned, mc_aligned) if aligned is not None else None,
             "warnings": talk.warnings,
             "wall_time_s": time.perf_counter() - t_start,
         }  # fmt: skip
         talk(f"writing {args.out}")
-        paths = [mc.linear] + ([mc.curve] if mc.curve is not None else [])
-        files = save_figures(plot.path_profile(paths), out, "paths", args)
+        paths, labels = [], []
+        for result, tag in ((mc, ""), (mc_aligned, ", aligned")):
+            if result is None or (tag and result is mc):
+                continue
+            for name, p in (("linear", result.linear), ("Bézier", result.curve)):
+                if p is not None:
+                    p.settings["label"] = f"{name}{tag}"  # the legends of report.html
+                    paths.append(p)
+                    labels.append(f"{name}{tag} (barrier {p.barrier:.3g})")
+        files = save_figures(plot.path_profile(paths, labels), out, "paths", args)
         report["files"] = sorted([*files, "connect.json", *(["report.html"] if args.html else [])])
         write_json(out / "connect.json", report)
         write_html(args, out, report, paths=paths)
         output.commit()
     if not args.quiet:
-        print(summary([
+        rows = [
             ("model", f"{model!r} ({model.n_params} params)"),
             ("endpoints", f"loss {mc.linear.endpoint_loss[0]:.5g} (seed {args.seed}), "
                           f"{mc.linear.endpoint_loss[1]:.5g} (seed {args.seed + 1})"),
-            ("linear barrier", f"{mc.linear_barrier:.5g}"),
-            ("Bézier barrier", f"{mc.curve_barrier:.5g}"),
+        ]  # fmt: skip
+        if mc_aligned is None:
+            rows += [
+                ("linear barrier", f"{mc.linear_barrier:.5g}"),
+                ("Bézier barrier", f"{mc.curve_barrier:.5g}"),
+            ]
+        else:
+            rows += [
+                ("alignment", f"{_MATCHING[args.align]}, ‖θa − θb‖ {aligned.distance[0]:.4g} → "
+                              f"{aligned.distance[1]:.4g}"),
+                ("linear barrier", f"{mc.linear_barrier:.5g} → {mc_aligned.linear_barrier:.5g} "
+                                   "after alignment"),
+                ("Bézier barrier", f"{mc.curve_barrier:.5g} → {mc_aligned.curve_barrier:.5g} "
+                                   "after alignment"),
+            ]  # fmt: skip
+        print(summary([
+            *rows,
             *(("warning", w) for w in talk.warnings),
             ("output", str(args.out)),
             ("wall time", f"{report['wall_time_s']:.2f} s"),
@@ -255,7 +321,7 @@ def cmd_eos(args) -> int:
 # ----------------------------------------------------------------------------- plot
 def cmd_plot(args) -> int:
     from .. import io, plot
-    from ..landscape import Slice
+    from ..landscape import Slice, Surface
 
     path = Path(args.file)
     if not path.exists():
@@ -275,18 +341,23 @@ def cmd_plot(args) -> int:
             raise CLIError(f"{path}: holds {len(result)} slices; plot draws one or two") from None
     target = Path(args.out) if args.out else path.with_suffix("")
     formats = args.format
-    if target.suffix.lower().lstrip(".") in FIGURE_FORMATS:
+    if target.suffix.lower().lstrip(".") in FIGURE_FORMATS + SURFACE_FORMATS:
         if args.format_given:
             raise CLIError("give the figure format either as --out's suffix or with --format")
         formats = (target.suffix.lower().lstrip("."),)
         target = target.with_suffix("")
+    if "vtk" in formats and not isinstance(result, Surface):
+        raise CLIError(f"{path}: holds slices; --format vtk writes surfaces")
     outputs = [target.with_name(f"{target.name}.{fmt}") for fmt in formats]
     existing = [str(o) for o in outputs if o.exists()]
     if existing and not args.overwrite:
         raise CLIError(
             f"{existing[0]} exists; pass --overwrite to replace it or choose another --out"
         )
-    if isinstance(result, dict):
+    figure_formats = [f for f in formats if f in FIGURE_FORMATS]
+    if not figure_formats:
+        fig = None
+    elif isinstance(result, dict):
         fig = plot.slices(*result.values(), log=args.log)
     elif isinstance(result, Slice):
         fig = plot.slice_plot(result, log=args.log)
@@ -297,7 +368,9 @@ def cmd_plot(args) -> int:
     else:
         fig = plot.contour(result, log=args.log)
     mask = umask()
-    written = plot.save(fig, target, formats, args.dpi)
+    written = [] if fig is None else plot.save(fig, target, figure_formats, args.dpi)
+    if "vtk" in formats:
+        written.append(io.save_vtk(result, target.with_name(f"{target.name}.vtk"), log=args.log))
     for dest in written:
         os.chmod(dest, 0o666 & ~mask)  # the temporary file was private
     if not args.quiet:

@@ -18,6 +18,7 @@ BUILTIN_TASKS = {
 }  # fmt: skip
 LOSSES = ("softmax_ce", "logistic", "mse")
 FIGURE_FORMATS = ("png", "pdf", "svg")
+SURFACE_FORMATS = ("vtk",)  # --format values written from the surface's data, not a figure
 MAX_INFERRED_CLASSES = 50  # integer targets with more distinct values: ask for --loss
 NEAR_CRITICAL = 1e-3  # ‖∇L‖ below this (and above the critical tolerance): "near-critical"
 EXACT_MAX_PARAMS = 2000  # curvature from the exact Hessian up to this many parameters
@@ -147,8 +148,11 @@ def human_bytes(b: float) -> str:
 
 
 def save_figures(fig, out: Path, stem: str, args) -> list[str]:
-    """Save ``fig`` as ``out/stem.<format>`` for each of --format at --dpi (with
-    :func:`fastscape.plot.save`); returns the file names."""
+    """Save ``fig`` as ``out/stem.<format>`` for each figure format of --format at --dpi
+    (with :func:`fastscape.plot.save`); returns the file names."""
     from .. import plot
 
-    return [p.name for p in plot.save(fig, out / stem, args.format, args.dpi)]
+    formats = [f for f in args.format if f in FIGURE_FORMATS]
+    if not formats:  # --format vtk alone: no figure
+        return []
+    return [p.name for p in plot.save(fig, out / stem, formats, args.dpi)]

@@ -245,6 +245,12 @@ def _export_landscape(args, out: Path, model, theta, surf, surf_test, s1, s2, cu
         io.save_npz(surf_test, out / "surface_test.npz")
         files += ["surface_test.csv", "surface_test.npz"]
     log = _log_scale(args, surf)
+    if "vtk" in args.format:  # the surface for ParaView, height log10(loss) with the log scale
+        io.save_vtk(surf, out / "surface.vtk", log=log)
+        files.append("surface.vtk")
+        if surf_test is not None:
+            io.save_vtk(surf_test, out / "surface_test.vtk", log=log)
+            files.append("surface_test.vtk")
     if trajectory_xy is not None:
         fig = plot.trajectory(surf, trajectory_xy, log=log)
     else:

@@ -9,7 +9,7 @@ import numpy as np
 from .. import __version__
 from ..models import ACTIVATIONS
 from ._commands import cmd_connect, cmd_eos, cmd_hessian, cmd_plot
-from ._common import FIGURE_FORMATS, LOSSES, MAX_INFERRED_CLASSES, show
+from ._common import FIGURE_FORMATS, LOSSES, MAX_INFERRED_CLASSES, SURFACE_FORMATS, show
 from ._landscape import cmd_landscape
 from ._matrices import add_matrix_options
 
@@ -23,7 +23,7 @@ examples:
   fastscape hessian --data iris --model mlp --hidden 8 --top 5
   fastscape hessian --theta fastscape-out/theta.npz
   fastscape hessian --theta fastscape-out/theta.npz --ggn --fisher --blocks --diagonal
-  fastscape connect --data blobs --hidden 16
+  fastscape connect --data digits --hidden 32 --align weights
   fastscape eos --lr 0.05 --steps 600
   fastscape plot fastscape-out/surface.npz --format png,pdf
   fastscape plot fastscape-out/slices.csv --log
@@ -155,14 +155,26 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _formats(text: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(v.strip().lower().lstrip(".") for v in text.split(",")))
-    bad = [n for n in names if n not in FIGURE_FORMATS]
-    if not names or bad:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma list of {', '.join(FIGURE_FORMATS)}, got {text!r}"
-        )
-    return names
+def _format_list(allowed: tuple[str, ...]):
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(v.strip().lower().lstrip(".") for v in text.split(",")))
+        bad = [n for n in names if n not in allowed]
+        if not names or bad:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma list of {', '.join(allowed)}, got {text!r}"
+            )
+        return names
+
+    return parse
+
+
+_formats = _format_list(FIGURE_FORMATS)
+_surface_formats = _format_list(FIGURE_FORMATS + SURFACE_FORMATS)
+_FORMAT_HELP = "figure formats, a comma list of png, pdf, svg [default: png]"
+_SURFACE_FORMAT_HELP = (
+    "output formats, a comma list of the figure formats png, pdf, svg and vtk (the surface "
+    "as a VTK file for ParaView, needs meshio: pip install 'fastscape[vtk]') [default: png]"
+)
 
 
 # ----------------------------------------------------------------------------- options
@@ -268,7 +280,11 @@ def _add_curvature_budget(p: argparse.ArgumentParser) -> None:
 
 
 def _add_output_options(
-    p: argparse.ArgumentParser, default_out: str, figures: bool = True, html: bool = False
+    p: argparse.ArgumentParser,
+    default_out: str,
+    figures: bool = True,
+    html: bool = False,
+    surfaces: bool = False,
 ) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--out", default=default_out, help="output directory")
@@ -278,8 +294,8 @@ def _add_output_options(
     )  # fmt: skip
     if figures:
         o.add_argument(
-            "--format", type=_formats, default=("png",),
-            help="figure formats, a comma list of png, pdf, svg [default: png]",
+            "--format", type=_surface_formats if surfaces else _formats, default=("png",),
+            help=_SURFACE_FORMAT_HELP if surfaces else _FORMAT_HELP,
         )  # fmt: skip
         o.add_argument("--dpi", type=_positive_int, default=150, help="figure resolution")
     if html:
@@ -359,7 +375,7 @@ def _landscape_parser(sub) -> None:
         help="random directions probed for ε-sharpness",
     )  # fmt: skip
     _add_curvature_budget(p)
-    _add_output_options(p, "fastscape-out", html=True)
+    _add_output_options(p, "fastscape-out", html=True, surfaces=True)
     scale = p.add_argument_group("figure scale").add_mutually_exclusive_group()
     scale.add_argument(
         "--log", dest="log", action="store_true", default=None,
@@ -409,6 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bezier-steps", type=_positive_int, default=300, help="training steps of the bend"
     )
+    p.add_argument(
+        "--align", choices=("weights", "activations"), default=None,
+        help="also permute the hidden units of the second solution to match the first (Git "
+        "Re-Basin: weight matching, or activation matching on the data) and measure both "
+        "paths again; the barriers before and after are reported",
+    )  # fmt: skip
     _add_output_options(p, "fastscape-connect", html=True)
     p.set_defaults(func=cmd_connect)
 
@@ -438,8 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="figure path without or with suffix [default: FILE "
                    "without its suffix]")  # fmt: skip
     p.add_argument(
-        "--format", type=_formats, default=None,
-        help="figure formats, a comma list of png, pdf, svg [default: png]",
+        "--format", type=_surface_formats, default=None, help=_SURFACE_FORMAT_HELP,
     )  # fmt: skip
     p.add_argument("--dpi", type=_positive_int, default=150, help="figure resolution")
     p.add_argument("--overwrite", action="store_true", help="replace existing figures")
