@@ -276,3 +276,24 @@ def test_bad_model_theta_and_directions(problem):
         curvature_map(model, theta, d1, -3 * d1, X, y, 2, 2)
     with pytest.raises(ValueError, match="X is required"):
         curvature_map(model, theta, d1, d2, None, None, 2, 2)
+
+
+# ----------------------------------------------------------------------------- on a cluster
+def test_client_equals_local_and_resumes_locally(problem, tmp_path):
+    """Tiles on Dask workers give the local bits; a map checkpointed there resumes here."""
+    distributed = pytest.importorskip("distributed")
+    local = _small_lanczos(problem)
+    cluster = distributed.LocalCluster(
+        processes=True, n_workers=2, threads_per_worker=1, host="127.0.0.1",
+        dashboard_address=None,
+    )  # fmt: skip
+    try:
+        with distributed.Client(cluster) as client:
+            remote = _small_lanczos(problem, client=client, checkpoint_dir=tmp_path)
+    finally:
+        cluster.close()
+    _assert_same_bits(remote, local)
+    ran = []
+    resumed = _small_lanczos(problem, checkpoint_dir=tmp_path, on_tile=lambda t, n: ran.append(t))
+    assert ran == []
+    _assert_same_bits(resumed, local)
