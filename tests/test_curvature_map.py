@@ -297,3 +297,29 @@ def test_client_equals_local_and_resumes_locally(problem, tmp_path):
     resumed = _small_lanczos(problem, checkpoint_dir=tmp_path, on_tile=lambda t, n: ran.append(t))
     assert ran == []
     _assert_same_bits(resumed, local)
+
+
+# ----------------------------------------------------------------------------- the figure
+def test_figure_panels_and_unconverged_points(problem):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from fastscape import plot
+
+    model, theta, d1, d2, X, y, *_ = problem
+    cm = curvature_map(model, theta, d1, d2, X, y, ALPHAS, BETAS, method="lanczos", max_hvps=12)
+    bad = cm.n_unconverged
+    assert 0 < bad  # 12 products per solve leave some points unconverged here
+    fig = plot.curvature_maps(cm)
+    FigureCanvasAgg(fig).draw()
+    loss_ax, max_ax, min_ax, ratio_ax = fig.axes[:4]
+    assert loss_ax.get_title() == "loss"
+    assert ratio_ax.get_title() == f"|λmin / λmax| ({bad} unconverged, grey)"
+    mesh = ratio_ax.collections[0]
+    arr = mesh.get_array()  # cells in (b, a) order: the transpose of the map
+    np.testing.assert_array_equal(np.ma.getmaskarray(arr).reshape(3, 4), ~cm.converged.T)
+    np.testing.assert_array_equal(arr.compressed(), cm.ratio.T[cm.converged.T])
+    assert min_ax.get_xlabel().startswith("α") and max_ax.get_ylabel().startswith("β")
+    cm.loss = None
+    assert len([a for a in plot.curvature_maps(cm).axes if a.get_label() != "<colorbar>"]) == 3
+    with pytest.raises(TypeError, match="CurvatureMap"):
+        plot.curvature_maps(cm.lambda_max)
