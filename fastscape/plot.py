@@ -299,6 +299,7 @@ def curvature_maps(
     cmap: CurvatureMap,
     *,
     levels: int = 30,
+    log: bool = False,
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
 ) -> Figure:
@@ -319,6 +320,9 @@ def curvature_maps(
         left out.
     levels : int
         Number of loss contour levels.
+    log : bool
+        Logarithmic loss levels (the loss must be positive); the white loss contours drawn
+        over the maps follow them.
     title : str, optional
         Figure title; default says the method and the directions' kind.
     figsize : (float, float), optional
@@ -333,19 +337,27 @@ def curvature_maps(
         raise TypeError(f"cmap must be a CurvatureMap, got {type(cmap).__name__}")
     if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2:
         raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+    if cmap.loss is not None:
+        _check_log(cmap.loss, log)
     panels = (["loss"] if cmap.loss is not None else []) + ["max", "min", "ratio"]
     fig = Figure(figsize=figsize or (4.2 * len(panels), 4.4), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     a, b = cmap.alphas, cmap.betas
+    if cmap.loss is not None:
+        lo, hi = float(cmap.loss.min()), float(cmap.loss.max())
+        hi = max(hi, lo * (1 + 1e-9) + 1e-12)
+        lv = np.geomspace(lo, hi, levels) if log else np.linspace(lo, hi, levels)
     origin = a.min() <= 0 <= a.max() and b.min() <= 0 <= b.max()
     for ax, kind in zip(axes, panels):
         ax.set_facecolor("0.75")  # what masked (unconverged) cells show
         if kind == "loss":
-            Z = cmap.loss
-            lo, hi = float(np.nanmin(Z)), float(np.nanmax(Z))
-            cs = ax.contourf(a, b, Z.T, levels=np.linspace(lo, max(hi, lo + 1e-12), levels),
-                             cmap="viridis")  # fmt: skip
-            fig.colorbar(cs, ax=ax, label="loss")
+            cs = ax.contourf(a, b, cmap.loss.T, levels=lv, cmap="viridis",
+                             norm=LogNorm(lv[0], lv[-1]) if log else None)  # fmt: skip
+            cbar = fig.colorbar(cs, ax=ax, label="loss" + (" (log scale)" if log else ""))
+            if log:  # a few labelled ticks across the range, as in contour()
+                ticks = np.geomspace(lv[0], lv[-1], 5)
+                cbar.set_ticks(ticks)
+                cbar.set_ticklabels([f"{t:.3g}" for t in ticks])
             ax.set_title("loss")
         else:
             if kind == "max":
@@ -363,8 +375,8 @@ def curvature_maps(
             bad = int((~ok).sum())
             ax.set_title(label + (f" ({bad} unconverged, grey)" if bad else ""))
             if cmap.loss is not None:
-                ax.contour(a, b, cmap.loss.T, levels=8, colors="white", linewidths=0.5,
-                           alpha=0.6)  # fmt: skip
+                ax.contour(a, b, cmap.loss.T, levels=lv[:: max(1, levels // 8)], colors="white",
+                           linewidths=0.5, alpha=0.6)  # fmt: skip
         if origin:
             ax.plot([0.0], [0.0], linestyle="none", marker="*", markersize=11, color="red",
                     markeredgecolor="white")  # fmt: skip

@@ -323,3 +323,46 @@ def test_figure_panels_and_unconverged_points(problem):
     assert len([a for a in plot.curvature_maps(cm).axes if a.get_label() != "<colorbar>"]) == 3
     with pytest.raises(TypeError, match="CurvatureMap"):
         plot.curvature_maps(cm.lambda_max)
+
+
+# ----------------------------------------------------------------------------- the CLI
+def test_cli_landscape_curvature_map(tmp_path, capsys):
+    import json
+
+    from fastscape import datasets, io
+    from fastscape.cli import main
+
+    out = tmp_path / "run"
+    fast = ["--hidden", "4", "--points", "5", "--steps", "30", "--sharpness-directions", "8"]
+    assert main(["landscape", *fast, "--curvature-map", "--quiet", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    for name in ("curvature_map.npz", "curvature_map.csv", "curvature_map.png"):
+        assert name in report["files"] and (out / name).stat().st_size > 0
+    with np.load(out / "curvature_map.npz") as z:
+        cm = {k: z[k] for k in z.files}
+    surf = io.load(out / "surface.npz")
+    # no --curvature-map-points: the surface's own 5 x 5 grid
+    np.testing.assert_array_equal(cm["alphas"], surf.alphas)
+    np.testing.assert_allclose(cm["loss"], surf.loss, rtol=1e-12)
+    # at the centre of the grid (θ itself) the ends are those of eigh of the exact Hessian
+    X, y = datasets.load("blobs", standardize_features=True)
+    model, theta = io.load_theta(out / "theta.npz")
+    w = np.linalg.eigvalsh(model.hessian(theta, X, y))
+    assert abs(cm["lambda_max"][2, 2] - w[-1]) <= 1e-10 * abs(w).max()
+    assert abs(cm["lambda_min"][2, 2] - w[0]) <= 1e-10 * abs(w).max()
+    rep = report["curvature_map"]
+    assert rep["grid"] == [5, 5] and rep["method"] == "exact" and rep["n_unconverged"] == 0
+    assert rep["lambda_max_range"] == [cm["lambda_max"].min(), cm["lambda_max"].max()]
+    assert rep["ratio_max"] == np.nanmax(cm["ratio"])
+    table = np.loadtxt(out / "curvature_map.csv", delimiter=",", skiprows=1)
+    header = (out / "curvature_map.csv").read_text().splitlines()[0].split(",")
+    assert table.shape == (25, len(header))
+    np.testing.assert_array_equal(table[:, header.index("lambda_min")], cm["lambda_min"].ravel())
+    # a smaller map on the same ranges
+    out2 = tmp_path / "run2"
+    argv = ["landscape", *fast, "--curvature-map", "--curvature-map-points", "3", "--quiet"]
+    assert main([*argv, "--out", str(out2)]) == 0
+    with np.load(out2 / "curvature_map.npz") as z:
+        assert z["lambda_max"].shape == (3, 3)
+        np.testing.assert_array_equal(z["alphas"], [-1.0, 0.0, 1.0])
+    capsys.readouterr()
