@@ -718,6 +718,11 @@ def serpentine(a: int, b: int) -> np.ndarray:
     Row 0 left to right, row 1 right to left, and so on: consecutive points are always grid
     neighbours, which is what the warm starts of :func:`curvature_map` need.
 
+    Parameters
+    ----------
+    a, b : int
+        The grid's shape (len(alphas), len(betas)).
+
     Returns
     -------
     (a * b,) int64 array
