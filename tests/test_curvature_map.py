@@ -366,3 +366,35 @@ def test_cli_landscape_curvature_map(tmp_path, capsys):
         assert z["lambda_max"].shape == (3, 3)
         np.testing.assert_array_equal(z["alphas"], [-1.0, 0.0, 1.0])
     capsys.readouterr()
+
+
+# ----------------------------------------------------------------------------- the benchmark
+def test_benchmark_peer_agrees_with_eigh(problem):
+    """bench/bench_curvature_map.py's loss-landscape scheme (both HVPs) gives eigh's ends where
+    its shift can reach λmin, and the map agrees with it."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("torch")
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        path = bench / "bench_curvature_map.py"
+        spec = importlib.util.spec_from_file_location("bench_cmap", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(bench))
+    model, theta, d1, d2, X, y, hi, lo = problem
+    checked = 0
+    for i, j in [(0, 0), (3, 2), (1, 1)]:
+        p = theta + ALPHAS[i] * d1 + BETAS[j] * d2
+        for cached in (False, True):
+            top, low, n = mod.loss_landscape_point(model, X, y, p, 1e-10, cached)
+            assert n > 0
+            assert abs(top - hi[i, j]) <= 1e-8 * abs(hi[i, j])
+            if lo[i, j] < -0.02 * hi[i, j]:
+                assert abs(low - lo[i, j]) <= 1e-8 * abs(hi[i, j])
+                checked += 1
+    assert checked >= 2
