@@ -87,6 +87,19 @@ def test_lanczos_path_equals_eigh_to_tolerance(problem, tile_size):
     np.testing.assert_array_less(np.abs(cm.lambda_min - lo), tol * np.abs(lo) + 1e-13)
 
 
+def test_unverified_flags_are_the_residual_test(problem):
+    """verify=False: fewer HVPs, flags from the residual test alone, values still within tol."""
+    model, theta, d1, d2, X, y, hi, lo = problem
+    kw = {"method": "lanczos", "tol": 1e-6, "with_loss": False}
+    full = curvature_map(model, theta, d1, d2, X, y, ALPHAS, BETAS, **kw)
+    fast = curvature_map(model, theta, d1, d2, X, y, ALPHAS, BETAS, verify=False, **kw)
+    assert fast.settings["verify"] is False and full.settings["verify"] is True
+    assert fast.converged.all(), fast.message
+    assert (fast.n_hvps < full.n_hvps).all()
+    np.testing.assert_array_less(np.abs(fast.lambda_max - hi), 1e-6 * np.abs(hi) + 1e-13)
+    np.testing.assert_array_less(np.abs(fast.lambda_min - lo), 1e-6 * np.abs(lo) + 1e-13)
+
+
 def test_power_path_converged_points_within_tolerance(problem):
     model, theta, d1, d2, X, y, hi, lo = problem
     tol = 1e-6
@@ -254,6 +267,7 @@ def test_checkpoint_of_another_map_is_refused(problem, tmp_path):
         ({"exact_max_params": 0}, ValueError, "exact_max_params"),
         ({"tile_size": 0}, ValueError, "tile_size"),
         ({"seed": 1.5}, TypeError, "seed"),
+        ({"verify": 1}, TypeError, "verify"),
         ({"alphas": [0.0, np.nan]}, ValueError, "alphas"),
         ({"betas": 0}, ValueError, "betas"),
     ],

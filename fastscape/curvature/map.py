@@ -98,6 +98,11 @@ def _warm(result):
     return None if result is None else result.eigenvectors
 
 
+def _flag(result, verify: bool) -> bool:
+    """A pair's flag: converged and verified, or (``verify=False``) its residual test."""
+    return bool((result.converged if verify else result.residual_converged)[0])
+
+
 def solve_chain(
     model: MLP,
     data: Batch,
@@ -107,6 +112,7 @@ def solve_chain(
     max_hvps: int | None,
     seed: int,
     max_params: int | None = None,
+    verify: bool = True,
 ) -> ChainResult:
     """λmax and λmin at each point of a chain, each solve warm-started from the previous point.
 
@@ -129,6 +135,10 @@ def solve_chain(
         perturbation of the warm start after it).
     max_params : int, optional
         Size limit of the exact Hessian (``"exact"``).
+    verify : bool
+        The solvers' verification restart (the rank of each value established). With False
+        a point's flag is the residual test alone (``EigenResult.residual_converged``), the
+        guarantee ARPACK gives.
 
     Returns
     -------
@@ -148,21 +158,20 @@ def solve_chain(
             cmax[j] = cmin[j] = True
             continue
         H = HessianOperator(model, theta, data)
+        kw = {"tol": tol, "max_hvps": max_hvps, "seed": seed, "verify": verify}
         if method == "lanczos":
-            kw = {"tol": tol, "max_hvps": max_hvps, "seed": seed}
             hi = lanczos(H, 1, "LA", v0=_warm(prev_a), **kw)
             lo = lanczos(H, 1, "SA", v0=_warm(prev_b), **kw)
             lmax[j], lmin[j] = hi.eigenvalues[0], lo.eigenvalues[0]
-            cmax[j], cmin[j] = bool(hi.converged[0]), bool(lo.converged[0])
+            cmax[j], cmin[j] = _flag(hi, verify), _flag(lo, verify)
             hmax[j], hmin[j] = hi.n_hvps, lo.n_hvps
             prev_a, prev_b = hi, lo
             continue
-        kw = {"tol": tol, "max_hvps": max_hvps, "seed": seed}
         first = power_iteration(H, 1, v0=_warm(prev_a), **kw)
         lam1 = float(first.eigenvalues[0])
         second = power_iteration(ShiftedOperator(H, lam1), 1, v0=_warm(prev_b), **kw)
         lam2 = float(second.eigenvalues[0]) + lam1
-        ok1, ok2 = bool(first.converged[0]), bool(second.converged[0])
+        ok1, ok2 = _flag(first, verify), _flag(second, verify)
         if lam1 >= lam2:
             lmax[j], lmin[j], cmax[j], cmin[j] = lam1, lam2, ok1, ok2
             hmax[j], hmin[j] = first.n_hvps, second.n_hvps
