@@ -28,7 +28,7 @@ from .data import Batch
 from .eos import edge_of_stability
 from .landscape import Evaluation, Slice, Surface, evaluate, slice_1d, surface_2d
 from .models import MLP, LayerLayout, LinearRegression, Logistic
-from .sharpness import compare_minima, epsilon_sharpness
+from .sharpness import box_sharpness, compare_minima, epsilon_sharpness
 from .training import FitResult, fit
 
 __version__ = "0.1.0"
@@ -43,6 +43,7 @@ __all__ = [
     "Logistic",
     "Slice",
     "Surface",
+    "box_sharpness",
     "classify",
     "classify_point",
     "compare_minima",

@@ -13,10 +13,12 @@ from ._common import (
     FIGURE_FORMATS,
     CLIError,
     Talk,
+    check_html,
     save_figures,
     settings,
     summary,
     versions,
+    write_html,
     write_json,
 )  # fmt: skip
 from ._compute import (
@@ -41,6 +43,7 @@ def cmd_hessian(args) -> int:
     t_start = time.perf_counter()
     talk = Talk(args.quiet)
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
+    check_html(args)
     output = OutputDir(args.out, args.overwrite)
     with output as out, contextlib.ExitStack() as stack:
         model, data, _, classes, theta, source, _ = prepare(args, talk)
@@ -72,8 +75,9 @@ def cmd_hessian(args) -> int:
         files = ["hessian.json", "theta.npz"]
         io.save_theta(out / "theta.npz", model, theta)
         files += save_figures(plot.spectrum(density), out, "spectrum", args)
-        report["files"] = sorted(files)
+        report["files"] = sorted([*files, *(["report.html"] if args.html else [])])
         write_json(out / "hessian.json", report)
+        write_html(args, out, report, density=density, top_eigenvalues=curv["top"])
         output.commit()
     if not args.quiet:
         fmt = ", ".join
@@ -99,6 +103,7 @@ def cmd_connect(args) -> int:
     from ..paths import mode_connectivity
 
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
+    check_html(args)
     t_start = time.perf_counter()
     talk = Talk(args.quiet)
     output = OutputDir(args.out, args.overwrite)
@@ -126,8 +131,10 @@ def cmd_connect(args) -> int:
                          for s, r in ((args.seed, res_a), (args.seed + 1, res_b))],
             "endpoint_loss": mc.linear.endpoint_loss,
             "linear_barrier": mc.linear_barrier, "curve_barrier": mc.curve_barrier,
+            "linear_interpolated_barrier": mc.linear_interpolated_barrier,
+            "curve_interpolated_barrier": mc.curve_interpolated_barrier,
             "linear_connected": mc.linear_connected, "curve_connected": mc.curve_connected,
-            "threshold": mc.threshold,
+            "threshold": mc.threshold, "atol": mc.atol,
             "linear": {"t": mc.linear.ts, "loss": mc.linear.loss},
             "curve": {"t": mc.curve.ts, "loss": mc.curve.loss} if mc.curve is not None else None,
             "warnings": talk.warnings,
@@ -136,8 +143,9 @@ def cmd_connect(args) -> int:
         talk(f"writing {args.out}")
         paths = [mc.linear] + ([mc.curve] if mc.curve is not None else [])
         files = save_figures(plot.path_profile(paths), out, "paths", args)
-        report["files"] = sorted([*files, "connect.json"])
+        report["files"] = sorted([*files, "connect.json", *(["report.html"] if args.html else [])])
         write_json(out / "connect.json", report)
+        write_html(args, out, report, paths=paths)
         output.commit()
     if not args.quiet:
         print(summary([
@@ -162,6 +170,10 @@ def cmd_eos(args) -> int:
     t_start = time.perf_counter()
     talk = Talk(args.quiet)
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
+    if args.optimizer != "momentum":
+        refuse(args, ("--momentum",), f"with --optimizer {args.optimizer}")
+    if args.optimizer != "adam":
+        refuse(args, ("--betas", "--adam-eps"), f"with --optimizer {args.optimizer}")
     output = OutputDir(args.out, args.overwrite)
     with output as out:
         if args.data == "eos-default":
@@ -181,12 +193,19 @@ def cmd_eos(args) -> int:
             data = model.batch(X, y)
         else:
             model, data, _, _, _, _, _ = prepare(args, talk)
+        if model.loss_name != "mse":
+            refuse(args, ("--mse-convention",), f"with the {model.loss_name} loss (MSE only)")
         # λmax is measured from the first step on: no training to overlap a compilation with
         announce_compile(talk, "hvp", model)
-        lr, steps = args.lr or 0.1, args.steps or 800
-        talk(f"full-batch GD: η = {lr:g}, {steps} steps, λmax every {args.every}")
+        lr = args.lr or (0.01 if args.optimizer == "adam" else 0.1)
+        steps = args.steps or 800
+        talk(f"full-batch {args.optimizer}: η = {lr:g}, {steps} steps, sharpness every "
+             f"{args.every}")  # fmt: skip
         res = edge_of_stability(model, data, None, lr=lr, steps=steps, every=args.every,
-                                seed=args.seed, device=args.device)  # fmt: skip
+                                optimizer=args.optimizer, momentum=args.momentum,
+                                betas=args.betas, adam_eps=args.adam_eps,
+                                mse_convention=args.mse_convention, seed=args.seed,
+                                device=args.device)  # fmt: skip
         if res.stop_reason in ("diverged", "nonfinite"):
             talk.warn(f"GD diverged (stop reason {res.stop_reason!r}): lower --lr")
         report = {
@@ -194,6 +213,9 @@ def cmd_eos(args) -> int:
             "settings": settings(args),
             "versions": versions(),
             "model": model.to_dict() | {"n_params": model.n_params},
+            "optimizer": res.optimizer, "momentum": res.momentum, "betas": res.betas,
+            "adam_eps": res.adam_eps, "mse_convention": res.mse_convention,
+            "sharpness": res.sharpness, "threshold_formula": res.threshold_formula,
             "lr": res.lr, "threshold": res.threshold, "steps": res.steps, "loss": res.loss,
             "lambda_max": res.lambda_max, "stop_reason": res.stop_reason,
             "warnings": talk.warnings,
@@ -207,8 +229,11 @@ def cmd_eos(args) -> int:
     if not args.quiet:
         print(summary([
             ("model", f"{model!r} ({model.n_params} params)"),
-            ("2/η", f"{res.threshold:.5g}"),
-            ("λmax first → last", f"{res.lambda_max[0]:.5g} → {res.lambda_max[-1]:.5g}"),
+            ("optimizer", res.optimizer + (f" (MSE convention {res.mse_convention})"
+                                           if res.mse_convention else "")),
+            (res.threshold_formula, f"{res.threshold:.5g}"),
+            (f"{res.sharpness_label} first → last",
+             f"{res.lambda_max[0]:.5g} → {res.lambda_max[-1]:.5g}"),
             ("loss first → last", f"{res.loss[0]:.5g} → {res.loss[-1]:.5g}"),
             ("stop", res.stop_reason),
             *(("warning", w) for w in talk.warnings),

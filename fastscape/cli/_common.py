@@ -101,6 +101,28 @@ def write_json(path: Path, payload: dict) -> None:
     path.write_text(text + "\n", encoding="utf-8")
 
 
+def check_html(args) -> None:
+    """Settle ``--html`` before any work: on by default where Plotly (the ``report`` extra) is
+    installed; asked for explicitly without it, a clear error."""
+    from .. import report
+
+    if args.html is None:
+        args.html = report.available()
+    elif args.html and not report.available():
+        raise CLIError('--html needs Plotly: pip install "fastscape[report]" (or pass --no-html)')
+
+
+def write_html(args, out: Path, payload: dict, **figures) -> list[str]:
+    """``report.html`` beside the JSON report when ``--html`` is on (see :func:`check_html`);
+    the page shows ``payload`` exactly as the JSON file holds it. Returns the file names."""
+    if not args.html:
+        return []
+    from .. import report
+
+    report.write_html(out / "report.html", _jsonable(payload), **figures)
+    return ["report.html"]
+
+
 def summary(rows: Sequence[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     # the rule spans the table, up to 100 columns (a long value may run past it)

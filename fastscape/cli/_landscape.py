@@ -11,12 +11,14 @@ import numpy as np
 from ._common import (
     CLIError,
     Talk,
+    check_html,
     human_bytes,
     human_seconds,
     save_figures,
     settings,
     summary,
     versions,
+    write_html,
     write_json,
 )
 from ._compute import (
@@ -46,6 +48,7 @@ def cmd_landscape(args) -> int:
     talk = Talk(args.quiet)
     timings: dict[str, float] = {}
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
+    check_html(args)
     loaded = bool(args.theta or args.torch)
     if loaded and args.directions == "pca":
         raise CLIError("--directions pca needs a training trajectory: not with --theta/--torch")
@@ -196,10 +199,13 @@ def cmd_landscape(args) -> int:
                           "sam_rho": args.epsilon, "sam_sharpness": sam},
             "curvature_map": None if cmap is None else _curvature_map_report(cmap),
             "warnings": talk.warnings,
-            "files": sorted([*files, "report.json"]),
+            "files": sorted([*files, "report.json", *(["report.html"] if args.html else [])]),
             "timings": timings,
         }  # fmt: skip
         write_json(out / "report.json", report)
+        write_html(args, out, report, surface=surf, surface_test=surf_test,
+                   slices={"d1": s1, "d2": s2}, density=curv["density"],
+                   top_eigenvalues=curv["top"], log=_log_scale(args, surf))  # fmt: skip
         output.commit()
 
     if not args.quiet:

@@ -96,6 +96,51 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _beta(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _betas(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected two numbers B1,B2 in [0, 1), got {text!r}")
+    return _beta(parts[0]), _beta(parts[1])
+
+
+def _add_eos_optimizer_options(p: argparse.ArgumentParser) -> None:
+    """eos: the optimiser whose edge of stability is tracked, and the MSE convention."""
+    g = p.add_argument_group("optimizer")
+    g.add_argument(
+        "--optimizer", choices=("gd", "momentum", "adam"), default="gd",
+        help="gd: threshold 2/η; momentum: heavy ball v ← βv + ∇L, θ ← θ − ηv, threshold "
+        "(2+2β)/η; adam: the preconditioned sharpness λmax(P⁻¹H) against (2+2β1)/((1−β1)η) "
+        "(Cohen et al. 2022) [default: gd]",
+    )  # fmt: skip
+    g.add_argument(
+        "--momentum", type=_beta, default=None, metavar="BETA",
+        help="heavy-ball β, with --optimizer momentum only [default: 0.9]",
+    )  # fmt: skip
+    g.add_argument(
+        "--betas", type=_betas, default=None, metavar="B1,B2",
+        help="Adam's β1,β2, with --optimizer adam only [default: 0.9,0.999]",
+    )  # fmt: skip
+    g.add_argument(
+        "--adam-eps", type=_positive_float, default=None, metavar="EPS",
+        help="Adam's ε, with --optimizer adam only [default: 1e-8]",
+    )  # fmt: skip
+    g.add_argument(
+        "--mse-convention", choices=("sum", "half_sum"), default=None,
+        help="MSE losses only: sum (fastscape's mean Σ(f−y)²) or half_sum (Cohen et al.'s "
+        "mean ½Σ(f−y)², which halves λmax at the same iterate) [default: sum]",
+    )  # fmt: skip
+
+
 def _hidden(text: str) -> tuple[int, ...]:
     if text.strip() in ("", "0", "none"):
         return ()
@@ -220,7 +265,9 @@ def _add_curvature_budget(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _add_output_options(p: argparse.ArgumentParser, default_out: str, figures: bool = True) -> None:
+def _add_output_options(
+    p: argparse.ArgumentParser, default_out: str, figures: bool = True, html: bool = False
+) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--out", default=default_out, help="output directory")
     o.add_argument(
@@ -233,6 +280,13 @@ def _add_output_options(p: argparse.ArgumentParser, default_out: str, figures: b
             help="figure formats, a comma list of png, pdf, svg [default: png]",
         )  # fmt: skip
         o.add_argument("--dpi", type=_positive_int, default=150, help="figure resolution")
+    if html:
+        o.add_argument(
+            "--html", action=argparse.BooleanOptionalAction, default=None,
+            help="write report.html, an interactive page of the figures and numbers that opens "
+            "offline (needs the report extra: pip install 'fastscape[report]') "
+            "[default: when Plotly is installed]",
+        )  # fmt: skip
 
 
 def _landscape_parser(sub) -> None:
@@ -313,7 +367,7 @@ def _landscape_parser(sub) -> None:
         "per axis; the same grid when it is no larger]",
     )  # fmt: skip
     _add_curvature_budget(p)
-    _add_output_options(p, "fastscape-out")
+    _add_output_options(p, "fastscape-out", html=True)
     scale = p.add_argument_group("figure scale").add_mutually_exclusive_group()
     scale.add_argument(
         "--log", dest="log", action="store_true", default=None,
@@ -347,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--theta", default=None, help="parameters (theta.npz written by fastscape)")
     p.add_argument("--top", type=_positive_int, default=5, help="eigenvalues at each end")
     _add_curvature_budget(p)
-    _add_output_options(p, "fastscape-hessian")
+    _add_output_options(p, "fastscape-hessian", html=True)
     p.set_defaults(func=cmd_hessian)
 
     p = sub.add_parser(
@@ -362,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bezier-steps", type=_positive_int, default=300, help="training steps of the bend"
     )
-    _add_output_options(p, "fastscape-connect")
+    _add_output_options(p, "fastscape-connect", html=True)
     p.set_defaults(func=cmd_connect)
 
     p = sub.add_parser(
@@ -375,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_data_model_options(p, data="eos-default", hidden=(16, 16), training=False)
     p.add_argument("--every", type=_positive_int, default=20, help="steps between λmax")
+    _add_eos_optimizer_options(p)
     _add_output_options(p, "fastscape-eos")
     p.set_defaults(func=cmd_eos)
 
