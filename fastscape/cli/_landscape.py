@@ -205,7 +205,8 @@ def cmd_landscape(args) -> int:
         write_json(out / "report.json", report)
         write_html(args, out, report, surface=surf, surface_test=surf_test,
                    slices={"d1": s1, "d2": s2}, density=curv["density"],
-                   top_eigenvalues=curv["top"], log=_log_scale(args, surf))  # fmt: skip
+                   top_eigenvalues=curv["top"], curvature_map=cmap,
+                   log=_log_scale(args, surf))  # fmt: skip
         output.commit()
 
     if not args.quiet:
