@@ -871,9 +871,16 @@ def curvature_map(
         raise TypeError(
             f"model must be an MLP (curvature maps need its Hessian), got {type(model).__name__}"
         )
+    if n_threads is not None:
+        n_threads = check_positive_int(n_threads, "n_threads")
+        if client is None and n_threads > numba.config.NUMBA_NUM_THREADS:
+            raise ValueError(
+                f"n_threads must be an integer in [1, {numba.config.NUMBA_NUM_THREADS}], "
+                f"got {n_threads}"
+            )
     if client is not None:
         _distributed.check_client(client)
-        task_threads = 1 if n_threads is None else check_positive_int(n_threads, "n_threads")
+        task_threads = 1 if n_threads is None else n_threads
     method = check_choice(method, "method", ("auto", *CHAIN_METHODS))
     tol = DEFAULT_TOL if tol is None else check_positive_float(tol, "tol", allow_zero=True)
     if max_hvps is not None:

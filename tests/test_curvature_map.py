@@ -268,6 +268,7 @@ def test_checkpoint_of_another_map_is_refused(problem, tmp_path):
         ({"tile_size": 0}, ValueError, "tile_size"),
         ({"seed": 1.5}, TypeError, "seed"),
         ({"verify": 1}, TypeError, "verify"),
+        ({"n_threads": 0}, ValueError, "n_threads"),
         ({"alphas": [0.0, np.nan]}, ValueError, "alphas"),
         ({"betas": 0}, ValueError, "betas"),
     ],
