@@ -133,6 +133,11 @@ def _curvature_map_figures(go, cmap):
     lmax, lmin = np.asarray(cmap.lambda_max, float), np.asarray(cmap.lambda_min, float)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.abs(lmin / lmax)
+    # a landscape.CurvatureMap flags unconverged points: blank (NaN) there, never shown
+    if hasattr(cmap, "converged_max"):
+        lmax = np.where(cmap.converged_max, lmax, np.nan)
+        lmin = np.where(cmap.converged_min, lmin, np.nan)
+        ratio = np.asarray(cmap.ratio, float)
     figs = []
     for key, title, z, scale in (
         ("cmap-max", "λmax", lmax, "Viridis"),

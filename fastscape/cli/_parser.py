@@ -374,6 +374,16 @@ def _landscape_parser(sub) -> None:
         "--sharpness-directions", type=_positive_int, default=256,
         help="random directions probed for ε-sharpness",
     )  # fmt: skip
+    c.add_argument(
+        "--curvature-map", action="store_true",
+        help="λmax and λmin of the Hessian at every point of a grid on the surface's plane and "
+        "ranges, and |λmin/λmax| (Li et al. 2018): curvature_map.npz/.csv/.png",
+    )  # fmt: skip
+    c.add_argument(
+        "--curvature-map-points", type=_positive_int, default=None, metavar="N",
+        help="points per axis of the curvature map [default: the surface's grid, at most 21 "
+        "per axis; the same grid when it is no larger]",
+    )  # fmt: skip
     _add_curvature_budget(p)
     _add_output_options(p, "fastscape-out", html=True, surfaces=True)
     scale = p.add_argument_group("figure scale").add_mutually_exclusive_group()
