@@ -28,10 +28,16 @@ The per-block sums are added to the running totals serially, in block order. Ins
 a point's sum over its samples is formed by code that depends only on the block length and on
 the point's number of non-zero coefficients (1-3 terms take fused paths): the one-hidden-layer
 path (``span_hidden.span_block_hidden``) writes each sample's loss into a per-point row and sums the
-row in one loop, so its sample tiles (``sub_block``) change no bit. Results are therefore
-bitwise identical for any number of Numba threads, ``point_chunk`` and ``sub_block``, and a
-point's value does not depend on which other points share the call (tiles and resumed runs
-give the same bits).
+row in one loop, so its sample tiles (``sub_block``) change no bit. The general path
+(``span_deep.span_block_deep``: two or more hidden layers, and every model in float32) runs the
+later layers as single-threaded BLAS products of one fixed shape per layer (tiles of
+``deep_tile`` samples, the last one zero-padded), so its bits depend on ``deep_tile`` as on
+``block``. Results are therefore bitwise identical for any number of Numba threads,
+``point_chunk`` and ``sub_block``, and a point's value does not depend on which other points
+share the call (tiles and resumed runs give the same bits).
+
+float32 (``dtype``): the products in single precision, every sum over samples in float64
+(``span_deep``); float64 is the default and its paths are unchanged.
 
 Speed (issue 6, ``bench/NOTES.md``): there is no vector libm, so exp, log1p and tanh are
 written as branch-free arithmetic in single-pass loops that LLVM vectorises; on the benchmark
