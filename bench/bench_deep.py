@@ -207,13 +207,14 @@ def _slope(xs, ts):
 @pytest.mark.parametrize("axis", ["n", "points"])
 def bench_b7_scaling(benchmark, fixed_threads, axis):
     """fastscape's time against n (1 250 .. 5 000 samples, the grid fixed) and against the
-    number of points (grids of g/4, g/2, g per side, n fixed); the log-log slopes of the
-    medians are in extra_info (1: linear)."""
-    g = max(4, GRID // 2)
+    number of points (grids of g/4 + 1, g/2 + 1, g per side, n fixed); the log-log slopes of
+    the medians are in extra_info (1: linear; below 1 where the fixed cost, the first-layer
+    GEMMs, still shows), with the linear fit ``fixed_s + per_unit_s x``."""
     if axis == "n":
+        g = max(4, GRID // 2)
         sizes = [(N // 4, g), (N // 2, g), (N, g)]
     else:
-        sizes = [(N, g // 4 + 1), (N, g // 2 + 1), (N, g)]
+        sizes = [(N, GRID // 4 + 1), (N, GRID // 2 + 1), (N, GRID)]
     xs, ts = [], []
     for n, grid in sizes:
         p = peers.span_problem(SIZES, "tanh", "softmax_ce", n, grid)
@@ -226,9 +227,10 @@ def bench_b7_scaling(benchmark, fixed_threads, axis):
             runs.append(time.perf_counter() - t0)
         xs.append(n if axis == "n" else grid * grid)
         ts.append(float(np.median(runs)))
+    per_unit, fixed = (float(v) for v in np.polyfit(xs, ts, 1))  # t = fixed + per_unit x
     benchmark.group = f"B7 scaling, fastscape float64 (slopes: 1 is linear), grid {GRID}"
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     benchmark.extra_info.update(
         axis=axis, sizes=json.dumps(sizes), x=xs, seconds=ts, slope=_slope(xs, ts),
-        threads=peers.THREADS,
+        fixed_s=fixed, per_unit_s=per_unit, threads=peers.THREADS,
     )  # fmt: skip
