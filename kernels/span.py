@@ -247,7 +247,6 @@ def span_eval(
     else:
         f_buf = np.empty(K * nb_max * h1, dt)
     deep_S = max(4, ((deep_tile + 3) // 4) * 4)
-    precision = np.empty((0, 0), dt)  # names the working precision of span_block_deep
     for lo in range(0, n, block):
         hi = min(n, lo + block)
         Xb = X[lo:hi]
@@ -285,8 +284,8 @@ def span_eval(
         if deep:
             with serial_blas():  # one BLAS thread per task: bits independent of thread counts
                 span_block_deep(
-                    coef, F, tail, precision, sizes, act, loss_kind, YT, labels, point_chunk,
-                    deep_S, block_loss, block_hits,
+                    coef, F, tail, sizes, act, loss_kind, YT, labels, point_chunk, deep_S,
+                    block_loss, block_hits,
                 )  # fmt: skip
         elif n_layers == 2:
             span_block_hidden(

@@ -141,9 +141,8 @@ def tile_forward(act, n_layers, sizes, tw_off, tb_off, nq, idx, val, th, Ff, s0,
 
 
 @jit(parallel=True)
-def span_block_deep(
-    coef, F, tail, tail32, sizes, act, loss_kind, YT, labels, point_chunk, S, loss_out, hits_out
-):
+def span_block_deep(coef, F, tail, sizes, act, loss_kind, YT, labels, point_chunk, S, loss_out,
+                    hits_out):  # fmt: skip
     """Per-point loss and accuracy sums over one block of samples, any MLP, on sample tiles.
 
     Parameters
@@ -154,9 +153,6 @@ def span_block_deep(
         working precision of the products.
     tail : (K, P_tail) float64
         The basis restricted to layers 2..L (``P_tail = 0`` without hidden layer).
-    tail32 : (npts_max, P_tail), F's dtype
-        Not read: its dtype names the precision of the point's later-layer parameters (pass
-        ``np.empty((0, 0), F.dtype)``).
     sizes : (L+1,) int64
     act, loss_kind : int
     YT : (out, B) float64
@@ -190,7 +186,7 @@ def span_block_deep(
         cnt = np.empty(npts, np.int64)
         theta_t = np.zeros((npts, P_tail))
         point_tails(coef, tail, lo, idx, val, cnt, theta_t)
-        th = np.empty((npts, P_tail), tail32.dtype)
+        th = np.empty((npts, P_tail), F.dtype)  # the parameters in the working precision
         for q in range(npts):
             for p in range(P_tail):
                 th[q, p] = theta_t[q, p]
