@@ -10,7 +10,7 @@ point then runs through fixed tiles of ``S`` samples:
    (``span_hidden.tile_hidden``: one flat axpy per non-zero coefficient, or the fused
    1-3-term form, then the vectorised activation of ``kernels.elementwise``);
 2. every later hidden layer as one single-threaded BLAS product ``Z = A W_l^T`` of shape
-   ``(S, h_l)``, then the bias and the activation in one vectorised pass
+   ``(S, h_l)``, then the bias and the activation in one vectorised pass per row
    (:func:`bias_activate`);
 3. the output layer as ``Z_out = W_L A^T`` of shape ``(out, S)``, its bias added
    (:func:`add_bias_rows`);
@@ -46,7 +46,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit
-from .elementwise import IDENTITY, activate_block
+from .elementwise import IDENTITY, RELU, SIGMOID, TANH, activate_at, sigmoid_at, tanh_at
 from .layout import layout
 from .span_hidden import tile_hidden, tile_loss
 from .span_points import point_tails
@@ -54,23 +54,48 @@ from .span_points import point_tails
 
 @jit()
 def bias_activate(act, Z, b, A, bits):
-    """``A[s, j] = f(Z[s, j] + b[j])`` for a tile, in place in Z then one vectorised pass.
+    """``A[s, j] = f(Z[s, j] + b[j])`` for a tile, one vectorised pass per row.
+
+    The bias is added inside the activation's loop (the vectorisable forms of
+    ``kernels.elementwise``: :func:`tanh_at`, :func:`sigmoid_at`, else :func:`activate_at`),
+    which saves a pass over the tile; the values are those of adding the bias first and then
+    calling ``activate_block``.
 
     Parameters
     ----------
     act : int
     Z : (S, h) float64 or float32
-        Products of the tile; overwritten with ``Z + b``.
+        Products of the tile (not written).
     b : (h,) float64 or float32
     A : (S, h), Z's dtype, written (must not be Z)
-    bits : (S h,) int64, scratch
+    bits : (h,) int64 or longer, scratch
     """
     S, h = Z.shape
-    for s in range(S):
-        zr = Z[s]
-        for j in range(h):
-            zr[j] += b[j]
-    activate_block(act, Z.reshape(S * h), A.reshape(S * h), bits)
+    scale = bits.view(np.float64)
+    if act == TANH:
+        for s in range(S):
+            zr = Z[s]
+            ar = A[s]
+            for j in range(h):
+                ar[j] = tanh_at(zr[j] + b[j], bits, scale, j)
+    elif act == SIGMOID:
+        for s in range(S):
+            zr = Z[s]
+            ar = A[s]
+            for j in range(h):
+                ar[j] = sigmoid_at(zr[j] + b[j], bits, scale, j)
+    elif act == RELU:
+        for s in range(S):
+            zr = Z[s]
+            ar = A[s]
+            for j in range(h):
+                ar[j] = max(zr[j] + b[j], 0.0)
+    else:
+        for s in range(S):
+            zr = Z[s]
+            ar = A[s]
+            for j in range(h):
+                ar[j] = activate_at(act, zr[j] + b[j], bits, scale, j)
 
 
 @jit()
