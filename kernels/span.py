@@ -17,7 +17,8 @@ through the later (small) layers whose parameters it forms itself. A model with 
 costs ``O(block * K_j)`` per point, independent of the input dimension.
 
 Memory is ``O(K * block * h1 + m)`` (plus, per running task, ``O(point_chunk * block)`` for
-the per-sample losses of the one-hidden-layer path; a model with no hidden layer keeps its
+the per-sample losses of the tiled paths and ``O(deep_tile * max_l h_l)`` for the general
+path's tiles; a model with no hidden layer (float64, one output) keeps its
 ``K * n`` first-layer values and ``2 * rows * block`` exponential tables): never ``O(n * m)``
 or ``O(m * P)``.
 
