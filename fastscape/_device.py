@@ -171,7 +171,8 @@ class CPUBackend:
         return _span.span_eval(
             basis, coef, *spec.kernel_args, data.X, data.Y,
             config.span_block_for(basis.shape[0], spec.sizes[1]), config.SPAN_POINT_CHUNK,
-            config.SPAN_SUB_BLOCK, config.SPAN_SCRATCH_BYTES, spec.penalty,
+            config.SPAN_SUB_BLOCK, config.SPAN_SCRATCH_BYTES, spec.penalty, np.dtype(dtype),
+            config.SPAN_DEEP_TILE,
         )  # fmt: skip
 
     def span_analytic(self, code: int, basis, coef) -> np.ndarray:

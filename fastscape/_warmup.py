@@ -39,6 +39,8 @@ def kernels(job: str, model) -> tuple[tuple[str, str], ...]:
             return (("span_logistic", "span_block_scalar"),)
         if len(spec.sizes) == 3:
             return (("span_hidden", "span_block_hidden"),)
+        if len(spec.sizes) >= 4:  # two or more hidden layers: the general path on tiles
+            return (("span_deep", "span_block_deep"),)
         return (("span", "span_block"),)
     if job == "hessian":  # logistic and linear regression: closed forms through BLAS
         return () if closed_form else (("hessian", "scatter_diagonal"),)

@@ -70,6 +70,12 @@ SPAN_POINT_CHUNK = 8
 #: only: each point sums its samples in the same order whatever this is.
 SPAN_SUB_BLOCK = 32
 
+#: Samples per tile of the span engine's general path (``kernels.span_deep``: two or more hidden
+#: layers, and every model in float32), a multiple of 4. Each tile's later layers are BLAS
+#: products of this many rows, so a point's bits depend on it (as on the block length); changing
+#: it changes the rounding.
+SPAN_DEEP_TILE = 64
+
 #: Points per tile of a landscape evaluation (progress and checkpoint granularity).
 SPAN_TILE = 2048
 

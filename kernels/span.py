@@ -17,7 +17,8 @@ through the later (small) layers whose parameters it forms itself. A model with 
 costs ``O(block * K_j)`` per point, independent of the input dimension.
 
 Memory is ``O(K * block * h1 + m)`` (plus, per running task, ``O(point_chunk * block)`` for
-the per-sample losses of the one-hidden-layer path; a model with no hidden layer keeps its
+the per-sample losses of the tiled paths and ``O(deep_tile * max_l h_l)`` for the general
+path's tiles; a model with no hidden layer (float64, one output) keeps its
 ``K * n`` first-layer values and ``2 * rows * block`` exponential tables): never ``O(n * m)``
 or ``O(m * P)``.
 
@@ -28,10 +29,16 @@ The per-block sums are added to the running totals serially, in block order. Ins
 a point's sum over its samples is formed by code that depends only on the block length and on
 the point's number of non-zero coefficients (1-3 terms take fused paths): the one-hidden-layer
 path (``span_hidden.span_block_hidden``) writes each sample's loss into a per-point row and sums the
-row in one loop, so its sample tiles (``sub_block``) change no bit. Results are therefore
-bitwise identical for any number of Numba threads, ``point_chunk`` and ``sub_block``, and a
-point's value does not depend on which other points share the call (tiles and resumed runs
-give the same bits).
+row in one loop, so its sample tiles (``sub_block``) change no bit. The general path
+(``span_deep.span_block_deep``: two or more hidden layers, and every model in float32) runs the
+later layers as single-threaded BLAS products of one fixed shape per layer (tiles of
+``deep_tile`` samples, the last one zero-padded), so its bits depend on ``deep_tile`` as on
+``block``. Results are therefore bitwise identical for any number of Numba threads,
+``point_chunk`` and ``sub_block``, and a point's value does not depend on which other points
+share the call (tiles and resumed runs give the same bits).
+
+float32 (``dtype``): the products in single precision, every sum over samples in float64
+(``span_deep``); float64 is the default and its paths are unchanged.
 
 Speed (issue 6, ``bench/NOTES.md``): there is no vector libm, so exp, log1p and tanh are
 written as branch-free arithmetic in single-pass loops that LLVM vectorises; on the benchmark
@@ -45,14 +52,13 @@ from numba import prange
 
 from ._blas import matmul, serial_blas
 from ._jit import jit
-from .elementwise import LOGISTIC, MSE, SOFTMAX_CE, activate_block, output_loss
+from .elementwise import LOGISTIC, MSE, SOFTMAX_CE, output_loss
 from .functions import analytic
-from .layout import layout
-from .mlp import forward
 from .penalty import span_l2
+from .span_deep import span_block_deep
 from .span_hidden import span_block_hidden
 from .span_logistic import exp_tables, product_order, shared_factors, span_block_scalar
-from .span_points import combine, nonzero_coefficients, point_tails
+from .span_points import combine, nonzero_coefficients
 
 
 @jit()
@@ -78,23 +84,20 @@ def correct(loss_kind, z, y):
 
 # ----------------------------------------------------------------------------- block kernels
 @jit(parallel=True)
-def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, sub_block, loss_out, hits_out):
-    """Per-point loss and accuracy sums over one block of samples (general MLP).
+def span_block(coef, F, loss_kind, Y, point_chunk, sub_block, loss_out, hits_out):
+    """Per-point loss and accuracy sums over one block of samples, no hidden layer.
 
-    Used for models without hidden layer and several outputs and for two or more hidden
-    layers, one sample at a time; one hidden layer takes ``span_hidden.span_block_hidden``, one
-    output without hidden layer ``span_logistic.span_block_scalar``.
+    The float64 path of models without hidden layer and several outputs (one output takes
+    ``span_logistic.span_block_scalar``, hidden layers ``span_hidden.span_block_hidden`` or
+    ``span_deep.span_block_deep``), one sample at a time.
 
     Parameters
     ----------
     coef : (m, K) float64
-    F : (K, B, h1) float64
+    F : (K, B, out) float64
         ``F[k] = X_blk W1_k^T + b1_k``; rows k whose coefficients are all zero may hold junk
         (they are never read).
-    tail : (K, P_tail) float64
-        The basis restricted to layers 2..L (``P_tail = 0`` without hidden layer).
-    sizes : (L+1,) int64
-    act, loss_kind : int
+    loss_kind : int
     Y : (B, out) float64
         Targets of the block.
     point_chunk : int
@@ -107,12 +110,6 @@ def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, sub_block, 
     m, K = coef.shape
     B = F.shape[1]
     h1 = F.shape[2]
-    n_layers = sizes.shape[0] - 1
-    n_out = sizes[n_layers]
-    tail_sizes = sizes[1:]
-    tw_off, tb_off, tu_off = layout(tail_sizes)
-    n_tail_units = tu_off[tu_off.shape[0] - 1]
-    P_tail = tail.shape[1]
     n_tasks = (m + point_chunk - 1) // point_chunk
     for task in prange(n_tasks):
         lo = task * point_chunk
@@ -120,20 +117,15 @@ def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, sub_block, 
         idx = np.empty((npts, K), np.int64)
         val = np.empty((npts, K))
         cnt = np.empty(npts, np.int64)
-        theta_t = np.zeros((npts, P_tail))
         totals = np.zeros(npts)
         hits = np.zeros(npts)
         z1 = np.empty(h1)
-        a1 = np.empty(h1)
-        bits = np.empty(h1, np.int64)
-        Z = np.empty(max(n_tail_units, 1))
-        A = np.empty(max(n_tail_units, 1))
-        g = np.empty(n_out)
-        point_tails(coef, tail, lo, idx, val, cnt, theta_t)
+        g = np.empty(h1)
+        for q in range(npts):
+            cnt[q] = nonzero_coefficients(coef[lo + q], idx[q], val[q])
         # Cache tiling: sub-blocks of samples outer, the chunk's points inside, then the
-        # sub-block's samples. A point's later-layer parameters stay in L1 while it runs through
-        # the sub-block, and the sub-block's rows of F stay in L2 for all points of the chunk.
-        # Each point still sums its samples in increasing order: the tiling changes no bits.
+        # sub-block's samples. Each point still sums its samples in increasing order: the
+        # tiling changes no bits.
         for s0 in range(0, B, sub_block):
             s1 = min(B, s0 + sub_block)
             for q in range(npts):
@@ -152,15 +144,8 @@ def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, sub_block, 
                         c = val[q, t]
                         for u in range(h1):
                             z1[u] += c * F[k, i, u]
-                    if n_layers == 1:
-                        totals[q] += output_loss(loss_kind, z1, yi, g, False)
-                        hits[q] += correct(loss_kind, z1, yi)
-                    else:
-                        activate_block(act, z1, a1, bits)
-                        forward(theta_t[q], tail_sizes, tw_off, tb_off, tu_off, act, a1, Z, A)
-                        zo = Z[n_tail_units - n_out : n_tail_units]
-                        totals[q] += output_loss(loss_kind, zo, yi, g, False)
-                        hits[q] += correct(loss_kind, zo, yi)
+                    totals[q] += output_loss(loss_kind, z1, yi, g, False)
+                    hits[q] += correct(loss_kind, z1, yi)
         for q in range(npts):
             loss_out[lo + q] = totals[q]
             hits_out[lo + q] = hits[q]
@@ -169,7 +154,7 @@ def span_block(coef, F, tail, sizes, act, loss_kind, Y, point_chunk, sub_block, 
 # ----------------------------------------------------------------------------- driver
 def span_eval(
     basis, coef, sizes, act, loss_kind, X, Y, block, point_chunk, sub_block=32,
-    table_bytes=64 * 2**20, penalty=None,
+    table_bytes=64 * 2**20, penalty=None, dtype=np.float64, deep_tile=64,
 ):  # fmt: skip
     """Mean loss and accuracy of the model at the m points ``coef @ basis``.
 
@@ -178,6 +163,11 @@ def span_eval(
     adds the per-block sums serially. For logistic regression it also tabulates, per block,
     the factors ``exp(c F_k)`` that several points share (:func:`shared_factors`).
 
+    The kernel of a block: in float64, ``span_logistic.span_block_scalar`` (no hidden layer,
+    one output), :func:`span_block` (no hidden layer, several outputs),
+    ``span_hidden.span_block_hidden`` (one hidden layer) and ``span_deep.span_block_deep``
+    (two or more); in float32, ``span_block_deep`` for every model.
+
     Parameters
     ----------
     basis : (K, P) float64, C-contiguous
@@ -185,21 +175,30 @@ def span_eval(
     sizes : (L+1,) int64
     act, loss_kind : int
         Codes of ``kernels.mlp``.
-    X : (n, d) float64, C-contiguous
+    X : (n, d) float64 or float32, C-contiguous
+        float64 data with ``dtype=float32`` is cast one block at a time (no copy of X).
     Y : (n, out) float64, C-contiguous
     block : int
         Samples per block.
     point_chunk : int
         Points per parallel task.
     sub_block : int
-        Samples per cache tile inside a block (models with hidden layers); speed only, the
-        results do not depend on it.
+        Samples per cache tile inside a block (the float64 paths up to one hidden layer);
+        speed only, the results do not depend on it.
     table_bytes : int
         Memory for the shared exponential factors of logistic regression (speed only).
     penalty : (P,) float64, optional
         Weights of the L2 term (``kernels.penalty.l2_vector``), added to each point's mean
         loss as ``½ cᵀ G c`` (``kernels.penalty.span_l2``: one Gram matrix per call, no
         per-point pass); None: no L2 term.
+    dtype : numpy dtype, float64 or float32
+        Precision of the products (first-layer GEMMs, the later layers, activations' inputs);
+        every per-sample loss and every sum over samples is float64 either way. The float32
+        loss agrees with float64 to about 1e-6 relative on realistic models
+        (``tests/test_span_deep.py``, ``docs/``).
+    deep_tile : int
+        Samples per tile of ``span_deep.span_block_deep`` (rounded up to a multiple of 4);
+        its results depend on it, as on ``block``.
 
     Returns
     -------
@@ -213,12 +212,16 @@ def span_eval(
     m = coef.shape[0]
     h1 = int(sizes[1])
     n_layers = sizes.shape[0] - 1
+    dt = np.dtype(dtype)
+    single = dt == np.float32
     w1 = h1 * d
-    W1 = basis[:, :w1].reshape(K, h1, d)
-    b1 = basis[:, w1 : w1 + h1]
+    first = basis[:, : w1 + h1].astype(dt) if single else basis
+    W1 = first[:, :w1].reshape(K, h1, d)
+    b1 = first[:, w1 : w1 + h1]
     tail = np.ascontiguousarray(basis[:, w1 + h1 :])
     used = np.flatnonzero((coef != 0.0).any(axis=0))
-    scalar = n_layers == 1 and h1 == 1 and loss_kind in (LOGISTIC, MSE)
+    scalar = n_layers == 1 and h1 == 1 and loss_kind in (LOGISTIC, MSE) and not single
+    deep = single or n_layers >= 3
     if scalar and loss_kind == LOGISTIC:
         tix, rows, values = shared_factors(coef, table_bytes // (16 * min(n, block)))
         order = product_order(coef, tix)
@@ -243,10 +246,13 @@ def span_eval(
                 np.matmul(X, W1[k, 0], out=F_all[i])
                 F_all[i] += b1[k, 0]
     else:
-        f_buf = np.empty(K * nb_max * h1)
+        f_buf = np.empty(K * nb_max * h1, dt)
+    deep_S = max(4, ((deep_tile + 3) // 4) * 4)
     for lo in range(0, n, block):
         hi = min(n, lo + block)
         Xb = X[lo:hi]
+        if single and Xb.dtype != dt:
+            Xb = Xb.astype(dt)
         nb = hi - lo
         if scalar:
             F = np.empty((K, hi - lo))  # rows no point uses stay unread
@@ -270,38 +276,26 @@ def span_eval(
             for k in used:
                 matmul(Xb, W1[k].T, out=F[k])
                 F[k] += b1[k]
-        if n_layers == 2:
+        if deep or n_layers == 2:
             Yb = Y[lo:hi]
+            YT = np.ascontiguousarray(Yb.T, dtype=np.float64)
             labels = (
                 np.argmax(Yb, axis=1) if loss_kind == SOFTMAX_CE else np.zeros(hi - lo, np.int64)
             )
+        if deep:
+            with serial_blas():  # one BLAS thread per task: bits independent of thread counts
+                span_block_deep(
+                    coef, F, tail, sizes, act, loss_kind, YT, labels, point_chunk, deep_S,
+                    block_loss, block_hits,
+                )  # fmt: skip
+        elif n_layers == 2:
             span_block_hidden(
-                coef,
-                F,
-                tail,
-                act,
-                loss_kind,
-                np.ascontiguousarray(Yb.T),
-                labels,
-                point_chunk,
-                sub_block,
-                block_loss,
+                coef, F, tail, act, loss_kind, YT, labels, point_chunk, sub_block, block_loss,
                 block_hits,
-            )
+            )  # fmt: skip
         elif not scalar:
-            span_block(
-                coef,
-                F,
-                tail,
-                sizes,
-                act,
-                loss_kind,
-                Y[lo:hi],
-                point_chunk,
-                sub_block,
-                block_loss,
-                block_hits,
-            )
+            span_block(coef, F, loss_kind, Y[lo:hi], point_chunk, sub_block, block_loss,
+                       block_hits)  # fmt: skip
         loss += block_loss
         hits += block_hits
     if penalty is not None:

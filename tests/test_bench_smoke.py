@@ -77,6 +77,19 @@ def test_grid_peers_agree_with_fastscape(span_problems, problem, impl):
     assert_allclose(got, expected, rtol=RTOL)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("impl", list(peers.SPAN_B7))
+def test_b7_peers_agree_with_fastscape(impl, dtype):
+    """B7's peers on a tiny two-hidden-layer model, in float64 (rtol 1e-8) and float32 (each
+    in its own precision: rtol 1e-4 against fastscape's float64)."""
+    _need(impl)
+    p = peers.span_problem([7, 6, 5, 3], "tanh", "softmax_ce", 50, 4, seed=9)
+    C = peers.ll_planar_coefficients(p) if impl == "loss_landscapes_planar" else p.C
+    expected = fastscape.evaluate(p.model, p.basis, C, p.data).loss
+    got = peers.SPAN_B7[impl](p, dtype)()
+    assert_allclose(got, expected, rtol=RTOL if dtype == "float64" else 1e-4)
+
+
 def test_seed_loop_is_an_independent_loss():
     # the seeds' NumPy loss, computed by hand for one logistic point
     p = peers.span_problem([3, 1], "identity", "logistic", 20, 3, seed=6)

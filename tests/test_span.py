@@ -58,8 +58,11 @@ def test_thread_count_invariance(case):
     assert_same_bits_on_one_and_two_threads(args)
 
 
-def test_cache_tiling_changes_no_bits():
-    model, basis, C, data = span_problem(MODEL_CASES[7], 3, m=11, n=150)
+@pytest.mark.parametrize("case", [MODEL_CASES[2], MODEL_CASES[5]], ids=case_id)
+def test_cache_tiling_changes_no_bits(case):
+    """sub_block tiles the float64 paths without hidden layer (several outputs) and with one;
+    the general path's tiles are tested in test_span_deep.py."""
+    model, basis, C, data = span_problem(case, 3, m=11, n=150)
     args = (basis, C, *model.spec.kernel_args, data.X, data.Y, 64, 4)
     ref_loss, ref_acc = kspan.span_eval(*args, sub_block=32)
     for sub in (1, 7, 1000):

@@ -111,3 +111,27 @@ def test_the_cold_check_follows_the_model(tmp_path):
     assert facts["before"] == {"landscape": True, "hessian": False}
     assert facts["started"] == ["landscape"]
     assert facts["again"] == []
+
+
+@pytest.mark.parametrize(
+    "sizes, act, loss, path",
+    [
+        ([5, 1], "identity", "logistic", "span_logistic"),
+        ([4, 3], "identity", "softmax_ce", "span"),
+        ([4, 5, 3], "tanh", "softmax_ce", "span_hidden"),
+        ([4, 5, 4, 3], "tanh", "softmax_ce", "span_deep"),
+        ([4, 5, 4, 3, 2], "relu", "mse", "span_deep"),
+    ],
+)
+def test_the_landscape_job_names_the_path_the_engine_takes(sizes, act, loss, path):
+    """The cold check looks at the kernel of the span engine's path for the model's shape, and
+    that kernel exists under that name."""
+    import importlib
+
+    import fastscape
+    from fastscape import _warmup
+
+    model = fastscape.MLP(sizes, activation=act, loss=loss)
+    ((module, name),) = _warmup.kernels("landscape", model)
+    assert module == path
+    assert callable(getattr(importlib.import_module(f"fastscape.kernels.{module}"), name))
