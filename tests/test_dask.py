@@ -65,7 +65,7 @@ def client():
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(
         processes=True, n_workers=2, threads_per_worker=1, host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address=":0",  # a free port: None means 8787, which may be taken
     )  # fmt: skip
     cl = distributed.Client(cluster)
     # the workers load the kernels once (from the on-disk cache this process fills first)
@@ -341,3 +341,127 @@ def test_task_threads_never_exceed_the_workers_numba_threads(client):
         dist = slice_1d(model, theta, theta, X, y, alphas=9, progress=False, client=client,
                         n_threads=n)  # fmt: skip
         assert_array_equal(dist.loss, local.loss)
+
+
+# ----------------------------------------------------------------------------- sharded samples
+def _sharded(X, y, rows):
+    da = pytest.importorskip("dask.array")
+    return da.from_array(X, chunks=(rows, -1)), da.from_array(y, chunks=rows)
+
+
+def _rel(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a) - b)) / np.max(np.abs(b)))
+
+
+@needs_dask
+def test_sharded_surface_equals_local_to_1e12_and_accuracy_exactly(client):
+    """X and y as dask arrays in uneven row chunks: each chunk returns per-point sums, added in
+    chunk order; the L2 term is added once on the client."""
+    model = fastscape.MLP([3, 6, 3], "tanh", "softmax_ce", l2=0.03)
+    _, _, X, y = _problem(n=70, seed=3)
+    theta = model.init(2)
+    d1, d2 = D.pair(model, theta, seed=4)
+    grid = dict(alphas=5, betas=4, progress=False)
+    local = surface_2d(model, theta, d1, d2, X, y, **grid)
+    Xd, yd = _sharded(X, y, (30, 25, 15))
+    dist = surface_2d(model, theta, d1, d2, Xd, yd, **grid, client=client)
+    assert _rel(dist.loss, local.loss) < 1e-12
+    assert_array_equal(dist.accuracy, local.accuracy)  # sums of whole counts
+    again = surface_2d(model, theta, d1, d2, Xd, yd, **grid, client=client)
+    assert_array_equal(again.loss, dist.loss)  # fixed chunk order: reproducible
+    assert dist.settings["n_samples"] == 70
+    assert not _wait_released(client)
+
+
+@needs_dask
+def test_sharded_gradient_hvp_and_eigenvalues_equal_local_to_1e12(client):
+    from fastscape import curvature
+    from fastscape.distributed import ShardedData, shard
+
+    model = fastscape.MLP([3, 5, 2], "tanh", "softmax_ce", l2=0.01)
+    _, _, X, y = _problem(sizes=(3, 5, 2), n=90, seed=5)
+    theta = model.init(1)
+    data = shard(client, model, *_sharded(X, y, 40))
+    assert isinstance(data, ShardedData) and data.rows == [40, 40, 10]
+    value, g = model.grad(theta, data)
+    value0, g0 = model.grad(theta, X, y)
+    assert abs(value - value0) <= 1e-12 * abs(value0) and _rel(g, g0) < 1e-12
+    V = np.random.default_rng(0).normal(size=(3, model.n_params))
+    local = curvature.HessianOperator(model, theta, X, y).rows(V)
+    for H in (
+        curvature.HessianOperator(model, theta, data),
+        curvature.HessianOperator(model, theta, X, y, client=client),  # in memory: sharded
+    ):
+        assert _rel(H.rows(V), local) < 1e-12
+        assert_array_equal(H.rows(V), H.rows(V))
+    kw = dict(k=2, method="lanczos", which="LA", tol=1e-10)
+    top0 = curvature.top_eigen(model, theta, X, y, **kw)
+    top = curvature.top_eigen(model, theta, X, y, **kw, client=client)
+    assert _rel(top.eigenvalues, top0.eigenvalues) < 1e-12
+    tr0 = curvature.hessian_trace(model, theta, X, y, n_samples=8)
+    tr = curvature.hessian_trace(model, theta, data, n_samples=8)
+    assert abs(tr.estimate - tr0.estimate) <= 1e-12 * abs(tr0.estimate)
+    with pytest.raises(ValueError, match="exact Hessian is formed on this machine"):
+        curvature.top_eigen(model, theta, data, method="exact")
+    data.close()
+
+
+@needs_dask
+def test_sharded_edge_of_stability_follows_the_local_run(client):
+    from fastscape.eos import edge_of_stability
+
+    model, _, X, y = _problem(sizes=(2, 4, 2), n=40, seed=6)
+    kw = dict(lr=0.5, steps=4, every=2, seed=3, tol=1e-10)
+    local = edge_of_stability(model, X, y, **kw)
+    dist = edge_of_stability(model, *_sharded(X, y, 15), **kw, client=client)
+    assert _rel(dist.loss, local.loss) < 1e-12
+    assert _rel(dist.lambda_max, local.lambda_max) < 1e-10
+
+
+@needs_dask
+def test_a_product_sends_only_its_vectors(client, monkeypatch):
+    """The chunks and the pass at theta stay on the workers: every task of a product carries
+    only references and V, scattered once per product."""
+    from fastscape import curvature
+
+    model, theta, X, y = _problem(n=200)
+    H = curvature.HessianOperator(model, theta, X, y, client=client)
+    sent = []
+    real_submit, real_scatter = client.submit, client.scatter
+
+    def submit(fn, *args, **kw):
+        sent.extend(a for a in args if isinstance(a, np.ndarray))
+        return real_submit(fn, *args, **kw)
+
+    def scatter(data, **kw):
+        sent.append(("scatter", [np.shape(d) for d in data]))
+        return real_scatter(data, **kw)
+
+    monkeypatch.setattr(client, "submit", submit)
+    monkeypatch.setattr(client, "scatter", scatter)
+    V = np.ones((2, model.n_params))
+    for _ in range(3):
+        H.rows(V)
+    assert sent == [("scatter", [V.shape])] * 3
+
+
+@needs_dask
+def test_sharded_inputs_with_mismatched_chunks_are_refused(client):
+    da = pytest.importorskip("dask.array")
+    model, theta, X, y = _problem(n=60)
+    Xd = da.from_array(X, chunks=(20, 3))
+    with pytest.raises(ValueError, match=r"X and y are chunked differently along the rows: "
+                       r"X \(20, 20, 20\), y \(30, 30\); .*rechunk"):  # fmt: skip
+        slice_1d(model, theta, theta, Xd, da.from_array(y, chunks=30), alphas=3, client=client)
+    with pytest.raises(ValueError, match="X has 60 rows and y has 50 rows"):
+        slice_1d(model, theta, theta, Xd, da.from_array(y[:50], chunks=25), alphas=3,
+                 client=client)  # fmt: skip
+    with pytest.raises(ValueError, match=r"unknown chunk sizes.*compute_chunk_sizes"):
+        slice_1d(model, theta, theta, Xd[Xd[:, 0] > 0], y[:30], alphas=3, client=client)
+    with pytest.raises(ValueError, match="pass client="):
+        slice_1d(model, theta, theta, Xd, y, alphas=3)
+    bad = y.copy()
+    bad[45] = 7  # a label out of range, in the third chunk: found on its worker, raised here
+    with pytest.raises(ValueError, match="7"):
+        slice_1d(model, theta, theta, Xd, bad, alphas=3, client=client)
+    assert not _wait_released(client)
