@@ -239,7 +239,7 @@ def _lost(client, exc: BaseException) -> bool:
     return isinstance(exc, (CommClosedError, OSError)) or type(exc).__name__ == "CancelledError"
 
 
-def _raise_lost(client, exc: BaseException, what: str):
+def _raise_lost(client, exc: BaseException | None, what: str):
     del exc  # the cause is a cancelled future or a closed comm: nothing more to say
     address = getattr(client.scheduler, "address", None) or "?"
     raise SchedulerLostError(
@@ -659,6 +659,8 @@ class ShardedHVP:
         data = self.data
         client = data.client
         self._step += 1
+        if client.status != "running":  # reconnecting or closed: the chunks are gone too
+            _raise_lost(client, None, "a Hessian-vector product")
         try:
             [ref] = client.scatter([V], broadcast=True, hash=False)
             name = f"fastscape-hvp-{self._token}"

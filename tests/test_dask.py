@@ -465,3 +465,66 @@ def test_sharded_inputs_with_mismatched_chunks_are_refused(client):
     with pytest.raises(ValueError, match="7"):
         slice_1d(model, theta, theta, Xd, bad, alphas=3, client=client)
     assert not _wait_released(client)
+
+
+# ----------------------------------------------------------------------------- lost scheduler
+@needs_dask
+def test_a_lost_scheduler_is_one_line_and_leaves_whole_tiles(tmp_path):
+    """The scheduler (its own process) killed mid-grid: a one-line SchedulerLostError; every
+    tile written is whole, and a local run resumes from them to the local bits. A product of a
+    sharded operator after the loss says the same."""
+    import distributed
+
+    from fastscape import curvature
+    from fastscape.distributed import SchedulerLostError
+
+    sfile = tmp_path / "scheduler.json"
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sched = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", "0", "--no-dashboard", "--scheduler-file", str(sfile)], **quiet,
+    )  # fmt: skip
+    worker = None
+    try:
+        end = time.monotonic() + 60
+        while not sfile.exists() and time.monotonic() < end:
+            time.sleep(0.1)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+             str(sfile), "--nthreads", "1", "--no-dashboard"], **quiet,
+        )  # fmt: skip
+        cl = distributed.Client(scheduler_file=str(sfile), timeout=30)
+        cl.wait_for_workers(1, timeout=60)
+        model, theta, X, y = _problem()
+        d1, d2 = D.pair(model, theta, seed=1)
+        grid = dict(alphas=12, betas=10, progress=False, tile_size=4)
+        H = curvature.HessianOperator(model, theta, X, y, client=cl)
+        H.rows(np.ones(model.n_params))
+
+        def on_tile(t, n):
+            if sched.poll() is None:
+                sched.kill()
+                sched.wait()
+
+        ckpt = tmp_path / "ckpt"
+        with pytest.raises(SchedulerLostError) as info:
+            surface_2d(model, theta, d1, d2, X, y, **grid, client=cl, checkpoint_dir=ckpt,
+                       on_tile=on_tile)  # fmt: skip
+        message = str(info.value)
+        assert "\n" not in message and "lost the connection to the Dask scheduler" in message
+        with pytest.raises(SchedulerLostError, match="during a Hessian-vector product"):
+            H.rows(np.ones(model.n_params))
+        written = sorted(ckpt.glob("tile_*.npz"))
+        assert 1 <= len(written) < 30
+        for path in written:  # whole files only
+            with np.load(path) as z:
+                assert z["loss"].shape == (4,)
+        resumed = surface_2d(model, theta, d1, d2, X, y, **grid, checkpoint_dir=ckpt)
+        local = surface_2d(model, theta, d1, d2, X, y, **grid)
+        assert_array_equal(resumed.loss, local.loss)
+        cl.close(timeout=5)
+    finally:
+        for proc in (worker, sched):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
