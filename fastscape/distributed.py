@@ -33,6 +33,7 @@ recommended settings.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -685,3 +686,84 @@ class ShardedHVP:
         if self.states and self.data.client.status == "running":
             self.data.client.cancel(self.states)
         self.states = []
+
+
+# ----------------------------------------------------------------------------- the CLI's cluster
+@contextlib.contextmanager
+def cluster_client(
+    scheduler: str | None = None, workers: int | None = None, timeout: float | None = None
+) -> Iterator:
+    """A Client for the command line, closed (with any cluster it started) on exit.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running scheduler (``tcp://host:8786``).
+    workers : int, optional
+        Worker processes of a ``LocalCluster`` on 127.0.0.1, one Dask thread each (give
+        exactly one of ``scheduler`` and ``workers``).
+    timeout : float, optional
+        Seconds to wait for the scheduler and the workers; default Dask's
+        ``distributed.comm.timeouts.connect`` setting (30 s unless configured), at least 60 s
+        for a LocalCluster's workers to start.
+
+    Yields
+    ------
+    dask.distributed.Client
+        Its workers checked (:func:`check_workers`).
+
+    Raises
+    ------
+    ImportError
+        Dask's distributed scheduler is not installed.
+    OSError
+        The scheduler or its workers cannot be reached (one line naming the address).
+    WorkerMismatchError
+        A worker lacks fastscape or runs another version.
+    """
+    if (scheduler is None) == (workers is None):
+        raise ValueError("give exactly one of scheduler and workers")
+    try:
+        import distributed
+    except ImportError:
+        raise ImportError(
+            "--scheduler and --workers run the grid on a Dask cluster, but dask.distributed "
+            f"is not installed; install it with {INSTALL_HINT}"
+        ) from None
+    if timeout is None:
+        import dask
+
+        connect = dask.config.get("distributed.comm.timeouts.connect")
+        timeout = dask.utils.parse_timedelta(connect, default="seconds")
+    opened = []
+    try:
+        try:
+            if workers is not None:
+                cluster = distributed.LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True,
+                    host="127.0.0.1", dashboard_address=":0",
+                )  # fmt: skip
+                opened.append(cluster)
+                client = distributed.Client(cluster, timeout=timeout)
+            else:
+                client = distributed.Client(scheduler, timeout=timeout)
+            opened.insert(0, client)
+            client.wait_for_workers(workers or 1, timeout=max(timeout, 60.0))
+        except OSError as exc:  # TimeoutError included
+            where = f"at {scheduler}" if scheduler else "of the local cluster"
+            raise OSError(
+                f"cannot reach the Dask scheduler {where} or its workers within {timeout:g} s "
+                f"({type(exc).__name__}); check the address and that workers are attached"
+            ) from None
+        check_workers(client)
+        yield client
+    finally:
+        for thing in opened:
+            with contextlib.suppress(Exception):  # a lost scheduler: nothing left to close
+                thing.close()
+
+
+def dashboard(client) -> str | None:
+    """The address of the cluster's dashboard, or None when it has none (Bokeh missing)."""
+    services = client.scheduler_info().get("services", {})
+    return client.dashboard_link if "dashboard" in services else None

@@ -528,3 +528,48 @@ def test_a_lost_scheduler_is_one_line_and_leaves_whole_tiles(tmp_path):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+# ----------------------------------------------------------------------------- the CLI
+@needs_dask
+def test_cli_workers_give_the_local_grid_bitwise(tmp_path, capsys):
+    """`fastscape landscape --workers 2`: a LocalCluster on loopback runs the grid and the
+    slices; the surface and the slices are the local run's bits, and the dashboard line is
+    printed (or says why there is none)."""
+    from fastscape import io
+    from fastscape.cli import main
+
+    argv = ["landscape", "--points", "7", "--steps", "20", "--sharpness-directions", "4",
+            "--top", "1"]  # fmt: skip
+    assert main([*argv, "--quiet", "--out", str(tmp_path / "local")]) == 0
+    assert main([*argv, "--workers", "2", "--out", str(tmp_path / "dask")]) == 0
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert re.search(r"Dask cluster: 2 workers at tcp://127\.0\.0\.1:\d+", out)
+    assert re.search(r", (dashboard http://\S+|no dashboard: pip install bokeh)\n", out)
+    local, dist = (io.load(tmp_path / d / "surface.npz") for d in ("local", "dask"))
+    assert_array_equal(dist.loss, local.loss)
+    assert_array_equal(dist.accuracy, local.accuracy)
+    slices = [(tmp_path / d / "slices.csv").read_text() for d in ("local", "dask")]
+    assert slices[0] == slices[1]
+
+
+@needs_dask
+def test_cli_unreachable_scheduler_is_one_line_and_writes_nothing(tmp_path, capsys):
+    import socket
+
+    import dask
+
+    from fastscape.cli import main
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = ["landscape", "--points", "3", "--steps", "5", "--quiet", "--scheduler",
+            f"tcp://127.0.0.1:{port}", "--out", str(tmp_path / "o")]  # fmt: skip
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in err
+    assert not (tmp_path / "o").exists()

@@ -64,6 +64,16 @@ def cmd_landscape(args) -> int:
             jobs.insert(0, "hvp")
         warm = stack.enter_context(warm_up(model, jobs, talk))  # closed on any exit
 
+        client = None
+        if args.scheduler or args.workers:
+            from ..distributed import cluster_client, dashboard
+
+            client = stack.enter_context(cluster_client(args.scheduler, args.workers))
+            link = dashboard(client)
+            where = f"{len(client.nthreads())} workers at {client.scheduler.address}"
+            board = f"dashboard {link}" if link else "no dashboard: pip install bokeh"
+            talk(f"Dask cluster: {where}, {board}")
+
         t = time.perf_counter()
         res = None
         if theta is None:
@@ -111,7 +121,8 @@ def cmd_landscape(args) -> int:
         t = time.perf_counter()
 
         def engine(name: str) -> dict:
-            kw = {"progress": None if not args.quiet else False, "device": args.device}
+            kw = {"progress": None if not args.quiet else False, "device": args.device,
+                  "client": client}  # fmt: skip
             if args.checkpoint:
                 kw["checkpoint_dir"] = Path(args.checkpoint) / name
             return kw
@@ -138,7 +149,8 @@ def cmd_landscape(args) -> int:
         lam_max = float(curv["top"][0])
         eps_sharp = epsilon_sharpness(model, theta, train, None, eps=args.epsilon,
                                       n_directions=args.sharpness_directions, seed=args.seed,
-                                      lambda_max=lam_max, device=args.device)  # fmt: skip
+                                      lambda_max=lam_max, device=args.device,
+                                      client=client)  # fmt: skip
         sam = sam_sharpness(model, theta, train, None, rho=args.epsilon, device=args.device)
         timings["sharpness_s"] = time.perf_counter() - t
 

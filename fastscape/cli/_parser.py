@@ -293,6 +293,15 @@ def _landscape_parser(sub) -> None:
         help="run a grid whose estimated time or memory is far beyond this machine "
         "(default: refused, with the estimate)",
     )  # fmt: skip
+    k = p.add_argument_group(
+        'Dask cluster (pip install "fastscape[dask]"): the grid, the slices and ε-sharpness '
+        "run as tiles on its workers, bitwise equal to a local run; the rest runs here"
+    ).add_mutually_exclusive_group()
+    k.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="address of a running Dask scheduler (tcp://host:8786)")  # fmt: skip
+    k.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="start a local Dask cluster of N worker processes on 127.0.0.1 "
+                   "(one thread each)")  # fmt: skip
     c = p.add_argument_group("curvature and sharpness")
     c.add_argument("--top", type=_positive_int, default=3, help="top Hessian eigenvalues")
     c.add_argument(
