@@ -1,4 +1,4 @@
-"""Tiles of work on a Dask cluster: what ``client=`` does in :func:`fastscape.landscape.evaluate`.
+"""Work on a Dask cluster: what ``client=`` does (tiles of points, shards of samples).
 
 The span engine splits its points into tiles; with a ``dask.distributed.Client`` each tile is a
 task that runs the same seam call on a worker as a local run does (the CPU kernels, see
@@ -23,6 +23,18 @@ What :func:`map_tiles` does per call:
 - when the caller stops early (an exception in a callback, Ctrl-C), the tasks not yet finished
   are cancelled and the shared data released.
 
+**Shards of samples** (:func:`shard`, :class:`ShardedData`): ``X`` and ``y`` as dask arrays,
+rows chunked alike (or in-memory data cut into chunks), validated and kept on the workers, one
+Batch per chunk. The dispatch seam (:mod:`fastscape._device`) hands a ShardedData its calls
+(loss, gradient, the HVP operator); the span engine runs tiles x chunks
+(:func:`span_tiles`). Each task returns sums over its chunk's rows; the client adds them in
+chunk order, divides by n and adds the L2 term once: reproducible, equal to local to about
+1e-15 relative. The Hessian operator (:class:`ShardedHVP`) keeps its pass at theta on the
+workers; each product sends only the vectors.
+
+A lost scheduler, while waiting on the cluster, is a one-line :class:`SchedulerLostError`.
+:func:`cluster_client` is the command line's client (``--scheduler`` / ``--workers``).
+
 Threads: each task runs its kernel on ``n_threads`` Numba threads (default 1), set in the
 worker thread that runs it (Numba's thread count is per calling thread). Dask runs
 ``threads_per_worker`` tasks at once in a worker, so a worker uses ``threads_per_worker x
@@ -34,6 +46,7 @@ recommended settings.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -237,7 +250,7 @@ def _lost(client, exc: BaseException) -> bool:
 
     if client.status in ("closed", "closing", "connecting", "failed"):
         return True
-    return isinstance(exc, (CommClosedError, OSError)) or type(exc).__name__ == "CancelledError"
+    return isinstance(exc, (CommClosedError, OSError))
 
 
 def _raise_lost(client, exc: BaseException | None, what: str):
@@ -340,8 +353,8 @@ class ShardedData:
         Rows per chunk.
     n : int
         Rows in all.
-    X, Y : dask.array.Array
-        The arrays the chunks came from.
+    X, Y : dask.array.Array or (n, d) and (n, out) arrays
+        The arrays the chunks came from: dask arrays, or the validated in-memory data.
     token : str or None
         Dask's token of dask-array inputs (what checkpoints fingerprint).
     n_threads : int
@@ -417,7 +430,9 @@ def shard(client, model, X, y=None, n_shards: int | None = None, n_threads: int 
     model : MLP
     X : (n, d) dask.array.Array or array
         A dask array keeps its row chunks (persist it first, ``X = X.persist()``, to read it
-        once); an in-memory array is validated here and cut into ``n_shards`` row chunks.
+        once), and a chunk lost with a worker is read again from its source; an in-memory
+        array (or Batch) is validated here, cut into ``n_shards`` row chunks and scattered to
+        the workers (a chunk lost with a worker is lost: shard again).
     y : (n,) or (n, out) dask.array.Array or array
         With the same row chunks as ``X`` when both are dask arrays.
     n_shards : int, optional
@@ -436,10 +451,9 @@ def shard(client, model, X, y=None, n_shards: int | None = None, n_threads: int 
         ``model.batch`` refuses in a chunk (raised here, before any product).
     """
     import dask
-    import dask.array as da
     from distributed import wait
 
-    from .models import MLP
+    from .models import MLP, Batch
 
     check_client(client)
     if not isinstance(model, MLP):
@@ -448,16 +462,20 @@ def shard(client, model, X, y=None, n_shards: int | None = None, n_threads: int 
         if y is not None:
             raise ValueError("y must be None when X is sharded data (it holds the targets)")
         return X
-    if is_dask_array(X) or is_dask_array(y):
-        X, y = _row_chunks(X, y)
-        token = dask.base.tokenize(X, y)
-    else:
+    if not (is_dask_array(X) or is_dask_array(y)):
+        # in memory: validated here, cut into row chunks sent straight to the workers (no
+        # graph through the scheduler; a worker lost takes its chunk with it)
         data = model.batch(X, y)
-        token = None
+        n = data.X.shape[0]
         k = max(1, total_threads(client)) if n_shards is None else int(n_shards)
-        rows = -(-data.X.shape[0] // max(1, k))
-        X = da.from_array(data.X, chunks=(rows, -1))
-        y = da.from_array(data.Y, chunks=(rows, -1))
+        bounds = [(c * n) // k for c in range(k + 1)]
+        pieces = [Batch(data.X[a:b], data.Y[a:b]) for a, b in itertools.pairwise(bounds) if b > a]
+        check_workers(client)
+        parts = client.scatter(pieces, hash=False)
+        rows = [p.X.shape[0] for p in pieces]
+        return ShardedData(client, model, data.X, data.Y, parts, rows, None, n_threads)
+    X, y = _row_chunks(X, y)
+    token = dask.base.tokenize(X, y)
     check_workers(client)
     xs = X.to_delayed().ravel()
     ys = y.to_delayed().ravel()

@@ -134,6 +134,8 @@ def as_target(model, X=None, y=None, *, device="cpu", dtype="float64", upload=Fa
     if isinstance(model, MLP):
         if X is None:
             raise ValueError("X is required when model is an MLP")
+        if _device.is_sharded(X):
+            return Target("mlp", model, model.n_params, X)
         if _distributed.is_dask_array(X) or _distributed.is_dask_array(y):
             # samples sharded on a cluster: validated chunk by chunk on the workers by
             # evaluate(client=); kept unread here
@@ -301,6 +303,11 @@ def evaluate(
     Evaluation
         ``loss`` (m,) and ``accuracy`` (m,) or None.
     """
+    if isinstance(X, Batch) and _distributed.is_dask_array(X.X) and y is None:
+        X, y = X  # from as_target: dask arrays passed on by slice_1d, surface_2d, ...
+    given = _device.is_sharded(X)  # ShardedData: its chunks are on its client's workers
+    if given and client is None:
+        client = X.client
     if client is not None:
         _distributed.check_client(client)
         if device != "cpu":
@@ -309,9 +316,7 @@ def evaluate(
                 f"got {device!r}"
             )
         task_threads = 1 if n_threads is None else check_positive_int(n_threads, "n_threads")
-    if isinstance(X, Batch) and _distributed.is_dask_array(X.X) and y is None:
-        X, y = X  # from as_target: dask arrays passed on by slice_1d, surface_2d, ...
-    sharded = _distributed.is_dask_array(X) or _distributed.is_dask_array(y)
+    sharded = given or _distributed.is_dask_array(X) or _distributed.is_dask_array(y)
     if sharded:
         if client is None:
             raise ValueError(
@@ -410,7 +415,7 @@ def evaluate(
         results.close()  # with a client: cancels the tiles not finished
         if bar is not None:
             bar.close()
-        if sharded:
+        if sharded and not given:  # the chunks this call put on the workers
             target.data.close()
     return Evaluation(loss, acc)
 

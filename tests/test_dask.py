@@ -403,6 +403,16 @@ def test_sharded_gradient_hvp_and_eigenvalues_equal_local_to_1e12(client):
     assert abs(tr.estimate - tr0.estimate) <= 1e-12 * abs(tr0.estimate)
     with pytest.raises(ValueError, match="exact Hessian is formed on this machine"):
         curvature.top_eigen(model, theta, data, method="exact")
+    # a ShardedData goes where X goes, without client= (its own), and outlives the call
+    d1 = D.random(model, theta, seed=2)
+    line0 = slice_1d(model, theta, d1, X, y, alphas=5, progress=False)
+    for _ in range(2):
+        line = slice_1d(model, theta, d1, data, alphas=5, progress=False)
+        assert _rel(line.loss, line0.loss) < 1e-12
+    sharp0 = epsilon_sharpness(model, theta, X, y, eps=0.1, n_directions=6, seed=1)
+    sharp = epsilon_sharpness(model, theta, *_sharded(X, y, 40), eps=0.1, n_directions=6,
+                              seed=1, client=client)  # fmt: skip
+    assert abs(sharp.max_increase - sharp0.max_increase) <= 1e-12 * sharp0.base_loss
     data.close()
 
 
