@@ -67,8 +67,8 @@ def main() -> None:
 
     p = span_problem([784, 128, 10], "tanh", "softmax_ce", 5000, 51)
     n = p.data.X.shape[0]
-    print(f"B2: m = {p.C.shape[0]} points, n = {n}, P = {p.model.n_params}; "
-          f"{platform.processor()}, {os.cpu_count()} CPUs; load average {os.getloadavg()}")  # fmt: skip
+    where = f"{platform.processor()}, {os.cpu_count()} CPUs; load average {os.getloadavg()}"
+    print(f"B2: m = {p.C.shape[0]} points, n = {n}, P = {p.model.n_params}; {where}")
     rng = np.random.default_rng(0)
     v1 = rng.normal(size=(1, p.model.n_params))
     v8 = rng.normal(size=(8, p.model.n_params))

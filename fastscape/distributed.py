@@ -521,6 +521,18 @@ def map_sharded(
 ) -> Iterator[tuple[int, list]]:
     """Run ``fn(part, *shared, *args)`` for every tile ``(index, args)`` and every chunk.
 
+    Parameters
+    ----------
+    data : ShardedData
+    fn : callable
+        A module-level function taking a chunk's Batch first.
+    shared : sequence
+        Arguments common to every task, sent once to every worker (scattered, broadcast).
+    tiles : iterable of (int, tuple)
+        Tile index and the tile's own (small) arguments.
+    name : str
+        Prefix of the task keys (what the Dask dashboard shows).
+
     Yields
     ------
     (int, list)
@@ -563,12 +575,24 @@ def map_sharded(
 
 
 def span_tiles(data: ShardedData, basis, tiles) -> Iterator[tuple[int, tuple]]:
-    """The span engine on sharded samples: ``(tile, (loss, accuracy or None))`` per tile.
+    """The span engine on sharded samples, tile by tile.
 
-    ``tiles`` yields ``(t, (coef, n_threads))``. Each chunk returns per-point sums of the
-    losses and hits; they are added in chunk order and divided by n on the client, which also
-    adds the L2 term. Hits are whole counts, so the accuracy equals the local one exactly; the
-    loss equals it to about 1e-15 relative (one more rounding per chunk).
+    Each chunk returns per-point sums of the losses and hits; they are added in chunk order
+    and divided by n on the client, which also adds the L2 term. Hits are whole counts, so the
+    accuracy equals the local one exactly; the loss equals it to about 1e-15 relative (one
+    more rounding per chunk).
+
+    Parameters
+    ----------
+    data : ShardedData
+    basis : (K, P) float64, validated
+    tiles : iterable of (int, ((m_t, K) array, int))
+        Tile index, its coefficients and the Numba threads of its tasks.
+
+    Yields
+    ------
+    (int, ((m_t,) array, (m_t,) array or None))
+        Tile index, mean loss and accuracy (None for MSE models), as tiles complete.
     """
     from ._device import span_penalty
 
