@@ -583,3 +583,16 @@ def test_cli_unreachable_scheduler_is_one_line_and_writes_nothing(tmp_path, caps
     assert code == 2 and err.count("\n") == 1
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in err
     assert not (tmp_path / "o").exists()
+
+
+@needs_dask
+def test_cli_workers_with_another_fastscape_is_one_line(tmp_path, capsys, monkeypatch):
+    from fastscape.cli import main
+
+    monkeypatch.setattr(fastscape, "__version__", "0.0.0+elsewhere")  # this process only
+    argv = ["landscape", "--points", "3", "--steps", "5", "--quiet", "--workers", "1",
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "install the same fastscape version on every worker" in err
+    assert not (tmp_path / "o").exists()

@@ -66,9 +66,12 @@ def cmd_landscape(args) -> int:
 
         client = None
         if args.scheduler or args.workers:
-            from ..distributed import cluster_client, dashboard
+            from ..distributed import WorkerMismatchError, cluster_client, dashboard
 
-            client = stack.enter_context(cluster_client(args.scheduler, args.workers))
+            try:
+                client = stack.enter_context(cluster_client(args.scheduler, args.workers))
+            except WorkerMismatchError as exc:  # one line, like every input error
+                raise CLIError(str(exc)) from None
             link = dashboard(client)
             where = f"{len(client.nthreads())} workers at {client.scheduler.address}"
             board = f"dashboard {link}" if link else "no dashboard: pip install bokeh"
