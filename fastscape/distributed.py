@@ -61,6 +61,10 @@ INSTALL_HINT = 'pip install "fastscape[dask]"'
 #: products, so more tiles cost more work: bench/NOTES.md).
 TILES_PER_THREAD = 2
 
+#: Largest block of vectors sent inside the tasks of a sharded product (above: scattered once;
+#: inline saves a round trip per product, bench/NOTES.md).
+INLINE_BYTES = 1 << 20
+
 
 def check_client(client):
     """Validate the ``client=`` argument: a running ``dask.distributed.Client``.
@@ -657,8 +661,9 @@ class ShardedHVP:
     """``V (K, P) -> (K, P)``, rows ``H @ V[k]``, with the samples sharded on the workers.
 
     The pass at theta is made once per chunk, on the worker that holds it, and kept there;
-    each product sends V once to the workers, runs one task per chunk and adds the partial
-    products in chunk order on the client (then the L2 term). Equal to the local operator to
+    each product sends V to the workers (inside the tasks up to :data:`INLINE_BYTES`, else
+    scattered once), runs one task per chunk and adds the partial products in chunk order on
+    the client (then the L2 term). Equal to the local operator to
     about 1e-15 relative.
 
     Parameters
@@ -705,7 +710,10 @@ class ShardedHVP:
         if client.status != "running":  # reconnecting or closed: the chunks are gone too
             _raise_lost(client, None, "a Hessian-vector product")
         try:
-            [ref] = client.scatter([V], broadcast=True, hash=False)
+            # small blocks travel inside the tasks (one message each); larger ones are
+            # scattered once to the workers and the tasks hold a reference
+            big = V.nbytes > INLINE_BYTES
+            ref = client.scatter([V], broadcast=True, hash=False)[0] if big else V
             name = f"fastscape-hvp-{self._token}"
             futs = [
                 client.submit(_hvp_part, s, ref, data.n_threads, key=(name, self._step, c))
@@ -718,7 +726,8 @@ class ShardedHVP:
             if _lost(client, exc):
                 _raise_lost(client, exc, "a Hessian-vector product")
             raise
-        ref.release()
+        if big:
+            ref.release()
         out = data.combine(parts)
         add_penalty(self.spec, self.theta, 0.0, None, V, out)
         return out

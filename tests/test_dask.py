@@ -431,8 +431,8 @@ def test_sharded_edge_of_stability_follows_the_local_run(client):
 @needs_dask
 def test_a_product_sends_only_its_vectors(client, monkeypatch):
     """The chunks and the pass at theta stay on the workers: every task of a product carries
-    only references and V, scattered once per product."""
-    from fastscape import curvature
+    only references and V (inside it when small, else scattered once per product)."""
+    from fastscape import curvature, distributed
 
     model, theta, X, y = _problem(n=200)
     H = curvature.HessianOperator(model, theta, X, y, client=client)
@@ -452,7 +452,12 @@ def test_a_product_sends_only_its_vectors(client, monkeypatch):
     V = np.ones((2, model.n_params))
     for _ in range(3):
         H.rows(V)
-    assert sent == [("scatter", [V.shape])] * 3
+    assert [a.shape for a in sent] == [V.shape] * (3 * len(H.data.parts))  # inside the tasks
+    sent.clear()
+    monkeypatch.setattr(distributed, "INLINE_BYTES", V.nbytes - 1)
+    for _ in range(3):
+        H.rows(V)
+    assert sent == [("scatter", [V.shape])] * 3  # scattered once per product
 
 
 @needs_dask
