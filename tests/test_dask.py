@@ -401,6 +401,16 @@ def test_sharded_gradient_hvp_and_eigenvalues_equal_local_to_1e12(client):
     tr0 = curvature.hessian_trace(model, theta, X, y, n_samples=8)
     tr = curvature.hessian_trace(model, theta, data, n_samples=8)
     assert abs(tr.estimate - tr0.estimate) <= 1e-12 * abs(tr0.estimate)
+    dens0 = curvature.spectral_density(model, theta, X, y, n_runs=2, n_iter=6)
+    dens = curvature.spectral_density(model, theta, X, y, n_runs=2, n_iter=6, client=client)
+    assert _rel(dens.nodes, dens0.nodes) < 1e-10
+    from fastscape.critical import classify_point
+
+    kw = dict(grad_tol=10.0, k=2, eig_tol=1e-10)
+    point0 = classify_point(model, theta, X, y, method="lanczos", **kw)
+    point = classify_point(model, theta, data, **kw)  # auto: Lanczos on sharded data
+    assert point.method == point0.method and point.kind == point0.kind
+    assert _rel(point.eigenvalues, point0.eigenvalues) < 1e-10
     with pytest.raises(ValueError, match="exact Hessian is formed on this machine"):
         curvature.top_eigen(model, theta, data, method="exact")
     # a ShardedData goes where X goes, without client= (its own), and outlives the call
