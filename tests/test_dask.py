@@ -354,7 +354,7 @@ def _rel(a, b) -> float:
 
 
 @needs_dask
-def test_sharded_surface_equals_local_to_1e12_and_accuracy_exactly(client):
+def test_sharded_surface_equals_local_to_1e12_and_accuracy_exactly(client, tmp_path):
     """X and y as dask arrays in uneven row chunks: each chunk returns per-point sums, added in
     chunk order; the L2 term is added once on the client."""
     model = fastscape.MLP([3, 6, 3], "tanh", "softmax_ce", l2=0.03)
@@ -369,6 +369,19 @@ def test_sharded_surface_equals_local_to_1e12_and_accuracy_exactly(client):
     assert_array_equal(dist.accuracy, local.accuracy)  # sums of whole counts
     again = surface_2d(model, theta, d1, d2, Xd, yd, **grid, client=client)
     assert_array_equal(again.loss, dist.loss)  # fixed chunk order: reproducible
+    # checkpointed: a tile is written when all its chunks are back; a re-run reads them all
+    ckpt = tmp_path / "ckpt"
+    first = surface_2d(model, theta, d1, d2, Xd, yd, **grid, client=client, tile_size=7,
+                       checkpoint_dir=ckpt)  # fmt: skip
+    assert_array_equal(first.loss, dist.loss)
+    assert len(list(ckpt.glob("tile_*.npz"))) == 3
+    seen = []
+    resumed = surface_2d(model, theta, d1, d2, Xd, yd, **grid, client=client, tile_size=7,
+                         checkpoint_dir=ckpt, on_tile=lambda t, n: seen.append(t))  # fmt: skip
+    assert seen == [] and resumed.loss.tobytes() == dist.loss.tobytes()
+    with pytest.raises(ValueError, match="different evaluation"):  # other data, same dir
+        surface_2d(model, theta, d1, d2, *_sharded(X[::-1], y[::-1], 35), **grid,
+                   client=client, tile_size=7, checkpoint_dir=ckpt)  # fmt: skip
     assert dist.settings["n_samples"] == 70
     assert not _wait_released(client)
 
