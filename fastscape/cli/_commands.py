@@ -15,6 +15,7 @@ from ._common import (
     Talk,
     save_figures,
     settings,
+    start_cluster,
     summary,
     versions,
     write_json,
@@ -184,9 +185,11 @@ def cmd_eos(args) -> int:
         # λmax is measured from the first step on: no training to overlap a compilation with
         announce_compile(talk, "hvp", model)
         lr, steps = args.lr or 0.1, args.steps or 800
-        talk(f"full-batch GD: η = {lr:g}, {steps} steps, λmax every {args.every}")
-        res = edge_of_stability(model, data, None, lr=lr, steps=steps, every=args.every,
-                                seed=args.seed, device=args.device)  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            client = start_cluster(args, talk, stack)
+            talk(f"full-batch GD: η = {lr:g}, {steps} steps, λmax every {args.every}")
+            res = edge_of_stability(model, data, None, lr=lr, steps=steps, every=args.every,
+                                    seed=args.seed, device=args.device, client=client)  # fmt: skip
         if res.stop_reason in ("diverged", "nonfinite"):
             talk.warn(f"GD diverged (stop reason {res.stop_reason!r}): lower --lr")
         report = {

@@ -15,6 +15,7 @@ from ._common import (
     human_seconds,
     save_figures,
     settings,
+    start_cluster,
     summary,
     versions,
     write_json,
@@ -64,18 +65,7 @@ def cmd_landscape(args) -> int:
             jobs.insert(0, "hvp")
         warm = stack.enter_context(warm_up(model, jobs, talk))  # closed on any exit
 
-        client = None
-        if args.scheduler or args.workers:
-            from ..distributed import WorkerMismatchError, cluster_client, dashboard
-
-            try:
-                client = stack.enter_context(cluster_client(args.scheduler, args.workers))
-            except WorkerMismatchError as exc:  # one line, like every input error
-                raise CLIError(str(exc)) from None
-            link = dashboard(client)
-            where = f"{len(client.nthreads())} workers at {client.scheduler.address}"
-            board = f"dashboard {link}" if link else "no dashboard: pip install bokeh"
-            talk(f"Dask cluster: {where}, {board}")
+        client = start_cluster(args, talk, stack)
 
         t = time.perf_counter()
         res = None
