@@ -26,9 +26,18 @@ from .critical import classify, classify_point, escape_saddle
 from .curvature import hessian_trace, spectral_density, top_eigen
 from .data import Batch
 from .eos import edge_of_stability
-from .landscape import Evaluation, Slice, Surface, evaluate, slice_1d, surface_2d
+from .landscape import (
+    CurvatureMap,
+    Evaluation,
+    Slice,
+    Surface,
+    curvature_map,
+    evaluate,
+    slice_1d,
+    surface_2d,
+)
 from .models import MLP, LayerLayout, LinearRegression, Logistic
-from .sharpness import compare_minima, epsilon_sharpness
+from .sharpness import box_sharpness, compare_minima, epsilon_sharpness
 from .training import FitResult, fit
 
 __version__ = "0.1.0"
@@ -36,6 +45,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP",
     "Batch",
+    "CurvatureMap",
     "Evaluation",
     "FitResult",
     "LayerLayout",
@@ -43,12 +53,14 @@ __all__ = [
     "Logistic",
     "Slice",
     "Surface",
+    "box_sharpness",
     "classify",
     "classify_point",
     "compare_minima",
     "critical",
     "cuda_available",
     "curvature",
+    "curvature_map",
     "datasets",
     "directions",
     "edge_of_stability",

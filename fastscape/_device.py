@@ -10,7 +10,8 @@ Dispatchers (the model is read through ``model.spec``, a :class:`~fastscape.data
 
 - :func:`mlp_loss`, :func:`mlp_loss_grad`: mean loss (and gradient);
 - :func:`mlp_hvp`: Hessian-vector products; :func:`hvp_operator` the operator with
-  the pass at theta computed once;
+  the pass at theta computed once; :func:`ggn_operator` and :func:`fisher_operator` the same
+  for the Gauss-Newton matrix and the empirical Fisher (CPU only);
 - :func:`mlp_hessian`: the exact Hessian (closed forms for the no-hidden-layer members);
 - :func:`mlp_logits`: the network's outputs;
 - :func:`span_eval`: the span engine on one tile of points (MLPs), :func:`span_analytic` and
@@ -28,8 +29,8 @@ A backend is an object registered under a device name in :data:`BACKENDS` (with
   (the GPU's copies; the CPU returns ``data`` itself);
 - the operations, each taking the :class:`~fastscape.data.ModelSpec` first: ``loss``,
   ``loss_grad``, ``hvp_operator``, ``hessian``, ``logits``, ``span_eval`` (and, on the CPU,
-  ``span_analytic``, ``span_function``). An operation a backend lacks is refused by the
-  dispatcher with an error naming the device.
+  ``ggn_operator``, ``fisher_operator``, ``span_analytic``, ``span_function``). An operation
+  a backend lacks is refused by the dispatcher with an error naming the device.
 
 Two are built in: ``"cpu"`` (the Numba kernels of ``fastscape.kernels``) and ``"cuda"`` (their
 twins in ``fastscape.kernels.cuda``, imported only when a CUDA computation is asked for, so the
@@ -48,6 +49,7 @@ import numpy as np
 
 from . import config
 from .data import Batch, DeviceBatch, ModelSpec, copy_to_device
+from .kernels import ggn as _ggn
 from .kernels import hessian as _hessian
 from .kernels import hvp as _hvp
 from .kernels import linear as _linear
@@ -128,6 +130,22 @@ class CPUBackend:
 
     def hvp(self, spec: ModelSpec, theta, V, data: Batch, dtype: str) -> np.ndarray:
         return self.hvp_operator(spec, theta, data, dtype)(V)
+
+    def ggn_operator(self, spec: ModelSpec, theta, data: Batch, dtype: str):
+        return self._curvature_operator(_ggn.GGN, spec, theta, data, dtype)
+
+    def fisher_operator(self, spec: ModelSpec, theta, data: Batch, dtype: str):
+        return self._curvature_operator(_ggn.FISHER, spec, theta, data, dtype)
+
+    @staticmethod
+    def _curvature_operator(kind: int, spec: ModelSpec, theta, data: Batch, dtype: str):
+        if dtype != "float64":  # kernels/ggn.py computes in float64 only
+            raise ValueError(f"the GGN and Fisher products run in float64 only, got {dtype=}")
+        cache = _ggn.forward_cache(
+            kind, theta, *spec.kernel_args, data.X, data.Y, config.HVP_SAMPLE_BLOCK, spec.penalty
+        )
+        chunk = _ggn.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES)
+        return lambda V: _ggn.block_products(cache, V, chunk, numba.get_num_threads())
 
     def hessian(self, spec: ModelSpec, theta, data: Batch) -> np.ndarray:
         if spec.is_linear and spec.loss == _k.LOGISTIC:
@@ -436,6 +454,14 @@ def _no_hessian(data) -> None:
         )
 
 
+def _hessian_only(data, what: str) -> None:
+    if is_sharded(data):
+        raise ValueError(
+            f"{what} products do not run on samples sharded on a Dask cluster (the Hessian's "
+            "do); pass in-memory data"
+        )
+
+
 def span_penalty(spec: ModelSpec, basis, coef) -> np.ndarray:
     """The L2 term of the model at the points ``coef @ basis``, (m,) (the Dask backend adds it
     once on the client; zeros without an L2 term)."""
@@ -522,6 +548,37 @@ def hvp_operator(
     if is_sharded(data):
         return data.hvp_operator(model.spec, theta)
     return _backend_for(device, dtype, "hvp_operator")(model.spec, theta, data, dtype)
+
+
+def ggn_operator(
+    model, theta: np.ndarray, data: Batch, device: str = "cpu", dtype: str = "float64"
+):
+    """The generalized Gauss-Newton operator of ``model`` at a fixed ``theta`` (the CPU's
+    ``kernels.ggn``; the pass at theta computed once, here). Arguments as :func:`hvp_operator`.
+
+    Returns
+    -------
+    callable
+        ``V (K, P) -> (K, P)``: rows ``G @ V[k]``, G the GGN of the mean loss plus the L2
+        term's Hessian.
+    """
+    _hessian_only(data, "Gauss-Newton")
+    return _backend_for(device, dtype, "ggn_operator")(model.spec, theta, data, dtype)
+
+
+def fisher_operator(
+    model, theta: np.ndarray, data: Batch, device: str = "cpu", dtype: str = "float64"
+):
+    """The empirical Fisher operator ``(1/n) Σ_i g_i g_iᵀ`` (per-sample data-loss gradients,
+    no L2 term) of ``model`` at a fixed ``theta``. Arguments as :func:`hvp_operator`.
+
+    Returns
+    -------
+    callable
+        ``V (K, P) -> (K, P)``: rows ``F @ V[k]``.
+    """
+    _hessian_only(data, "empirical Fisher")
+    return _backend_for(device, dtype, "fisher_operator")(model.spec, theta, data, dtype)
 
 
 def mlp_hvp(

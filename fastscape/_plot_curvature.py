@@ -81,7 +81,8 @@ def plot_spectrum(
 
 
 def plot_eos(result: EoSResult, *, title: str | None = None) -> Figure:
-    """Edge of stability: λmax against the threshold 2/η (top) and the loss (bottom, log).
+    """Edge of stability: the sharpness against the optimiser's threshold (2/η for GD; top)
+    and the loss (bottom, log).
 
     Parameters
     ----------
@@ -98,11 +99,12 @@ def plot_eos(result: EoSResult, *, title: str | None = None) -> Figure:
         raise TypeError(f"result must be an EoSResult, got {type(result).__name__}")
     fig = Figure(figsize=(6.5, 6.0), layout="constrained")
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
-    ax1.plot(result.steps, result.lambda_max, "o-", ms=3, color="C0", label="λmax")
-    ax1.axhline(result.threshold, color="C3", ls="--", label=f"2/η = {result.threshold:.3g}")
-    ax1.set_ylabel("sharpness λmax")
+    name, formula = result.sharpness_label, result.threshold_formula
+    ax1.plot(result.steps, result.lambda_max, "o-", ms=3, color="C0", label=name)
+    ax1.axhline(result.threshold, color="C3", ls="--", label=f"{formula} = {result.threshold:.3g}")
+    ax1.set_ylabel(f"sharpness {name}")
     ax1.legend(loc="lower right")
-    ax1.set_title(title or f"edge of stability (η = {result.lr:g})")
+    ax1.set_title(title or f"edge of stability ({result.optimizer}, η = {result.lr:g})")
     steps = np.arange(result.loss.size)
     positive = bool((result.loss > 0).all())
     ax2.plot(steps, result.loss, color="C2")

@@ -73,6 +73,22 @@ SPAN_SUB_BLOCK = 32
 #: Points per tile of a landscape evaluation (progress and checkpoint granularity).
 SPAN_TILE = 2048
 
+#: Points per tile of a curvature map (``landscape.curvature_map``): each tile is one chain of
+#: warm-started eigensolves along the serpentine scan, started cold at its first point, so the
+#: map's bits depend on this number (recorded in its settings and checkpoints), its values only
+#: to within the solver tolerance. Smaller tiles: more cold starts, more parallel tasks.
+CURVATURE_MAP_TILE = 64
+
+#: ``curvature_map(method="auto")`` takes ``eigvalsh`` of the exact Hessian at every point up to
+#: this many parameters, Lanczos above: forming the Hessian costs about ``2 n P**2`` flops in
+#: large GEMMs and ``eigvalsh`` about ``(4/3) P**3``, against about 60-100 HVPs of ``~5 n P``
+#: flops each (two warm-started, verified Lanczos solves), so the exact path stops paying off
+#: at a few hundred parameters.
+CURVATURE_MAP_EXACT_MAX_PARAMS = 400
+
+#: Grid points per axis of a curvature map when none are given.
+CURVATURE_MAP_POINTS = 21
+
 #: A progress bar is shown (progress=None) when the estimated work, in multiply-adds, exceeds
 #: this (about a second of compute).
 PROGRESS_MIN_WORK = 2e9

@@ -1,4 +1,4 @@
-"""Export and import of landscapes: CSV for gnuplot, NPZ, HDF5 (loss-landscape layout).
+"""Export and import of landscapes: CSV for gnuplot, NPZ, HDF5 (loss-landscape layout), VTK.
 
 Every write is atomic: the file is written to a temporary name in the same directory and then
 renamed over the destination (``os.replace``), so an interrupted export never leaves a half
@@ -23,6 +23,10 @@ HDF5 (``save_hdf5``, needs the ``hdf5`` extra: ``pip install fastscape[hdf5]``)
     orientation their ``plot_2D`` expects (``X, Y = meshgrid(x, y)``; ``contour(X, Y, Z)``), on
     non-square grids too. Accuracy is stored in percent as they do; missing accuracy (MSE) is
     simply absent. Our metadata is kept in the ``fastscape_meta`` attribute.
+VTK (``save_vtk``, needs the ``vtk`` extra: ``pip install fastscape[vtk]``, i.e. meshio)
+    For ParaView: the grid as quadrilaterals with points ``(alpha, beta, loss)`` (or
+    ``log10(loss)``) and the loss and accuracy as point data; ``.vtk`` (legacy, binary) or
+    ``.vtu`` (XML). Write-only here: meshio (or VTK itself) reads it back.
 Parameters (``save_theta`` / ``load_theta``)
     An NPZ with ``theta`` (P,) and ``model``, the JSON of ``MLP.to_dict()`` (sizes, activation,
     loss), so a file says which model it belongs to. Files holding only ``theta`` (or the
@@ -319,6 +323,108 @@ def _load_hdf5(path: Path):
         loss = loss.T
         acc = None if acc is None else acc.T
     return _from_meta(meta, x, y, loss, acc)
+
+
+# ----------------------------------------------------------------------------- VTK
+VTK_SUFFIXES = {".vtk": "vtk", ".vtu": "vtu"}
+
+
+def _meshio():
+    try:
+        import meshio
+    except ImportError:
+        raise ImportError(
+            "VTK export needs meshio: pip install 'fastscape[vtk]' (or pip install meshio)"
+        ) from None
+    return meshio
+
+
+def vtk_mesh(surface: Surface, log: bool = False):
+    """The surface as a quadrilateral mesh with its values on the points (see :func:`save_vtk`).
+
+    Parameters
+    ----------
+    surface : Surface
+        At least 2 coordinates on each axis.
+    log : bool
+        Height z = log10(loss) instead of the loss.
+
+    Returns
+    -------
+    points : (a * b, 3) array
+        ``(alphas[i], betas[j], z[i, j])`` at row ``i * b + j``.
+    quads : ((a - 1) * (b - 1), 4) int64 array
+        The grid cells, corners counter-clockwise in the (alpha, beta) plane.
+    point_data : dict of str to (a * b,) arrays
+        ``loss``, ``accuracy`` (when the surface has it) and, with ``log``, ``log10_loss``.
+    """
+    if not isinstance(surface, Surface):
+        raise TypeError(f"surface must be a Surface, got {type(surface).__name__}")
+    a, b = surface.loss.shape
+    if a < 2 or b < 2:
+        raise ValueError(f"surface needs at least 2 x 2 points for VTK cells, got {a} x {b}")
+    loss = np.asarray(surface.loss, dtype=np.float64)
+    finite = np.isfinite(loss)
+    if not finite.any():
+        raise ValueError("surface has no finite loss value to draw")
+    data = {"loss": loss.ravel()}
+    if surface.accuracy is not None:
+        data["accuracy"] = np.asarray(surface.accuracy, dtype=np.float64).ravel()
+    z = loss.copy()
+    if log:
+        positive = finite & (loss > 0)
+        if not positive.any():
+            raise ValueError("log needs a positive loss somewhere on the surface")
+        # a zero loss sits at the lowest positive one: log10(0) has no place on the axis
+        z = np.log10(np.where(positive, loss, loss[positive].min()))
+        data["log10_loss"] = np.where(finite, z, np.nan).ravel()
+    # a non-finite loss (a diverging point) is drawn at the top of the finite ones; the point
+    # data keep the true value
+    z = np.where(finite, z, z[finite].max())
+    A, B = np.meshgrid(surface.alphas, surface.betas, indexing="ij")
+    points = np.column_stack([A.ravel(), B.ravel(), z.ravel()])
+    idx = np.arange(a * b, dtype=np.int64).reshape(a, b)
+    quads = np.column_stack([
+        idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    ])  # fmt: skip
+    return points, quads, data
+
+
+def save_vtk(surface: Surface, path: str | os.PathLike, *, log: bool = False) -> Path:
+    """Write a surface for ParaView (or any VTK reader), through meshio (the ``vtk`` extra).
+
+    The grid becomes a mesh of quadrilaterals whose points are ``(alpha, beta, z)``, z the
+    loss (or log10 of it), carrying the loss and the accuracy as point data. Colour the
+    surface by ``loss`` in ParaView; "Warp By Scalar" is not needed, the height is already z.
+
+    Parameters
+    ----------
+    surface : Surface
+        At least 2 coordinates on each axis. A non-finite loss is drawn at the height of the
+        largest finite one (its point data keep the true value).
+    path : str or PathLike
+        ``.vtk``: legacy VTK file, binary (file version 5.1, which ParaView 5.9 and later
+        read); ``.vtu``: VTK XML unstructured grid, binary and compressed (any ParaView).
+    log : bool
+        Height z = log10(loss) (zero losses at the lowest positive one), and a
+        ``log10_loss`` point array.
+
+    Returns
+    -------
+    Path
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in VTK_SUFFIXES:
+        raise ValueError(f"path must end in .vtk or .vtu, got {str(path)!r}")
+    points, quads, data = vtk_mesh(surface, log=log)
+    meshio = _meshio()
+    mesh = meshio.Mesh(points, [("quad", quads)], point_data=data)
+    fmt = VTK_SUFFIXES[suffix]
+
+    def write(p):
+        meshio.write(p, mesh, file_format=fmt, binary=True)
+
+    return atomic_write(path, write, suffix=suffix)
 
 
 # ----------------------------------------------------------------------------- load / gnuplot

@@ -34,7 +34,16 @@ from . import _device, config
 from . import distributed as _distributed
 from ._files import FileFormatError, atomic_write
 from ._threads import threads
-from ._validation import as_float_array, as_vector, check_positive_int
+from ._validation import (
+    as_float_array,
+    as_vector,
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+)
+from .curvature import DEFAULT_TOL
+from .curvature.map import METHODS as CHAIN_METHODS
+from .curvature.map import solve_chain
 from .directions import meta_of
 from .functions import AnalyticFunction
 from .models import MLP, Batch
@@ -642,3 +651,387 @@ def surface_2d(
     return Surface(
         a, b, res.loss.reshape(shape), acc, (meta_of(d1), meta_of(d2)), _settings(target)
     )
+
+
+# ----------------------------------------------------------------------------- curvature maps
+#: Tile arrays of a curvature map: name -> dtype.
+_CMAP_ARRAYS = {
+    "lambda_max": np.float64,
+    "lambda_min": np.float64,
+    "converged_max": np.bool_,
+    "converged_min": np.bool_,
+    "hvps_max": np.int64,
+    "hvps_min": np.int64,
+}
+
+
+@dataclass
+class CurvatureMap:
+    """The extreme Hessian eigenvalues on the grid ``theta + alpha d1 + beta d2``.
+
+    Li et al. (2018) plot ``|λmin / λmax|`` over a 2D slice: near 0 where the loss is
+    locally convex (λmin ≥ 0, or negative curvature tiny next to the positive), large where it
+    is not. Every array below has the shape of :attr:`Surface.loss` on the same grid.
+
+    Attributes
+    ----------
+    alphas : (a,) array
+    betas : (b,) array
+    lambda_max, lambda_min : (a, b) arrays
+        Largest and smallest Hessian eigenvalue at ``(alphas[i], betas[j])``. Where a solve did
+        not converge the value is the solver's last Ritz value (a lower bound of λmax, an upper
+        bound of λmin) and its flag is False: read the flags, or :attr:`ratio`, which hides it.
+    converged_max, converged_min : (a, b) bool arrays
+        Whether each end's solve converged: its residual met ``tol`` and (with ``verify``, the
+        default) its rank was verified; True everywhere for ``exact``.
+    hvps_max, hvps_min : (a, b) int arrays
+        Hessian-vector products spent on each end at each point (0 for ``exact``).
+    loss : (a, b) array or None
+        The loss at the same points (the span engine), for the contour beside the maps.
+    directions : tuple of dict
+        Metadata of d1 and d2.
+    settings : dict
+        ``method`` (the one used), ``tol``, ``max_hvps``, ``exact_max_params``, ``seed``,
+        ``verify``, ``tile_size``, ``scan`` ("serpentine"), the model and number of samples.
+    """
+
+    alphas: np.ndarray
+    betas: np.ndarray
+    lambda_max: np.ndarray
+    lambda_min: np.ndarray
+    converged_max: np.ndarray
+    converged_min: np.ndarray
+    hvps_max: np.ndarray
+    hvps_min: np.ndarray
+    loss: np.ndarray | None = None
+    directions: tuple = (dict(), dict())
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.lambda_max.shape
+
+    @property
+    def converged(self) -> np.ndarray:
+        """(a, b) bool: both ends converged."""
+        return self.converged_max & self.converged_min
+
+    @property
+    def n_hvps(self) -> np.ndarray:
+        """(a, b) int: HVPs spent at each point (both ends)."""
+        return self.hvps_max + self.hvps_min
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """(a, b): ``|λmin / λmax|``, NaN where a solve did not converge or λmax is 0."""
+        ok = self.converged & (self.lambda_max != 0)
+        out = np.full(self.shape, np.nan)
+        np.divide(np.abs(self.lambda_min), np.abs(self.lambda_max), out=out, where=ok)
+        return out
+
+    @property
+    def n_unconverged(self) -> int:
+        """Points where at least one end did not converge."""
+        return int((~self.converged).sum())
+
+    @property
+    def message(self) -> str:
+        """One line: how many points, and how many were not converged."""
+        n = self.lambda_max.size
+        bad = self.n_unconverged
+        if not bad:
+            return f"{n} points, both ends converged everywhere ({self.settings.get('method')})"
+        return (
+            f"{n} points: {bad} not converged (λmax at {int((~self.converged_max).sum())}, "
+            f"λmin at {int((~self.converged_min).sum())}); flagged, ratio NaN there"
+        )
+
+
+def serpentine(a: int, b: int) -> np.ndarray:
+    """Flat indices (row-major, ``i * b + j``) of an a x b grid in serpentine order.
+
+    Row 0 left to right, row 1 right to left, and so on: consecutive points are always grid
+    neighbours, which is what the warm starts of :func:`curvature_map` need.
+
+    Parameters
+    ----------
+    a, b : int
+        The grid's shape (len(alphas), len(betas)).
+
+    Returns
+    -------
+    (a * b,) int64 array
+        A permutation of ``range(a * b)``.
+    """
+    idx = np.arange(a * b, dtype=np.int64).reshape(a, b)
+    idx[1::2] = idx[1::2, ::-1]
+    return idx.ravel()
+
+
+def _cmap_fingerprint(model: MLP, data: Batch, basis, coef, settings: dict) -> str:
+    h = hashlib.sha256()
+    h.update(repr(("curvature_map", repr(model), sorted(settings.items()))).encode())
+    for arr in (basis, coef, data.X, data.Y):
+        h.update(repr(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _read_cmap_tile(path: Path, fp: str, index: int, size: int) -> dict | None:
+    """The arrays of a finished curvature-map tile of *this* map, or None to recompute it."""
+    if not path.exists():
+        return None
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
+            if str(z["fingerprint"]) != fp or int(z["tile"]) != index:
+                return None
+            out = {k: np.array(z[k]) for k in _CMAP_ARRAYS}
+    except (OSError, EOFError, KeyError, ValueError, TypeError, zipfile.BadZipFile, zlib.error):
+        return None
+    if any(v.shape != (size,) or v.dtype != _CMAP_ARRAYS[k] for k, v in out.items()):
+        return None
+    return out
+
+
+def _chain_task(model: MLP, data: Batch, basis, coef, kw: dict, n_threads: int | None):
+    """One tile of a curvature map: the chain of points ``coef @ basis`` (locally or on a Dask
+    worker; ``n_threads`` Numba threads, the result does not depend on it)."""
+    if n_threads is not None:
+        n_threads = max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS))
+    with threads(n_threads):
+        res = solve_chain(model, data, coef @ basis, **kw)
+    return res._asdict()
+
+
+def curvature_map(
+    model: MLP,
+    theta,
+    d1,
+    d2,
+    X,
+    y=None,
+    alphas=None,
+    betas=None,
+    *,
+    method: str = "auto",
+    tol: float | None = None,
+    max_hvps: int | None = None,
+    exact_max_params: int | None = None,
+    seed: int = 0,
+    verify: bool = True,
+    with_loss: bool = True,
+    tile_size: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+    n_threads: int | None = None,
+    progress: bool = False,
+    client=None,
+) -> CurvatureMap:
+    """λmax and λmin of the Hessian at every point of ``theta + alpha_i d1 + beta_j d2``.
+
+    The convexity maps of Li, Xu, Taylor, Studer & Goldstein (2018, *Visualizing the loss
+    landscape of neural nets*): the two ends of the Hessian spectrum at each grid point, and
+    their ratio ``|λmin / λmax|`` (:attr:`CurvatureMap.ratio`). The points are visited in
+    serpentine order (:func:`serpentine`: consecutive points are grid neighbours) and cut into
+    tiles of ``tile_size`` consecutive points; within a tile every solve starts from the
+    eigenvector found at the previous point, and each tile starts cold at its first point.
+    A tile's values therefore depend on its own points only: checkpointed tiles are reused
+    with the same bits, and tiles may run in any order, on a Dask cluster too. Different tile
+    sizes (more or fewer cold starts) give the same values to within the solver tolerance.
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) array
+    d1, d2 : (P,) arrays or Directions
+        Non-zero and not parallel.
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    alphas, betas : arrays, ints or None
+        Coordinates along d1 and d2; an int n means n points on [-1, 1]; default 21 points
+        (``config.CURVATURE_MAP_POINTS``) on [-1, 1].
+    method : {"auto", "exact", "lanczos", "power"}
+        Per point: ``"exact"`` is ``numpy.linalg.eigvalsh`` of the exact Hessian;
+        ``"lanczos"`` two thick-restart Lanczos solves (``which="LA"`` and ``"SA"``, verified,
+        :func:`fastscape.curvature.lanczos`); ``"power"`` power iteration for the eigenvalue
+        of largest magnitude and again on ``H - λ₁ I`` for the other end (loss-landscape's
+        scheme, slower). ``"auto"``: exact up to ``exact_max_params`` parameters, else Lanczos.
+    tol : float, optional
+        Relative tolerance of every iterative solve (default
+        :data:`fastscape.curvature.DEFAULT_TOL`, 1e-6; see ``docs/curvature.md``).
+    max_hvps : int, optional
+        Hard budget of each solve (two per point); default the solver's (``min(10 P, 5000)``
+        for Lanczos, 1000 for power iteration). A point whose solve runs out is flagged.
+    exact_max_params : int, optional
+        The threshold of ``method="auto"`` (default ``config.CURVATURE_MAP_EXACT_MAX_PARAMS``).
+    seed : int
+        Seed of the random start of every solve.
+    verify : bool
+        The verification restart of every iterative solve (default): a point is flagged
+        converged only when its residual met ``tol`` **and** the value's rank was established
+        (no larger λmax, no smaller λmin, left in the complement; ``docs/curvature.md``). With
+        False the flag is the residual test alone — what ARPACK's ``eigsh`` guarantees — for
+        fewer HVPs (the verification is about half of them where λmin sits in the dense
+        bulk near zero). Recorded in ``settings``.
+    with_loss : bool
+        Also evaluate the loss on the grid (one call of the span engine, :func:`evaluate`).
+    tile_size : int, optional
+        Points per tile, i.e. per warm-started chain (default ``config.CURVATURE_MAP_TILE``).
+        Part of the result's identity: recorded in ``settings`` and in the checkpoints.
+    checkpoint_dir : path, optional
+        Directory for finished tiles, bound to this exact map (model, data, grid and every
+        setting are fingerprinted; a different map is refused); a repeated call resumes and
+        returns the bitwise identical result. Damaged or foreign tiles are recomputed.
+    on_tile : callable(tile_index, n_tiles), optional
+        Called after each tile is computed (and saved).
+    n_threads : int, optional
+        Numba threads of the HVPs (with a ``client``: per task on a worker, default 1). The
+        result does not depend on it.
+    progress : bool
+        A tqdm bar of the points done.
+    client : dask.distributed.Client, optional
+        Run the tiles on a Dask cluster (:func:`fastscape.distributed.map_tiles`): model, data
+        and basis are sent to each worker once, each tile is a task, and this process writes
+        the checkpoints. Same bits as a local run on workers with the same CPU and versions.
+
+    Returns
+    -------
+    CurvatureMap
+        ``lambda_max``, ``lambda_min``, flags and HVP counts of shape (len(alphas),
+        len(betas)); unconverged points are flagged (``converged``, ``message``) and their
+        ``ratio`` is NaN.
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(
+            f"model must be an MLP (curvature maps need its Hessian), got {type(model).__name__}"
+        )
+    if n_threads is not None:
+        n_threads = check_positive_int(n_threads, "n_threads")
+        if client is None and n_threads > numba.config.NUMBA_NUM_THREADS:
+            raise ValueError(
+                f"n_threads must be an integer in [1, {numba.config.NUMBA_NUM_THREADS}], "
+                f"got {n_threads}"
+            )
+    if client is not None:
+        _distributed.check_client(client)
+        task_threads = 1 if n_threads is None else n_threads
+    method = check_choice(method, "method", ("auto", *CHAIN_METHODS))
+    tol = DEFAULT_TOL if tol is None else check_positive_float(tol, "tol", allow_zero=True)
+    if max_hvps is not None:
+        max_hvps = check_positive_int(max_hvps, "max_hvps")
+    if exact_max_params is None:
+        exact_max_params = config.CURVATURE_MAP_EXACT_MAX_PARAMS
+    exact_max_params = check_positive_int(exact_max_params, "exact_max_params")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    if not isinstance(verify, bool):
+        raise TypeError(f"verify must be True or False, got {verify!r}")
+    tile = config.CURVATURE_MAP_TILE if tile_size is None else tile_size
+    tile = check_positive_int(tile, "tile_size")
+    target = as_target(model, X, y)
+    data = target.data
+    P = model.n_params
+    if P < 2:
+        raise ValueError("a curvature map needs a model with at least 2 parameters")
+    theta = as_vector(theta, "theta", P)
+    v1 = _direction(d1, "d1", P)
+    v2 = _direction(d2, "d2", P)
+    if abs(v1 @ v2) / (np.linalg.norm(v1) * np.linalg.norm(v2)) > 1.0 - 1e-12:
+        raise ValueError("d1 and d2 are parallel: they span a line, not a plane")
+    a = coordinates(config.CURVATURE_MAP_POINTS if alphas is None else alphas, "alphas")
+    b = coordinates(config.CURVATURE_MAP_POINTS if betas is None else betas, "betas")
+    if method == "auto":
+        method = "exact" if P <= exact_max_params else "lanczos"
+    settings = {
+        "method": method,
+        "tol": float(tol),
+        "max_hvps": max_hvps,
+        "exact_max_params": int(exact_max_params),
+        "seed": int(seed),
+        "verify": verify,
+        "tile_size": int(tile),
+        "scan": "serpentine",
+    }
+    kw = {"method": method, "tol": float(tol), "max_hvps": max_hvps, "seed": int(seed)}
+    kw["verify"] = verify
+    if method == "exact":
+        kw["max_params"] = max(P, exact_max_params)
+
+    basis = np.stack([theta, v1, v2])
+    A, Bm = np.meshgrid(a, b, indexing="ij")
+    C = np.column_stack([np.ones(A.size), A.ravel(), Bm.ravel()])  # row-major grid order
+    order = serpentine(a.size, b.size)
+    Cs = C[order]
+    m = Cs.shape[0]
+    starts = list(range(0, m, tile))
+    out = {k: np.empty(m, dtype=dt) for k, dt in _CMAP_ARRAYS.items()}  # serpentine order
+    done = [False] * len(starts)
+    ckpt = None
+    if checkpoint_dir is not None:
+        ckpt = Path(checkpoint_dir)
+        ckpt.mkdir(parents=True, exist_ok=True)
+        fp = _cmap_fingerprint(model, data, basis, Cs, settings)
+        manifest = ckpt / "manifest.json"
+        if manifest.exists():
+            if _read_manifest(manifest).get("fingerprint") != fp:
+                raise ValueError(
+                    f"checkpoint_dir {str(ckpt)!r} holds tiles of a different evaluation "
+                    "(other model, data, grid or settings); use an empty directory"
+                )
+        else:
+            text = json.dumps(
+                {"fingerprint": fp, "kind": "curvature_map", "m": m, "tile_size": tile}
+            )
+            atomic_write(manifest, lambda p: Path(p).write_text(text))
+        for t, s in enumerate(starts):
+            saved = _read_cmap_tile(ckpt / f"tile_{t:06d}.npz", fp, t, min(tile, m - s))
+            if saved is not None:
+                for k, v in saved.items():
+                    out[k][s : s + tile] = v
+                done[t] = True
+    todo = [(t, np.ascontiguousarray(Cs[s : s + tile])) for t, s in enumerate(starts)]
+    todo = [(t, c) for t, c in todo if not done[t]]
+    if client is None or not todo:
+        results = ((t, _chain_task(model, data, basis, c, kw, n_threads)) for t, c in todo)
+    else:
+        tasks = ((t, (c, kw, task_threads)) for t, c in todo)
+        results = _distributed.map_tiles(
+            client, _chain_task, (model, data, basis), tasks, name="fastscape-curvature-map"
+        )
+    bar = _progress(m, bool(progress), "curvature map")
+    try:
+        if bar is not None:
+            bar.update(sum(min(tile, m - s) for t, s in enumerate(starts) if done[t]))
+        for t, res in results:
+            s = starts[t]
+            e = min(m, s + tile)
+            for k in _CMAP_ARRAYS:
+                out[k][s:e] = res[k]
+            if ckpt is not None:
+                arrays = {k: np.asarray(res[k], dtype=_CMAP_ARRAYS[k]) for k in _CMAP_ARRAYS}
+                arrays.update(fingerprint=np.array(fp), tile=np.array(t))
+                atomic_write(
+                    ckpt / f"tile_{t:06d}.npz", lambda p, x=arrays: _savez(p, x), suffix=".npz"
+                )
+            if bar is not None:
+                bar.update(e - s)
+            if on_tile is not None:
+                on_tile(t, len(starts))
+    finally:
+        results.close()
+        if bar is not None:
+            bar.close()
+    shape = (a.size, b.size)
+    grid = {}
+    for k, v in out.items():  # back from serpentine to row-major order
+        g = np.empty_like(v)
+        g[order] = v
+        grid[k] = g.reshape(shape)
+    loss = None
+    if with_loss:
+        engine = {"client": client} if client is not None else {}
+        loss = evaluate(model, basis, C, data, n_threads=n_threads, **engine).loss.reshape(shape)
+    return CurvatureMap(
+        a, b, **grid, loss=loss, directions=(meta_of(d1), meta_of(d2)),
+        settings=_settings(target, **settings),
+    )  # fmt: skip

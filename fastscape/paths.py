@@ -8,6 +8,9 @@ Each path is a coefficient matrix over a small basis handed to the span engine
 - polygonal chain through Q points: basis (θ_0 .. θ_{Q-1}), hat functions of t on the knots
   t_i = i / (Q − 1).
 
+:func:`align` (from :mod:`fastscape.alignment`) permutes the hidden units of θb to match θa
+before the paths are measured (Git Re-Basin).
+
 :func:`fit_bezier` trains the bend w as in Garipov et al. 2018 ("Loss Surfaces, Mode
 Connectivity, and Fast Ensembling of DNNs"): endpoints fixed, at every step t ~ U(0, 1) and a
 step of Adam (or SGD) on L(φ_w(t)), whose gradient in w is 2t(1 − t) ∇L(φ_w(t)) — an unbiased
@@ -28,10 +31,13 @@ from ._validation import (
     check_positive_float,
     check_positive_int,
 )
+from .alignment import Alignment, align, permute
 from .landscape import as_target, evaluate
 from .models import MLP
 
 DEFAULT_PATH_POINTS = 51
+#: Default absolute tolerance (loss units) of :func:`mode_connectivity`'s flags.
+DEFAULT_BARRIER_ATOL = 1e-3
 
 
 @dataclass
@@ -337,12 +343,20 @@ class ModeConnectivity:
     curve : PathProfile or None
         The trained Bézier curve (None with ``fit=False``).
     linear_barrier, curve_barrier : float
-        Barriers (:func:`barrier`); ``curve_barrier`` is nan without a curve.
+        Barriers above the worse endpoint (:func:`barrier`, Garipov et al.'s convention);
+        ``curve_barrier`` is nan without a curve.
+    linear_interpolated_barrier, curve_interpolated_barrier : float
+        Frankle et al. 2020's barrier above the interpolated endpoint losses
+        (:func:`interpolated_barrier`); ``curve_interpolated_barrier`` is nan without a curve.
     linear_connected, curve_connected : bool
-        The seeds' rule: the largest loss on the path is at most ``threshold`` times the larger
-        endpoint loss.
+        The largest loss on the path is at most ``max(threshold × the larger endpoint loss,
+        the larger endpoint loss + atol)``: the barrier above the worse endpoint is within the
+        relative tolerance ``threshold − 1`` or the absolute tolerance ``atol``.
     bend : (P,) array or None
     threshold : float
+        Relative tolerance of the flags (the seeds' 1.1).
+    atol : float
+        Absolute tolerance of the flags on the barrier (loss units).
     """
 
     linear: PathProfile
@@ -353,11 +367,39 @@ class ModeConnectivity:
     curve_connected: bool
     bend: np.ndarray | None
     threshold: float
+    atol: float = 0.0
+    linear_interpolated_barrier: float = float("nan")
+    curve_interpolated_barrier: float = float("nan")
 
 
-def _connected(p: PathProfile, threshold: float) -> bool:
+def _connected(p: PathProfile, threshold: float, atol: float = 0.0) -> bool:
     ends = float(np.max(p.endpoint_loss))
-    return bool(max(float(np.max(p.loss)), ends) <= threshold * ends)
+    return bool(max(float(np.max(p.loss)), ends) <= max(threshold * ends, ends + atol))
+
+
+def interpolated_barrier(path: PathProfile) -> float:
+    """Frankle et al. 2020's barrier: the loss above the line between the endpoint losses.
+
+    ``max_t [L(φ(t)) − ((1 − t) L(φ(0)) + t L(φ(1)))]`` over the path's points and the two
+    endpoints (where it is 0), so it is >= 0; it is 0 when the loss along the path never
+    rises above the linear interpolation of the endpoint losses. Unlike :func:`barrier`
+    (measured from the worse endpoint) it sees a bump on the better endpoint's side.
+    Frankle et al. ("Linear Mode Connectivity and the Lottery Ticket Hypothesis") define it
+    on the straight segment; here it applies to any path parameterised by t in [0, 1].
+
+    Parameters
+    ----------
+    path : PathProfile
+
+    Returns
+    -------
+    float, >= 0
+    """
+    if not isinstance(path, PathProfile):
+        raise TypeError(f"path must be a PathProfile, got {type(path).__name__}")
+    la, lb = (float(v) for v in path.endpoint_loss)
+    excess = path.loss - ((1.0 - path.ts) * la + path.ts * lb)
+    return max(0.0, float(np.max(excess)))
 
 
 def mode_connectivity(
@@ -370,6 +412,7 @@ def mode_connectivity(
     ts=None,
     fit: bool = True,
     threshold: float = 1.1,
+    atol: float = DEFAULT_BARRIER_ATOL,
     progress: bool | None = None,
     device: str = "cpu",
     client=None,
@@ -378,9 +421,15 @@ def mode_connectivity(
     """Are two solutions connected by a low-loss path? Linear and curved barriers.
 
     The linear segment is evaluated; with ``fit`` a Bézier bend is trained
-    (:func:`fit_bezier`, options passed through) and its curve evaluated. The seeds'
-    ``mode_connectivity_test`` (max loss on the segment <= 1.1 x the larger endpoint loss) is
-    the ``linear_connected`` flag with ``threshold=1.1``.
+    (:func:`fit_bezier`, options passed through) and its curve evaluated. Two barriers per
+    path: above the worse endpoint (:func:`barrier`) and above the interpolated endpoint
+    losses (Frankle et al. 2020, :func:`interpolated_barrier`). A path is flagged connected
+    when its largest loss is at most ``max(threshold × ends, ends + atol)``, ``ends`` the
+    larger endpoint loss. The seeds' ``mode_connectivity_test`` (max loss on the segment <=
+    1.1 x the larger endpoint loss) is the ``linear_connected`` flag with ``threshold=1.1``
+    and ``atol=0``; the absolute tolerance keeps two solutions near zero loss (endpoints at
+    6e-5, a bump of 2e-4 on the way) from being called unconnected by a relative rule that
+    shrinks with the loss.
 
     Parameters
     ----------
@@ -393,7 +442,10 @@ def mode_connectivity(
     fit : bool
         Train a curve too.
     threshold : float
-        Relative tolerance of the connectivity flags.
+        Relative tolerance of the connectivity flags (>= 1).
+    atol : float
+        Absolute tolerance of the flags on the barrier above the worse endpoint, in loss
+        units (default 1e-3; 0 gives the purely relative rule).
     progress : bool or None
     device : {"cpu", "cuda"}
         Where the paths are evaluated and the curve trained (the data is copied to the GPU
@@ -410,6 +462,9 @@ def mode_connectivity(
     """
     data = as_target(model, X, y, device=device, upload=True).data
     threshold = check_positive_float(threshold, "threshold")
+    if threshold < 1.0:
+        raise ValueError(f"threshold must be >= 1 (a relative tolerance), got {threshold}")
+    atol = check_positive_float(atol, "atol", allow_zero=True)
     kw = {"ts": ts, "progress": progress, "device": device, "client": client}
     lin = linear_path(model, theta_a, theta_b, data, **kw)
     curve = None
@@ -417,28 +472,36 @@ def mode_connectivity(
     if fit:
         bend = fit_bezier(model, theta_a, theta_b, data, device=device, **fit_options).bend
         curve = bezier_path(model, theta_a, bend, theta_b, data, **kw)
+    nan = float("nan")
     return ModeConnectivity(
-        lin,
-        curve,
-        barrier(lin),
-        barrier(curve) if curve is not None else float("nan"),
-        _connected(lin, threshold),
-        _connected(curve, threshold) if curve is not None else False,
-        bend,
-        threshold,
+        linear=lin,
+        curve=curve,
+        linear_barrier=barrier(lin),
+        curve_barrier=barrier(curve) if curve is not None else nan,
+        linear_connected=_connected(lin, threshold, atol),
+        curve_connected=_connected(curve, threshold, atol) if curve is not None else False,
+        bend=bend,
+        threshold=threshold,
+        atol=atol,
+        linear_interpolated_barrier=interpolated_barrier(lin),
+        curve_interpolated_barrier=interpolated_barrier(curve) if curve is not None else nan,
     )
 
 
 __all__ = [
+    "Alignment",
     "BezierFit",
     "ModeConnectivity",
     "PathProfile",
+    "align",
     "barrier",
     "bernstein",
     "bezier_path",
     "fit_bezier",
     "hat_weights",
+    "interpolated_barrier",
     "linear_path",
     "mode_connectivity",
+    "permute",
     "polychain_path",
 ]

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.colors import LogNorm
+from matplotlib.colors import LogNorm, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -31,11 +31,12 @@ from ._plot_curvature import plot_eos as eos
 from ._plot_curvature import plot_escape_direction as escape_direction
 from ._plot_curvature import plot_spectrum as spectrum
 from ._validation import as_float_array
-from .landscape import Slice, Surface, atomic_write
+from .landscape import CurvatureMap, Slice, Surface, atomic_write
 from .paths import PathProfile
 
 __all__ = [
     "contour",
+    "curvature_maps",
     "describe_directions",
     "eos",
     "escape_direction",
@@ -291,6 +292,99 @@ def heatmap(
     _labels(ax, surface)
     _mark_points(ax, surface, Z, metric, mark_theta, mark_min)
     ax.set_title(title or _title(surface, metric))
+    return fig
+
+
+def curvature_maps(
+    cmap: CurvatureMap,
+    *,
+    levels: int = 30,
+    log: bool = False,
+    title: str | None = None,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """λmax, λmin and the convexity map ``|λmin / λmax|`` beside the loss contour.
+
+    The panels of Li et al. (2018): the loss contours of the plane, then the largest and the
+    smallest Hessian eigenvalue (λmin on a diverging scale centred at 0 when it changes sign:
+    negative curvature in red), then ``|λmin / λmax|`` (near 0: locally convex; large:
+    strongly non-convex). Points where a solve did not converge are left blank (grey) in the
+    map they concern, and their number is in the panel's title; the ratio is blank where
+    either end did not converge (:attr:`CurvatureMap.ratio`).
+
+    Parameters
+    ----------
+    cmap : CurvatureMap
+        From :func:`fastscape.landscape.curvature_map`; arrays (a, b) with ``[i, j]`` at
+        ``(alphas[i], betas[j])``. Without a loss (``with_loss=False``) the contour panel is
+        left out.
+    levels : int
+        Number of loss contour levels.
+    log : bool
+        Logarithmic loss levels (the loss must be positive); the white loss contours drawn
+        over the maps follow them.
+    title : str, optional
+        Figure title; default says the method and the directions' kind.
+    figsize : (float, float), optional
+        Default: 4.2 inches wide per panel in one row.
+
+    Returns
+    -------
+    Figure
+        Three or four panels in one row; α along x and β along y.
+    """
+    if not isinstance(cmap, CurvatureMap):
+        raise TypeError(f"cmap must be a CurvatureMap, got {type(cmap).__name__}")
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 2:
+        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+    if cmap.loss is not None:
+        _check_log(cmap.loss, log)
+    panels = (["loss"] if cmap.loss is not None else []) + ["max", "min", "ratio"]
+    fig = Figure(figsize=figsize or (4.2 * len(panels), 4.4), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    a, b = cmap.alphas, cmap.betas
+    if cmap.loss is not None:
+        lo, hi = float(cmap.loss.min()), float(cmap.loss.max())
+        hi = max(hi, lo * (1 + 1e-9) + 1e-12)
+        lv = np.geomspace(lo, hi, levels) if log else np.linspace(lo, hi, levels)
+    origin = a.min() <= 0 <= a.max() and b.min() <= 0 <= b.max()
+    for ax, kind in zip(axes, panels):
+        ax.set_facecolor("0.75")  # what masked (unconverged) cells show
+        if kind == "loss":
+            cs = ax.contourf(a, b, cmap.loss.T, levels=lv, cmap="viridis",
+                             norm=LogNorm(lv[0], lv[-1]) if log else None)  # fmt: skip
+            cbar = fig.colorbar(cs, ax=ax, label="loss" + (" (log scale)" if log else ""))
+            if log:  # a few labelled ticks across the range, as in contour()
+                ticks = np.geomspace(lv[0], lv[-1], 5)
+                cbar.set_ticks(ticks)
+                cbar.set_ticklabels([f"{t:.3g}" for t in ticks])
+            ax.set_title("loss")
+        else:
+            if kind == "max":
+                Z, ok, label = cmap.lambda_max, cmap.converged_max, "λmax"
+            elif kind == "min":
+                Z, ok, label = cmap.lambda_min, cmap.converged_min, "λmin"
+            else:
+                Z, ok, label = cmap.ratio, cmap.converged, "|λmin / λmax|"
+            M = np.ma.masked_where(~ok | ~np.isfinite(Z), Z)
+            norm, colours = None, ("magma" if kind == "ratio" else "viridis")
+            if kind == "min" and M.count() and M.min() < 0 < M.max():
+                norm, colours = TwoSlopeNorm(0.0, float(M.min()), float(M.max())), "RdBu"
+            mesh = ax.pcolormesh(a, b, M.T, shading="nearest", cmap=colours, norm=norm)
+            fig.colorbar(mesh, ax=ax, label=label)
+            bad = int((~ok).sum())
+            ax.set_title(label + (f" ({bad} unconverged, grey)" if bad else ""))
+            if cmap.loss is not None:
+                ax.contour(a, b, cmap.loss.T, levels=lv[:: max(1, levels // 8)], colors="white",
+                           linewidths=0.5, alpha=0.6)  # fmt: skip
+        if origin:
+            ax.plot([0.0], [0.0], linestyle="none", marker="*", markersize=11, color="red",
+                    markeredgecolor="white")  # fmt: skip
+        ax.set_xlabel("α (d1)")
+        ax.set_ylabel("β (d2)")
+        _ticks(ax)
+    method = cmap.settings.get("method", "")
+    fig.suptitle(title or f"Hessian curvature ({method}): {describe_directions(cmap.directions)}")
     return fig
 
 

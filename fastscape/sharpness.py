@@ -1,6 +1,13 @@
 """Sharpness of a solution: ε-sharpness, SAM / ASAM perturbations, and comparisons of minima.
 
-- ε-sharpness (Keskar et al. 2017, in its random-direction form): the loss increase
+Two ε-sharpness definitions, named apart:
+
+- box ε-sharpness (Keskar et al. 2017, "On Large-Batch Training for Deep Learning", their
+  definition): the largest loss in the box ``|z_i| <= ε (|θ_i| + 1)`` around θ, found by
+  L-BFGS-B (``scipy.optimize.minimize``) on the model's exact gradient, reported as
+  ``(max L − L(θ)) / (1 + L(θ)) · 100``; optionally in a random p-dimensional subspace
+  ``z = A y`` with the box on y (:func:`box_sharpness`);
+- random-direction ε-sharpness (:func:`epsilon_sharpness`): the loss increase
   ``L(θ + ε d) - L(θ)`` over many random unit directions d, all evaluated in one batched call
   of the landscape engine (:func:`fastscape.landscape.evaluate`), next to the quadratic
   prediction ``½ ε² λmax`` (the largest increase a quadratic model allows on the sphere).
@@ -27,9 +34,11 @@ from ._validation import check_choice, check_positive_float, check_positive_int
 from .models import MLP
 
 __all__ = [
+    "BoxSharpness",
     "EpsilonSharpness",
     "MinimaComparison",
     "SharpnessWarning",
+    "box_sharpness",
     "compare_minima",
     "epsilon_sharpness",
     "sam_gradient",
@@ -44,7 +53,11 @@ class SharpnessWarning(UserWarning):
 
 @dataclass
 class EpsilonSharpness:
-    """Loss increases on the sphere of radius ε around θ.
+    """Random-direction ε-sharpness: loss increases on the sphere of radius ε around θ.
+
+    Not Keskar et al.'s definition (that is :class:`BoxSharpness`): a sample of the sphere,
+    so ``max_increase`` is a lower bound of the largest increase on the sphere, and random
+    directions in high dimension rarely meet the sharp ones.
 
     Attributes
     ----------
@@ -75,6 +88,7 @@ class EpsilonSharpness:
     quadratic_prediction: float
     grad_norm: float
     seed: int
+    definition: str = "random-direction"
 
 
 def _lambda_max(model, theta, data, seed, device="cpu") -> float:
@@ -100,7 +114,8 @@ def epsilon_sharpness(
     device: str = "cpu",
     client=None,
 ) -> EpsilonSharpness:
-    """Max and mean loss increase over random directions on the ε-sphere around θ.
+    """Random-direction ε-sharpness: max and mean loss increase over random directions on
+    the ε-sphere around θ (for Keskar et al.'s box definition see :func:`box_sharpness`).
 
     The r directions are Gaussian vectors normalised to unit length (uniform on the sphere).
     All ``r + 1`` points (θ itself and the ``θ + ε d_i``) are one call of the landscape engine
@@ -170,6 +185,210 @@ def epsilon_sharpness(
         lambda_max=lam,
         quadratic_prediction=0.5 * eps * eps * lam,
         grad_norm=gnorm,
+        seed=seed,
+    )
+
+
+# ----------------------------------------------------------------------------- box ε-sharpness
+@dataclass
+class BoxSharpness:
+    """Keskar et al. 2017's ε-sharpness: the largest loss in an ε-box around θ.
+
+    Attributes
+    ----------
+    eps : float
+    sharpness : float
+        ``(max_loss − base_loss) / (1 + base_loss) · 100``, the paper's number.
+    base_loss : float
+        L(θ).
+    max_loss : float
+        The largest loss the maximisation found, ``L(θ + z)`` (recomputed at ``z``).
+    max_increase : float
+        ``max_loss − base_loss`` (comparable with :attr:`EpsilonSharpness.max_increase`).
+    z : (P,) array
+        The maximising perturbation (``A y`` in a subspace).
+    y : (p,) array or None
+        Its subspace coordinates (None in the full space).
+    half_widths : (P,) or (p,) array
+        The box: ``|z_i| <= half_widths[i]`` (full space) or ``|y_i| <= half_widths[i]``.
+    subspace_dim : int or None
+        p, or None in the full space.
+    converged : bool
+        Every start's L-BFGS-B run ended with status 0 (its convergence test passed). A value
+        from a run that did not converge is still a feasible loss (a lower bound of the box
+        maximum) but not a local maximum.
+    status : (n_starts,) int array
+        ``scipy.optimize.minimize``'s status of each start (0 converged, 1 iteration or
+        evaluation limit, 2 other stop; see ``message``).
+    message : list of str
+        L-BFGS-B's message of each start.
+    n_iterations, n_evaluations : (n_starts,) int arrays
+        Iterations and loss-and-gradient evaluations of each start.
+    best_start : int
+        The start whose run gave ``max_loss``.
+    seed : int
+    definition : str
+        ``"box (Keskar et al. 2017)"``.
+    """
+
+    eps: float
+    sharpness: float
+    base_loss: float
+    max_loss: float
+    max_increase: float
+    z: np.ndarray
+    y: np.ndarray | None
+    half_widths: np.ndarray
+    subspace_dim: int | None
+    converged: bool
+    status: np.ndarray
+    message: list
+    n_iterations: np.ndarray
+    n_evaluations: np.ndarray
+    best_start: int
+    seed: int
+    definition: str = "box (Keskar et al. 2017)"
+
+    def __str__(self) -> str:
+        where = "full space" if self.subspace_dim is None else f"subspace p={self.subspace_dim}"
+        state = "converged" if self.converged else "NOT converged: " + self.message[self.best_start]
+        return (
+            f"box ε-sharpness (Keskar et al. 2017), ε={self.eps:g}, {where}: "
+            f"{self.sharpness:.6g} (max loss {self.max_loss:.6g}, L(θ) {self.base_loss:.6g}); "
+            f"L-BFGS-B {state}, {int(self.n_iterations.sum())} iterations, "
+            f"{int(self.n_evaluations.sum())} evaluations over {self.status.size} start(s)"
+        )
+
+
+def box_sharpness(
+    model: MLP,
+    theta,
+    X,
+    y=None,
+    eps: float = 1e-3,
+    *,
+    subspace=None,
+    n_starts: int = 1,
+    maxiter: int = 100,
+    ftol: float = 2.220446049250313e-09,
+    gtol: float = 1e-5,
+    seed: int = 0,
+    device: str = "cpu",
+) -> BoxSharpness:
+    """Keskar et al. 2017's ε-sharpness, maximised by L-BFGS-B in the ε-box.
+
+    Full space: ``C_ε = {z : |z_i| <= ε (|θ_i| + 1)}`` and
+
+        φ(θ, ε) = (max_{z ∈ C_ε} L(θ + z) − L(θ)) / (1 + L(θ)) · 100.
+
+    In a subspace (``subspace`` = p or a (P, p) matrix A): ``z = A y`` with the box on y,
+    ``|y_i| <= ε (|(A⁺ θ)_i| + 1)`` (A⁺ the pseudo-inverse), as in the paper. An integer p draws
+    A with orthonormal columns (a uniformly random p-dimensional subspace, so A⁺ = Aᵀ),
+    seeded by ``seed``.
+
+    The maximisation is ``scipy.optimize.minimize(-L(θ + A y), method="L-BFGS-B", jac=True)``
+    with the box as bounds, the model's exact gradient (``−Aᵀ ∇L``) and the iterate started at
+    a point drawn uniformly in the box (at a critical point θ the gradient vanishes at y = 0,
+    where L-BFGS-B would stop at once). ``n_starts`` starts are run and the largest loss
+    kept. Guarantees: the returned ``z`` lies in the box (L-BFGS-B keeps its iterates feasible;
+    ``z`` is also clipped to it), so ``max_loss`` is an attained loss and a lower bound of the
+    true box maximum; with ``converged`` it is a local maximum (projected gradient below
+    ``gtol`` or relative change below ``ftol``), not necessarily the global one (maximising a
+    non-concave function on a box is hard in general; more starts help). Keskar et al. ran a
+    few L-BFGS-B iterations only; ``maxiter`` sets the budget, and a run that spends it is
+    reported ``converged=False``.
+
+    Parameters
+    ----------
+    model : MLP
+    theta : (P,) array
+    X : (n, d) array or Batch
+    y : (n,) or (n, out) array
+    eps : float
+        ε, relative half-width of the box (Keskar et al. used 1e-3 and 5e-4).
+    subspace : int or (P, p) array, optional
+        Maximise in a p-dimensional subspace; None: the full space (A = I).
+    n_starts : int
+        Random starts in the box.
+    maxiter : int
+        L-BFGS-B iterations per start.
+    ftol, gtol : float
+        L-BFGS-B's convergence tolerances (SciPy's defaults).
+    seed : int
+        Seed of the starts (and of A when ``subspace`` is an int).
+    device : {"cpu", "cuda"}
+        Where the losses and gradients are evaluated (the data are copied once).
+
+    Returns
+    -------
+    BoxSharpness
+    """
+    from scipy.optimize import minimize  # scipy.optimize is heavy; imported on use
+
+    device, data, th = _device.prepare(model, X, y, device=device, theta=theta)
+    theta = th["theta"]
+    eps = check_positive_float(eps, "eps")
+    n_starts = check_positive_int(n_starts, "n_starts")
+    maxiter = check_positive_int(maxiter, "maxiter")
+    ftol = check_positive_float(ftol, "ftol", allow_zero=True)
+    gtol = check_positive_float(gtol, "gtol", allow_zero=True)
+    P = model.n_params
+    rng = np.random.default_rng(seed)
+    if subspace is None:
+        A = None
+        coords = theta
+    elif isinstance(subspace, (int, np.integer)) and not isinstance(subspace, bool):
+        p = check_positive_int(subspace, "subspace")
+        if p > P:
+            raise ValueError(f"subspace must be at most n_params={P}, got {p}")
+        A = np.linalg.qr(rng.standard_normal((P, p)))[0]
+        coords = A.T @ theta
+    else:
+        A = np.asarray(subspace, dtype=np.float64)
+        if A.ndim != 2 or A.shape[0] != P or A.shape[1] < 1:
+            raise ValueError(f"subspace must be an int or a (P={P}, p) matrix, got shape "
+                             f"{A.shape}")  # fmt: skip
+        if not np.all(np.isfinite(A)):
+            raise ValueError("subspace contains non-finite values")
+        coords = np.linalg.pinv(A) @ theta
+    half = eps * (np.abs(coords) + 1.0)
+    bounds = list(zip(-half, half))
+    base = float(model.loss(theta, data, device=device))
+
+    def lift(yv):
+        return yv if A is None else A @ yv
+
+    def negative(yv):
+        value, g = model.grad(theta + lift(yv), data, device=device)
+        return -value, -(g if A is None else A.T @ g)
+
+    best, best_y, runs = -np.inf, None, []
+    for k in range(n_starts):
+        y0 = rng.uniform(-half, half)
+        r = minimize(negative, y0, jac=True, method="L-BFGS-B", bounds=bounds,
+                     options={"maxiter": maxiter, "ftol": ftol, "gtol": gtol})  # fmt: skip
+        yk = np.clip(r.x, -half, half)
+        runs.append(r)
+        if -r.fun > best or best_y is None:
+            best, best_y, best_k = -r.fun, yk, k
+    z = lift(best_y)
+    top = float(model.loss(theta + z, data, device=device))
+    return BoxSharpness(
+        eps=eps,
+        sharpness=(top - base) / (1.0 + base) * 100.0,
+        base_loss=base,
+        max_loss=top,
+        max_increase=top - base,
+        z=z,
+        y=None if A is None else best_y,
+        half_widths=half,
+        subspace_dim=None if A is None else int(A.shape[1]),
+        converged=all(r.status == 0 for r in runs),
+        status=np.array([r.status for r in runs], dtype=np.int64),
+        message=[str(r.message) for r in runs],
+        n_iterations=np.array([r.nit for r in runs], dtype=np.int64),
+        n_evaluations=np.array([r.nfev for r in runs], dtype=np.int64),
+        best_start=best_k,
         seed=seed,
     )
 

@@ -147,10 +147,20 @@ def test_connect_and_eos(tmp_path, capsys):
     assert code == 0 and "barrier" in out
     rep = json.loads((tmp_path / "c" / "connect.json").read_text())
     assert rep["linear_barrier"] >= 0 and len(rep["linear"]["loss"]) == 21
+    assert rep["linear_interpolated_barrier"] >= 0 and rep["atol"] == 1e-3
     code, out, _ = _run(["eos", "--steps", "200", "--out", str(tmp_path / "e"), "--quiet"], capsys)
     assert code == 0
     rep = json.loads((tmp_path / "e" / "eos.json").read_text())
     assert rep["threshold"] == pytest.approx(20.0) and len(rep["loss"]) == 201
+    assert rep["optimizer"] == "gd" and rep["mse_convention"] == "sum"
+    assert rep["threshold_formula"] == "2/η" and rep["sharpness"] == "hessian"
+    code, out, _ = _run(["eos", "--steps", "20", "--every", "10", "--optimizer", "momentum",
+                         "--momentum", "0.5", "--mse-convention", "half_sum",
+                         "--out", str(tmp_path / "m")], capsys)  # fmt: skip
+    assert code == 0 and "(2+2β)/η" in out
+    rep = json.loads((tmp_path / "m" / "eos.json").read_text())
+    assert rep["threshold"] == pytest.approx(30.0) and rep["momentum"] == 0.5
+    assert rep["mse_convention"] == "half_sum" and rep["settings"]["optimizer"] == "momentum"
     assert (tmp_path / "e" / "eos.png").read_bytes()[:8] == PNG_MAGIC
 
 
@@ -832,3 +842,20 @@ def test_a_ctrl_c_dropped_in_a_finalizer_is_delivered_again():
         out = subprocess.run([sys.executable, "-c", code, hook], capture_output=True, text=True,
                              timeout=60)  # fmt: skip
         assert out.stdout.strip() == want, (hook, out.stdout, out.stderr)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--momentum", "0.5"], "--momentum cannot be used with --optimizer gd"),
+        (["--optimizer", "momentum", "--betas", "0.9,0.99"],
+         "--betas cannot be used with --optimizer momentum"),
+        (["--optimizer", "gd", "--adam-eps", "1e-6"], "--adam-eps cannot be used"),
+        (["--data", "iris", "--mse-convention", "sum"],
+         "--mse-convention cannot be used with the softmax_ce loss"),
+    ],
+)  # fmt: skip
+def test_eos_refuses_options_that_do_not_apply(tmp_path, capsys, argv, message):
+    code, _, err = _run(["eos", *argv, "--steps", "2", "--out", str(tmp_path / "e")], capsys)
+    assert code == 2 and message in err
+    assert not (tmp_path / "e").exists()

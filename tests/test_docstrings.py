@@ -12,7 +12,7 @@ MODULES = [
     "fastscape.models", "fastscape.training", "fastscape.datasets", "fastscape.landscape",
     "fastscape.directions", "fastscape.paths", "fastscape.functions", "fastscape.io",
     "fastscape.plot", "fastscape.curvature", "fastscape.critical", "fastscape.sharpness",
-    "fastscape.eos", "fastscape.distributed",
+    "fastscape.eos", "fastscape.distributed", "fastscape.alignment",
 ]  # fmt: skip
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -265,3 +266,151 @@ def test_both_slices_in_one_file(suffix, tmp_path):
     other = slice_1d(model, theta, d2, X, y, alphas=5)
     with pytest.raises(ValueError, match="other coordinates"):
         io.save_slices({"d1": s1, "d2": other}, tmp_path / f"bad{suffix}")
+
+
+# ----------------------------------------------------------------------------- VTK
+def _grid_points(surf, z):
+    A, B = np.meshgrid(surf.alphas, surf.betas, indexing="ij")
+    return np.column_stack([A.ravel(), B.ravel(), z.ravel()])
+
+
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("suffix", [".vtk", ".vtu"])
+def test_vtk_read_back_by_meshio(results, tmp_path, suffix, log):
+    meshio = pytest.importorskip("meshio")
+    for k, surf in enumerate((results[0], results[2])):
+        p = io.save_vtk(surf, tmp_path / f"s{k}{suffix}", log=log)
+        mesh = meshio.read(p)
+        z = np.log10(surf.loss) if log else surf.loss
+        assert_allclose(mesh.points, _grid_points(surf, z), rtol=1e-15, atol=0)
+        assert_array_equal(mesh.point_data["loss"], surf.loss.ravel())
+        if surf.accuracy is None:
+            assert "accuracy" not in mesh.point_data
+        else:
+            assert_array_equal(mesh.point_data["accuracy"], surf.accuracy.ravel())
+        if log:
+            assert_allclose(mesh.point_data["log10_loss"], z.ravel(), rtol=1e-15)
+        a, b = surf.loss.shape
+        (block,) = mesh.cells
+        assert block.type == "quad" and block.data.shape == ((a - 1) * (b - 1), 4)
+        # every cell is one grid square: its corners differ by one step in alpha and/or beta
+        i, j = np.divmod(block.data, b)
+        assert_array_equal(i - i[:, :1], np.tile([0, 1, 1, 0], (len(i), 1)))
+        assert_array_equal(j - j[:, :1], np.tile([0, 0, 1, 1], (len(j), 1)))
+        assert sorted(map(tuple, np.column_stack([i[:, 0], j[:, 0]]))) == [
+            (r, c) for r in range(a - 1) for c in range(b - 1)
+        ]
+
+
+@pytest.mark.parametrize("suffix", [".vtk", ".vtu"])
+def test_vtk_read_back_by_vtk_itself(results, tmp_path, suffix):
+    """VTK's own readers (ParaView's): skipped where the ``vtk`` wheel (about 140 MB, not in
+    the test extra) is absent."""
+    pytest.importorskip("meshio")
+    pytest.importorskip("vtk")
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkIOLegacy import vtkUnstructuredGridReader
+    from vtkmodules.vtkIOXML import vtkXMLUnstructuredGridReader
+
+    surf = results[0]
+    reader = vtkUnstructuredGridReader() if suffix == ".vtk" else vtkXMLUnstructuredGridReader()
+    reader.SetFileName(str(io.save_vtk(surf, tmp_path / f"s{suffix}")))
+    reader.Update()
+    grid = reader.GetOutput()
+    a, b = surf.loss.shape
+    assert grid.GetNumberOfCells() == (a - 1) * (b - 1)
+    assert {grid.GetCellType(c) for c in range(grid.GetNumberOfCells())} == {9}  # VTK_QUAD
+    assert_array_equal(vtk_to_numpy(grid.GetPoints().GetData()), _grid_points(surf, surf.loss))
+    data = grid.GetPointData()
+    assert_array_equal(vtk_to_numpy(data.GetArray("loss")), surf.loss.ravel())
+    assert_array_equal(vtk_to_numpy(data.GetArray("accuracy")), surf.accuracy.ravel())
+
+
+def test_vtk_legacy_points_read_without_meshio(results, tmp_path):
+    """The legacy file's POINTS block, parsed by hand: big-endian doubles in grid order."""
+    pytest.importorskip("meshio")
+    surf = results[0]
+    raw = io.save_vtk(surf, tmp_path / "s.vtk").read_bytes()
+    assert raw.startswith(b"# vtk DataFile Version")
+    n = surf.loss.size
+    head = f"POINTS {n} double\n".encode()
+    start = raw.index(head) + len(head)
+    points = np.frombuffer(raw[start : start + 24 * n], dtype=">f8").reshape(n, 3)
+    assert_array_equal(points, _grid_points(surf, surf.loss))
+
+
+def test_vtk_non_finite_and_bad_input(results, tmp_path, monkeypatch):
+    meshio = pytest.importorskip("meshio")
+    surf, sl, _ = results
+    loss = surf.loss.copy()
+    loss[1, 2] = np.inf
+    loss[0, 0] = 0.0
+    bad = Surface(surf.alphas, surf.betas, loss, None)
+    mesh = meshio.read(io.save_vtk(bad, tmp_path / "inf.vtu", log=True))
+    finite = np.isfinite(loss) & (loss > 0)
+    z = mesh.points[:, 2].reshape(loss.shape)
+    assert z[1, 2] == np.log10(loss[finite]).max()  # drawn at the top of the finite points
+    assert z[0, 0] == np.log10(loss[finite]).min()  # a zero loss at the lowest positive one
+    assert mesh.point_data["loss"][1 * 3 + 2] == np.inf
+    with pytest.raises(TypeError, match="surface must be a Surface"):
+        io.save_vtk(sl, tmp_path / "s.vtk")
+    with pytest.raises(ValueError, match=r"\.vtk or \.vtu"):
+        io.save_vtk(surf, tmp_path / "s.vtp")
+    with pytest.raises(ValueError, match="at least 2 x 2"):
+        io.save_vtk(Surface(surf.alphas, surf.betas[:1], surf.loss[:, :1]), tmp_path / "s.vtk")
+    with pytest.raises(ValueError, match="log needs a positive loss"):
+        io.save_vtk(Surface(surf.alphas, surf.betas, 0 * surf.loss), tmp_path / "s.vtk", log=True)
+    # atomic: a failing writer leaves the old file and no temporary
+    p = io.save_vtk(surf, tmp_path / "keep.vtk")
+    before = p.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(meshio, "write", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        io.save_vtk(surf, p)
+    assert p.read_bytes() == before
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["inf.vtu", "keep.vtk"]
+    monkeypatch.setitem(sys.modules, "meshio", None)
+    with pytest.raises(ImportError, match=r"fastscape\[vtk\]"):
+        io.save_vtk(surf, tmp_path / "s.vtk")
+
+
+@pytest.mark.slow
+def test_cli_format_vtk(tmp_path, capsys):
+    """landscape --format png,vtk writes surface.vtk beside the figures; plot converts a saved
+    surface; vtk is refused for slices and by commands without a surface."""
+    meshio = pytest.importorskip("meshio")
+    from fastscape.cli import main
+
+    out = tmp_path / "run"
+    argv = ["landscape", "--hidden", "4", "--points", "5", "--steps", "30",
+            "--sharpness-directions", "8", "--quiet", "--format", "png,vtk", "--log",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    surf = io.load(out / "surface.npz")
+    mesh = meshio.read(out / "surface.vtk")
+    assert_allclose(mesh.points, _grid_points(surf, np.log10(surf.loss)), rtol=1e-15)
+    assert_array_equal(mesh.point_data["loss"], surf.loss.ravel())
+    assert (out / "contour.png").is_file()
+    assert "surface.vtk" in _report_files(out)
+    # plot: a saved surface to VTK, by --format or by the suffix of --out
+    assert main(["plot", str(out / "surface.npz"), "--format", "vtk", "--out",
+                 str(tmp_path / "p"), "--quiet"]) == 0  # fmt: skip
+    assert not (tmp_path / "p.png").exists()
+    assert_array_equal(meshio.read(tmp_path / "p.vtk").points[:, 2], surf.loss.ravel())
+    assert main(["plot", str(out / "surface.npz"), "--out", str(tmp_path / "q.vtk")]) == 0
+    assert "q.vtk" in capsys.readouterr().out
+    # slices have no VTK form; the other commands have no surface
+    assert main(["plot", str(out / "slices.csv"), "--format", "vtk", "--quiet"]) == 2
+    assert "--format vtk writes surfaces" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["hessian", "--format", "vtk"])
+    assert "expected a comma list of png, pdf, svg" in capsys.readouterr().err
+
+
+def _report_files(out):
+    import json
+
+    return json.loads((out / "report.json").read_text())["files"]

@@ -97,3 +97,81 @@ def test_bad_inputs(two_minima):
         paths.fit_bezier(model, a, b, X, y, method="lbfgs")
     with pytest.raises(ValueError, match="points needs at least 2"):
         paths.polychain_path(F.quadratic, np.ones((1, 2)))
+
+
+def _near_zero_pair():
+    """The issue's case: two equivalent least-squares fits of a 1-1-1 linear net, (w1, w2)
+    and (−w1, −w2), endpoint losses 5.7e-5 and 6.2e-5; the segment passes through w = 0
+    (the product w1 w2 vanishes at t = ½), a barrier of 1.7e-4."""
+    model = fastscape.MLP([1, 1, 1], "identity", "mse")
+    rng = np.random.default_rng(0)
+    x = np.linspace(-1.0, 1.0, 40)
+    x = (x - x.mean()) / x.std()
+    noise = rng.normal(size=40)
+    noise -= noise.mean()
+    noise -= (noise @ x) / (x @ x) * x  # orthogonal to the fit: L(a) = its variance
+    s = 0.01318
+    y = s * x + np.sqrt(5.7e-5) * noise / noise.std()
+
+    def theta(w1, w2, b2=0.0):
+        t = np.zeros(model.n_params)
+        t[model.layout[0].weight], t[model.layout[1].weight] = w1, w2
+        t[model.layout[1].bias] = b2
+        return t
+
+    return model, theta(1.0, s), theta(-1.0, -s, np.sqrt(5e-6)), x[:, None], y
+
+
+def test_connectivity_flags_near_zero_loss_use_the_absolute_tolerance():
+    model, a, b, X, y = _near_zero_pair()
+    rel = paths.mode_connectivity(model, a, b, X, y, fit=False, atol=0.0)
+    assert_allclose(rel.linear.endpoint_loss, [5.7e-5, 6.2e-5], rtol=1e-10)
+    assert_allclose(rel.linear_barrier, 1.7e-4, rtol=1e-3)
+    # the purely relative rule (the seeds' 1.1×) calls this pair unconnected ...
+    assert rel.linear_connected is False and rel.atol == 0.0
+    # ... the default absolute tolerance (1e-3) does not, and a smaller one does again
+    mc = paths.mode_connectivity(model, a, b, X, y, fit=False)
+    assert mc.linear_connected is True and mc.atol == paths.DEFAULT_BARRIER_ATOL == 1e-3
+    tight = paths.mode_connectivity(model, a, b, X, y, fit=False, atol=1.6e-4)
+    assert tight.linear_connected is False
+    # the flag is exactly max loss <= max(threshold × ends, ends + atol)
+    top = max(mc.linear.loss.max(), 6.2e-5)
+    edge = top - mc.linear.endpoint_loss.max()
+    assert paths.mode_connectivity(model, a, b, X, y, fit=False,
+                                   atol=edge * (1 + 1e-9)).linear_connected  # fmt: skip
+    with pytest.raises(ValueError, match="atol"):
+        paths.mode_connectivity(model, a, b, X, y, fit=False, atol=-1.0)
+    with pytest.raises(ValueError, match="threshold must be >= 1"):
+        paths.mode_connectivity(model, a, b, X, y, fit=False, threshold=0.9)
+
+
+def test_interpolated_barrier_is_frankles_definition():
+    model, a, b, X, y = _near_zero_pair()
+    mc = paths.mode_connectivity(model, a, b, X, y, ts=41, fit=False)
+    t = np.linspace(0, 1, 41)
+    la, lb = model.loss(a, X, y), model.loss(b, X, y)
+    along = np.array([model.loss((1 - s) * a + s * b, X, y) for s in t])
+    want = np.max(along - ((1 - t) * la + t * lb))
+    assert_allclose(mc.linear_interpolated_barrier, want, rtol=1e-9)
+    # the bump is at t = ½ where the baseline is the mean of the endpoints: above the
+    # worse-endpoint barrier by half the endpoint gap
+    assert_allclose(mc.linear_interpolated_barrier - mc.linear_barrier, 0.5 * (lb - la),
+                    rtol=1e-6)  # fmt: skip
+    assert np.isnan(mc.curve_interpolated_barrier)
+    # a convex loss stays below the line between its endpoint losses: no barrier, whether
+    # the segment climbs one wall or crosses the bottom
+    wall = paths.linear_path(F.quadratic, [0.0, 1.0], [0.0, 3.0], ts=11)
+    assert paths.interpolated_barrier(wall) == 0.0
+    bowl = paths.linear_path(F.saddle, [-1.0, 0.0], [1.0, 0.0], ts=21)
+    assert paths.interpolated_barrier(bowl) == 0.0
+    hill = paths.linear_path(F.saddle, [0.0, -1.0], [0.0, 1.0], ts=21)  # -y²: -1 -> 0 -> -1
+    assert_allclose(paths.interpolated_barrier(hill), 1.0)
+    with pytest.raises(TypeError, match="PathProfile"):
+        paths.interpolated_barrier(np.zeros(3))
+
+
+def test_mode_connectivity_reports_the_curves_interpolated_barrier(two_minima):
+    model, a, b, X, y = two_minima
+    mc = paths.mode_connectivity(model, a, b, X, y, ts=21, steps=30, lr=0.05)
+    assert_allclose(mc.curve_interpolated_barrier, paths.interpolated_barrier(mc.curve))
+    assert mc.linear_interpolated_barrier >= mc.linear_barrier - 1e-15

@@ -168,3 +168,100 @@ def test_bad_inputs():
         sharpness.compare_minima(model, {"a": np.ones(3)}, X, y)
     with pytest.raises(TypeError, match="model must be an MLP"):
         sharpness.sam_gradient("model", theta, X, y)
+
+
+# ----------------------------------------------------------------------------- box ε-sharpness
+def _two_blobs_net():
+    """The issue's 2-8-2 example: a tanh net trained on two Gaussian blobs."""
+    rng = np.random.default_rng(0)
+    shift = np.array([1.5, 0.0])
+    X = np.vstack([rng.normal(size=(40, 2)) + shift, rng.normal(size=(40, 2)) - shift])
+    y = np.repeat([0, 1], 40)
+    model = fastscape.MLP([2, 8, 2], "tanh", "softmax_ce")
+    theta = fastscape.fit(model, X, y, method="adam", lr=0.05, steps=2000, gtol=1e-6).theta
+    return model, theta, X, y
+
+
+def test_box_sharpness_finds_more_than_random_directions_on_the_2_8_2_net():
+    model, theta, X, y = _two_blobs_net()
+    eps = 1e-3
+    rand = sharpness.epsilon_sharpness(model, theta, X, y, eps=eps, n_directions=256,
+                                       lambda_max=1.0)  # fmt: skip
+    box = sharpness.box_sharpness(model, theta, X, y, eps=eps)
+    assert rand.definition == "random-direction" and box.definition.startswith("box")
+    # the ε-sphere lies inside the box (half-widths >= ε), and L-BFGS-B climbs: far above
+    assert box.converged and box.status.tolist() == [0] and box.n_iterations[0] > 0
+    assert box.n_evaluations[0] >= box.n_iterations[0]
+    assert box.max_increase >= 10 * rand.max_increase > 0
+    # the paper's normalisation, and the loss recomputed at the reported perturbation
+    base = model.loss(theta, X, y)
+    top = model.loss(theta + box.z, X, y)
+    np.testing.assert_allclose([box.base_loss, box.max_loss], [base, top], rtol=1e-13)
+    np.testing.assert_allclose(box.sharpness, (top - base) / (1 + base) * 100, rtol=1e-12)
+    # the box is respected
+    np.testing.assert_allclose(box.half_widths, eps * (np.abs(theta) + 1), rtol=1e-15)
+    assert np.all(np.abs(box.z) <= box.half_widths)
+    assert "converged" in str(box) and "Keskar" in str(box)
+
+
+def test_box_sharpness_subspace_respects_the_box_in_y():
+    model, theta, X, y = make_problem(([3, 5, 2], "tanh", "mse"), n=30, seed=3)
+    A = np.linalg.qr(np.random.default_rng(7).normal(size=(model.n_params, 4)))[0]
+    A = A * [1.0, 2.0, 0.5, 3.0]  # not orthonormal: the box uses the pseudo-inverse
+    res = sharpness.box_sharpness(model, theta, X, y, eps=0.05, subspace=A, n_starts=2)
+    want = 0.05 * (np.abs(np.linalg.pinv(A) @ theta) + 1)
+    np.testing.assert_allclose(res.half_widths, want, rtol=1e-12)
+    assert res.subspace_dim == 4 and res.y.shape == (4,) and res.status.shape == (2,)
+    assert np.all(np.abs(res.y) <= res.half_widths)
+    np.testing.assert_allclose(res.z, A @ res.y, rtol=1e-14)
+    np.testing.assert_allclose(res.max_loss, model.loss(theta + res.z, X, y), rtol=1e-13)
+    # an integer p draws an orthonormal A (seeded): same seed, same answer
+    a = sharpness.box_sharpness(model, theta, X, y, eps=0.05, subspace=3, seed=2)
+    b = sharpness.box_sharpness(model, theta, X, y, eps=0.05, subspace=3, seed=2)
+    assert a.max_loss == b.max_loss and a.subspace_dim == 3
+
+
+def test_box_sharpness_reaches_the_best_vertex_of_least_squares():
+    """A convex quadratic's maximum on a box is at a vertex: enumerate the 2^P vertices."""
+    import itertools
+
+    model, theta, X, y = _least_squares(seed=1, n=30, d=3)
+    eps = 0.2
+    res = sharpness.box_sharpness(model, theta, X, y, eps=eps, n_starts=8, seed=0)
+    half = eps * (np.abs(theta) + 1)
+    A = np.hstack([X, np.ones((X.shape[0], 1))])
+
+    def loss(t):  # the least-squares loss, written out
+        return float(np.mean((A @ t - y) ** 2))
+
+    vertices = [np.array(s) * half for s in itertools.product((-1.0, 1.0), repeat=theta.size)]
+    brute = max(loss(theta + v) for v in vertices)
+    assert res.converged
+    np.testing.assert_allclose(res.max_loss, brute, rtol=1e-10)
+    # the maximiser is a vertex
+    np.testing.assert_allclose(np.abs(res.z), half, rtol=1e-10)
+    # and no start can exceed the enumeration: one start only gives a lower bound
+    one = sharpness.box_sharpness(model, theta, X, y, eps=eps, n_starts=1, seed=3)
+    assert one.max_loss <= brute * (1 + 1e-12)
+
+
+def test_box_sharpness_reports_a_maximisation_that_did_not_converge():
+    model, theta, X, y = make_problem(([3, 5, 2], "tanh", "softmax_ce"), n=30, seed=3)
+    res = sharpness.box_sharpness(model, theta, X, y, eps=0.5, maxiter=1, gtol=0.0, ftol=0.0)
+    assert not res.converged and res.status[0] == 1 and res.n_iterations[0] == 1
+    assert "NOT converged" in str(res)
+    assert np.all(np.abs(res.z) <= res.half_widths)
+
+
+def test_box_sharpness_bad_inputs():
+    model, theta, X, y = make_problem(([3, 5, 2], "tanh", "mse"), n=10, seed=3)
+    with pytest.raises(ValueError, match="eps"):
+        sharpness.box_sharpness(model, theta, X, y, eps=0.0)
+    with pytest.raises(ValueError, match="n_starts"):
+        sharpness.box_sharpness(model, theta, X, y, n_starts=0)
+    with pytest.raises(ValueError, match="subspace"):
+        sharpness.box_sharpness(model, theta, X, y, subspace=model.n_params + 1)
+    with pytest.raises(ValueError, match="subspace"):
+        sharpness.box_sharpness(model, theta, X, y, subspace=np.ones((3, 2)))
+    with pytest.raises(ValueError, match="maxiter"):
+        sharpness.box_sharpness(model, theta, X, y, maxiter=0)

@@ -176,3 +176,33 @@ def test_fit_rejects_bad_arguments(kwargs, match):
     X, y = datasets.blobs(20)
     with pytest.raises((ValueError, TypeError), match=match):
         fastscape.fit(fastscape.Logistic(2), X, y, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["momentum", "adam"])
+def test_momentum_and_adam_match_torch_optimizers(method):
+    """fit's heavy ball is torch's SGD(momentum, dampening=0); its Adam is torch's Adam."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(30, 3))
+    y = rng.integers(0, 3, size=30)
+    model = fastscape.MLP([3, 5, 3], "tanh", "softmax_ce")
+    theta0 = model.init(1)
+    kw = {"momentum": 0.7} if method == "momentum" else {"betas": (0.8, 0.95), "eps": 1e-6}
+    lr = 0.2 if method == "momentum" else 0.02
+    res = fastscape.fit(model, X, y, method=method, lr=lr, steps=30, gtol=0.0, theta0=theta0,
+                        **kw)  # fmt: skip
+    net = model.to_torch(theta0)
+    if method == "momentum":
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.7, dampening=0.0)
+    else:
+        opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.8, 0.95), eps=1e-6)
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    losses = []
+    for t in range(31):
+        opt.zero_grad()
+        value = torch.nn.functional.cross_entropy(net(Xt), yt)
+        losses.append(value.item())
+        if t < 30:
+            value.backward()
+            opt.step()
+    assert_allclose(res.loss_history, losses, rtol=1e-10, atol=1e-14)

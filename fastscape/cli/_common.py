@@ -18,6 +18,7 @@ BUILTIN_TASKS = {
 }  # fmt: skip
 LOSSES = ("softmax_ce", "logistic", "mse")
 FIGURE_FORMATS = ("png", "pdf", "svg")
+SURFACE_FORMATS = ("vtk",)  # --format values written from the surface's data, not a figure
 MAX_INFERRED_CLASSES = 50  # integer targets with more distinct values: ask for --loss
 NEAR_CRITICAL = 1e-3  # ‖∇L‖ below this (and above the critical tolerance): "near-critical"
 EXACT_MAX_PARAMS = 2000  # curvature from the exact Hessian up to this many parameters
@@ -101,6 +102,28 @@ def write_json(path: Path, payload: dict) -> None:
     path.write_text(text + "\n", encoding="utf-8")
 
 
+def check_html(args) -> None:
+    """Settle ``--html`` before any work: on by default where Plotly (the ``report`` extra) is
+    installed; asked for explicitly without it, a clear error."""
+    from .. import report
+
+    if args.html is None:
+        args.html = report.available()
+    elif args.html and not report.available():
+        raise CLIError('--html needs Plotly: pip install "fastscape[report]" (or pass --no-html)')
+
+
+def write_html(args, out: Path, payload: dict, **figures) -> list[str]:
+    """``report.html`` beside the JSON report when ``--html`` is on (see :func:`check_html`);
+    the page shows ``payload`` exactly as the JSON file holds it. Returns the file names."""
+    if not args.html:
+        return []
+    from .. import report
+
+    report.write_html(out / "report.html", _jsonable(payload), **figures)
+    return ["report.html"]
+
+
 def summary(rows: Sequence[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     # the rule spans the table, up to 100 columns (a long value may run past it)
@@ -125,11 +148,14 @@ def human_bytes(b: float) -> str:
 
 
 def save_figures(fig, out: Path, stem: str, args) -> list[str]:
-    """Save ``fig`` as ``out/stem.<format>`` for each of --format at --dpi (with
-    :func:`fastscape.plot.save`); returns the file names."""
+    """Save ``fig`` as ``out/stem.<format>`` for each figure format of --format at --dpi
+    (with :func:`fastscape.plot.save`); returns the file names."""
     from .. import plot
 
-    return [p.name for p in plot.save(fig, out / stem, args.format, args.dpi)]
+    formats = [f for f in args.format if f in FIGURE_FORMATS]
+    if not formats:  # --format vtk alone: no figure
+        return []
+    return [p.name for p in plot.save(fig, out / stem, formats, args.dpi)]
 
 
 def start_cluster(args, talk, stack):

@@ -11,6 +11,7 @@ import numpy as np
 from ._common import (
     CLIError,
     Talk,
+    check_html,
     human_bytes,
     human_seconds,
     save_figures,
@@ -18,6 +19,7 @@ from ._common import (
     start_cluster,
     summary,
     versions,
+    write_html,
     write_json,
 )
 from ._compute import (
@@ -47,6 +49,7 @@ def cmd_landscape(args) -> int:
     talk = Talk(args.quiet)
     timings: dict[str, float] = {}
     resolve_device(args.device)  # fail before any work when CUDA cannot run here
+    check_html(args)
     loaded = bool(args.theta or args.torch)
     if loaded and args.directions == "pca":
         raise CLIError("--directions pca needs a training trajectory: not with --theta/--torch")
@@ -137,6 +140,12 @@ def cmd_landscape(args) -> int:
         curv = run_curvature(args, model, theta, train, talk, args.top, warm)
         timings["curvature_s"] = time.perf_counter() - t
 
+        cmap = None
+        if args.curvature_map:
+            t = time.perf_counter()
+            cmap = _run_curvature_map(args, model, theta, d1, d2, train, alphas, betas, talk)
+            timings["curvature_map_s"] = time.perf_counter() - t
+
         t = time.perf_counter()
         talk(f"sharpness: ε = {args.epsilon:g} over {args.sharpness_directions} directions, SAM")
         lam_max = float(curv["top"][0])
@@ -151,6 +160,8 @@ def cmd_landscape(args) -> int:
         talk(f"writing {args.out}")
         files = _export_landscape(args, out, model, theta, surf, surf_test, s1, s2, curv,
                                   trajectory_xy)  # fmt: skip
+        if cmap is not None:
+            files += _export_curvature_map(args, out, cmap, _log_scale(args, surf))
         timings["export_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t_start
 
@@ -191,11 +202,16 @@ def cmd_landscape(args) -> int:
                           "mean_increase": eps_sharp.mean_increase,
                           "quadratic_prediction": eps_sharp.quadratic_prediction,
                           "sam_rho": args.epsilon, "sam_sharpness": sam},
+            "curvature_map": None if cmap is None else _curvature_map_report(cmap),
             "warnings": talk.warnings,
-            "files": sorted([*files, "report.json"]),
+            "files": sorted([*files, "report.json", *(["report.html"] if args.html else [])]),
             "timings": timings,
         }  # fmt: skip
         write_json(out / "report.json", report)
+        write_html(args, out, report, surface=surf, surface_test=surf_test,
+                   slices={"d1": s1, "d2": s2}, density=curv["density"],
+                   top_eigenvalues=curv["top"], curvature_map=cmap,
+                   log=_log_scale(args, surf))  # fmt: skip
         output.commit()
 
     if not args.quiet:
@@ -215,6 +231,7 @@ def cmd_landscape(args) -> int:
             ("trace", f"{curv['trace']:.6g}"),
             ("point", describe_point(curv)),
             ("curvature", curv["message"]),
+            *((("curvature map", cmap.message),) if cmap is not None else ()),
             (f"ε-sharpness (ε={args.epsilon:g})", f"max {eps_sharp.max_increase:.4g}, "
                                                   f"½ε²λmax {eps_sharp.quadratic_prediction:.4g}"),
             *(("warning", w) for w in talk.warnings if w != curv["message"]),
@@ -244,6 +261,12 @@ def _export_landscape(args, out: Path, model, theta, surf, surf_test, s1, s2, cu
         io.save_npz(surf_test, out / "surface_test.npz")
         files += ["surface_test.csv", "surface_test.npz"]
     log = _log_scale(args, surf)
+    if "vtk" in args.format:  # the surface for ParaView, height log10(loss) with the log scale
+        io.save_vtk(surf, out / "surface.vtk", log=log)
+        files.append("surface.vtk")
+        if surf_test is not None:
+            io.save_vtk(surf_test, out / "surface_test.vtk", log=log)
+            files.append("surface_test.vtk")
     if trajectory_xy is not None:
         fig = plot.trajectory(surf, trajectory_xy, log=log)
     else:
@@ -264,3 +287,96 @@ def _log_scale(args, surf) -> bool:
             )
         return args.log
     return bool(surf.loss.min() > 0 and surf.loss.max() > 100 * surf.loss.min())
+
+
+# ----------------------------------------------------------------------------- curvature map
+def _map_axis(coords: np.ndarray, n: int | None) -> np.ndarray:
+    """The curvature map's axis: the surface's own when it has at most ``n`` points (default
+    21), else ``n`` points over the same range."""
+    from .. import config
+
+    n = n or min(coords.size, config.CURVATURE_MAP_POINTS)
+    return coords if n == coords.size else np.linspace(coords[0], coords[-1], n)
+
+
+def _run_curvature_map(args, model, theta, d1, d2, train, alphas, betas, talk: Talk):
+    from ..landscape import curvature_map
+
+    a = _map_axis(alphas, args.curvature_map_points)
+    b = _map_axis(betas, args.curvature_map_points)
+    where = "" if args.device == "cpu" else " (on the CPU: the maps have no GPU path yet)"
+    talk(f"curvature map: λmax and λmin at {a.size}×{b.size} points (tol {args.tol:g}, at most "
+         f"{args.max_hvps} HVPs per end){where}")  # fmt: skip
+    kw = {} if not args.checkpoint else {"checkpoint_dir": Path(args.checkpoint) / "curvature_map"}
+    cmap = curvature_map(model, theta, d1, d2, train, None, a, b, tol=args.tol,
+                         max_hvps=args.max_hvps, seed=args.seed, progress=not args.quiet,
+                         **kw)  # fmt: skip
+    if cmap.n_unconverged:
+        talk.warn(f"curvature map: {cmap.message}")
+    return cmap
+
+
+def _export_curvature_map(args, out: Path, cmap, log: bool) -> list[str]:
+    from .. import plot
+    from .._files import atomic_write
+
+    arrays = {
+        "alphas": cmap.alphas, "betas": cmap.betas, "lambda_max": cmap.lambda_max,
+        "lambda_min": cmap.lambda_min, "ratio": cmap.ratio, "converged_max": cmap.converged_max,
+        "converged_min": cmap.converged_min, "hvps_max": cmap.hvps_max,
+        "hvps_min": cmap.hvps_min,
+    }  # fmt: skip
+    if cmap.loss is not None:
+        arrays["loss"] = cmap.loss
+
+    def npz(path):
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(out / "curvature_map.npz", npz, suffix=".npz")
+    A, B = np.meshgrid(cmap.alphas, cmap.betas, indexing="ij")
+    cols = {"alpha": A, "beta": B, **{k: v for k, v in arrays.items() if v.ndim == 2}}
+    lines = [",".join(cols)]
+    for idx in np.ndindex(cmap.shape):
+        lines.append(",".join(_csv_value(v[idx]) for v in cols.values()))
+    text = "\n".join(lines) + "\n"
+    atomic_write(out / "curvature_map.csv", lambda p: Path(p).write_text(text))
+    files = ["curvature_map.npz", "curvature_map.csv"]
+    fig = plot.curvature_maps(cmap, log=log)
+    return files + save_figures(fig, out, "curvature_map", args)
+
+
+def _csv_value(x) -> str:
+    if isinstance(x, (bool, np.bool_)):
+        return str(int(x))
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    return repr(float(x))
+
+
+def _curvature_map_report(cmap) -> dict:
+    """The report.json fields of a curvature map (converged points only in the ranges)."""
+    ok = cmap.converged
+    ratio = cmap.ratio[ok & np.isfinite(cmap.ratio)]
+
+    def span(x):
+        return [float(x.min()), float(x.max())] if x.size else None
+
+    return {
+        "grid": [int(cmap.alphas.size), int(cmap.betas.size)],
+        "alphas": [float(cmap.alphas[0]), float(cmap.alphas[-1])],
+        "betas": [float(cmap.betas[0]), float(cmap.betas[-1])],
+        "method": cmap.settings["method"], "tol": cmap.settings["tol"],
+        "max_hvps": cmap.settings["max_hvps"], "tile_size": cmap.settings["tile_size"],
+        "n_points": int(ok.size), "n_unconverged": cmap.n_unconverged,
+        "lambda_max_range": span(cmap.lambda_max[cmap.converged_max]),
+        "lambda_min_range": span(cmap.lambda_min[cmap.converged_min]),
+        "ratio_median": float(np.median(ratio)) if ratio.size else None,
+        "ratio_max": float(ratio.max()) if ratio.size else None,
+        # λmin below the solves' resolution (tol |λmax|): negative curvature for certain
+        "fraction_negative_curvature": float(
+            (cmap.lambda_min[ok] < -cmap.settings["tol"] * np.abs(cmap.lambda_max[ok])).mean()
+        ) if ok.any() else None,
+        "n_hvps": int(cmap.n_hvps.sum()),
+        "message": cmap.message,
+    }  # fmt: skip

@@ -15,7 +15,7 @@ from ._common import CLIError
 # Files the commands write: --overwrite replaces a directory only when it holds nothing else.
 _OUR_FILES = re.compile(
     r"^(surface|surface_test|slice_d1|slice_d2|slice|theta|report|hessian|connect|eos|contour"
-    r"|surface3d|slices|spectrum|paths|surface_gp)\.(csv|npz|h5|gp|json|png|pdf|svg)$"
+    r"|surface3d|slices|spectrum|paths|surface_gp)\.(csv|npz|h5|gp|json|png|pdf|svg|vtk|html)$"
 )
 
 

@@ -9,8 +9,9 @@ import numpy as np
 from .. import __version__
 from ..models import ACTIVATIONS
 from ._commands import cmd_connect, cmd_eos, cmd_hessian, cmd_plot
-from ._common import FIGURE_FORMATS, LOSSES, MAX_INFERRED_CLASSES, show
+from ._common import FIGURE_FORMATS, LOSSES, MAX_INFERRED_CLASSES, SURFACE_FORMATS, show
 from ._landscape import cmd_landscape
+from ._matrices import add_matrix_options
 
 EPILOG = """\
 examples:
@@ -21,7 +22,8 @@ examples:
   fastscape landscape --torch net.pt --data train.npz --loss softmax_ce
   fastscape hessian --data iris --model mlp --hidden 8 --top 5
   fastscape hessian --theta fastscape-out/theta.npz
-  fastscape connect --data blobs --hidden 16
+  fastscape hessian --theta fastscape-out/theta.npz --ggn --fisher --blocks --diagonal
+  fastscape connect --data digits --hidden 32 --align weights
   fastscape eos --lr 0.05 --steps 600
   fastscape plot fastscape-out/surface.npz --format png,pdf
   fastscape plot fastscape-out/slices.csv --log
@@ -96,6 +98,51 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _beta(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _betas(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected two numbers B1,B2 in [0, 1), got {text!r}")
+    return _beta(parts[0]), _beta(parts[1])
+
+
+def _add_eos_optimizer_options(p: argparse.ArgumentParser) -> None:
+    """eos: the optimiser whose edge of stability is tracked, and the MSE convention."""
+    g = p.add_argument_group("optimizer")
+    g.add_argument(
+        "--optimizer", choices=("gd", "momentum", "adam"), default="gd",
+        help="gd: threshold 2/η; momentum: heavy ball v ← βv + ∇L, θ ← θ − ηv, threshold "
+        "(2+2β)/η; adam: the preconditioned sharpness λmax(P⁻¹H) against (2+2β1)/((1−β1)η) "
+        "(Cohen et al. 2022) [default: gd]",
+    )  # fmt: skip
+    g.add_argument(
+        "--momentum", type=_beta, default=None, metavar="BETA",
+        help="heavy-ball β, with --optimizer momentum only [default: 0.9]",
+    )  # fmt: skip
+    g.add_argument(
+        "--betas", type=_betas, default=None, metavar="B1,B2",
+        help="Adam's β1,β2, with --optimizer adam only [default: 0.9,0.999]",
+    )  # fmt: skip
+    g.add_argument(
+        "--adam-eps", type=_positive_float, default=None, metavar="EPS",
+        help="Adam's ε, with --optimizer adam only [default: 1e-8]",
+    )  # fmt: skip
+    g.add_argument(
+        "--mse-convention", choices=("sum", "half_sum"), default=None,
+        help="MSE losses only: sum (fastscape's mean Σ(f−y)²) or half_sum (Cohen et al.'s "
+        "mean ½Σ(f−y)², which halves λmax at the same iterate) [default: sum]",
+    )  # fmt: skip
+
+
 def _hidden(text: str) -> tuple[int, ...]:
     if text.strip() in ("", "0", "none"):
         return ()
@@ -108,14 +155,26 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _formats(text: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(v.strip().lower().lstrip(".") for v in text.split(",")))
-    bad = [n for n in names if n not in FIGURE_FORMATS]
-    if not names or bad:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma list of {', '.join(FIGURE_FORMATS)}, got {text!r}"
-        )
-    return names
+def _format_list(allowed: tuple[str, ...]):
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(v.strip().lower().lstrip(".") for v in text.split(",")))
+        bad = [n for n in names if n not in allowed]
+        if not names or bad:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma list of {', '.join(allowed)}, got {text!r}"
+            )
+        return names
+
+    return parse
+
+
+_formats = _format_list(FIGURE_FORMATS)
+_surface_formats = _format_list(FIGURE_FORMATS + SURFACE_FORMATS)
+_FORMAT_HELP = "figure formats, a comma list of png, pdf, svg [default: png]"
+_SURFACE_FORMAT_HELP = (
+    "output formats, a comma list of the figure formats png, pdf, svg and vtk (the surface "
+    "as a VTK file for ParaView, needs meshio: pip install 'fastscape[vtk]') [default: png]"
+)
 
 
 # ----------------------------------------------------------------------------- options
@@ -220,7 +279,13 @@ def _add_curvature_budget(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _add_output_options(p: argparse.ArgumentParser, default_out: str, figures: bool = True) -> None:
+def _add_output_options(
+    p: argparse.ArgumentParser,
+    default_out: str,
+    figures: bool = True,
+    html: bool = False,
+    surfaces: bool = False,
+) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--out", default=default_out, help="output directory")
     o.add_argument(
@@ -229,10 +294,17 @@ def _add_output_options(p: argparse.ArgumentParser, default_out: str, figures: b
     )  # fmt: skip
     if figures:
         o.add_argument(
-            "--format", type=_formats, default=("png",),
-            help="figure formats, a comma list of png, pdf, svg [default: png]",
+            "--format", type=_surface_formats if surfaces else _formats, default=("png",),
+            help=_SURFACE_FORMAT_HELP if surfaces else _FORMAT_HELP,
         )  # fmt: skip
         o.add_argument("--dpi", type=_positive_int, default=150, help="figure resolution")
+    if html:
+        o.add_argument(
+            "--html", action=argparse.BooleanOptionalAction, default=None,
+            help="write report.html, an interactive page of the figures and numbers that opens "
+            "offline (needs the report extra: pip install 'fastscape[report]') "
+            "[default: when Plotly is installed]",
+        )  # fmt: skip
 
 
 def _add_cluster_options(p: argparse.ArgumentParser, what: str) -> None:
@@ -318,8 +390,18 @@ def _landscape_parser(sub) -> None:
         "--sharpness-directions", type=_positive_int, default=256,
         help="random directions probed for ε-sharpness",
     )  # fmt: skip
+    c.add_argument(
+        "--curvature-map", action="store_true",
+        help="λmax and λmin of the Hessian at every point of a grid on the surface's plane and "
+        "ranges, and |λmin/λmax| (Li et al. 2018): curvature_map.npz/.csv/.png",
+    )  # fmt: skip
+    c.add_argument(
+        "--curvature-map-points", type=_positive_int, default=None, metavar="N",
+        help="points per axis of the curvature map [default: the surface's grid, at most 21 "
+        "per axis; the same grid when it is no larger]",
+    )  # fmt: skip
     _add_curvature_budget(p)
-    _add_output_options(p, "fastscape-out")
+    _add_output_options(p, "fastscape-out", html=True, surfaces=True)
     scale = p.add_argument_group("figure scale").add_mutually_exclusive_group()
     scale.add_argument(
         "--log", dest="log", action="store_true", default=None,
@@ -353,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--theta", default=None, help="parameters (theta.npz written by fastscape)")
     p.add_argument("--top", type=_positive_int, default=5, help="eigenvalues at each end")
     _add_curvature_budget(p)
-    _add_output_options(p, "fastscape-hessian")
+    add_matrix_options(p, _positive_int)
+    _add_output_options(p, "fastscape-hessian", html=True)
     p.set_defaults(func=cmd_hessian)
 
     p = sub.add_parser(
@@ -368,7 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bezier-steps", type=_positive_int, default=300, help="training steps of the bend"
     )
-    _add_output_options(p, "fastscape-connect")
+    p.add_argument(
+        "--align", choices=("weights", "activations"), default=None,
+        help="also permute the hidden units of the second solution to match the first (Git "
+        "Re-Basin: weight matching, or activation matching on the data) and measure both "
+        "paths again; the barriers before and after are reported",
+    )  # fmt: skip
+    _add_output_options(p, "fastscape-connect", html=True)
     p.set_defaults(func=cmd_connect)
 
     p = sub.add_parser(
@@ -381,10 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_data_model_options(p, data="eos-default", hidden=(16, 16), training=False)
     p.add_argument("--every", type=_positive_int, default=20, help="steps between λmax")
+    _add_eos_optimizer_options(p)
     _add_cluster_options(
         p,
         "the samples sharded across its workers, the gradient of every step and the HVPs "
-        "of every λmax there (equal to a local run to about 1e-15 per step); GD's update here",
+        "of every sharpness measurement there (equal to a local run to about 1e-15 per step); "
+        "the update here",
     )
     _add_output_options(p, "fastscape-eos")
     p.set_defaults(func=cmd_eos)
@@ -401,8 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="figure path without or with suffix [default: FILE "
                    "without its suffix]")  # fmt: skip
     p.add_argument(
-        "--format", type=_formats, default=None,
-        help="figure formats, a comma list of png, pdf, svg [default: png]",
+        "--format", type=_surface_formats, default=None, help=_SURFACE_FORMAT_HELP,
     )  # fmt: skip
     p.add_argument("--dpi", type=_positive_int, default=150, help="figure resolution")
     p.add_argument("--overwrite", action="store_true", help="replace existing figures")

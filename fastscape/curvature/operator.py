@@ -74,7 +74,6 @@ class HessianOperator(LinearOperator):
 
             X, y = distributed.shard(client, model, X, y, n_threads=n_threads or 1), None
         theta, data, device = prepare_inputs(model, theta, X, y, device)
-        self._apply = _device.hvp_operator(model, theta, data, device)
         theta = theta.copy()
         P = model.n_params
         self.model = model
@@ -82,7 +81,13 @@ class HessianOperator(LinearOperator):
         self.data: Batch = data
         self.device = device
         self.n_hvps = 0
+        self._apply = self._product(model, theta, data, device)
         super().__init__(dtype=np.dtype(np.float64), shape=(P, P))
+
+    def _product(self, model: MLP, theta: np.ndarray, data: Batch, device: str):
+        """The row-block product ``V (K, P) -> (K, P)`` from the dispatch seam (subclasses
+        for other curvature matrices return theirs: ``fastscape.curvature.ggn``)."""
+        return _device.hvp_operator(model, theta, data, device)
 
     def rows(self, V) -> np.ndarray:
         """``H @ V[i]`` for every row of V (K, P); a single vector (P,) gives (P,).

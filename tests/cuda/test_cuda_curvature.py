@@ -207,6 +207,19 @@ def test_epsilon_sharpness_matches_cpu(transfers):
     assert_allclose(got.grad_norm, want.grad_norm, rtol=1e-10)
 
 
+def test_box_sharpness_matches_cpu(transfers):
+    """L-BFGS-B on GPU losses and gradients: one copy of the data, the CPU's maximum."""
+    model, theta, data = _problem(seed=9)
+    kw = dict(eps=0.05, maxiter=5, seed=2)
+    got = sharpness.box_sharpness(model, theta, data, device="cuda", **kw)
+    assert transfers.count(data.X) == 1
+    want = sharpness.box_sharpness(model, theta, data, **kw)
+    assert_allclose(got.base_loss, want.base_loss, rtol=1e-10)
+    assert_allclose(got.max_loss, want.max_loss, rtol=1e-9)
+    assert_allclose(got.z, want.z, rtol=0, atol=1e-8)
+    assert np.all(np.abs(got.z) <= got.half_widths)
+
+
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_sam_functions_match_cpu(adaptive, transfers):
     model, theta, data = _problem(seed=10)
@@ -290,6 +303,26 @@ def test_edge_of_stability_matches_cpu(method, transfers):
     assert_allclose(got.loss, want.loss, rtol=1e-10)
     assert_allclose(got.lambda_max, want.lambda_max, rtol=1e-9)
     assert_allclose(got.theta, want.theta, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"optimizer": "momentum", "momentum": 0.5, "mse_convention": "half_sum"},
+     {"optimizer": "adam", "lr": 0.01}],
+    ids=["momentum-half_sum", "adam"],
+)  # fmt: skip
+def test_edge_of_stability_optimizers_match_cpu(options, transfers):
+    model = MLP([2, 3, 1], activation="tanh", loss="mse")
+    rng = np.random.default_rng(14)
+    X = rng.normal(size=(N, 2))
+    data = model.batch(X, np.sin(X[:, 0]))
+    kw = dict(lr=0.3, steps=2, every=1, seed=1, tol=1e-6) | options
+    got = eos.edge_of_stability(model, data, device="cuda", **kw)
+    assert transfers.count(data.X) == 1
+    want = eos.edge_of_stability(model, data, **kw)
+    assert_allclose(got.loss, want.loss, rtol=1e-10)
+    assert_allclose(got.lambda_max, want.lambda_max, rtol=1e-9)
+    assert got.threshold == want.threshold and got.sharpness == want.sharpness
 
 
 # ----------------------------------------------------------------------------- CLI
