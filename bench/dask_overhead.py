@@ -71,7 +71,7 @@ def main() -> None:
         _line(f"local, 2 Numba threads, tiles of {tile} ({-(-m // tile)} tiles)", t)
 
     cluster = LocalCluster(processes=True, n_workers=2, threads_per_worker=1, host="127.0.0.1",
-                           dashboard_address=None)  # fmt: skip
+                           dashboard_address=":0")  # fmt: skip
     client = Client(cluster)
     try:
 

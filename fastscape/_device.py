@@ -424,6 +424,15 @@ def prepare(model, X, y=None, *, device="cpu", dtype="float64", upload=True, **t
         name: None if value is None else model.check_theta(value, name)
         for name, value in thetas.items()
     }
+    if is_sharded(X):
+        if y is not None:
+            raise ValueError("y must be None when X is sharded data (it holds the targets)")
+        if device != "cpu" or dtype != "float64":
+            raise ValueError(
+                "sharded data run on the CPUs of a Dask cluster in float64; got "
+                f"device={device!r}, dtype={dtype!r}"
+            )
+        return Prepared(device, X, checked)
     data = None if X is None else model.batch(X, y)
     if upload and data is not None:
         data = BACKENDS[device].prepare_data(data, dtype)
@@ -431,6 +440,49 @@ def prepare(model, X, y=None, *, device="cpu", dtype="float64", upload=True, **t
 
 
 # ----------------------------------------------------------------------------- dispatchers
+def is_sharded(data) -> bool:
+    """Whether ``data`` are samples sharded on a Dask cluster
+    (:class:`fastscape.distributed.ShardedData`, which carries its own operations: the
+    dispatchers below hand it the call)."""
+    return getattr(data, "sharded", False) is True
+
+
+def _no_hessian(data) -> None:
+    if is_sharded(data):
+        raise ValueError(
+            "the exact Hessian is formed on this machine, not from samples sharded on a Dask "
+            "cluster; use an iterative method (method='lanczos', 'power', 'hutchinson', 'slq')"
+        )
+
+
+def _hessian_only(data, what: str) -> None:
+    if is_sharded(data):
+        raise ValueError(
+            f"{what} products do not run on samples sharded on a Dask cluster (the Hessian's "
+            "do); pass in-memory data"
+        )
+
+
+def span_penalty(spec: ModelSpec, basis, coef) -> np.ndarray:
+    """The L2 term of the model at the points ``coef @ basis``, (m,) (the Dask backend adds it
+    once on the client; zeros without an L2 term)."""
+    if spec.penalty is None:
+        return np.zeros(coef.shape[0])
+    return _penalty.span_l2(basis, coef, spec.penalty)
+
+
+def add_penalty(spec: ModelSpec, theta, value: float, grad, V=None, out=None) -> float:
+    """The L2 term added once to a loss and its gradient (in place), and to the products
+    ``out`` of the rows ``V`` (in place) when given; returns the loss."""
+    if spec.penalty is None:
+        return value
+    if V is not None:
+        _penalty.add_l2_hvp(out, V, spec.penalty)
+    if grad is not None:
+        _penalty.add_l2_grad(grad, theta, spec.penalty)
+    return value + _penalty.l2_value(theta, spec.penalty)
+
+
 def mlp_loss(
     model, theta: np.ndarray, data: Batch, device: str = "cpu", dtype: str = "float64"
 ) -> float:
@@ -450,6 +502,8 @@ def mlp_loss(
     -------
     float
     """
+    if is_sharded(data):
+        return data.loss(model.spec, theta)
     return _backend_for(device, dtype, "loss")(model.spec, theta, data, dtype)
 
 
@@ -463,6 +517,8 @@ def mlp_loss_grad(
     loss : float
     grad : (P,) float64
     """
+    if is_sharded(data):
+        return data.loss_grad(model.spec, theta)
     return _backend_for(device, dtype, "loss_grad")(model.spec, theta, data, dtype)
 
 
@@ -490,6 +546,8 @@ def hvp_operator(
         ``V (K, P) -> (K, P)`` for C-contiguous float64 V (validated by the caller): rows
         ``H @ V[k]``.
     """
+    if is_sharded(data):
+        return data.hvp_operator(model.spec, theta)
     return _backend_for(device, dtype, "hvp_operator")(model.spec, theta, data, dtype)
 
 
@@ -505,6 +563,7 @@ def ggn_operator(
         ``V (K, P) -> (K, P)``: rows ``G @ V[k]``, G the GGN of the mean loss plus the L2
         term's Hessian.
     """
+    _hessian_only(data, "Gauss-Newton")
     return _backend_for(device, dtype, "ggn_operator")(model.spec, theta, data, dtype)
 
 
@@ -519,6 +578,7 @@ def fisher_operator(
     callable
         ``V (K, P) -> (K, P)``: rows ``F @ V[k]``.
     """
+    _hessian_only(data, "empirical Fisher")
     return _backend_for(device, dtype, "fisher_operator")(model.spec, theta, data, dtype)
 
 
@@ -546,6 +606,8 @@ def mlp_hvp(
     -------
     (K, P) float64
     """
+    if is_sharded(data):
+        return data.hvp(model.spec, theta, V)
     return _backend_for(device, dtype, "hvp")(model.spec, theta, V, data, dtype)
 
 
@@ -564,6 +626,7 @@ def mlp_hessian(model, theta: np.ndarray, data: Batch, device: str = "cpu") -> n
     -------
     (P, P) float64
     """
+    _no_hessian(data)
     return _backend_for(device, "float64", "hessian")(model.spec, theta, data)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _device, curvature
+from . import _device, curvature, distributed
 from ._validation import as_float_array, check_choice, check_positive_float, check_positive_int
 from .models import MLP
 
@@ -342,6 +342,7 @@ def classify_point(
     estimate_negatives: bool = False,
     slq_runs: int = 10,
     slq_iter: int = 80,
+    client=None,
 ) -> CriticalPointResult:
     """Classify ``theta`` for a model's loss, refusing points that are not critical.
 
@@ -383,6 +384,10 @@ def classify_point(
         more HVPs.
     slq_runs, slq_iter : int
         Runs and Lanczos steps per run of that estimate (:func:`fastscape.curvature.slq`).
+    client : dask.distributed.Client, optional
+        Run the gradient and the HVPs on this Dask cluster with the samples sharded across
+        its workers (``X`` and ``y`` may be dask arrays; :func:`fastscape.distributed.shard`);
+        ``auto`` then means ``lanczos`` (the exact Hessian is formed on one machine only).
 
     Returns
     -------
@@ -390,6 +395,8 @@ def classify_point(
         With ``grad_norm`` and ``loss`` filled in, and ``converged`` / ``n_hvps`` /
         ``message`` from the eigensolvers.
     """
+    if client is not None:  # the samples sharded on the workers
+        X, y = distributed.shard(client, model, X, y), None
     device, data, th = _device.prepare(model, X, y, device=device, theta=theta)
     theta = th["theta"]
     method = check_choice(method, "method", ("auto", "exact", "lanczos"))
@@ -408,7 +415,7 @@ def classify_point(
         )
     P = model.n_params
     if method == "auto":
-        method = "exact" if P <= max_params else "lanczos"
+        method = "exact" if P <= max_params and not _device.is_sharded(data) else "lanczos"
     if method == "exact":
         res = classify(model.hessian(theta, data, max_params=max(max_params, P)), tol)
     else:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from . import _device, curvature
+from . import _device, curvature, distributed
 from ._validation import check_choice, check_positive_float, check_positive_int
 from .models import MLP
 
@@ -179,6 +179,7 @@ def edge_of_stability(
     device: str = "cpu",
     max_hvps: int | None = None,
     progress: bool = False,
+    client=None,
 ) -> EoSResult:
     """Full-batch GD, heavy-ball momentum or Adam, recording the loss and the sharpness.
 
@@ -242,11 +243,18 @@ def edge_of_stability(
         Where the gradient of every step and the HVPs of every measurement run. The data
         are copied to the GPU once for the whole run; the update and the eigensolver's small
         dense algebra stay on the CPU (one P-vector each way per step).
+    client : dask.distributed.Client, optional
+        Run the gradient of every step and the HVPs of every measurement on this Dask
+        cluster with the samples sharded across its workers (``X`` and ``y`` may be dask
+        arrays; :func:`fastscape.distributed.shard`); the update and the eigensolver's small
+        dense algebra stay here (``docs/cluster.md``).
 
     Returns
     -------
     EoSResult
     """
+    if client is not None:  # the samples sharded on the workers
+        X, y = distributed.shard(client, model, X, y), None
     device, data, th = _device.prepare(model, X, y, device=device, theta0=theta0)
     lr = check_positive_float(lr, "lr")
     steps = check_positive_int(steps, "steps", minimum=0)

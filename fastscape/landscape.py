@@ -143,6 +143,12 @@ def as_target(model, X=None, y=None, *, device="cpu", dtype="float64", upload=Fa
     if isinstance(model, MLP):
         if X is None:
             raise ValueError("X is required when model is an MLP")
+        if _device.is_sharded(X):
+            return Target("mlp", model, model.n_params, X)
+        if _distributed.is_dask_array(X) or _distributed.is_dask_array(y):
+            # samples sharded on a cluster: validated chunk by chunk on the workers by
+            # evaluate(client=); kept unread here
+            return Target("mlp", model, model.n_params, Batch(X, y))
         _, data, _ = _device.prepare(model, X, y, device=device, dtype=dtype, upload=upload)
         return Target("mlp", model, model.n_params, data)
     if X is not None or y is not None:
@@ -181,10 +187,16 @@ def _fingerprint(
     if device == "cuda":  # GPU tiles round differently: a checkpoint belongs to one device
         key += (device, dtype, config.CUDA_SPAN_BLOCK, config.CUDA_SPAN_SLOTS)
     h.update(repr(key).encode())
-    for arr in (basis, coef) + ((target.data.X, target.data.Y) if target.data else ()):
+    if isinstance(target.data, _distributed.ShardedData):  # sharded samples: Dask's token
+        h.update(repr(("sharded", target.data.X.shape, target.data.token)).encode())
+    for arr in (basis, coef) + ((target.data.X, target.data.Y) if _in_memory(target) else ()):
         h.update(repr(arr.shape).encode())
         h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()
+
+
+def _in_memory(target: Target) -> bool:
+    return target.data is not None and not isinstance(target.data, _distributed.ShardedData)
 
 
 def _work(target: Target, K: int, m: int) -> float:
@@ -300,6 +312,11 @@ def evaluate(
     Evaluation
         ``loss`` (m,) and ``accuracy`` (m,) or None.
     """
+    if isinstance(X, Batch) and _distributed.is_dask_array(X.X) and y is None:
+        X, y = X  # from as_target: dask arrays passed on by slice_1d, surface_2d, ...
+    given = _device.is_sharded(X)  # ShardedData: its chunks are on its client's workers
+    if given and client is None:
+        client = X.client
     if client is not None:
         _distributed.check_client(client)
         if device != "cpu":
@@ -308,7 +325,18 @@ def evaluate(
                 f"got {device!r}"
             )
         task_threads = 1 if n_threads is None else check_positive_int(n_threads, "n_threads")
-    target = as_target(model, X, y, device=device, dtype=dtype, upload=True)
+    sharded = given or _distributed.is_dask_array(X) or _distributed.is_dask_array(y)
+    if sharded:
+        if client is None:
+            raise ValueError(
+                "X or y is a dask array (samples sharded on a cluster); pass client= "
+                "(a dask.distributed.Client), or np.asarray them for a local run"
+            )
+        _device.check_dtype(dtype, device)
+        data = _distributed.shard(client, model, X, y)
+        target = Target("mlp", model, model.n_params, data)
+    else:
+        target = as_target(model, X, y, device=device, dtype=dtype, upload=True)
     basis = _check_basis(basis, target.P)
     K = basis.shape[0]
     C = as_float_array(coefficients, "coefficients", 2)
@@ -319,7 +347,7 @@ def evaluate(
         progress = _work(target, K, m) > config.PROGRESS_MIN_WORK
     if tile_size is not None:
         tile = check_positive_int(tile_size, "tile_size")
-    elif client is not None and checkpoint_dir is None:
+    elif client is not None and checkpoint_dir is None and not sharded:
         tile = _distributed.default_tile(client, m, config.SPAN_TILE)
     elif progress and checkpoint_dir is None:
         # about 20 updates of the bar; results do not depend on the tiling
@@ -362,6 +390,10 @@ def evaluate(
     todo = [(t, np.ascontiguousarray(C[s : s + tile])) for t, s in enumerate(starts) if not done[t]]
     if client is None or not todo:
         results = ((t, _run_tile(target, basis, c, n_threads, device, dtype)) for t, c in todo)
+    elif sharded:
+        # each chunk of samples returns per-point sums, added in chunk order on the client
+        tasks = ((t, (c, task_threads)) for t, c in todo)
+        results = _distributed.span_tiles(target.data, basis, tasks)
     else:
         # the model, its data and the basis go to every worker once; tiles come back as they
         # finish, and only this process writes
@@ -392,6 +424,8 @@ def evaluate(
         results.close()  # with a client: cancels the tiles not finished
         if bar is not None:
             bar.close()
+        if sharded and not given:  # the chunks this call put on the workers
+            target.data.close()
     return Evaluation(loss, acc)
 
 

@@ -391,7 +391,7 @@ class MLP:
 
     def batch(self, X, y) -> Batch:
         """Validate (X, y) once; the result can be passed as ``X`` with ``y=None`` afterwards."""
-        if isinstance(X, Batch):
+        if isinstance(X, Batch) or _device.is_sharded(X):  # validated already
             if y is not None:
                 raise ValueError("y must be None when X is already a Batch")
             return X

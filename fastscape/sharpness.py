@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _device, curvature, landscape
+from . import _device, curvature, distributed, landscape
 from ._validation import check_choice, check_positive_float, check_positive_int
 from .models import MLP
 
@@ -151,6 +151,8 @@ def epsilon_sharpness(
     -------
     EpsilonSharpness
     """
+    if client is not None and (distributed.is_dask_array(X) or distributed.is_dask_array(y)):
+        X, y = distributed.shard(client, model, X, y), None  # samples sharded on the workers
     device, data, th = _device.prepare(model, X, y, device=device, theta=theta)
     theta = th["theta"]
     eps = check_positive_float(eps, "eps")

@@ -300,7 +300,7 @@ def test_client_equals_local_and_resumes_locally(problem, tmp_path):
     local = _small_lanczos(problem)
     cluster = distributed.LocalCluster(
         processes=True, n_workers=2, threads_per_worker=1, host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address=":0",  # a free port: None means 8787, which another run may hold
     )  # fmt: skip
     try:
         with distributed.Client(cluster) as client:

@@ -17,6 +17,7 @@ from ._common import (
     check_html,
     save_figures,
     settings,
+    start_cluster,
     summary,
     versions,
     write_html,
@@ -274,13 +275,15 @@ def cmd_eos(args) -> int:
         announce_compile(talk, "hvp", model)
         lr = args.lr or (0.01 if args.optimizer == "adam" else 0.1)
         steps = args.steps or 800
-        talk(f"full-batch {args.optimizer}: η = {lr:g}, {steps} steps, sharpness every "
-             f"{args.every}")  # fmt: skip
-        res = edge_of_stability(model, data, None, lr=lr, steps=steps, every=args.every,
-                                optimizer=args.optimizer, momentum=args.momentum,
-                                betas=args.betas, adam_eps=args.adam_eps,
-                                mse_convention=args.mse_convention, seed=args.seed,
-                                device=args.device)  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            client = start_cluster(args, talk, stack)
+            talk(f"full-batch {args.optimizer}: η = {lr:g}, {steps} steps, sharpness every "
+                 f"{args.every}")  # fmt: skip
+            res = edge_of_stability(model, data, None, lr=lr, steps=steps, every=args.every,
+                                    optimizer=args.optimizer, momentum=args.momentum,
+                                    betas=args.betas, adam_eps=args.adam_eps,
+                                    mse_convention=args.mse_convention, seed=args.seed,
+                                    device=args.device, client=client)  # fmt: skip
         if res.stop_reason in ("diverged", "nonfinite"):
             talk.warn(f"GD diverged (stop reason {res.stop_reason!r}): lower --lr")
         report = {

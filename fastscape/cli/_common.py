@@ -156,3 +156,22 @@ def save_figures(fig, out: Path, stem: str, args) -> list[str]:
     if not formats:  # --format vtk alone: no figure
         return []
     return [p.name for p in plot.save(fig, out / stem, formats, args.dpi)]
+
+
+def start_cluster(args, talk, stack):
+    """The Dask client of ``--scheduler`` / ``--workers`` (None without them), closed by
+    ``stack``; says where the cluster and its dashboard are. Workers with another fastscape
+    are a one-line CLIError."""
+    if not (getattr(args, "scheduler", None) or getattr(args, "workers", None)):
+        return None
+    from ..distributed import WorkerMismatchError, cluster_client, dashboard
+
+    try:
+        client = stack.enter_context(cluster_client(args.scheduler, args.workers))
+    except WorkerMismatchError as exc:  # one line, like every input error
+        raise CLIError(str(exc)) from None
+    link = dashboard(client)
+    where = f"{len(client.nthreads())} workers at {client.scheduler.address}"
+    board = f"dashboard {link}" if link else "no dashboard: pip install bokeh"
+    talk(f"Dask cluster: {where}, {board}")
+    return client

@@ -16,6 +16,7 @@ from ._common import (
     human_seconds,
     save_figures,
     settings,
+    start_cluster,
     summary,
     versions,
     write_html,
@@ -67,6 +68,8 @@ def cmd_landscape(args) -> int:
             jobs.insert(0, "hvp")
         warm = stack.enter_context(warm_up(model, jobs, talk))  # closed on any exit
 
+        client = start_cluster(args, talk, stack)
+
         t = time.perf_counter()
         res = None
         if theta is None:
@@ -114,7 +117,8 @@ def cmd_landscape(args) -> int:
         t = time.perf_counter()
 
         def engine(name: str) -> dict:
-            kw = {"progress": None if not args.quiet else False, "device": args.device}
+            kw = {"progress": None if not args.quiet else False, "device": args.device,
+                  "client": client}  # fmt: skip
             if args.checkpoint:
                 kw["checkpoint_dir"] = Path(args.checkpoint) / name
             return kw
@@ -147,7 +151,8 @@ def cmd_landscape(args) -> int:
         lam_max = float(curv["top"][0])
         eps_sharp = epsilon_sharpness(model, theta, train, None, eps=args.epsilon,
                                       n_directions=args.sharpness_directions, seed=args.seed,
-                                      lambda_max=lam_max, device=args.device)  # fmt: skip
+                                      lambda_max=lam_max, device=args.device,
+                                      client=client)  # fmt: skip
         sam = sam_sharpness(model, theta, train, None, rho=args.epsilon, device=args.device)
         timings["sharpness_s"] = time.perf_counter() - t
 

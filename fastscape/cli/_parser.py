@@ -307,6 +307,17 @@ def _add_output_options(
         )  # fmt: skip
 
 
+def _add_cluster_options(p: argparse.ArgumentParser, what: str) -> None:
+    k = p.add_argument_group(
+        f'Dask cluster (pip install "fastscape[dask]"): {what}'
+    ).add_mutually_exclusive_group()
+    k.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="address of a running Dask scheduler (tcp://host:8786)")  # fmt: skip
+    k.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="start a local Dask cluster of N worker processes on 127.0.0.1 "
+                   "(one thread each)")  # fmt: skip
+
+
 def _landscape_parser(sub) -> None:
     p = sub.add_parser(
         "landscape", help="train a model and map its loss landscape (the main job)",
@@ -365,6 +376,11 @@ def _landscape_parser(sub) -> None:
         help="run a grid whose estimated time or memory is far beyond this machine "
         "(default: refused, with the estimate)",
     )  # fmt: skip
+    _add_cluster_options(
+        p,
+        "the grid, the slices and ε-sharpness run as tiles on its workers, bitwise equal to "
+        "a local run; the rest runs here",
+    )
     c = p.add_argument_group("curvature and sharpness")
     c.add_argument("--top", type=_positive_int, default=3, help="top Hessian eigenvalues")
     c.add_argument(
@@ -455,6 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_model_options(p, data="eos-default", hidden=(16, 16), training=False)
     p.add_argument("--every", type=_positive_int, default=20, help="steps between λmax")
     _add_eos_optimizer_options(p)
+    _add_cluster_options(
+        p,
+        "the samples sharded across its workers, the gradient of every step and the HVPs "
+        "of every sharpness measurement there (equal to a local run to about 1e-15 per step); "
+        "the update here",
+    )
     _add_output_options(p, "fastscape-eos")
     p.set_defaults(func=cmd_eos)
 
