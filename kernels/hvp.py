@@ -51,6 +51,15 @@ vectors), so a row of the result is the same bit for bit whatever the other rows
 chunking (``vec_chunk``), the Numba thread count and the BLAS thread count; only
 ``sample_block`` (which changes the sums over samples) changes the last bits.
 
+float32. The working precision is the dtype of X (cast once by the backend): with a float32 X
+the theta copy, the cache, the scratch and each pass's vectors are float32, so every product is
+a single-precision BLAS call and the elementwise work runs in float32; the sums over samples
+are accumulated in float64 across sample blocks (the partial rows, the result and the bias sums
+``R db`` are float64), and a weight product sums the samples of one block in float32 (the
+backend uses blocks of ``config.F32_SAMPLE_BLOCK`` samples). The product of a block goes to the
+scratch ``GW`` and from there into the float64 row (in float64 too: the same bits as a product
+written in place).
+
 Memory: the partial rows of blocks 1.. (``(n_blocks - 1) * P`` doubles per vector) bound the
 vectors per pass (``vec_chunk``, :func:`vec_chunk_for`); the per-thread scratch (R z, R a,
 R delta and the products of one block: ``scratch_doubles``) and the partial rows are kept in
@@ -79,8 +88,8 @@ from .penalty import add_l2_hvp
 AT, AS, D1, TT, DT, CC, SS = range(7)
 N_CACHE_KINDS = 7
 # Kinds of a thread's scratch (``scratch[thread]``, table ``soff[kind, layer]``).
-RZ, RA, RD, TF, TB1, TB2, G2, PR = range(8)
-N_SCRATCH_KINDS = 8
+RZ, RA, RD, TF, TB1, TB2, G2, PR, GW = range(9)
+N_SCRATCH_KINDS = 9
 
 
 @jit()
@@ -177,17 +186,22 @@ def r_block(v, theta, sizes, w_off, b_off, loss_kind, Xb, lo, cache, coff, scr, 
     for l in range(L - 1, -1, -1):
         s0, s1 = sizes[l], sizes[l + 1]
         Rd = fm_view(scr, soff[RD, l], 0, s1, nb)
+        # the products in the working precision (scratch Gs), their sum into dst (float64)
         G = dst[w_off[l] : b_off[l]].reshape((s1, s0))
+        Gs = fm_view(scr, soff[GW, 0], 0, s1, s0)
         if l == 0:
-            np.dot(Rd, Xb, G)
+            np.dot(Rd, Xb, Gs)
+            for j in range(s1):
+                for q in range(s0):
+                    G[j, q] = Gs[j, q]
         else:
-            np.dot(Rd, sm_view(cache, coff[AS, l], lo, s0, nb), G)
+            np.dot(Rd, sm_view(cache, coff[AS, l], lo, s0, nb), Gs)
             Df = fm_view(cache, coff[DT, l], lo, s1, nb)
             G2m = fm_view(scr, soff[G2, l], 0, s1, s0)
             np.dot(Df, fm_view(scr, soff[RA, l - 1], 0, s0, nb).T, G2m)
             for j in range(s1):
                 for q in range(s0):
-                    G[j, q] += G2m[j, q]
+                    G[j, q] = Gs[j, q] + G2m[j, q]
         if l > 0:
             Vl = v[w_off[l] : b_off[l]].reshape((s1, s0))
             W = theta[w_off[l] : b_off[l]].reshape((s1, s0))
@@ -242,7 +256,7 @@ class HVPCache(NamedTuple):
     Attributes
     ----------
     theta : (P,) array
-        A private copy.
+        A private copy, in the working precision (the dtype of X).
     sizes, w_off, b_off : (L+1,), (L,), (L,) int64 arrays
         Layer sizes and the offsets of ``W_l`` and ``b_l`` in theta.
     X : (n, d) array
@@ -250,7 +264,8 @@ class HVPCache(NamedTuple):
     bounds : (n_blocks + 1,) int64 array
         Fixed sample blocks.
     cache : (m,) array
-        The per-sample arrays at theta, block after block (table ``coff``).
+        The per-sample arrays at theta, block after block (table ``coff``), in the working
+        precision.
     coff : (7, L) int64 array
     soff : (8, L) int64 array
         Offsets in a thread's scratch row (sized for the largest block).
@@ -320,6 +335,7 @@ def _scratch_table(sizes, nb):
             entries += [(TF, l, h * nb), (TB1, l, h_in * nb), (TB2, l, h_in * nb)]
             entries.append((G2, l, h * h_in))
     entries.append((PR, 0, nb))
+    entries.append((GW, 0, max(sizes[l] * sizes[l + 1] for l in range(L))))
     return _offset_table(N_SCRATCH_KINDS, L, entries)
 
 
@@ -371,7 +387,7 @@ def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cac
         s0, s1 = sizes[L - 1], sizes[L]
         W = theta[w_off[L - 1] : b_off[L - 1]].reshape((s1, s0))
         b = theta[b_off[L - 1] : b_off[L - 1] + s1]
-        Zo = np.empty((s1, nb))
+        Zo = np.empty((s1, nb), cache.dtype)
         if L == 1:
             np.dot(W, Xb.T, Zo)
         else:
@@ -380,14 +396,17 @@ def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cac
             bj = b[j]
             for i in range(nb):
                 Zo[j, i] += bj
-        delta = np.empty((s1, nb)) if L == 1 else fm_view(cache, coff[DT, L - 1], lo, s1, nb)
+        if L == 1:
+            delta = np.empty((s1, nb), cache.dtype)
+        else:
+            delta = fm_view(cache, coff[DT, L - 1], lo, s1, nb)
         output_derivatives(loss_kind, Zo, Y[lo:hi], inv_n, delta,
                            fm_view(cache, coff[CC, 0], lo, s1, nb),
                            fm_view(cache, coff[SS, 0], lo, 1, nb), bits)  # fmt: skip
         for l in range(L - 1, 0, -1):
             s0, s1 = sizes[l], sizes[l + 1]
             W = theta[w_off[l] : b_off[l]].reshape((s1, s0))
-            Bk = np.empty((s0, nb))
+            Bk = np.empty((s0, nb), cache.dtype)
             np.dot(W.T, fm_view(cache, coff[DT, l], lo, s1, nb), Bk)
             Fd1 = fm_view(cache, coff[D1, l - 1], lo, s0, nb)
             T = fm_view(cache, coff[TT, l - 1], lo, s0, nb)
@@ -410,7 +429,8 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block, penalty=None
     sizes : (L+1,) int64
     act, loss_kind : int
         Codes of ``kernels.mlp``.
-    X : (n, d) C-contiguous float64
+    X : (n, d) C-contiguous float64 or float32
+        Its dtype is the working precision (module docstring, "float32").
     Y : (n, out) C-contiguous float64
     sample_block : int
         Largest sample block; the blocks are ``ceil(n / sample_block)`` fixed slices.
@@ -425,11 +445,11 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block, penalty=None
     sizes = np.asarray(sizes_t, dtype=np.int64)
     n = X.shape[0]
     w_off, b_off, _ = layout(sizes)
-    theta = np.array(theta, dtype=np.float64)  # a private copy
+    theta = np.array(theta, dtype=X.dtype)  # a private copy, in the working precision
     bounds = sample_bounds(n, sample_block)
     coff, total = _cache_table(sizes_t, n)
     soff, per_thread = _scratch_table(sizes_t, int(np.diff(bounds).max()))
-    cache = np.empty(total)
+    cache = np.empty(total, X.dtype)
     with serial_blas():
         forward_blocks(theta, sizes, w_off, b_off, int(act), int(loss_kind), X, Y, bounds, cache,
                        coff)  # fmt: skip
@@ -473,6 +493,7 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarra
     cache : HVPCache
         From :func:`forward_cache`.
     V : (K, P) C-contiguous float64
+        Cast to the working precision (the cache's) pass by pass.
     vec_chunk : int
         Vectors per pass (bounds the partial rows: :func:`vec_chunk_for`).
     workers : int
@@ -485,13 +506,14 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarra
     """
     K, P = V.shape
     out = np.empty((K, P))
+    wdt = cache.cache.dtype
     step = max(1, min(int(vec_chunk), K))
     workers = max(1, min(int(workers), numba.config.NUMBA_NUM_THREADS))
     nbk = cache.n_blocks
     with cache.lock, serial_blas():
         scratch = cache.work.get("scratch")
         if scratch is None or scratch.shape[0] < workers:
-            scratch = cache.work["scratch"] = np.empty((workers, cache.scratch_doubles))
+            scratch = cache.work["scratch"] = np.empty((workers, cache.scratch_doubles), wdt)
         need = (nbk - 1) * step * P
         part = cache.work.get("part")
         if part is None or part.size < need:
@@ -502,8 +524,9 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarra
         try:
             for k0 in range(0, K, step):
                 k1 = min(K, k0 + step)
+                Vw = V[k0:k1] if V.dtype == wdt else V[k0:k1].astype(wdt)
                 r_blocks(
-                    V[k0:k1], cache.theta, cache.sizes, cache.w_off, cache.b_off,
+                    Vw, cache.theta, cache.sizes, cache.w_off, cache.b_off,
                     cache.loss_kind, cache.X, cache.bounds, cache.cache, cache.coff, scratch,
                     cache.soff, out[k0:k1], part[: (nbk - 1) * (k1 - k0) * P].reshape(
                         nbk - 1, k1 - k0, P),

@@ -620,6 +620,7 @@ def top_eigen(
     device: str = "cpu",
     progress: bool = False,
     verify: bool = True,
+    dtype: str = "float64",
 ) -> EigenResult:
     """Top-k Hessian eigenpairs of a model at ``theta``.
 
@@ -659,6 +660,10 @@ def top_eigen(
         Show a tqdm bar of the HVPs spent (iterative methods).
     verify : bool
         The verification restart of the iterative methods (see :func:`lanczos`).
+    dtype : {"float64", "float32"}
+        Working precision of the HVPs (:class:`HessianOperator`); the solver's own algebra is
+        float64. In float32 the HVPs carry a relative error of about 1e-6, so ask for
+        ``tol >= 1e-5`` (``docs/curvature.md``, "float32"); ``exact`` is float64 only.
 
     Returns
     -------
@@ -667,10 +672,14 @@ def top_eigen(
     """
     method = check_choice(method, "method", ("power", "lanczos", "exact"))
     which = check_choice(which, "which", ("LM", "LA", "SA"))
-    theta, data, device = prepare_inputs(model, theta, X, y, device)
+    theta, data, device = prepare_inputs(model, theta, X, y, device, dtype)
     P = model.n_params
     check_n_k(P, k)
     if method == "exact":
+        if dtype != "float64":
+            raise ValueError(
+                "method='exact' forms the Hessian in float64 only; use dtype='float64'"
+            )
         vals, vecs = _exact_eigh(model, theta, data, max_params)
         idx = order(vals, which)[:k]
         return EigenResult(
@@ -684,7 +693,7 @@ def top_eigen(
             which=which,
             message=f"exact: {k} eigenpair(s) of the {P} x {P} Hessian",
         )
-    H = HessianOperator(model, theta, data, device=device)
+    H = HessianOperator(model, theta, data, device=device, dtype=dtype)
     tol = DEFAULT_TOL if tol is None else tol
     if method == "power":
         if which != "LM":

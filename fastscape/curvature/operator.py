@@ -38,11 +38,17 @@ class HessianOperator(LinearOperator):
         None when ``X`` is a Batch.
     device : {"cpu", "cuda"}
         Where the products run.
+    dtype : {"float64", "float32"}
+        Working precision of the products (float32: single-precision products, sums over
+        samples in float64; the data are cast once, here). The operator's ``dtype`` attribute
+        (SciPy's: the type of its outputs) is float64 either way; ``precision`` holds this one.
 
     Attributes
     ----------
     shape : (P, P)
     dtype : float64
+    precision : str
+        The working precision of the products.
     n_hvps : int
         Hessian-vector products computed so far (vectors, not calls). Reset it to 0 to count
         a new solve.
@@ -57,16 +63,17 @@ class HessianOperator(LinearOperator):
     for all K vectors. H is symmetric: ``H.T``, ``H.H`` and ``rmatvec`` are the same products.
     """
 
-    def __init__(self, model: MLP, theta, X, y=None, device: str = "cpu"):
-        theta, data, device = prepare_inputs(model, theta, X, y, device)
+    def __init__(self, model: MLP, theta, X, y=None, device: str = "cpu", dtype: str = "float64"):
+        theta, data, device = prepare_inputs(model, theta, X, y, device, dtype)
         theta = theta.copy()
         P = model.n_params
         self.model = model
         self.theta = theta
         self.data: Batch = data
         self.device = device
+        self.precision = dtype
         self.n_hvps = 0
-        self._apply = _device.hvp_operator(model, theta, data, device)
+        self._apply = _device.hvp_operator(model, theta, data, device, dtype)
         super().__init__(dtype=np.dtype(np.float64), shape=(P, P))
 
     def rows(self, V) -> np.ndarray:
@@ -131,9 +138,11 @@ def hessian_matvec(model: MLP, theta, X, y=None, *, device: str = "cpu"):
     return HessianOperator(model, theta, X, y, device=device).rows
 
 
-def prepare_inputs(model, theta, X, y, device) -> tuple[np.ndarray, Batch, str]:
+def prepare_inputs(
+    model, theta, X, y, device, dtype: str = "float64"
+) -> tuple[np.ndarray, Batch, str]:
     """The opening checks of the model-level functions (:func:`fastscape._device.prepare`: the
-    device first, then model, theta and data); the data stay on the host (the HVP operator
-    copies them to the device once)."""
-    prepared = _device.prepare(model, X, y, device=device, upload=False, theta=theta)
+    device and ``dtype`` first, then model, theta and data); the data stay on the host (the HVP
+    operator copies them to the device, or casts them, once)."""
+    prepared = _device.prepare(model, X, y, device=device, dtype=dtype, upload=False, theta=theta)
     return prepared.thetas["theta"], prepared.data, prepared.device
