@@ -5,8 +5,9 @@ A curvature solve (Lanczos, power iteration, Hutchinson, SLQ) multiplies the Hes
 theta by many vectors. Everything that depends on theta only is computed once by
 :func:`forward_cache` (one compiled pass per sample block, :func:`forward_blocks`, writing its
 block's slots directly, faster than NumPy on all samples plus the copies into the block layout;
-the blocks run one after the other: a parallel loop gained nothing measurable and cost more cold
-compile time; measurements in ``bench/NOTES.md``):
+the blocks run in a Numba ``prange``, each on single-threaded BLAS: on the digits MLP (two
+blocks) this gained nothing measurable, on MLP 784-256-256-10 with n = 10 000 it is 1.5x
+faster on 2 threads, with the same bits: ``bench/NOTES.md``):
 
 - the layer inputs ``a_l`` of the hidden layers (twice: feature-major ``(h, n)`` for the R-forward
   products, sample-major ``(n, h)`` for the weight-gradient products; ``a_0 = X`` is not copied),
@@ -346,10 +347,11 @@ def sample_bounds(n: int, sample_block: int) -> np.ndarray:
     return np.array([(c * n) // nbk for c in range(nbk + 1)], dtype=np.int64)
 
 
-@jit()
+@jit(parallel=True)
 def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cache, coff):
-    """The pass at theta, written block after block into ``cache`` (the layout of
-    :func:`forward_cache`); the blocks in order, products by single-threaded BLAS.
+    """The pass at theta, written block by block into ``cache`` (the layout of
+    :func:`forward_cache`); the blocks in parallel (each writes its own slots only, so the
+    result does not depend on the thread count), products by single-threaded BLAS.
 
     Hidden layer l: ``z = W_l a_l + b_l`` is formed in the slot of ``a_{l+1}`` (feature-major)
     and activated there, f' goes to ``D1`` and f'' to ``TT`` (which the backward pass then
@@ -358,7 +360,7 @@ def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cac
     L = sizes.size - 1
     n = X.shape[0]
     inv_n = 1.0 / n
-    for c in range(bounds.size - 1):
+    for c in prange(bounds.size - 1):
         lo, hi = bounds[c], bounds[c + 1]
         nb = hi - lo
         Xb = X[lo:hi]
