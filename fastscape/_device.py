@@ -142,8 +142,8 @@ class CPUBackend:
         cache = _hvp.forward_cache(
             theta, *spec.kernel_args, data.X, data.Y, sample_block, spec.penalty,
         )  # fmt: skip
-        chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES)
-        return lambda V: _hvp.block_hvp(cache, V, chunk, numba.get_num_threads())
+        chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES, config.HVP_WAVE)
+        return lambda V: _hvp.block_hvp(cache, V, chunk, numba.get_num_threads(), config.HVP_WAVE)
 
     def hvp(self, spec: ModelSpec, theta, V, data: Batch, dtype: str) -> np.ndarray:
         return self.hvp_operator(spec, theta, data, dtype)(V)

@@ -41,6 +41,10 @@ HVP_SCRATCH_BYTES = 256 * 2**20
 #: go through in chunks whose scratch stays under ``HVP_SCRATCH_BYTES``.
 HVP_SAMPLE_BLOCK = 1024
 
+#: Sample blocks per wave of the HVP operator: the partial rows kept per vector (at most
+#: ``HVP_WAVE * P`` doubles, whatever n). The results do not depend on it.
+HVP_WAVE = 8
+
 #: float32 on the CPU (``dtype="float32"``): the largest number of samples whose sum a
 #: single-precision BLAS product takes in float32 (the sample blocks of the loss, gradient and
 #: HVP kernels); the block totals are added in float64. Its relative rounding error grows like

@@ -61,8 +61,11 @@ backend uses blocks of ``config.F32_SAMPLE_BLOCK`` samples). The product of a bl
 scratch ``GW`` and from there into the float64 row (in float64 too: the same bits as a product
 written in place).
 
-Memory: the partial rows of blocks 1.. (``(n_blocks - 1) * P`` doubles per vector) bound the
-vectors per pass (``vec_chunk``, :func:`vec_chunk_for`); the per-thread scratch (R z, R a,
+Memory: the blocks run in waves of ``WAVE`` (8) blocks, and a wave's partial rows are added to
+the result before the next wave starts (in block order: the same sums, the same bits as one row
+per block), so a vector needs at most ``WAVE * P`` doubles of partial rows whatever n (it was
+``(n_blocks - 1) * P``: 125 MB per vector for the 269k-parameter MLP on 60 000 samples). They
+bound the vectors per pass (``vec_chunk``, :func:`vec_chunk_for`); the per-thread scratch (R z, R a,
 R delta and the products of one block: ``scratch_doubles``) and the partial rows are kept in
 the cache between calls, because fresh large arrays cost a page fault per 4 KiB on first touch.
 """
@@ -226,9 +229,13 @@ def r_block(v, theta, sizes, w_off, b_off, loss_kind, Xb, lo, cache, coff, scr, 
 
 @jit(parallel=True)
 def r_blocks(V, theta, sizes, w_off, b_off, loss_kind, X, bounds, cache, coff, scratch, soff,
-             out, part):  # fmt: skip
-    """H V[k] for the K rows of V: one task per (sample block, vector), in parallel; block 0
-    writes ``out``, block c > 0 writes ``part[c - 1]``, then the blocks are added in order.
+             out, part, wave):  # fmt: skip
+    """H V[k] for the K rows of V: one task per (sample block, vector), in parallel, ``wave``
+    blocks at a time; block 0 writes ``out``, every other block of a wave a slot of ``part``
+    (``part[cc - 1]`` in the first wave, ``part[cc]`` in the others, cc the block's place in
+    its wave), and after each wave its slots are added to ``out`` in block order: ``out`` gets
+    the blocks' rows added one after the other in block order, the same sums as with one slot
+    per block, with ``min(wave, n_blocks - 1)`` slots per vector whatever n.
 
     ``scratch`` has one row per thread (``numba.get_num_threads()`` rows); a task uses the row
     of the thread that runs it, which it overwrites before reading, so who runs a task does not
@@ -236,18 +243,22 @@ def r_blocks(V, theta, sizes, w_off, b_off, loss_kind, X, bounds, cache, coff, s
     """
     K = V.shape[0]
     nbk = bounds.size - 1
-    for t in prange(nbk * K):
-        c = t // K
-        k = t - c * K
-        lo, hi = bounds[c], bounds[c + 1]
-        dst = out[k] if c == 0 else part[c - 1, k]
-        r_block(V[k], theta, sizes, w_off, b_off, loss_kind, X[lo:hi], lo, cache, coff,
-                scratch[numba.get_thread_id()], soff, dst)  # fmt: skip
     P = out.shape[1]
-    for c in range(1, nbk):
-        for k in range(K):
-            for p in range(P):
-                out[k, p] += part[c - 1, k, p]
+    for w0 in range(0, nbk, wave):
+        nw = min(nbk, w0 + wave) - w0
+        shift = 1 if w0 == 0 else 0  # block 0 writes out: the first wave's slots start at 1
+        for t in prange(nw * K):
+            cc = t // K
+            k = t - cc * K
+            c = w0 + cc
+            lo, hi = bounds[c], bounds[c + 1]
+            dst = out[k] if c == 0 else part[cc - shift, k]
+            r_block(V[k], theta, sizes, w_off, b_off, loss_kind, X[lo:hi], lo, cache, coff,
+                    scratch[numba.get_thread_id()], soff, dst)  # fmt: skip
+        for cc in range(shift, nw):
+            for k in range(K):
+                for p in range(P):
+                    out[k, p] += part[cc - shift, k, p]
 
 
 # ----------------------------------------------------------------------------- driver
@@ -461,14 +472,25 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block, penalty=None
     )  # fmt: skip
 
 
-def scratch_per_vector(sizes, n_blocks: int) -> int:
-    """Bytes one vector of a pass needs beyond the fixed scratch: its partial rows of sample
-    blocks 1 .. n_blocks - 1, ``8 P (n_blocks - 1)``."""
+#: Sample blocks per wave of :func:`r_blocks` (the partial rows kept per vector); the result
+#: does not depend on it.
+WAVE = 8
+
+
+def partial_slots(n_blocks: int, wave: int = WAVE) -> int:
+    """Partial rows per vector of a pass: ``n_blocks - 1`` up to one wave, ``wave`` beyond."""
+    n_blocks, wave = int(n_blocks), max(1, int(wave))
+    return n_blocks - 1 if n_blocks <= wave else wave
+
+
+def scratch_per_vector(sizes, n_blocks: int, wave: int = WAVE) -> int:
+    """Bytes one vector of a pass needs beyond the fixed scratch: its partial rows,
+    ``8 P partial_slots(n_blocks, wave)`` (bounded by ``8 P wave`` whatever n)."""
     P = n_params(sizes)
-    return 8 * P * max(0, int(n_blocks) - 1)
+    return 8 * P * partial_slots(n_blocks, wave)
 
 
-def vec_chunk_for(cache: HVPCache, scratch_bytes: int) -> int:
+def vec_chunk_for(cache: HVPCache, scratch_bytes: int, wave: int = WAVE) -> int:
     """Vectors per pass of :func:`block_hvp` whose partial rows fit in ``scratch_bytes`` (at
     least 1; with one sample block there are none and every vector goes in one pass).
 
@@ -476,18 +498,20 @@ def vec_chunk_for(cache: HVPCache, scratch_bytes: int) -> int:
     ----------
     cache : HVPCache
     scratch_bytes : int
+    wave : int
+        Sample blocks per wave (:func:`r_blocks`).
 
     Returns
     -------
     int
     """
-    per = scratch_per_vector(cache.sizes, cache.n_blocks)
+    per = scratch_per_vector(cache.sizes, cache.n_blocks, wave)
     if per == 0:
         return 1 << 30
     return max(1, int(scratch_bytes) // per)
 
 
-def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarray:
+def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1, wave: int = WAVE) -> np.ndarray:
     """Hessian-vector products ``H @ V[k]`` of the mean loss at the cached theta.
 
     Parameters
@@ -501,6 +525,9 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarra
     workers : int
         Numba threads that run the (sample block, vector) tasks (at most Numba's thread pool).
         Speed only: the result is the same bit for bit for any value.
+    wave : int
+        Sample blocks per wave (:func:`r_blocks`): memory and speed only, the same bits for any
+        value.
 
     Returns
     -------
@@ -512,11 +539,13 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarra
     step = max(1, min(int(vec_chunk), K))
     workers = max(1, min(int(workers), numba.config.NUMBA_NUM_THREADS))
     nbk = cache.n_blocks
+    wave = max(1, int(wave))
+    slots = partial_slots(nbk, wave)
     with cache.lock, serial_blas():
         scratch = cache.work.get("scratch")
         if scratch is None or scratch.shape[0] < workers:
             scratch = cache.work["scratch"] = np.empty((workers, cache.scratch_doubles), wdt)
-        need = (nbk - 1) * step * P
+        need = slots * step * P
         part = cache.work.get("part")
         if part is None or part.size < need:
             part = cache.work["part"] = np.empty(max(need, 1))
@@ -530,8 +559,8 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarra
                 r_blocks(
                     Vw, cache.theta, cache.sizes, cache.w_off, cache.b_off,
                     cache.loss_kind, cache.X, cache.bounds, cache.cache, cache.coff, scratch,
-                    cache.soff, out[k0:k1], part[: (nbk - 1) * (k1 - k0) * P].reshape(
-                        nbk - 1, k1 - k0, P),
+                    cache.soff, out[k0:k1], part[: slots * (k1 - k0) * P].reshape(
+                        slots, k1 - k0, P), wave,
                 )  # fmt: skip
         finally:
             if previous != workers:
