@@ -27,7 +27,7 @@ torch with float32 tensors). Agreement is checked before anything is timed: HVPs
 (float64) and 1e-4 (float32) of the largest entry, eigenvalues to 1e-6 (float64; the residual
 tolerance 1e-4 bounds the eigenvalue error by about its square over the gap) and 1e-5 (float32)
 relative, PyHessian's power iteration (whose test is the change of the eigenvalue, not a
-residual, and which reaches about 1e-3 here: ``rel_err`` in extra_info) to 1e-2, traces within
+residual, and which stops 2e-3 to 2e-2 short here: ``rel_err`` in extra_info) to 5e-2, traces within
 four combined standard errors, surfaces to 1e-8 (float64) and 1e-5 (float32) relative. The
 flop count of the HVP and the DGEMM/SGEMM rates of the machine, measured in the same run, are
 in extra_info.
@@ -308,9 +308,10 @@ def bench_b8_top_eigen(benchmark, fixed_threads, b8, top_ref, k, impl):
     first = time.perf_counter() - t
     want = top_ref[:k]
     err = float(np.max(np.abs(got - want) / np.abs(want)))
-    # PyHessian stops on the relative change of the eigenvalue, not on a residual: it reaches
-    # about 1e-3 here (recorded as rel_err)
-    limit = 1e-2 if impl == "pyhessian" else (1e-5 if impl.endswith("f32") else 1e-6)
+    # PyHessian stops on the relative change of the eigenvalue, not on a residual: it stops
+    # 2e-3 (n = 1 000) to 2e-2 (n = 10 000) short of the top eigenvalue here (rel_err); it is
+    # run as the issue asks (tol 1e-4) and checked only to that level
+    limit = 5e-2 if impl == "pyhessian" else (1e-5 if impl.endswith("f32") else 1e-6)
     assert err <= limit, (impl, got, want)
     group = f"B8 top-{k}"
     _record(benchmark, group, impl, fixed_threads, first_call_s=first, rel_err=err, tol=TOL,
