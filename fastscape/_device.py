@@ -91,42 +91,61 @@ def cuda_available() -> bool:
 
 # ----------------------------------------------------------------------------- backends
 class CPUBackend:
-    """The Numba CPU kernels of ``fastscape.kernels``."""
+    """The Numba CPU kernels of ``fastscape.kernels``.
+
+    float32 (``dtype="float32"``): X is cast to float32 once per call (:meth:`prepare_data`;
+    an HVP operator keeps its copy for its whole life), the kernels cast the parameters once
+    and run their products and activations in float32, every sum over samples is accumulated
+    in float64 (blocks of at most ``config.F32_SAMPLE_BLOCK`` samples summed in float32 by BLAS,
+    their totals in float64), and the results are float64. The targets Y stay float64.
+    """
 
     name = "cpu"
-    dtypes = ("float64",)
+    dtypes = DTYPES
 
     def check_available(self) -> None:
         """The CPU is always there."""
 
     def prepare_data(self, data: Batch, dtype: str) -> Batch:
-        """The CPU kernels read the host arrays: ``data`` itself."""
-        return data
+        """The data the kernels read: ``data`` itself in float64 (no copy); in float32 a Batch
+        with a float32 copy of X (and the same Y), made here, once per call."""
+        if data.X.dtype == np.dtype(dtype):
+            return data
+        return Batch(np.ascontiguousarray(data.X, dtype=dtype), data.Y)
+
+    @staticmethod
+    def _block(spec: ModelSpec, dtype: str) -> int:
+        """Samples per block of the loss and gradient kernels."""
+        block = config.mlp_block_for(spec.sizes)
+        return block if dtype == "float64" else min(block, config.F32_SAMPLE_BLOCK)
 
     def loss(self, spec: ModelSpec, theta, data: Batch, dtype: str) -> float:
+        data = self.prepare_data(data, dtype)
         return float(
             _k.mlp_loss(
                 theta, *spec.kernel_args, data.X, data.Y,
-                config.n_chunks_for(data.X.shape[0]), config.mlp_block_for(spec.sizes),
+                config.n_chunks_for(data.X.shape[0]), self._block(spec, dtype),
                 config.MLP_SERIAL_BELOW, spec.penalty,
             )
         )  # fmt: skip
 
     def loss_grad(self, spec: ModelSpec, theta, data: Batch, dtype: str):
+        data = self.prepare_data(data, dtype)
         value, g = _k.mlp_loss_grad(
             theta, *spec.kernel_args, data.X, data.Y,
-            config.n_chunks_for(data.X.shape[0]), config.mlp_block_for(spec.sizes),
+            config.n_chunks_for(data.X.shape[0]), self._block(spec, dtype),
             config.MLP_SERIAL_BELOW, spec.penalty,
         )  # fmt: skip
         return float(value), g
 
     def hvp_operator(self, spec: ModelSpec, theta, data: Batch, dtype: str):
+        data = self.prepare_data(data, dtype)
+        sample_block = config.HVP_SAMPLE_BLOCK if dtype == "float64" else config.F32_SAMPLE_BLOCK
         cache = _hvp.forward_cache(
-            theta, *spec.kernel_args, data.X, data.Y,
-            config.HVP_SAMPLE_BLOCK, spec.penalty,
+            theta, *spec.kernel_args, data.X, data.Y, sample_block, spec.penalty,
         )  # fmt: skip
-        chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES)
-        return lambda V: _hvp.block_hvp(cache, V, chunk, numba.get_num_threads())
+        chunk = _hvp.vec_chunk_for(cache, config.HVP_SCRATCH_BYTES, config.HVP_WAVE)
+        return lambda V: _hvp.block_hvp(cache, V, chunk, numba.get_num_threads(), config.HVP_WAVE)
 
     def hvp(self, spec: ModelSpec, theta, V, data: Batch, dtype: str) -> np.ndarray:
         return self.hvp_operator(spec, theta, data, dtype)(V)
@@ -168,6 +187,7 @@ class CPUBackend:
         )
 
     def span_eval(self, spec: ModelSpec, basis, coef, data: Batch, dtype: str):
+        data = self.prepare_data(data, dtype)  # (the span kernels read X's dtype)
         return _span.span_eval(
             basis, coef, *spec.kernel_args, data.X, data.Y,
             config.span_block_for(basis.shape[0], spec.sizes[1]), config.SPAN_POINT_CHUNK,
@@ -339,7 +359,7 @@ def backend(device: str):
 
 def check_dtype(dtype, device: str) -> np.dtype:
     """Validate the working precision for ``device``: "float64" anywhere, "float32" where the
-    backend takes it (the GPU)."""
+    backend takes it (the CPU and the GPU)."""
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected 'float64' or 'float32'")
     if dtype not in BACKENDS[device].dtypes:
@@ -495,7 +515,7 @@ def mlp_loss(
     data : Batch (or DeviceBatch), validated
     device : {"cpu", "cuda"}
     dtype : {"float64", "float32"}
-        Working precision; float32 (GPU only) keeps the sums over samples in float64
+        Working precision; float32 keeps the sums over samples in float64
         (``kernels.cuda.mlp.FLOAT32_NOTE``).
 
     Returns
@@ -600,7 +620,7 @@ def mlp_hvp(
     data : Batch (or DeviceBatch), validated
     device : {"cpu", "cuda"}
     dtype : {"float64", "float32"}
-        Working precision (float32 on the GPU only).
+        Working precision (results float64 in both).
 
     Returns
     -------
@@ -655,7 +675,7 @@ def span_eval(
     data : Batch (or DeviceBatch), validated
     device : {"cpu", "cuda"}
     dtype : {"float64", "float32"}
-        Working precision (float32 on the GPU only).
+        Working precision (results float64 in both).
 
     Returns
     -------

@@ -41,6 +41,16 @@ HVP_SCRATCH_BYTES = 256 * 2**20
 #: go through in chunks whose scratch stays under ``HVP_SCRATCH_BYTES``.
 HVP_SAMPLE_BLOCK = 1024
 
+#: Sample blocks per wave of the HVP operator: the partial rows kept per vector (at most
+#: ``HVP_WAVE * P`` doubles, whatever n). The results do not depend on it.
+HVP_WAVE = 8
+
+#: float32 on the CPU (``dtype="float32"``): the largest number of samples whose sum a
+#: single-precision BLAS product takes in float32 (the sample blocks of the loss, gradient and
+#: HVP kernels); the block totals are added in float64. Its relative rounding error grows like
+#: the square root of this count times float32's epsilon (6e-8).
+F32_SAMPLE_BLOCK = 256
+
 #: Memory budget (bytes) of one per-sample factor matrix of the exact Hessian (samples are
 #: processed in blocks so that the widest factor fits; the Hessian itself is extra).
 HESSIAN_SCRATCH_BYTES = 64 * 2**20

@@ -401,7 +401,7 @@ class MLP:
         return Batch(X, self.targets(y, X.shape[0]))
 
     # ------------------------------------------------------------------ evaluation
-    def loss(self, theta, X, y=None, device: str = "cpu") -> float:
+    def loss(self, theta, X, y=None, device: str = "cpu", dtype: str = "float64") -> float:
         """Mean loss over the samples.
 
         Parameters
@@ -412,15 +412,22 @@ class MLP:
         device : {"cpu", "cuda"}
             Where the kernel runs (``fastscape.cuda_available()`` tells whether CUDA can).
             Both give the same numbers to rtol 1e-10; each is bitwise reproducible.
+        dtype : {"float64", "float32"}
+            Working precision (float32: products in single precision, sums over samples in
+            float64, result float64; ``docs/models.md``, "float32").
 
         Returns
         -------
         float
         """
-        device, data, th = _device.prepare(self, X, y, device=device, upload=False, theta=theta)
-        return _device.mlp_loss(self, th["theta"], data, device)
+        device, data, th = _device.prepare(
+            self, X, y, device=device, dtype=dtype, upload=False, theta=theta
+        )
+        return _device.mlp_loss(self, th["theta"], data, device, dtype)
 
-    def grad(self, theta, X, y=None, device: str = "cpu") -> tuple[float, np.ndarray]:
+    def grad(
+        self, theta, X, y=None, device: str = "cpu", dtype: str = "float64"
+    ) -> tuple[float, np.ndarray]:
         """Mean loss and its gradient by backpropagation.
 
         Parameters
@@ -430,16 +437,21 @@ class MLP:
         y : (n,) or (n, out) array
         device : {"cpu", "cuda"}
             Where the kernel runs (see :meth:`loss`).
+        dtype : {"float64", "float32"}
+            Working precision (float32: products in single precision, sums over samples in
+            float64, result float64; ``docs/models.md``, "float32").
 
         Returns
         -------
         loss : float
         grad : (P,) array
         """
-        device, data, th = _device.prepare(self, X, y, device=device, upload=False, theta=theta)
-        return _device.mlp_loss_grad(self, th["theta"], data, device)
+        device, data, th = _device.prepare(
+            self, X, y, device=device, dtype=dtype, upload=False, theta=theta
+        )
+        return _device.mlp_loss_grad(self, th["theta"], data, device, dtype)
 
-    def hvp(self, theta, v, X, y=None, device: str = "cpu") -> np.ndarray:
+    def hvp(self, theta, v, X, y=None, device: str = "cpu", dtype: str = "float64") -> np.ndarray:
         """Exact Hessian-vector product(s) by Pearlmutter's R-operator.
 
         Parameters
@@ -451,16 +463,21 @@ class MLP:
         y : (n,) or (n, out) array
         device : {"cpu", "cuda"}
             Where the kernel runs.
+        dtype : {"float64", "float32"}
+            Working precision (float32: products in single precision, sums over samples in
+            float64, result float64; ``docs/models.md``, "float32").
 
         Returns
         -------
         (P,) or (K, P) array
         """
-        device, data, th = _device.prepare(self, X, y, device=device, upload=False, theta=theta)
+        device, data, th = _device.prepare(
+            self, X, y, device=device, dtype=dtype, upload=False, theta=theta
+        )
         V = as_float_array(v, "v", (1, 2))
         if V.shape[-1] != self.n_params:
             raise ValueError(f"v has length {V.shape[-1]}, expected {self.n_params}")
-        out = _device.mlp_hvp(self, th["theta"], np.atleast_2d(V), data, device)
+        out = _device.mlp_hvp(self, th["theta"], np.atleast_2d(V), data, device, dtype)
         return out[0] if V.ndim == 1 else out
 
     def hessian(self, theta, X, y=None, max_params: int | None = None) -> np.ndarray:

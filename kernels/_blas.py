@@ -91,7 +91,7 @@ def parts(length: int) -> list[tuple[int, int]]:
 
 
 def matmul(A: np.ndarray, B: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``A @ B`` for 2-D float64 arrays (views and transposes allowed), reproducible bit for bit.
+    """``A @ B`` for 2-D float arrays (views and transposes allowed), reproducible bit for bit.
 
     Parameters
     ----------
@@ -99,7 +99,8 @@ def matmul(A: np.ndarray, B: np.ndarray, out: np.ndarray | None = None) -> np.nd
     B : (k, n) array
     out : (m, n) array, optional
         Written in place (rows with unit stride, e.g. a C-contiguous array or a row block of
-        one); a new C-contiguous array otherwise.
+        one); a new C-contiguous array of the inputs' common dtype otherwise (float32 for two
+        float32 inputs: single-precision BLAS).
 
     Returns
     -------
@@ -108,7 +109,7 @@ def matmul(A: np.ndarray, B: np.ndarray, out: np.ndarray | None = None) -> np.nd
     m, k = A.shape
     n = B.shape[1]
     if out is None:
-        out = np.empty((m, n))
+        out = np.empty((m, n), np.result_type(A, B))
     with serial_blas():
         if m * k * n < SERIAL_MADDS:
             np.matmul(A, B, out=out)

@@ -5,8 +5,9 @@ A curvature solve (Lanczos, power iteration, Hutchinson, SLQ) multiplies the Hes
 theta by many vectors. Everything that depends on theta only is computed once by
 :func:`forward_cache` (one compiled pass per sample block, :func:`forward_blocks`, writing its
 block's slots directly, faster than NumPy on all samples plus the copies into the block layout;
-the blocks run one after the other: a parallel loop gained nothing measurable and cost more cold
-compile time; measurements in ``bench/NOTES.md``):
+the blocks run in a Numba ``prange``, each on single-threaded BLAS: on the digits MLP (two
+blocks) this gained nothing measurable, on MLP 784-256-256-10 with n = 10 000 it is 1.5x
+faster on 2 threads, with the same bits: ``bench/NOTES.md``):
 
 - the layer inputs ``a_l`` of the hidden layers (twice: feature-major ``(h, n)`` for the R-forward
   products, sample-major ``(n, h)`` for the weight-gradient products; ``a_0 = X`` is not copied),
@@ -51,8 +52,20 @@ vectors), so a row of the result is the same bit for bit whatever the other rows
 chunking (``vec_chunk``), the Numba thread count and the BLAS thread count; only
 ``sample_block`` (which changes the sums over samples) changes the last bits.
 
-Memory: the partial rows of blocks 1.. (``(n_blocks - 1) * P`` doubles per vector) bound the
-vectors per pass (``vec_chunk``, :func:`vec_chunk_for`); the per-thread scratch (R z, R a,
+float32. The working precision is the dtype of X (cast once by the backend): with a float32 X
+the theta copy, the cache, the scratch and each pass's vectors are float32, so every product is
+a single-precision BLAS call and the elementwise work runs in float32; the sums over samples
+are accumulated in float64 across sample blocks (the partial rows, the result and the bias sums
+``R db`` are float64), and a weight product sums the samples of one block in float32 (the
+backend uses blocks of ``config.F32_SAMPLE_BLOCK`` samples). The product of a block goes to the
+scratch ``GW`` and from there into the float64 row (in float64 too: the same bits as a product
+written in place).
+
+Memory: the blocks run in waves of ``WAVE`` (8) blocks, and a wave's partial rows are added to
+the result before the next wave starts (in block order: the same sums, the same bits as one row
+per block), so a vector needs at most ``WAVE * P`` doubles of partial rows whatever n (it was
+``(n_blocks - 1) * P``: 125 MB per vector for the 269k-parameter MLP on 60 000 samples). They
+bound the vectors per pass (``vec_chunk``, :func:`vec_chunk_for`); the per-thread scratch (R z, R a,
 R delta and the products of one block: ``scratch_doubles``) and the partial rows are kept in
 the cache between calls, because fresh large arrays cost a page fault per 4 KiB on first touch.
 """
@@ -79,8 +92,8 @@ from .penalty import add_l2_hvp
 AT, AS, D1, TT, DT, CC, SS = range(7)
 N_CACHE_KINDS = 7
 # Kinds of a thread's scratch (``scratch[thread]``, table ``soff[kind, layer]``).
-RZ, RA, RD, TF, TB1, TB2, G2, PR = range(8)
-N_SCRATCH_KINDS = 8
+RZ, RA, RD, TF, TB1, TB2, G2, PR, GW = range(9)
+N_SCRATCH_KINDS = 9
 
 
 @jit()
@@ -177,17 +190,22 @@ def r_block(v, theta, sizes, w_off, b_off, loss_kind, Xb, lo, cache, coff, scr, 
     for l in range(L - 1, -1, -1):
         s0, s1 = sizes[l], sizes[l + 1]
         Rd = fm_view(scr, soff[RD, l], 0, s1, nb)
+        # the products in the working precision (scratch Gs), their sum into dst (float64)
         G = dst[w_off[l] : b_off[l]].reshape((s1, s0))
+        Gs = fm_view(scr, soff[GW, 0], 0, s1, s0)
         if l == 0:
-            np.dot(Rd, Xb, G)
+            np.dot(Rd, Xb, Gs)
+            for j in range(s1):
+                for q in range(s0):
+                    G[j, q] = Gs[j, q]
         else:
-            np.dot(Rd, sm_view(cache, coff[AS, l], lo, s0, nb), G)
+            np.dot(Rd, sm_view(cache, coff[AS, l], lo, s0, nb), Gs)
             Df = fm_view(cache, coff[DT, l], lo, s1, nb)
             G2m = fm_view(scr, soff[G2, l], 0, s1, s0)
             np.dot(Df, fm_view(scr, soff[RA, l - 1], 0, s0, nb).T, G2m)
             for j in range(s1):
                 for q in range(s0):
-                    G[j, q] += G2m[j, q]
+                    G[j, q] = Gs[j, q] + G2m[j, q]
         if l > 0:
             Vl = v[w_off[l] : b_off[l]].reshape((s1, s0))
             W = theta[w_off[l] : b_off[l]].reshape((s1, s0))
@@ -211,9 +229,13 @@ def r_block(v, theta, sizes, w_off, b_off, loss_kind, Xb, lo, cache, coff, scr, 
 
 @jit(parallel=True)
 def r_blocks(V, theta, sizes, w_off, b_off, loss_kind, X, bounds, cache, coff, scratch, soff,
-             out, part):  # fmt: skip
-    """H V[k] for the K rows of V: one task per (sample block, vector), in parallel; block 0
-    writes ``out``, block c > 0 writes ``part[c - 1]``, then the blocks are added in order.
+             out, part, wave):  # fmt: skip
+    """H V[k] for the K rows of V: one task per (sample block, vector), in parallel, ``wave``
+    blocks at a time; block 0 writes ``out``, every other block of a wave a slot of ``part``
+    (``part[cc - 1]`` in the first wave, ``part[cc]`` in the others, cc the block's place in
+    its wave), and after each wave its slots are added to ``out`` in block order: ``out`` gets
+    the blocks' rows added one after the other in block order, the same sums as with one slot
+    per block, with ``min(wave, n_blocks - 1)`` slots per vector whatever n.
 
     ``scratch`` has one row per thread (``numba.get_num_threads()`` rows); a task uses the row
     of the thread that runs it, which it overwrites before reading, so who runs a task does not
@@ -221,18 +243,22 @@ def r_blocks(V, theta, sizes, w_off, b_off, loss_kind, X, bounds, cache, coff, s
     """
     K = V.shape[0]
     nbk = bounds.size - 1
-    for t in prange(nbk * K):
-        c = t // K
-        k = t - c * K
-        lo, hi = bounds[c], bounds[c + 1]
-        dst = out[k] if c == 0 else part[c - 1, k]
-        r_block(V[k], theta, sizes, w_off, b_off, loss_kind, X[lo:hi], lo, cache, coff,
-                scratch[numba.get_thread_id()], soff, dst)  # fmt: skip
     P = out.shape[1]
-    for c in range(1, nbk):
-        for k in range(K):
-            for p in range(P):
-                out[k, p] += part[c - 1, k, p]
+    for w0 in range(0, nbk, wave):
+        nw = min(nbk, w0 + wave) - w0
+        shift = 1 if w0 == 0 else 0  # block 0 writes out: the first wave's slots start at 1
+        for t in prange(nw * K):
+            cc = t // K
+            k = t - cc * K
+            c = w0 + cc
+            lo, hi = bounds[c], bounds[c + 1]
+            dst = out[k] if c == 0 else part[cc - shift, k]
+            r_block(V[k], theta, sizes, w_off, b_off, loss_kind, X[lo:hi], lo, cache, coff,
+                    scratch[numba.get_thread_id()], soff, dst)  # fmt: skip
+        for cc in range(shift, nw):
+            for k in range(K):
+                for p in range(P):
+                    out[k, p] += part[cc - shift, k, p]
 
 
 # ----------------------------------------------------------------------------- driver
@@ -242,7 +268,7 @@ class HVPCache(NamedTuple):
     Attributes
     ----------
     theta : (P,) array
-        A private copy.
+        A private copy, in the working precision (the dtype of X).
     sizes, w_off, b_off : (L+1,), (L,), (L,) int64 arrays
         Layer sizes and the offsets of ``W_l`` and ``b_l`` in theta.
     X : (n, d) array
@@ -250,7 +276,8 @@ class HVPCache(NamedTuple):
     bounds : (n_blocks + 1,) int64 array
         Fixed sample blocks.
     cache : (m,) array
-        The per-sample arrays at theta, block after block (table ``coff``).
+        The per-sample arrays at theta, block after block (table ``coff``), in the working
+        precision.
     coff : (7, L) int64 array
     soff : (8, L) int64 array
         Offsets in a thread's scratch row (sized for the largest block).
@@ -320,6 +347,7 @@ def _scratch_table(sizes, nb):
             entries += [(TF, l, h * nb), (TB1, l, h_in * nb), (TB2, l, h_in * nb)]
             entries.append((G2, l, h * h_in))
     entries.append((PR, 0, nb))
+    entries.append((GW, 0, max(sizes[l] * sizes[l + 1] for l in range(L))))
     return _offset_table(N_SCRATCH_KINDS, L, entries)
 
 
@@ -330,10 +358,11 @@ def sample_bounds(n: int, sample_block: int) -> np.ndarray:
     return np.array([(c * n) // nbk for c in range(nbk + 1)], dtype=np.int64)
 
 
-@jit()
+@jit(parallel=True)
 def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cache, coff):
-    """The pass at theta, written block after block into ``cache`` (the layout of
-    :func:`forward_cache`); the blocks in order, products by single-threaded BLAS.
+    """The pass at theta, written block by block into ``cache`` (the layout of
+    :func:`forward_cache`); the blocks in parallel (each writes its own slots only, so the
+    result does not depend on the thread count), products by single-threaded BLAS.
 
     Hidden layer l: ``z = W_l a_l + b_l`` is formed in the slot of ``a_{l+1}`` (feature-major)
     and activated there, f' goes to ``D1`` and f'' to ``TT`` (which the backward pass then
@@ -342,7 +371,7 @@ def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cac
     L = sizes.size - 1
     n = X.shape[0]
     inv_n = 1.0 / n
-    for c in range(bounds.size - 1):
+    for c in prange(bounds.size - 1):
         lo, hi = bounds[c], bounds[c + 1]
         nb = hi - lo
         Xb = X[lo:hi]
@@ -371,7 +400,7 @@ def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cac
         s0, s1 = sizes[L - 1], sizes[L]
         W = theta[w_off[L - 1] : b_off[L - 1]].reshape((s1, s0))
         b = theta[b_off[L - 1] : b_off[L - 1] + s1]
-        Zo = np.empty((s1, nb))
+        Zo = np.empty((s1, nb), cache.dtype)
         if L == 1:
             np.dot(W, Xb.T, Zo)
         else:
@@ -380,14 +409,17 @@ def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cac
             bj = b[j]
             for i in range(nb):
                 Zo[j, i] += bj
-        delta = np.empty((s1, nb)) if L == 1 else fm_view(cache, coff[DT, L - 1], lo, s1, nb)
+        if L == 1:
+            delta = np.empty((s1, nb), cache.dtype)
+        else:
+            delta = fm_view(cache, coff[DT, L - 1], lo, s1, nb)
         output_derivatives(loss_kind, Zo, Y[lo:hi], inv_n, delta,
                            fm_view(cache, coff[CC, 0], lo, s1, nb),
                            fm_view(cache, coff[SS, 0], lo, 1, nb), bits)  # fmt: skip
         for l in range(L - 1, 0, -1):
             s0, s1 = sizes[l], sizes[l + 1]
             W = theta[w_off[l] : b_off[l]].reshape((s1, s0))
-            Bk = np.empty((s0, nb))
+            Bk = np.empty((s0, nb), cache.dtype)
             np.dot(W.T, fm_view(cache, coff[DT, l], lo, s1, nb), Bk)
             Fd1 = fm_view(cache, coff[D1, l - 1], lo, s0, nb)
             T = fm_view(cache, coff[TT, l - 1], lo, s0, nb)
@@ -410,7 +442,8 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block, penalty=None
     sizes : (L+1,) int64
     act, loss_kind : int
         Codes of ``kernels.mlp``.
-    X : (n, d) C-contiguous float64
+    X : (n, d) C-contiguous float64 or float32
+        Its dtype is the working precision (module docstring, "float32").
     Y : (n, out) C-contiguous float64
     sample_block : int
         Largest sample block; the blocks are ``ceil(n / sample_block)`` fixed slices.
@@ -425,11 +458,11 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block, penalty=None
     sizes = np.asarray(sizes_t, dtype=np.int64)
     n = X.shape[0]
     w_off, b_off, _ = layout(sizes)
-    theta = np.array(theta, dtype=np.float64)  # a private copy
+    theta = np.array(theta, dtype=X.dtype)  # a private copy, in the working precision
     bounds = sample_bounds(n, sample_block)
     coff, total = _cache_table(sizes_t, n)
     soff, per_thread = _scratch_table(sizes_t, int(np.diff(bounds).max()))
-    cache = np.empty(total)
+    cache = np.empty(total, X.dtype)
     with serial_blas():
         forward_blocks(theta, sizes, w_off, b_off, int(act), int(loss_kind), X, Y, bounds, cache,
                        coff)  # fmt: skip
@@ -439,14 +472,25 @@ def forward_cache(theta, sizes, act, loss_kind, X, Y, sample_block, penalty=None
     )  # fmt: skip
 
 
-def scratch_per_vector(sizes, n_blocks: int) -> int:
-    """Bytes one vector of a pass needs beyond the fixed scratch: its partial rows of sample
-    blocks 1 .. n_blocks - 1, ``8 P (n_blocks - 1)``."""
+#: Sample blocks per wave of :func:`r_blocks` (the partial rows kept per vector); the result
+#: does not depend on it.
+WAVE = 8
+
+
+def partial_slots(n_blocks: int, wave: int = WAVE) -> int:
+    """Partial rows per vector of a pass: ``n_blocks - 1`` up to one wave, ``wave`` beyond."""
+    n_blocks, wave = int(n_blocks), max(1, int(wave))
+    return n_blocks - 1 if n_blocks <= wave else wave
+
+
+def scratch_per_vector(sizes, n_blocks: int, wave: int = WAVE) -> int:
+    """Bytes one vector of a pass needs beyond the fixed scratch: its partial rows,
+    ``8 P partial_slots(n_blocks, wave)`` (bounded by ``8 P wave`` whatever n)."""
     P = n_params(sizes)
-    return 8 * P * max(0, int(n_blocks) - 1)
+    return 8 * P * partial_slots(n_blocks, wave)
 
 
-def vec_chunk_for(cache: HVPCache, scratch_bytes: int) -> int:
+def vec_chunk_for(cache: HVPCache, scratch_bytes: int, wave: int = WAVE) -> int:
     """Vectors per pass of :func:`block_hvp` whose partial rows fit in ``scratch_bytes`` (at
     least 1; with one sample block there are none and every vector goes in one pass).
 
@@ -454,18 +498,20 @@ def vec_chunk_for(cache: HVPCache, scratch_bytes: int) -> int:
     ----------
     cache : HVPCache
     scratch_bytes : int
+    wave : int
+        Sample blocks per wave (:func:`r_blocks`).
 
     Returns
     -------
     int
     """
-    per = scratch_per_vector(cache.sizes, cache.n_blocks)
+    per = scratch_per_vector(cache.sizes, cache.n_blocks, wave)
     if per == 0:
         return 1 << 30
     return max(1, int(scratch_bytes) // per)
 
 
-def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarray:
+def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1, wave: int = WAVE) -> np.ndarray:
     """Hessian-vector products ``H @ V[k]`` of the mean loss at the cached theta.
 
     Parameters
@@ -473,11 +519,15 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarra
     cache : HVPCache
         From :func:`forward_cache`.
     V : (K, P) C-contiguous float64
+        Cast to the working precision (the cache's) pass by pass.
     vec_chunk : int
         Vectors per pass (bounds the partial rows: :func:`vec_chunk_for`).
     workers : int
         Numba threads that run the (sample block, vector) tasks (at most Numba's thread pool).
         Speed only: the result is the same bit for bit for any value.
+    wave : int
+        Sample blocks per wave (:func:`r_blocks`): memory and speed only, the same bits for any
+        value.
 
     Returns
     -------
@@ -485,14 +535,17 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarra
     """
     K, P = V.shape
     out = np.empty((K, P))
+    wdt = cache.cache.dtype
     step = max(1, min(int(vec_chunk), K))
     workers = max(1, min(int(workers), numba.config.NUMBA_NUM_THREADS))
     nbk = cache.n_blocks
+    wave = max(1, int(wave))
+    slots = partial_slots(nbk, wave)
     with cache.lock, serial_blas():
         scratch = cache.work.get("scratch")
         if scratch is None or scratch.shape[0] < workers:
-            scratch = cache.work["scratch"] = np.empty((workers, cache.scratch_doubles))
-        need = (nbk - 1) * step * P
+            scratch = cache.work["scratch"] = np.empty((workers, cache.scratch_doubles), wdt)
+        need = slots * step * P
         part = cache.work.get("part")
         if part is None or part.size < need:
             part = cache.work["part"] = np.empty(max(need, 1))
@@ -502,11 +555,12 @@ def block_hvp(cache: HVPCache, V, vec_chunk: int, workers: int = 1) -> np.ndarra
         try:
             for k0 in range(0, K, step):
                 k1 = min(K, k0 + step)
+                Vw = V[k0:k1] if V.dtype == wdt else V[k0:k1].astype(wdt)
                 r_blocks(
-                    V[k0:k1], cache.theta, cache.sizes, cache.w_off, cache.b_off,
+                    Vw, cache.theta, cache.sizes, cache.w_off, cache.b_off,
                     cache.loss_kind, cache.X, cache.bounds, cache.cache, cache.coff, scratch,
-                    cache.soff, out[k0:k1], part[: (nbk - 1) * (k1 - k0) * P].reshape(
-                        nbk - 1, k1 - k0, P),
+                    cache.soff, out[k0:k1], part[: slots * (k1 - k0) * P].reshape(
+                        slots, k1 - k0, P), wave,
                 )  # fmt: skip
         finally:
             if previous != workers:

@@ -17,13 +17,20 @@ Model encoding shared by every kernel (the API builds it, see ``fastscape.models
     The output layer has no activation: it produces logits (or regression outputs).
 ``loss_kind`` int
     ``SOFTMAX_CE``, ``LOGISTIC`` or ``MSE`` (``kernels.elementwise``).
-``X`` (n, d) C-contiguous float64, ``Y`` (n, out) C-contiguous float64
+``X`` (n, d) C-contiguous float64 (or float32, see below), ``Y`` (n, out) C-contiguous float64
     Targets as a matrix: one-hot rows for softmax-CE, the 0/1 label for logistic, the
     regression targets for MSE. Per-sample losses (means are taken over samples):
 
     - softmax-CE: ``s * logsumexp(z) - y . z`` with ``s = sum(y)`` (= 1 for one-hot rows);
     - logistic: ``softplus(z) - y z``;
     - MSE: ``sum_o (z_o - y_o)**2``.
+
+Working precision: the dtype of X. With a float32 X (``dtype="float32"`` on the API, cast once
+by the backend) the parameters are cast to float32 once per call, the products (BLAS SGEMM) and
+the activations run in float32, and every sum over samples is accumulated in float64: the
+per-sample losses are added in float64, and a weight-gradient product sums the samples of one
+block (at most ``config.F32_SAMPLE_BLOCK``, passed as ``block`` by the backend) in float32 before
+the block's total is added to the float64 gradient. Results are float64 in both precisions.
 
 Samples go in blocks (a fixed partition of range(n)); inside a block, per-sample work is split
 into ``n_chunks`` contiguous chunks, a partition that depends only on the sizes, never on the
@@ -155,8 +162,16 @@ def forward_block(layers, act, Xb):
         Zs.append(Z)
         if l < len(layers) - 1:
             A = activation_array(act, Z)
+            if A.dtype != Z.dtype:  # the scalar-formula activations come back in float64
+                A = A.astype(Z.dtype)
             As.append(A)
     return Zs, As
+
+
+def working_theta(theta, X):
+    """``theta`` in the working precision (the dtype of X): itself in float64, a float32 copy
+    for a float32 X."""
+    return theta if theta.dtype == X.dtype else theta.astype(X.dtype)
 
 
 def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_chunks, block, serial_below=0, penalty=None):
@@ -169,7 +184,7 @@ def mlp_loss(theta, sizes, act, loss_kind, X, Y, n_chunks, block, serial_below=0
     ``penalty`` is None or the (P,) weights of the L2 term (``kernels.penalty.l2_vector``).
     """
     n = X.shape[0]
-    layers = layer_views(theta, sizes)
+    layers = layer_views(working_theta(theta, X), sizes)
     total = 0.0
     for s0 in range(0, n, block):
         Zs, _ = forward_block(layers, act, X[s0 : s0 + block])
@@ -192,7 +207,7 @@ def mlp_loss_grad(
     grad : (P,) float64
     """
     n = X.shape[0]
-    layers = layer_views(theta, sizes)
+    layers = layer_views(working_theta(theta, X), sizes)
     grad = np.zeros(theta.shape[0])
     glayers = layer_views(grad, sizes)
     total = 0.0
@@ -204,7 +219,7 @@ def mlp_loss_grad(
         for l in range(len(layers) - 1, -1, -1):
             gW, gb = glayers[l]
             gW += matmul(D.T, As[l])
-            gb += D.sum(axis=0)
+            gb += D.sum(axis=0, dtype=np.float64)
             if l > 0:
                 D = matmul(D, layers[l][0])
                 D *= activation_d1_array(act, Zs[l - 1], As[l])
@@ -220,7 +235,7 @@ def mlp_logits(theta, sizes, act, X, block):
 
     Layer by layer on blocks of ``block`` samples (BLAS products, NumPy activations).
     """
-    layers = layer_views(theta, sizes)
+    layers = layer_views(working_theta(theta, X), sizes)
     n = X.shape[0]
     out = np.empty((n, int(sizes[-1])))
     for s0 in range(0, n, block):

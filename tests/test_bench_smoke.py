@@ -183,3 +183,43 @@ def test_missing_peer_is_skipped_not_faked():
     assert not peers.available("no_such_peer_library_xyz")
     with pytest.raises(pytest.skip.Exception):
         peers.require("no_such_peer_library_xyz")
+
+
+def _load_b8():
+    """``bench/bench_mnist.py`` (it imports ``peers`` from its own folder)."""
+    sys.path.insert(0, str(_BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "fastscape_bench_mnist", _BENCH / "bench_mnist.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(_BENCH))
+
+
+def test_b8_float32_peers_and_counts():
+    """B8's own pieces on a tiny MNIST-shaped problem: the float32 torch HVP and surface agree
+    with fastscape's float32 to float32 rounding; the flop count and the slope are exact."""
+    pytest.importorskip("torch")
+    b8 = _load_b8()
+    sizes = [784, 6, 5, 10]
+    q = b8.mnist_like(60, sizes=sizes)
+    assert q.X.shape == (60, 784) and set(np.unique(q.y)) <= set(range(10))
+    v = np.random.default_rng(0).normal(size=q.model.n_params)
+    want = q.model.hvp(q.theta, v, q.data)
+    got = b8.torch_hvp32(q)(v)
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    f32 = q.model.hvp(q.theta, v, q.data, dtype="float32")
+    assert np.abs(f32 - want).max() <= 1e-4 * np.abs(want).max()
+    per_sample = 2 * 784 * 6 * 2 + 2 * 6 * 5 * 6 + 2 * 5 * 10 * 6
+    assert b8.hvp_flops(sizes, 60) == 60 * per_sample
+    assert b8._slope([1.0, 2.0, 4.0], [3.0, 12.0, 48.0]) == pytest.approx(2.0)
+    d1, d2 = fastscape.directions.pair(q.model, q.theta, seed=2)
+    basis = np.stack([q.theta, d1.vector, d2.vector])
+    C = np.array([[1.0, 0.0, 0.0], [1.0, 0.5, -0.5], [1.0, -1.0, 1.0]])
+    plane = b8.peers.SpanProblem(q.model, q.X, q.y, q.data, q.theta, (d1.vector, d2.vector),
+                                 (None, None), basis, C)  # fmt: skip
+    want_loss = fastscape.evaluate(q.model, basis, C, q.data).loss
+    assert_allclose(b8._torch_surface32(plane)(), want_loss, rtol=1e-5)

@@ -239,3 +239,21 @@ def test_matches_exact_hessian_of_mlp():
     H = model.hessian(theta, data)
     E = np.eye(model.n_params)
     _close(hessian_matvec(model, theta, data)(E), H, 1e-10)
+
+
+def test_waves_bound_the_partial_rows_and_keep_the_bits():
+    """The sample blocks run in waves; the partial rows are added in block order after each
+    wave: any wave size gives the same bits, and a vector keeps at most ``wave`` partial
+    rows whatever the number of blocks."""
+    model, theta, data = _problem(_case(2, "tanh", "softmax_ce"), n=61)
+    cache = kh.forward_cache(theta, *model.spec.kernel_args, data.X, data.Y, 5)
+    assert cache.n_blocks == 13
+    V = np.random.default_rng(4).normal(size=(3, model.n_params))
+    want = kh.block_hvp(cache, V, 3, wave=13)  # one wave: one partial row per block
+    assert kh.partial_slots(13, 13) == 12 and kh.partial_slots(13, 4) == 4
+    for wave in (1, 2, 4, 12, 100):
+        fresh = kh.forward_cache(theta, *model.spec.kernel_args, data.X, data.Y, 5)
+        np.testing.assert_array_equal(kh.block_hvp(fresh, V, 3, wave=wave), want)
+        assert fresh.work["part"].size <= min(wave, 12) * 3 * model.n_params
+    assert kh.scratch_per_vector(model.sizes, 13, 4) == 8 * 4 * model.n_params
+    _close(want, _twin(model, theta, data, V), 1e-10)

@@ -621,6 +621,7 @@ def top_eigen(
     progress: bool = False,
     verify: bool = True,
     client=None,
+    dtype: str = "float64",
 ) -> EigenResult:
     """Top-k Hessian eigenpairs of a model at ``theta``.
 
@@ -665,6 +666,10 @@ def top_eigen(
         (``X`` and ``y`` may be dask arrays; :func:`fastscape.distributed.shard`); the
         solver's small dense algebra stays here. Equal to the local result to about 1e-15
         relative per product (``docs/cluster.md``).
+    dtype : {"float64", "float32"}
+        Working precision of the HVPs (:class:`HessianOperator`); the solver's own algebra is
+        float64. In float32 the HVPs carry a relative error of about 1e-6, so ask for
+        ``tol >= 1e-5`` (``docs/curvature.md``, "float32"); ``exact`` is float64 only.
 
     Returns
     -------
@@ -673,10 +678,14 @@ def top_eigen(
     """
     method = check_choice(method, "method", ("power", "lanczos", "exact"))
     which = check_choice(which, "which", ("LM", "LA", "SA"))
-    theta, data, device = prepare_inputs(model, theta, X, y, device, client)
+    theta, data, device = prepare_inputs(model, theta, X, y, device, client, dtype=dtype)
     P = model.n_params
     check_n_k(P, k)
     if method == "exact":
+        if dtype != "float64":
+            raise ValueError(
+                "method='exact' forms the Hessian in float64 only; use dtype='float64'"
+            )
         vals, vecs = _exact_eigh(model, theta, data, max_params)
         idx = order(vals, which)[:k]
         return EigenResult(
@@ -690,7 +699,7 @@ def top_eigen(
             which=which,
             message=f"exact: {k} eigenpair(s) of the {P} x {P} Hessian",
         )
-    H = HessianOperator(model, theta, data, device=device)
+    H = HessianOperator(model, theta, data, device=device, dtype=dtype)
     tol = DEFAULT_TOL if tol is None else tol
     if method == "power":
         if which != "LM":

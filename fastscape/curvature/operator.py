@@ -47,11 +47,17 @@ class HessianOperator(LinearOperator):
         here. Equal to the local operator to about 1e-15 relative (``docs/cluster.md``).
     n_threads : int, optional
         With a ``client``: Numba threads per task (default 1).
+    dtype : {"float64", "float32"}
+        Working precision of the products (float32: single-precision products, sums over
+        samples in float64; the data are cast once, here). The operator's ``dtype`` attribute
+        (SciPy's: the type of its outputs) is float64 either way; ``precision`` holds this one.
 
     Attributes
     ----------
     shape : (P, P)
     dtype : float64
+    precision : str
+        The working precision of the products.
     n_hvps : int
         Hessian-vector products computed so far (vectors, not calls). Reset it to 0 to count
         a new solve.
@@ -67,19 +73,29 @@ class HessianOperator(LinearOperator):
     """
 
     def __init__(
-        self, model: MLP, theta, X, y=None, device: str = "cpu", *, client=None, n_threads=None
+        self,
+        model: MLP,
+        theta,
+        X,
+        y=None,
+        device: str = "cpu",
+        dtype: str = "float64",
+        *,
+        client=None,
+        n_threads=None,
     ):
         if client is not None:  # the samples sharded on the workers (fastscape.distributed)
             from .. import distributed
 
             X, y = distributed.shard(client, model, X, y, n_threads=n_threads or 1), None
-        theta, data, device = prepare_inputs(model, theta, X, y, device)
+        theta, data, device = prepare_inputs(model, theta, X, y, device, dtype=dtype)
         theta = theta.copy()
         P = model.n_params
         self.model = model
         self.theta = theta
         self.data: Batch = data
         self.device = device
+        self.precision = dtype
         self.n_hvps = 0
         self._apply = self._product(model, theta, data, device)
         super().__init__(dtype=np.dtype(np.float64), shape=(P, P))
@@ -87,7 +103,7 @@ class HessianOperator(LinearOperator):
     def _product(self, model: MLP, theta: np.ndarray, data: Batch, device: str):
         """The row-block product ``V (K, P) -> (K, P)`` from the dispatch seam (subclasses
         for other curvature matrices return theirs: ``fastscape.curvature.ggn``)."""
-        return _device.hvp_operator(model, theta, data, device)
+        return _device.hvp_operator(model, theta, data, device, self.precision)
 
     def rows(self, V) -> np.ndarray:
         """``H @ V[i]`` for every row of V (K, P); a single vector (P,) gives (P,).
@@ -153,14 +169,16 @@ def hessian_matvec(model: MLP, theta, X, y=None, *, device: str = "cpu", client=
     return HessianOperator(model, theta, X, y, device=device, client=client).rows
 
 
-def prepare_inputs(model, theta, X, y, device, client=None) -> tuple[np.ndarray, Batch, str]:
+def prepare_inputs(
+    model, theta, X, y, device, client=None, dtype: str = "float64"
+) -> tuple[np.ndarray, Batch, str]:
     """The opening checks of the model-level functions (:func:`fastscape._device.prepare`: the
-    device first, then model, theta and data); the data stay on the host (the HVP operator
-    copies them to the device once). With a ``client``, the samples are first sharded on its
-    workers (:func:`fastscape.distributed.shard`)."""
+    device and ``dtype`` first, then model, theta and data); the data stay on the host (the HVP
+    operator copies them to the device, or casts them, once). With a ``client``, the samples
+    are first sharded on its workers (:func:`fastscape.distributed.shard`)."""
     if client is not None:
         from .. import distributed
 
         X, y = distributed.shard(client, model, X, y), None
-    prepared = _device.prepare(model, X, y, device=device, upload=False, theta=theta)
+    prepared = _device.prepare(model, X, y, device=device, dtype=dtype, upload=False, theta=theta)
     return prepared.thetas["theta"], prepared.data, prepared.device
