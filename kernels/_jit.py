@@ -64,16 +64,24 @@ def _cached(decorate, fn):
         _numba_config.CACHE_DIR = saved
 
 
-def jit(parallel: bool = False, cache: bool = True, **options):
+def jit(parallel: bool = False, cache: bool = True, reassoc: bool = True, **options):
     """Return a ``numba.njit`` decorator with the project's compile options.
 
     ``cache=False`` only for kernels that take a user's jitted function as an argument: their
     compiled code is keyed on that function object, so an on-disk cache would never be hit and
     would only grow.
+
+    ``reassoc=False`` drops ``reassoc`` from the fastmath flags, for kernels whose sums must
+    come out the same in the process that compiled them and in every process that loads them
+    from the cache. With ``reassoc``, the code LLVM generates for a kernel that calls other
+    kernels differs between the two (measured on the HVP's R-passes: a last-bit difference in
+    H v between a cold-compiling process and a cached one), which broke bitwise comparisons
+    across processes (Dask workers against the client).
     """
+    flags = set(FASTMATH_FLAGS) if reassoc else set(FASTMATH_FLAGS) - {"reassoc"}
     decorate = numba.njit(
         cache=cache,
-        fastmath=set(FASTMATH_FLAGS),
+        fastmath=flags,
         error_model="numpy",
         parallel=parallel,
         nogil=True,

@@ -109,7 +109,7 @@ def sm_view(buf, off, lo, s, nb):
 
 
 # ----------------------------------------------------------------------------- R-operator
-@jit()
+@jit(reassoc=False)
 def finish_rz(Rz, Tf, has_tf, vb, Fd1, hidden, Ra):
     """R z += v_b (+ Tf), and for a hidden layer R a = f'(z) R z; all (h, nb) but vb (h,)."""
     h, nb = Rz.shape
@@ -126,7 +126,7 @@ def finish_rz(Rz, Tf, has_tf, vb, Fd1, hidden, Ra):
                 Ra[j, i] = Fd1[j, i] * Rz[j, i]
 
 
-@jit()
+@jit(reassoc=False)
 def r_block(v, theta, sizes, w_off, b_off, loss_kind, Xb, lo, cache, coff, scr, soff, dst):
     """H v restricted to one block of samples (their share of the mean loss), into dst (P,).
 
@@ -227,7 +227,7 @@ def r_block(v, theta, sizes, w_off, b_off, loss_kind, Xb, lo, cache, coff, scr, 
                 dst[b_off[l - 1] + j] = acc  # R db_{l-1}
 
 
-@jit(parallel=True)
+@jit(parallel=True, reassoc=False)
 def r_blocks(V, theta, sizes, w_off, b_off, loss_kind, X, bounds, cache, coff, scratch, soff,
              out, part, wave):  # fmt: skip
     """H V[k] for the K rows of V: one task per (sample block, vector), in parallel, ``wave``
