@@ -38,7 +38,7 @@ def kernels(job: str, model) -> tuple[tuple[str, str], ...]:
         if closed_form and spec.n_outputs == 1:  # one output, no hidden layer: product path
             return (("span_logistic", "span_block_scalar"),)
         if len(spec.sizes) == 3:
-            return (("span_hidden", "span_block_hidden"),)
+            return (("span_hidden", "span_task"),)
         return (("span", "span_block"),)
     if job == "hessian":  # logistic and linear regression: closed forms through BLAS
         return () if closed_form else (("hessian", "scatter_diagonal"),)

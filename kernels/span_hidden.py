@@ -10,9 +10,9 @@ vectorised steps per point: :func:`tile_hidden` (first layer and activation),
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from ._jit import jit
+from ._tasks import run_tasks
 from .elementwise import (
     GELU,
     GELU_TANH,
@@ -370,7 +370,60 @@ def tile_loss(loss_kind, zo, YT, labels, s0, ns, ns4, dexp, eexp, mx, arg, se, l
     return nh
 
 
-@jit(parallel=True)
+@jit()
+def span_task(coef, Ff, tail, act, loss_kind, YT, labels, lo, npts, S, h1, loss_out, hits_out):
+    """One parallel task of :func:`span_block_hidden`: the points ``lo .. lo + npts - 1`` over
+    every tile of the block, their sums into ``loss_out``/``hits_out`` (serial; its own
+    scratch). ``Ff`` is F flattened to (K, B h1), ``S`` the tile (a multiple of 4)."""
+    K = coef.shape[1]
+    B = Ff.shape[1] // h1
+    n_out = YT.shape[0]
+    P_tail = tail.shape[1]
+    idx = np.empty((npts, K), np.int64)
+    val = np.empty((npts, K))
+    cnt = np.empty(npts, np.int64)
+    theta_t = np.zeros((npts, P_tail))
+    lsum = np.empty((npts, B))
+    hits = np.zeros(npts)
+    zf = np.empty(S * h1)
+    af = np.empty(S * h1)
+    a2 = af.reshape((S, h1))
+    hbits = np.empty(S * max(h1, n_out), np.int64)
+    zo = np.empty((n_out, S))
+    dexp = np.empty(n_out * S)
+    eexp = np.empty(n_out * S)
+    mx = np.empty(S)
+    arg = np.empty(S, np.int64)
+    se = np.empty(S)
+    lse = np.empty(S)
+    sy = np.empty(S)
+    yz = np.empty(S)
+    lossv = np.empty(S)
+    point_tails(coef, tail, lo, idx, val, cnt, theta_t)
+    for s0 in range(0, B, S):
+        ns = min(S, B - s0)
+        ns4 = ((ns + 3) // 4) * 4
+        nz = ns * h1
+        nz4 = ns4 * h1
+        base = s0 * h1
+        for q in range(npts):
+            tile_hidden(act, cnt[q], idx[q], val[q], Ff, base, nz, nz4, zf, af, hbits)
+            tile_outputs(theta_t[q], a2, h1, n_out, ns4, zo)
+            nh = tile_loss(loss_kind, zo, YT, labels, s0, ns, ns4, dexp, eexp, mx, arg, se,
+                           lse, sy, yz, hbits, lossv)  # fmt: skip
+            lrow = lsum[q, s0 : s0 + ns]
+            for s in range(ns):
+                lrow[s] = lossv[s]
+            hits[q] += nh
+    for q in range(npts):
+        total = 0.0
+        row = lsum[q]
+        for i in range(B):
+            total += row[i]
+        loss_out[lo + q] = total
+        hits_out[lo + q] = hits[q]
+
+
 def span_block_hidden(
     coef, F, tail, act, loss_kind, YT, labels, point_chunk, tile, loss_out, hits_out
 ):
@@ -414,54 +467,12 @@ def span_block_hidden(
     m, K = coef.shape
     B = F.shape[1]
     h1 = F.shape[2]
-    n_out = YT.shape[0]
-    P_tail = tail.shape[1]
     S = max(4, ((tile + 3) // 4) * 4)
     Ff = F.reshape((K, B * h1))
-    n_tasks = (m + point_chunk - 1) // point_chunk
-    for task in prange(n_tasks):
-        lo = task * point_chunk
-        npts = min(m, lo + point_chunk) - lo
-        idx = np.empty((npts, K), np.int64)
-        val = np.empty((npts, K))
-        cnt = np.empty(npts, np.int64)
-        theta_t = np.zeros((npts, P_tail))
-        lsum = np.empty((npts, B))
-        hits = np.zeros(npts)
-        zf = np.empty(S * h1)
-        af = np.empty(S * h1)
-        a2 = af.reshape((S, h1))
-        hbits = np.empty(S * max(h1, n_out), np.int64)
-        zo = np.empty((n_out, S))
-        dexp = np.empty(n_out * S)
-        eexp = np.empty(n_out * S)
-        mx = np.empty(S)
-        arg = np.empty(S, np.int64)
-        se = np.empty(S)
-        lse = np.empty(S)
-        sy = np.empty(S)
-        yz = np.empty(S)
-        lossv = np.empty(S)
-        point_tails(coef, tail, lo, idx, val, cnt, theta_t)
-        for s0 in range(0, B, S):
-            ns = min(S, B - s0)
-            ns4 = ((ns + 3) // 4) * 4
-            nz = ns * h1
-            nz4 = ns4 * h1
-            base = s0 * h1
-            for q in range(npts):
-                tile_hidden(act, cnt[q], idx[q], val[q], Ff, base, nz, nz4, zf, af, hbits)
-                tile_outputs(theta_t[q], a2, h1, n_out, ns4, zo)
-                nh = tile_loss(loss_kind, zo, YT, labels, s0, ns, ns4, dexp, eexp, mx, arg, se,
-                               lse, sy, yz, hbits, lossv)  # fmt: skip
-                lrow = lsum[q, s0 : s0 + ns]
-                for s in range(ns):
-                    lrow[s] = lossv[s]
-                hits[q] += nh
-        for q in range(npts):
-            total = 0.0
-            row = lsum[q]
-            for i in range(B):
-                total += row[i]
-            loss_out[lo + q] = total
-            hits_out[lo + q] = hits[q]
+
+    def task(i: int) -> None:
+        lo = i * point_chunk
+        span_task(coef, Ff, tail, act, loss_kind, YT, labels, lo, min(m, lo + point_chunk) - lo,
+                  S, h1, loss_out, hits_out)  # fmt: skip
+
+    run_tasks(task, (m + point_chunk - 1) // point_chunk)
