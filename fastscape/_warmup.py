@@ -28,38 +28,47 @@ from collections.abc import Iterable
 JOBS = ("landscape", "hessian", "hvp")
 
 
-def kernels(job: str, model) -> tuple[tuple[str, str], ...]:
-    """The entry kernels (module, function) that ``job`` compiles for ``model``: the path the
-    kernels pick for its shape and loss (a job the model does not compile anything for has
-    none)."""
+def kernels(job: str, model) -> tuple[tuple, ...]:
+    """The entry kernels that ``job`` compiles for ``model``: the path the kernels pick for its
+    shape and loss (a job the model does not compile anything for has none). Each is
+    ``(module, name)``, or ``(module, factory, *args)`` for a kernel made per activation and
+    loss (``span_hidden.task_kernel``)."""
     spec = model.spec
     closed_form = spec.is_linear and model.loss_name in ("logistic", "mse")
     if job == "landscape":
         if closed_form and spec.n_outputs == 1:  # one output, no hidden layer: product path
             return (("span_logistic", "span_block_scalar"),)
         if len(spec.sizes) == 3:
-            return (("span_hidden", "span_task"),)
+            return (("span_hidden", "task_kernel", spec.activation, spec.loss),)
         return (("span", "span_block"),)
     if job == "hessian":  # logistic and linear regression: closed forms through BLAS
         return () if closed_form else (("hessian", "scatter_diagonal"),)
     return (("hvp", "r_blocks"), ("lanczos", "orthogonalize"))
 
 
-def _is_cached(module: str, name: str) -> bool | None:
+def _is_cached(module: str, name: str, *args) -> bool | None:
     """Whether a kernel has entries in the on-disk cache for its current source (None when the
-    kernel does not exist under that name or the cache cannot be inspected)."""
+    kernel does not exist under that name or the cache cannot be inspected). ``args``: the
+    arguments of a kernel factory; its kernels share one index, where the entries of this one
+    carry the hash of its closure's values."""
     import importlib
 
     try:
         kernel = getattr(importlib.import_module(f"fastscape.kernels.{module}"), name)
-        return bool(kernel._cache._cache_file._load_index())
+        if args:
+            kernel = kernel(*args)
+        cache = kernel._cache
+        index = cache._cache_file._load_index()
+        # the index key is (signature, codegen magic, (code hash, closure hash))
+        mine = cache._index_key(None, kernel.targetctx.codegen())[2]
+        return any(key[2] == mine for key in index)
     except Exception:  # another Numba's internals, a renamed kernel: no opinion
         return None
 
 
 def is_cold(job: str, model) -> bool:
     """True when a kernel that ``job`` compiles for ``model`` is not in the on-disk cache."""
-    return any(_is_cached(module, name) is False for module, name in kernels(job, model))
+    return any(_is_cached(*entry) is False for entry in kernels(job, model))
 
 
 class Warmup:
