@@ -159,21 +159,22 @@ def _tiny_problem(model, n: int = 16):
 
 def run(job: str, model_spec: dict) -> None:
     """Compile one job's kernels by running it on a tiny problem (the body of the process)."""
+    import numpy as np
+
     import fastscape
     from fastscape import directions
     from fastscape.curvature import hessian_trace, top_eigen
-    from fastscape.landscape import slice_1d, surface_2d
+    from fastscape.landscape import evaluate
 
     model = fastscape.MLP(**model_spec)
     data, theta = _tiny_problem(model)
     if job == "landscape":
+        # the span engine alone, as slices, surfaces and the sharpness probes call it (the
+        # loss at theta, compiled by the main process for training, is not compiled here too)
         d1, d2 = directions.pair(model, theta, seed=0)
-        slice_1d(model, theta, d1, data, None, [-1.0, 0.0, 1.0], progress=False)
-        surface_2d(model, theta, d1, d2, data, None, [-1.0, 1.0], [-1.0, 1.0], progress=False)
-        # with lambda_max given, as the CLI calls it: no Lanczos (HVP kernels are the "hvp" job)
-        fastscape.epsilon_sharpness(
-            model, theta, data, None, eps=1e-2, n_directions=2, seed=0, lambda_max=1.0
-        )
+        basis = np.stack([theta, np.asarray(d1), np.asarray(d2)])
+        coefficients = np.array([[1.0, 0.0, 0.0], [1.0, 0.5, 0.0], [1.0, -0.5, 0.25]])
+        evaluate(model, basis, coefficients, data, progress=False)
     elif job == "hessian":
         fastscape.classify(model.hessian(theta, data))
     elif job == "hvp":
