@@ -1,0 +1,54 @@
+"""kernels/_tasks.run_tasks: every task once, on Numba's thread count, errors raised."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numba
+import pytest
+from fastscape.kernels._tasks import run_tasks
+
+import fastscape
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("n_tasks", [0, 1, 7, 50])
+def test_every_task_runs_once_on_at_most_the_thread_count(n_threads, n_tasks):
+    n_threads = min(n_threads, numba.config.NUMBA_NUM_THREADS)
+    seen = []
+    threads = set()
+    lock = threading.Lock()
+
+    def task(i):
+        time.sleep(0.001)
+        with lock:
+            seen.append(i)
+            threads.add(threading.get_ident())
+
+    with fastscape.threads(n_threads):
+        run_tasks(task, n_tasks)
+    assert sorted(seen) == list(range(n_tasks))
+    assert len(threads) <= n_threads
+    if n_threads == 1 and n_tasks:
+        assert threads == {threading.get_ident()}  # serial: in the calling thread
+
+
+@pytest.mark.parametrize("failing", [0, 5])
+def test_an_error_stops_the_hand_out_and_is_raised_after_the_running_tasks(failing):
+    done = []
+    running = []
+
+    def task(i):
+        running.append(i)
+        if i == failing:
+            raise ZeroDivisionError(f"task {i}")
+        time.sleep(0.002)
+        done.append(i)
+        running.remove(i)
+
+    with fastscape.threads(min(2, numba.config.NUMBA_NUM_THREADS)):
+        with pytest.raises(ZeroDivisionError, match=f"task {failing}"):
+            run_tasks(task, 200)
+    assert running == [failing]  # nothing still running when the error arrives
+    assert len(done) < 199  # the remaining tasks were not handed out
