@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
+import warnings
 
 import numba
 import pytest
@@ -52,3 +55,30 @@ def test_an_error_stops_the_hand_out_and_is_raised_after_the_running_tasks(faili
             run_tasks(task, 200)
     assert running == [failing]  # nothing still running when the error arrives
     assert len(done) < 199  # the remaining tasks were not handed out
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_runs_tasks_on_a_pool_of_its_own():
+    """The parent's pool threads do not exist in a forked child: it must not wait for them."""
+    n = min(2, numba.config.NUMBA_NUM_THREADS)
+    seen = []
+    with fastscape.threads(n):
+        run_tasks(seen.append, 4)  # the parent's pool exists now
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # Python >= 3.12 warns about fork with threads running
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: report and leave at once
+        try:
+            signal.alarm(60)  # a child waiting for the parent's threads dies: the test fails
+            got = []
+            with fastscape.threads(n):
+                run_tasks(got.append, 6)
+            os.write(write, str(sorted(got)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read) as fh:
+        assert fh.read() == str(list(range(6)))
+    assert os.waitstatus_to_exitcode(status) == 0 and sorted(seen) == [0, 1, 2, 3]
