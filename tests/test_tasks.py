@@ -65,8 +65,8 @@ def test_a_forked_child_runs_tasks_on_a_pool_of_its_own():
     with fastscape.threads(n):
         run_tasks(seen.append, 4)  # the parent's pool exists now
     read, write = os.pipe()
-    with warnings.catch_warnings():  # Python >= 3.12 warns about fork with threads running
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with warnings.catch_warnings():  # Python >= 3.12 (and JAX's at-fork hook, when another
+        warnings.simplefilter("ignore")  # test imported it) warn about fork with threads
         pid = os.fork()
     if pid == 0:  # the child: report and leave at once
         try:
