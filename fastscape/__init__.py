@@ -8,37 +8,60 @@ import os
 # parallel kernel call); a value the user has set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import (
-    critical,
-    curvature,
-    datasets,
-    directions,
-    eos,
-    functions,
-    io,
-    paths,
-    reference,
-    sharpness,
-)
-from ._device import cuda_available
-from ._threads import threads
-from .critical import classify, classify_point, escape_saddle
-from .curvature import hessian_trace, spectral_density, top_eigen
-from .data import Batch
-from .eos import edge_of_stability
-from .landscape import (
-    CurvatureMap,
-    Evaluation,
-    Slice,
-    Surface,
-    curvature_map,
-    evaluate,
-    slice_1d,
-    surface_2d,
-)
-from .models import MLP, LayerLayout, LinearRegression, Logistic
-from .sharpness import box_sharpness, compare_minima, epsilon_sharpness
-from .training import FitResult, fit
+# Names are imported on first use (PEP 562): ``import fastscape`` stays cheap (NumPy, Numba and
+# the kernels load with the first function that needs them), so the command line talks at once.
+_SUBMODULES = (
+    "alignment", "config", "critical", "curvature", "data", "datasets", "directions",
+    "distributed", "eos", "functions", "io", "landscape", "models", "paths", "plot", "reference",
+    "report", "sharpness", "training",
+)  # fmt: skip
+_NAMES = {
+    "cuda_available": "._device",
+    "threads": "._threads",
+    "classify": ".critical",
+    "classify_point": ".critical",
+    "escape_saddle": ".critical",
+    "hessian_trace": ".curvature",
+    "spectral_density": ".curvature",
+    "top_eigen": ".curvature",
+    "Batch": ".data",
+    "edge_of_stability": ".eos",
+    "CurvatureMap": ".landscape",
+    "Evaluation": ".landscape",
+    "Slice": ".landscape",
+    "Surface": ".landscape",
+    "curvature_map": ".landscape",
+    "evaluate": ".landscape",
+    "slice_1d": ".landscape",
+    "surface_2d": ".landscape",
+    "MLP": ".models",
+    "LayerLayout": ".models",
+    "LinearRegression": ".models",
+    "Logistic": ".models",
+    "box_sharpness": ".sharpness",
+    "compare_minima": ".sharpness",
+    "epsilon_sharpness": ".sharpness",
+    "FitResult": ".training",
+    "fit": ".training",
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    elif name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name], __name__), name)
+    else:
+        raise AttributeError(f"module 'fastscape' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __version__ = "0.1.0"
 

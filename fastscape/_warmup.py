@@ -28,17 +28,18 @@ from collections.abc import Iterable
 JOBS = ("landscape", "hessian", "hvp")
 
 
-def kernels(job: str, model) -> tuple[tuple[str, str], ...]:
-    """The entry kernels (module, function) that ``job`` compiles for ``model``: the path the
-    kernels pick for its shape and loss (a job the model does not compile anything for has
-    none)."""
+def kernels(job: str, model) -> tuple[tuple, ...]:
+    """The entry kernels that ``job`` compiles for ``model``: the path the kernels pick for its
+    shape and loss (a job the model does not compile anything for has none). Each is
+    ``(module, name)``, or ``(module, factory, *args)`` for a kernel made per activation and
+    loss (``span_hidden.task_kernel``)."""
     spec = model.spec
     closed_form = spec.is_linear and model.loss_name in ("logistic", "mse")
     if job == "landscape":
         if closed_form and spec.n_outputs == 1:  # one output, no hidden layer: product path
             return (("span_logistic", "span_block_scalar"),)
         if len(spec.sizes) == 3:
-            return (("span_hidden", "span_block_hidden"),)
+            return (("span_hidden", "task_kernel", spec.activation, spec.loss),)
         if len(spec.sizes) >= 4:  # two or more hidden layers: the general path on tiles
             return (("span_deep", "span_block_deep"),)
         return (("span", "span_block"),)
@@ -47,21 +48,29 @@ def kernels(job: str, model) -> tuple[tuple[str, str], ...]:
     return (("hvp", "r_blocks"), ("lanczos", "orthogonalize"))
 
 
-def _is_cached(module: str, name: str) -> bool | None:
+def _is_cached(module: str, name: str, *args) -> bool | None:
     """Whether a kernel has entries in the on-disk cache for its current source (None when the
-    kernel does not exist under that name or the cache cannot be inspected)."""
+    kernel does not exist under that name or the cache cannot be inspected). ``args``: the
+    arguments of a kernel factory; its kernels share one index, where the entries of this one
+    carry the hash of its closure's values."""
     import importlib
 
     try:
         kernel = getattr(importlib.import_module(f"fastscape.kernels.{module}"), name)
-        return bool(kernel._cache._cache_file._load_index())
+        if args:
+            kernel = kernel(*args)
+        cache = kernel._cache
+        index = cache._cache_file._load_index()
+        # the index key is (signature, codegen magic, (code hash, closure hash))
+        mine = cache._index_key(None, kernel.targetctx.codegen())[2]
+        return any(key[2] == mine for key in index)
     except Exception:  # another Numba's internals, a renamed kernel: no opinion
         return None
 
 
 def is_cold(job: str, model) -> bool:
     """True when a kernel that ``job`` compiles for ``model`` is not in the on-disk cache."""
-    return any(_is_cached(module, name) is False for module, name in kernels(job, model))
+    return any(_is_cached(*entry) is False for entry in kernels(job, model))
 
 
 class Warmup:
@@ -152,21 +161,22 @@ def _tiny_problem(model, n: int = 16):
 
 def run(job: str, model_spec: dict) -> None:
     """Compile one job's kernels by running it on a tiny problem (the body of the process)."""
+    import numpy as np
+
     import fastscape
     from fastscape import directions
     from fastscape.curvature import hessian_trace, top_eigen
-    from fastscape.landscape import slice_1d, surface_2d
+    from fastscape.landscape import evaluate
 
     model = fastscape.MLP(**model_spec)
     data, theta = _tiny_problem(model)
     if job == "landscape":
+        # the span engine alone, as slices, surfaces and the sharpness probes call it (the
+        # loss at theta, compiled by the main process for training, is not compiled here too)
         d1, d2 = directions.pair(model, theta, seed=0)
-        slice_1d(model, theta, d1, data, None, [-1.0, 0.0, 1.0], progress=False)
-        surface_2d(model, theta, d1, d2, data, None, [-1.0, 1.0], [-1.0, 1.0], progress=False)
-        # with lambda_max given, as the CLI calls it: no Lanczos (HVP kernels are the "hvp" job)
-        fastscape.epsilon_sharpness(
-            model, theta, data, None, eps=1e-2, n_directions=2, seed=0, lambda_max=1.0
-        )
+        basis = np.stack([theta, np.asarray(d1), np.asarray(d2)])
+        coefficients = np.array([[1.0, 0.0, 0.0], [1.0, 0.5, 0.0], [1.0, -0.5, 0.25]])
+        evaluate(model, basis, coefficients, data, progress=False)
     elif job == "hessian":
         fastscape.classify(model.hessian(theta, data))
     elif job == "hvp":

@@ -12,15 +12,19 @@ Plotly is an optional dependency: ``pip install "fastscape[report]"``.
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._files import atomic_write
-from .landscape import Slice, Surface
+
+if TYPE_CHECKING:
+    from .landscape import Slice, Surface
 
 __all__ = ["available", "write_html"]
 
@@ -37,11 +41,7 @@ _LAST = ("settings", "versions")  # tables shown after the others
 
 def available() -> bool:
     """Whether Plotly is installed (the ``report`` extra), so that :func:`write_html` can run."""
-    try:
-        import plotly  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("plotly") is not None
 
 
 def _plotly():

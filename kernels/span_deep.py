@@ -7,14 +7,14 @@ the first-layer products ``F[k] = X_blk W1_k^T + b1_k`` of each basis row once p
 point then runs through fixed tiles of ``S`` samples:
 
 1. first layer and activation of the tile, ``A1 = f(sum_t c_t F[k_t, tile])``
-   (``span_hidden.tile_hidden``: one flat axpy per non-zero coefficient, or the fused
+   (``tile_hidden``: one flat axpy per non-zero coefficient, or the fused
    1-3-term form, then the vectorised activation of ``kernels.elementwise``);
 2. every later hidden layer as one single-threaded BLAS product ``Z = A W_l^T`` of shape
    ``(S, h_l)``, then the bias and the activation in one vectorised pass per row
    (:func:`bias_activate`);
 3. the output layer as ``Z_out = W_L A^T`` of shape ``(out, S)``, its bias added
    (:func:`add_bias_rows`);
-4. the loss fused at the end, the sample index as the vector lane (``span_hidden.tile_loss``).
+4. the loss fused at the end, the sample index as the vector lane (``tile_loss``).
 
 Why BLAS per (point, tile) task rather than register-blocked Numba micro-kernels: measured
 side by side (``bench/NOTES.md``, session 7), single-threaded DGEMM on a (64, 128) x (128, 128)
@@ -46,10 +46,67 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit
-from .elementwise import IDENTITY, RELU, SIGMOID, TANH, activate_at, sigmoid_at, tanh_at
+from .elementwise import (
+    IDENTITY,
+    LOGISTIC,
+    RELU,
+    SIGMOID,
+    SOFTMAX_CE,
+    TANH,
+    activate_at,
+    activate_block,
+    sigmoid_at,
+    tanh_at,
+)
 from .layout import layout
-from .span_hidden import tile_hidden, tile_loss
+from .span_hidden import (
+    combine_activate,
+    first_layer_sum,
+    tile_loss_logistic,
+    tile_loss_mse,
+    tile_loss_softmax_ce,
+)
 from .span_points import point_tails
+
+
+@jit()
+def tile_hidden(act, nq, idx, val, Ff, base, nz, nz4, zf, af, hbits):
+    """The first layer ``sum_t val[t] Ff[idx[t], base:base + nz]`` of one point on one tile
+    and its activation into ``af[:nz]``, then zeros up to ``nz4`` (the padding samples): the
+    one-hidden-layer path's pieces (``span_hidden.combine_activate`` for 1 to 3 terms, else
+    ``first_layer_sum`` and ``elementwise.activate_block``) behind a runtime activation code.
+    """
+    if 1 <= nq <= 3:
+        k0 = idx[0]
+        k1 = idx[1] if nq >= 2 else k0
+        k2 = idx[2] if nq >= 3 else k0
+        combine_activate(
+            act, nq,
+            Ff[k0, base : base + nz], val[0],
+            Ff[k1, base : base + nz], val[1] if nq >= 2 else 0.0,
+            Ff[k2, base : base + nz], val[2] if nq >= 3 else 0.0,
+            af[:nz], hbits[:nz],
+        )  # fmt: skip
+    else:
+        first_layer_sum(nq, idx, val, Ff, base, nz, zf)
+        activate_block(act, zf[:nz], af[:nz], hbits[:nz])
+    pad = af[nz:nz4]
+    for j in range(nz4 - nz):
+        pad[j] = 0.0
+
+
+@jit()
+def tile_loss(loss_kind, zo, YT, labels, s0, ns, ns4, dexp, eexp, mx, arg, se, lse, sy, yz,
+              hbits, lossv):  # fmt: skip
+    """Per-sample losses of a tile into ``lossv[:ns]`` (the one-hidden-layer path's
+    ``span_hidden.tile_loss_*`` behind a runtime loss code); returns the tile's hits."""
+    if loss_kind == SOFTMAX_CE:
+        return tile_loss_softmax_ce(zo, YT, labels, s0, ns, ns4, dexp, eexp, mx, arg, se, lse,
+                                    sy, yz, hbits, lossv)  # fmt: skip
+    if loss_kind == LOGISTIC:
+        return tile_loss_logistic(zo, YT, s0, ns, ns4, eexp, hbits, lossv)
+    tile_loss_mse(zo, YT, s0, ns, lossv)
+    return 0
 
 
 @jit()

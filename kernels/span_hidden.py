@@ -3,19 +3,27 @@
 :func:`span_block_hidden` is the fast path of ``kernels.span.span_block`` for
 ``sizes = (d, h1, out)``; the driver ``kernels.span.span_eval`` forms the first-layer products
 ``F[k] = X_blk W1_k^T + b1_k`` of each basis row. Each tile of samples goes through three
-vectorised steps per point: :func:`tile_hidden` (first layer and activation),
-:func:`tile_outputs` (output layer) and :func:`tile_loss` (loss and hits).
+vectorised steps per point: the first layer and activation (``combine_<activation>``, after
+:func:`first_layer_sum` beyond three terms), :func:`tile_outputs`
+(output layer) and ``tile_loss_<loss>`` (loss and hits).
+
+Compile time: the kernel is compiled per (activation, loss) (:func:`task_kernel`), with the
+code of that activation and loss only, and runs serially per task on a thread pool
+(``kernels._tasks``): a ``prange`` kernel cost Numba seconds more to compile for no speed.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from numba import prange
 
 from ._jit import jit
+from ._tasks import run_tasks
 from .elementwise import (
     GELU,
     GELU_TANH,
+    IDENTITY,
     LEAKY_RELU,
     LOGISTIC,
     RELU,
@@ -23,7 +31,6 @@ from .elementwise import (
     SOFTMAX_CE,
     TANH,
     activate_at,
-    activate_block,
     exp_neg_abs_block,
     log1p_unit,
     log_block,
@@ -34,13 +41,76 @@ from .span_points import first_layer, point_tails
 
 
 @jit()
+def combine_tanh(cnt, F0, c0, F1, c1, F2, c2, out, bits):
+    """out = tanh(sum_t c_t F_t) for 1 <= cnt <= 3 terms (see :func:`combine_activate`)."""
+    n = out.shape[0]
+    scale = bits.view(np.float64)
+    # one loop per term count: constant selects fold away (no tests in the loop body)
+    if cnt >= 3:
+        for j in range(n):
+            z = first_layer(F0, c0, F1, c1, F2, c2, True, True, j)
+            out[j] = tanh_at(z, bits, scale, j)
+    elif cnt >= 2:
+        for j in range(n):
+            z = first_layer(F0, c0, F1, c1, F2, c2, True, False, j)
+            out[j] = tanh_at(z, bits, scale, j)
+    else:
+        for j in range(n):
+            z = first_layer(F0, c0, F1, c1, F2, c2, False, False, j)
+            out[j] = tanh_at(z, bits, scale, j)
+
+
+@jit()
+def combine_sigmoid(cnt, F0, c0, F1, c1, F2, c2, out, bits):
+    """out = sigmoid(sum_t c_t F_t) for 1 <= cnt <= 3 terms (see :func:`combine_activate`)."""
+    two = cnt >= 2
+    three = cnt >= 3
+    scale = bits.view(np.float64)
+    for j in range(out.shape[0]):
+        z = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
+        out[j] = sigmoid_at(z, bits, scale, j)
+
+
+@jit()
+def combine_relu(cnt, F0, c0, F1, c1, F2, c2, out, bits):
+    """out = relu(sum_t c_t F_t) for 1 <= cnt <= 3 terms (see :func:`combine_activate`)."""
+    two = cnt >= 2
+    three = cnt >= 3
+    for j in range(out.shape[0]):
+        out[j] = max(first_layer(F0, c0, F1, c1, F2, c2, two, three, j), 0.0)
+
+
+@jit()
+def combine_identity(cnt, F0, c0, F1, c1, F2, c2, out, bits):
+    """out = sum_t c_t F_t for 1 <= cnt <= 3 terms (see :func:`combine_activate`)."""
+    two = cnt >= 2
+    three = cnt >= 3
+    for j in range(out.shape[0]):
+        out[j] = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
+
+
+@jit()
+def combine_at(act, cnt, F0, c0, F1, c1, F2, c2, out, bits):
+    """out = f(sum_t c_t F_t) through ``elementwise.activate_at`` (leaky ReLU and the GELUs;
+    ``act`` a compile-time constant in the fast path, so the dispatch folds away)."""
+    two = cnt >= 2
+    three = cnt >= 3
+    scale = bits.view(np.float64)
+    for j in range(out.shape[0]):
+        z = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
+        out[j] = activate_at(act, z, bits, scale, j)
+
+
+@jit()
 def combine_activate(act, cnt, F0, c0, F1, c1, F2, c2, out, bits):
     """out = f(sum_t c_t F_t) for 1 <= cnt <= 3 terms, fused into one vectorised pass.
 
     The first layer of :func:`span_block_hidden` for points with at most three non-zero
     coefficients (2D grids, slices, paths): forming the pre-activations in the activation's own
     loop saves writing and re-reading them, and the loads of F overlap the arithmetic of the
-    activation. Same activation formulas as ``elementwise.activate_block``.
+    activation. Same activation formulas as ``elementwise.activate_block``. One function per
+    activation (``combine_tanh``, ...): the span kernel of one activation
+    (:func:`task_kernel`) compiles only its own; this dispatcher calls the one for ``act``.
 
     Parameters
     ----------
@@ -51,92 +121,41 @@ def combine_activate(act, cnt, F0, c0, F1, c1, F2, c2, out, bits):
     out : (h,) float64, written
     bits : (h,) int64, scratch
     """
-    n = out.shape[0]
-    two = cnt >= 2
-    three = cnt >= 3
-    scale = bits.view(np.float64)
     if act == TANH:
-        # one loop per term count: constant selects fold away (no tests in the loop body)
-        if three:
-            for j in range(n):
-                z = first_layer(F0, c0, F1, c1, F2, c2, True, True, j)
-                out[j] = tanh_at(z, bits, scale, j)
-        elif two:
-            for j in range(n):
-                z = first_layer(F0, c0, F1, c1, F2, c2, True, False, j)
-                out[j] = tanh_at(z, bits, scale, j)
-        else:
-            for j in range(n):
-                z = first_layer(F0, c0, F1, c1, F2, c2, False, False, j)
-                out[j] = tanh_at(z, bits, scale, j)
+        combine_tanh(cnt, F0, c0, F1, c1, F2, c2, out, bits)
     elif act == SIGMOID:
-        for j in range(n):
-            z = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
-            out[j] = sigmoid_at(z, bits, scale, j)
+        combine_sigmoid(cnt, F0, c0, F1, c1, F2, c2, out, bits)
     elif act == RELU:
-        for j in range(n):
-            out[j] = max(first_layer(F0, c0, F1, c1, F2, c2, two, three, j), 0.0)
+        combine_relu(cnt, F0, c0, F1, c1, F2, c2, out, bits)
     elif act == LEAKY_RELU:
-        for j in range(n):
-            z = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
-            out[j] = activate_at(LEAKY_RELU, z, bits, scale, j)
+        combine_at(LEAKY_RELU, cnt, F0, c0, F1, c1, F2, c2, out, bits)
     elif act == GELU:
-        for j in range(n):
-            z = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
-            out[j] = activate_at(GELU, z, bits, scale, j)
+        combine_at(GELU, cnt, F0, c0, F1, c1, F2, c2, out, bits)
     elif act == GELU_TANH:
-        for j in range(n):
-            z = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
-            out[j] = activate_at(GELU_TANH, z, bits, scale, j)
+        combine_at(GELU_TANH, cnt, F0, c0, F1, c1, F2, c2, out, bits)
     else:
-        for j in range(n):
-            out[j] = first_layer(F0, c0, F1, c1, F2, c2, two, three, j)
+        combine_identity(cnt, F0, c0, F1, c1, F2, c2, out, bits)
 
 
 @jit()
-def tile_hidden(act, nq, idx, val, Ff, base, nz, nz4, zf, af, hbits):
-    """Steps 1-2 of :func:`span_block_hidden` for one point and one tile: the first layer
-    ``sum_t val[t] Ff[idx[t], base:base + nz]`` and its activation into ``af[:nz]``, then zeros
-    up to ``nz4`` (the padding samples).
-
-    1 to 3 terms go through :func:`combine_activate`; otherwise one flat axpy per term into
-    ``zf`` and ``activate_block``. Slices, so that the loop index is the array index: no
-    wraparound handling (gathers).
+def first_layer_sum(nq, idx, val, Ff, base, nz, zf):
+    """Step 1 of :func:`span_block_hidden` for points with 0 or more than 3 non-zero
+    coefficients: ``zf[:nz] = sum_t val[t] Ff[idx[t], base:base + nz]``, one flat axpy per
+    term. Slices, so that the loop index is the array index: no wraparound handling (gathers).
     """
-    if 1 <= nq <= 3:
-        k0 = idx[0]
-        k1 = idx[1] if nq >= 2 else k0
-        k2 = idx[2] if nq >= 3 else k0
-        combine_activate(
-            act,
-            nq,
-            Ff[k0, base : base + nz],
-            val[0],
-            Ff[k1, base : base + nz],
-            val[1] if nq >= 2 else 0.0,
-            Ff[k2, base : base + nz],
-            val[2] if nq >= 3 else 0.0,
-            af[:nz],
-            hbits[:nz],
-        )
+    if nq == 0:
+        for j in range(nz):
+            zf[j] = 0.0
     else:
-        if nq == 0:
-            for j in range(nz):
-                zf[j] = 0.0
-        else:
-            Fk = Ff[idx[0], base : base + nz]
-            c = val[0]
-            for j in range(nz):
-                zf[j] = c * Fk[j]
-        for t in range(1, nq):
-            Fk = Ff[idx[t], base : base + nz]
-            c = val[t]
-            for j in range(nz):
-                zf[j] += c * Fk[j]
-        activate_block(act, zf[:nz], af[:nz], hbits[:nz])
-    pad = af[nz:nz4]
-    for j in range(nz4 - nz):
-        pad[j] = 0.0
+        Fk = Ff[idx[0], base : base + nz]
+        c = val[0]
+        for j in range(nz):
+            zf[j] = c * Fk[j]
+    for t in range(1, nq):
+        Fk = Ff[idx[t], base : base + nz]
+        c = val[t]
+        for j in range(nz):
+            zf[j] += c * Fk[j]
 
 
 @jit()
@@ -286,18 +305,17 @@ def tile_outputs(th, a2, h1, n_out, ns4, zo):
 
 
 @jit()
-def tile_loss(loss_kind, zo, YT, labels, s0, ns, ns4, dexp, eexp, mx, arg, se, lse, sy, yz,
-              hbits, lossv):  # fmt: skip
-    """Step 4 of :func:`span_block_hidden`: per-sample losses of a tile into ``lossv[:ns]``,
-    the sample index as the vector lane; returns the tile's hits.
+def tile_loss_softmax_ce(zo, YT, labels, s0, ns, ns4, dexp, eexp, mx, arg, se, lse, sy, yz,
+                         hbits, lossv):  # fmt: skip
+    """Step 4 of :func:`span_block_hidden` for softmax-CE: per-sample losses of a tile into
+    ``lossv[:ns]``, the sample index as the vector lane; returns the tile's hits.
 
-    Softmax-CE: max over outputs, the outputs' exps in one ``exp_neg_abs_block`` call, the log
-    of the normaliser by ``log_block``; logistic: ``exp_neg_abs_block`` and ``log1p_unit``;
-    MSE: squares.
+    Max over outputs, the outputs' exps in one ``exp_neg_abs_block`` call, the log of the
+    normaliser by ``log_block``. (One function per loss: the span kernel of one loss
+    (:func:`task_kernel`) compiles only its own.)
 
     Parameters
     ----------
-    loss_kind : int
     zo : (n_out, S) float64
         Logits of the tile (columns 0 .. ns4 - 1).
     YT : (n_out, B) float64
@@ -313,64 +331,191 @@ def tile_loss(loss_kind, zo, YT, labels, s0, ns, ns4, dexp, eexp, mx, arg, se, l
     """
     n_out = zo.shape[0]
     nh = 0
-    if loss_kind == SOFTMAX_CE:
+    for s in range(ns4):
+        mx[s] = zo[0, s]
+        arg[s] = 0
+    for o in range(1, n_out):
         for s in range(ns4):
-            mx[s] = zo[0, s]
-            arg[s] = 0
-        for o in range(1, n_out):
-            for s in range(ns4):
-                v = zo[o, s]
-                big = v > mx[s]
-                mx[s] = v if big else mx[s]
-                arg[s] = o if big else arg[s]
-        for o in range(n_out):
-            zrow = zo[o]
-            drow = dexp[o * ns4 : (o + 1) * ns4]
-            for s in range(ns4):
-                drow[s] = zrow[s] - mx[s]
-        ne = n_out * ns4
-        exp_neg_abs_block(dexp[:ne], 1.0, 0.0, eexp[:ne], hbits[:ne])
+            v = zo[o, s]
+            big = v > mx[s]
+            mx[s] = v if big else mx[s]
+            arg[s] = o if big else arg[s]
+    for o in range(n_out):
+        zrow = zo[o]
+        drow = dexp[o * ns4 : (o + 1) * ns4]
         for s in range(ns4):
-            se[s] = eexp[s]
-            sy[s] = 0.0
-            yz[s] = 0.0
-        for o in range(1, n_out):
-            erow = eexp[o * ns4 : (o + 1) * ns4]
-            for s in range(ns4):
-                se[s] += erow[s]
-        log_block(se[:ns4], lse[:ns4], hbits[:ns4])
-        for o in range(n_out):
-            zrow = zo[o]
-            yrow = YT[o, s0 : s0 + ns]
-            for s in range(ns):
-                y = yrow[s]
-                sy[s] += y
-                yz[s] += y * zrow[s]
-        lab = labels[s0 : s0 + ns]
+            drow[s] = zrow[s] - mx[s]
+    ne = n_out * ns4
+    exp_neg_abs_block(dexp[:ne], 1.0, 0.0, eexp[:ne], hbits[:ne])
+    for s in range(ns4):
+        se[s] = eexp[s]
+        sy[s] = 0.0
+        yz[s] = 0.0
+    for o in range(1, n_out):
+        erow = eexp[o * ns4 : (o + 1) * ns4]
+        for s in range(ns4):
+            se[s] += erow[s]
+    log_block(se[:ns4], lse[:ns4], hbits[:ns4])
+    for o in range(n_out):
+        zrow = zo[o]
+        yrow = YT[o, s0 : s0 + ns]
         for s in range(ns):
-            lossv[s] = sy[s] * (mx[s] + lse[s]) - yz[s]
-            nh += 1 if arg[s] == lab[s] else 0
-    elif loss_kind == LOGISTIC:
-        exp_neg_abs_block(zo[0, :ns4], 1.0, 0.0, eexp[:ns4], hbits[:ns4])
-        yrow = YT[0, s0 : s0 + ns]
-        for s in range(ns):
-            z = zo[0, s]
             y = yrow[s]
-            lossv[s] = (max(z, 0.0) + log1p_unit(eexp[s])) - y * z
-            nh += 1 if (z > 0.0) == (y > 0.5) else 0
-    else:
-        for s in range(ns):
-            lossv[s] = 0.0
-        for o in range(n_out):
-            zrow = zo[o]
-            yrow = YT[o, s0 : s0 + ns]
-            for s in range(ns):
-                r = zrow[s] - yrow[s]
-                lossv[s] += r * r
+            sy[s] += y
+            yz[s] += y * zrow[s]
+    lab = labels[s0 : s0 + ns]
+    for s in range(ns):
+        lossv[s] = sy[s] * (mx[s] + lse[s]) - yz[s]
+        nh += 1 if arg[s] == lab[s] else 0
     return nh
 
 
-@jit(parallel=True)
+@jit()
+def tile_loss_logistic(zo, YT, s0, ns, ns4, eexp, hbits, lossv):
+    """Step 4 of :func:`span_block_hidden` for the logistic loss (one output): per-sample
+    losses by ``exp_neg_abs_block`` and ``log1p_unit``; returns the tile's hits (arguments as
+    :func:`tile_loss_softmax_ce`)."""
+    nh = 0
+    exp_neg_abs_block(zo[0, :ns4], 1.0, 0.0, eexp[:ns4], hbits[:ns4])
+    yrow = YT[0, s0 : s0 + ns]
+    for s in range(ns):
+        z = zo[0, s]
+        y = yrow[s]
+        lossv[s] = (max(z, 0.0) + log1p_unit(eexp[s])) - y * z
+        nh += 1 if (z > 0.0) == (y > 0.5) else 0
+    return nh
+
+
+@jit()
+def tile_loss_mse(zo, YT, s0, ns, lossv):
+    """Step 4 of :func:`span_block_hidden` for MSE: per-sample sums of squared residuals
+    (arguments as :func:`tile_loss_softmax_ce`)."""
+    n_out = zo.shape[0]
+    for s in range(ns):
+        lossv[s] = 0.0
+    for o in range(n_out):
+        zrow = zo[o]
+        yrow = YT[o, s0 : s0 + ns]
+        for s in range(ns):
+            r = zrow[s] - yrow[s]
+            lossv[s] += r * r
+
+
+@functools.cache
+def task_kernel(act: int, loss_kind: int):
+    """The compiled task of :func:`span_block_hidden` for one activation and one loss.
+
+    ``act`` and ``loss_kind`` are constants of the returned kernel (closure cells: Numba
+    prunes the branches of the other activations and losses before typing them, so a job
+    compiles the code of its own model only; Numba's on-disk cache keys each kernel on their
+    values). The kernel, ``span_task(coef, Ff, tail, YT, labels, lo, npts, S, h1, loss_out,
+    hits_out)``, runs the points ``lo .. lo + npts - 1`` over every tile of the block and
+    writes their sums into ``loss_out``/``hits_out`` (serial, its own scratch; ``Ff`` is F
+    flattened to (K, B h1), ``S`` the tile, a multiple of 4).
+    """
+    act = int(act)
+    loss_kind = int(loss_kind)
+
+    @jit()
+    def span_task(coef, Ff, tail, YT, labels, lo, npts, S, h1, loss_out, hits_out):
+        K = coef.shape[1]
+        B = Ff.shape[1] // h1
+        n_out = YT.shape[0]
+        P_tail = tail.shape[1]
+        idx = np.empty((npts, K), np.int64)
+        val = np.empty((npts, K))
+        cnt = np.empty(npts, np.int64)
+        theta_t = np.zeros((npts, P_tail))
+        lsum = np.empty((npts, B))
+        hits = np.zeros(npts)
+        zf = np.empty(S * h1)
+        af = np.empty(S * h1)
+        a2 = af.reshape((S, h1))
+        hbits = np.empty(S * max(h1, n_out), np.int64)
+        zo = np.empty((n_out, S))
+        dexp = np.empty(n_out * S)
+        eexp = np.empty(n_out * S)
+        mx = np.empty(S)
+        arg = np.empty(S, np.int64)
+        se = np.empty(S)
+        lse = np.empty(S)
+        sy = np.empty(S)
+        yz = np.empty(S)
+        lossv = np.empty(S)
+        point_tails(coef, tail, lo, idx, val, cnt, theta_t)
+        for s0 in range(0, B, S):
+            ns = min(S, B - s0)
+            ns4 = ((ns + 3) // 4) * 4
+            nz = ns * h1
+            nz4 = ns4 * h1
+            base = s0 * h1
+            for q in range(npts):
+                # steps 1-2: first layer and activation into af[:nz], zeros up to nz4; up
+                # to three terms fused into the activation's loop, more summed into zf first
+                # (then the activation of 1.0 * zf: the same formulas as activate_block)
+                nq = cnt[q]
+                if 1 <= nq <= 3:
+                    iq = idx[q]
+                    vq = val[q]
+                    k0 = iq[0]
+                    k1 = iq[1] if nq >= 2 else k0
+                    k2 = iq[2] if nq >= 3 else k0
+                    F0 = Ff[k0, base : base + nz]
+                    F1 = Ff[k1, base : base + nz]
+                    F2 = Ff[k2, base : base + nz]
+                    c0 = vq[0]
+                    c1 = vq[1] if nq >= 2 else 0.0
+                    c2 = vq[2] if nq >= 3 else 0.0
+                    nt = nq
+                else:
+                    first_layer_sum(nq, idx[q], val[q], Ff, base, nz, zf)
+                    F0 = zf[:nz]
+                    F1 = F0
+                    F2 = F0
+                    c0 = 1.0
+                    c1 = 0.0
+                    c2 = 0.0
+                    nt = 1
+                out = af[:nz]
+                hb = hbits[:nz]
+                if act == TANH:
+                    combine_tanh(nt, F0, c0, F1, c1, F2, c2, out, hb)
+                elif act == SIGMOID:
+                    combine_sigmoid(nt, F0, c0, F1, c1, F2, c2, out, hb)
+                elif act == RELU:
+                    combine_relu(nt, F0, c0, F1, c1, F2, c2, out, hb)
+                elif act == IDENTITY:
+                    combine_identity(nt, F0, c0, F1, c1, F2, c2, out, hb)
+                else:
+                    combine_at(act, nt, F0, c0, F1, c1, F2, c2, out, hb)
+                pad = af[nz:nz4]
+                for j in range(nz4 - nz):
+                    pad[j] = 0.0
+                # step 3: output layer; step 4: the loss
+                tile_outputs(theta_t[q], a2, h1, n_out, ns4, zo)
+                if loss_kind == SOFTMAX_CE:
+                    nh = tile_loss_softmax_ce(zo, YT, labels, s0, ns, ns4, dexp, eexp, mx, arg,
+                                              se, lse, sy, yz, hbits, lossv)  # fmt: skip
+                elif loss_kind == LOGISTIC:
+                    nh = tile_loss_logistic(zo, YT, s0, ns, ns4, eexp, hbits, lossv)
+                else:
+                    tile_loss_mse(zo, YT, s0, ns, lossv)
+                    nh = 0
+                lrow = lsum[q, s0 : s0 + ns]
+                for s in range(ns):
+                    lrow[s] = lossv[s]
+                hits[q] += nh
+        for q in range(npts):
+            total = 0.0
+            row = lsum[q]
+            for i in range(B):
+                total += row[i]
+            loss_out[lo + q] = total
+            hits_out[lo + q] = hits[q]
+
+    return span_task
+
+
 def span_block_hidden(
     coef, F, tail, act, loss_kind, YT, labels, point_chunk, tile, loss_out, hits_out
 ):
@@ -414,54 +559,14 @@ def span_block_hidden(
     m, K = coef.shape
     B = F.shape[1]
     h1 = F.shape[2]
-    n_out = YT.shape[0]
-    P_tail = tail.shape[1]
     S = max(4, ((tile + 3) // 4) * 4)
     Ff = F.reshape((K, B * h1))
-    n_tasks = (m + point_chunk - 1) // point_chunk
-    for task in prange(n_tasks):
-        lo = task * point_chunk
-        npts = min(m, lo + point_chunk) - lo
-        idx = np.empty((npts, K), np.int64)
-        val = np.empty((npts, K))
-        cnt = np.empty(npts, np.int64)
-        theta_t = np.zeros((npts, P_tail))
-        lsum = np.empty((npts, B))
-        hits = np.zeros(npts)
-        zf = np.empty(S * h1)
-        af = np.empty(S * h1)
-        a2 = af.reshape((S, h1))
-        hbits = np.empty(S * max(h1, n_out), np.int64)
-        zo = np.empty((n_out, S))
-        dexp = np.empty(n_out * S)
-        eexp = np.empty(n_out * S)
-        mx = np.empty(S)
-        arg = np.empty(S, np.int64)
-        se = np.empty(S)
-        lse = np.empty(S)
-        sy = np.empty(S)
-        yz = np.empty(S)
-        lossv = np.empty(S)
-        point_tails(coef, tail, lo, idx, val, cnt, theta_t)
-        for s0 in range(0, B, S):
-            ns = min(S, B - s0)
-            ns4 = ((ns + 3) // 4) * 4
-            nz = ns * h1
-            nz4 = ns4 * h1
-            base = s0 * h1
-            for q in range(npts):
-                tile_hidden(act, cnt[q], idx[q], val[q], Ff, base, nz, nz4, zf, af, hbits)
-                tile_outputs(theta_t[q], a2, h1, n_out, ns4, zo)
-                nh = tile_loss(loss_kind, zo, YT, labels, s0, ns, ns4, dexp, eexp, mx, arg, se,
-                               lse, sy, yz, hbits, lossv)  # fmt: skip
-                lrow = lsum[q, s0 : s0 + ns]
-                for s in range(ns):
-                    lrow[s] = lossv[s]
-                hits[q] += nh
-        for q in range(npts):
-            total = 0.0
-            row = lsum[q]
-            for i in range(B):
-                total += row[i]
-            loss_out[lo + q] = total
-            hits_out[lo + q] = hits[q]
+
+    span_task = task_kernel(act, loss_kind)
+
+    def task(i: int) -> None:
+        lo = i * point_chunk
+        span_task(coef, Ff, tail, YT, labels, lo, min(m, lo + point_chunk) - lo, S, h1,
+                  loss_out, hits_out)  # fmt: skip
+
+    run_tasks(task, (m + point_chunk - 1) // point_chunk)

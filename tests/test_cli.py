@@ -623,6 +623,30 @@ def test_help_shows_each_subcommand_s_own_defaults():
         assert "--tol" in helps[cmd] and "[default: 1000]" in helps[cmd]
 
 
+def test_the_command_line_loads_no_kernels_before_it_talks():
+    """``import fastscape`` and the parser import NumPy only: the first line does not wait for
+    Numba, SciPy and the kernels (they load with the first function that needs them)."""
+    code = """
+        import sys
+        import fastscape
+        from fastscape.cli import build_parser
+        build_parser().parse_args(["landscape"])
+        print(sorted(m for m in ("numba", "scipy", "fastscape.models", "fastscape._device")
+                     if m in sys.modules))
+        print(fastscape.MLP.__name__, "numba" in sys.modules)
+    """
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                         text=True, check=True, timeout=120)  # fmt: skip
+    assert out.stdout.split("\n")[:2] == ["[]", "MLP True"]
+
+
+def test_the_parser_offers_every_activation_of_the_model_family():
+    from fastscape.cli._parser import ACTIVATION_NAMES
+    from fastscape.models import ACTIVATIONS
+
+    assert ACTIVATION_NAMES == tuple(ACTIVATIONS)
+
+
 def test_talks_on_stderr_within_two_seconds_and_quiet_is_silent(tmp_path):
     import time
 

@@ -25,6 +25,7 @@ from fastscape.cli import main
 from fastscape.curvature import spectral_density
 from fastscape.landscape import slice_1d, surface_2d
 from fastscape.paths import linear_path
+from fastscape.training import fit
 
 pytest.importorskip("plotly")
 
@@ -36,7 +37,7 @@ FAST = ["--points", "7", "--steps", "30", "--sharpness-directions", "8", "--quie
 def results():
     X, y = datasets.blobs(n=120, seed=0)
     model = fastscape.MLP([2, 5, 2], "tanh", "softmax_ce")
-    theta = fastscape.training.fit(model, X, y, steps=200).theta
+    theta = fit(model, X, y, steps=200).theta
     d1, d2 = directions.pair(model, theta, seed=0)
     grid = np.linspace(-1.0, 1.0, 9)
     surf = surface_2d(model, theta, d1, d2, X, y, grid, grid[:7], progress=False)

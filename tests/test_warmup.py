@@ -64,7 +64,9 @@ def test_unknown_job_is_refused():
 @pytest.mark.slow
 def test_landscape_job_compiles_no_hvp_kernels(tmp_path):
     """The span engine's job leaves Lanczos and the HVPs to the "hvp" job (the CLI gives
-    ε-sharpness its λmax): compiling them there made a cold CLI run slower, not faster."""
+    ε-sharpness its λmax): compiling them there made a cold CLI run slower, not faster. Nor
+    does it compile the loss at θ, which the main process compiles for training; and the
+    span kernel of another activation stays cold (one kernel per activation and loss)."""
     code = """
         import json
         import fastscape
@@ -73,15 +75,18 @@ def test_landscape_job_compiles_no_hvp_kernels(tmp_path):
         model = fastscape.MLP([2, 3, 2])
         warm = _warmup.start(model, ["landscape"])
         warm.wait()
+        relu = fastscape.MLP([2, 3, 2], activation="relu")
         print(json.dumps({"landscape": _warmup.is_cold("landscape", model),
-                          "hvp": _warmup.is_cold("hvp", model)}))
+                          "hvp": _warmup.is_cold("hvp", model),
+                          "loss": _warmup._is_cached("mlp", "chunk_loss"),
+                          "relu": _warmup.is_cold("landscape", relu)}))
     """
     env = {**os.environ, "FASTSCAPE_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": ""}
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=600,
     )  # fmt: skip
-    assert json.loads(out.stdout) == {"landscape": False, "hvp": True}
+    assert json.loads(out.stdout) == {"landscape": False, "hvp": True, "loss": False, "relu": True}
 
 
 @pytest.mark.slow

@@ -51,17 +51,11 @@ def _join_ranges(argv: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastscape`` console script."""
-    import zipfile
-
-    from .._device import DeviceUnavailableError
-
     parser = build_parser()
     args = parser.parse_args(_join_ranges(sys.argv[1:] if argv is None else list(argv)))
     if args.command == "plot":
         args.format_given = args.format is not None
         args.format = args.format or ("png",)
-    from .._threads import threads
-
     previous = None
     if argv is None and hasattr(signal, "SIGTERM"):
         # the console script: a termination cleans up like Ctrl-C (the old result stays)
@@ -70,10 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.unraisablehook = _unraisable
     _DROPPED_INTERRUPT.clear()
     try:
-        with threads(getattr(args, "threads", None)):
+        n_threads = getattr(args, "threads", None)
+        if n_threads is None:  # Numba is imported with the first kernel, after the first words
             return args.func(args)
-    except (CLIError, ValueError, TypeError, OSError, ImportError, DeviceUnavailableError,
-            zipfile.BadZipFile, EOFError) as exc:  # fmt: skip
+        from .._threads import threads
+
+        with threads(n_threads):
+            return args.func(args)
+    except _expected_errors() as exc:  # evaluated when an exception arrives
         if os.environ.get("FASTSCAPE_DEBUG"):
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -94,6 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.unraisablehook = previous_hook
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """The errors reported in one line: bad input, files, a missing device (the device module
+    only when it was imported: its error cannot have been raised otherwise)."""
+    import zipfile
+
+    errors = (CLIError, ValueError, TypeError, OSError, ImportError, zipfile.BadZipFile, EOFError)
+    device = sys.modules.get("fastscape._device")
+    return (*errors, device.DeviceUnavailableError) if device is not None else errors
 
 
 #: Set when a Ctrl-C was dropped by Python (and delivered again).

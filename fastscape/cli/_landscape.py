@@ -39,16 +39,13 @@ from ._output import OutputDir
 
 # ----------------------------------------------------------------------------- landscape
 def cmd_landscape(args) -> int:
-    from .. import directions as dirs
-    from .._device import resolve_device
-    from ..curvature import top_eigen
-    from ..landscape import slice_1d, surface_2d
-    from ..sharpness import epsilon_sharpness, sam_sharpness
-
     t_start = time.perf_counter()
     talk = Talk(args.quiet)
     timings: dict[str, float] = {}
-    resolve_device(args.device)  # fail before any work when CUDA cannot run here
+    if args.device != "cpu":  # fail before any work when CUDA cannot run here
+        from .._device import resolve_device
+
+        resolve_device(args.device)
     check_html(args)
     loaded = bool(args.theta or args.torch)
     if loaded and args.directions == "pca":
@@ -58,6 +55,12 @@ def cmd_landscape(args) -> int:
         t = time.perf_counter()
         model, train, test, classes, theta, source, d = prepare(args, talk, split=True)
         timings["data_s"] = time.perf_counter() - t
+        # imported after the first words (the package loads its kernels lazily)
+        from .. import directions as dirs
+        from ..curvature import top_eigen
+        from ..landscape import slice_1d, surface_2d
+        from ..sharpness import epsilon_sharpness, sam_sharpness
+
         alphas_n = args.points_x or args.points
         betas_n = args.points_y or args.points
         est_s, est_b = check_grid_budget(args, model, train.X.shape[0],

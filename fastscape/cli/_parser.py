@@ -7,11 +7,14 @@ import argparse
 import numpy as np
 
 from .. import __version__
-from ..models import ACTIVATIONS
 from ._commands import cmd_connect, cmd_eos, cmd_hessian, cmd_plot
 from ._common import FIGURE_FORMATS, LOSSES, MAX_INFERRED_CLASSES, SURFACE_FORMATS, show
 from ._landscape import cmd_landscape
 from ._matrices import add_matrix_options
+
+#: The model family's activations (``fastscape.models.ACTIVATIONS``, checked by a test): named
+#: here so that the parser does not import the models and their kernels before the CLI talks.
+ACTIVATION_NAMES = ("identity", "tanh", "relu", "sigmoid", "leaky_relu", "gelu", "gelu_tanh")
 
 EPILOG = """\
 examples:
@@ -220,7 +223,7 @@ def _add_data_model_options(
         help=f"hidden layer sizes of the MLP, e.g. 32,32 [default: {show(hidden)}]",
     )  # fmt: skip
     g.add_argument(
-        "--activation", choices=tuple(ACTIVATIONS), default=None,
+        "--activation", choices=ACTIVATION_NAMES, default=None,
         help="hidden activation, PyTorch's definitions [default: tanh]",
     )  # fmt: skip
     g.add_argument(
