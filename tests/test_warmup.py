@@ -137,6 +137,7 @@ def test_the_landscape_job_names_the_path_the_engine_takes(sizes, act, loss, pat
     from fastscape import _warmup
 
     model = fastscape.MLP(sizes, activation=act, loss=loss)
-    ((module, name),) = _warmup.kernels("landscape", model)
+    ((module, name, *args),) = _warmup.kernels("landscape", model)
     assert module == path
-    assert callable(getattr(importlib.import_module(f"fastscape.kernels.{module}"), name))
+    kernel = getattr(importlib.import_module(f"fastscape.kernels.{module}"), name)
+    assert callable(kernel(*args) if args else kernel)

@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("fastscape: interrupted; the previous result, if any, is untouched", file=sys.stderr)
-        return 130
+        return _exit_interrupted(argv)
     except Exception as exc:
         # Ctrl-C while Numba unpickles or compiles a kernel can surface as another error: a
         # SystemError caused by the KeyboardInterrupt, or (when the interrupt was dropped in a
@@ -87,8 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (_interrupted(exc) or _DROPPED_INTERRUPT.is_set()):
             raise
         print("fastscape: interrupted; the previous result, if any, is untouched", file=sys.stderr)
-        return 130
+        return _exit_interrupted(argv)
     finally:
+        for timer in _REDELIVERIES:  # a re-delivery still pending must not outlive the job
+            timer.cancel()
+        _REDELIVERIES.clear()
         sys.unraisablehook = previous_hook
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -106,6 +109,17 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 #: Set when a Ctrl-C was dropped by Python (and delivered again).
 _DROPPED_INTERRUPT = threading.Event()
+#: The timers of those re-deliveries (cancelled when the job ends).
+_REDELIVERIES: list[threading.Timer] = []
+
+
+def _exit_interrupted(argv) -> int:
+    """The exit status of an interrupted job; the console script also ignores any further
+    Ctrl-C (a second press, or a re-delivery already under way) while Python shuts down, which
+    would otherwise print a traceback from the thread pools' shutdown."""
+    if argv is None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return 130
 
 
 def _unraisable(unraisable) -> None:
@@ -116,7 +130,9 @@ def _unraisable(unraisable) -> None:
         _DROPPED_INTERRUPT.set()
         # from another thread, a moment later: raised here it would be dropped again
         main = threading.main_thread().ident
-        threading.Timer(0.01, signal.pthread_kill, (main, signal.SIGINT)).start()
+        timer = threading.Timer(0.01, signal.pthread_kill, (main, signal.SIGINT))
+        _REDELIVERIES.append(timer)
+        timer.start()
         return
     sys.__unraisablehook__(unraisable)
 
