@@ -56,7 +56,9 @@ class ChainResult(NamedTuple):
         The solver's ``converged`` flag of each end (True for ``"exact"``).
     hvps_max, hvps_min : (m,) int64 arrays
         Hessian-vector products spent on each end (0 for ``"exact"``; with ``"lanczos"`` the
-        shared two-ended solve is counted at λmax, each end's verification at its own end;
+        products that serve both ends (the two-ended solve and the joint verification) are
+        split evenly between them, the odd one to λmax, and a per-end verification counts at
+        its own end;
         with ``"power"`` the first solve is counted at the end it found, the shifted one at
         the other).
     """
@@ -118,30 +120,48 @@ class _Ends(NamedTuple):
     nxt: tuple  # the Ritz vector after each wanted one ((n,) arrays or None): verification starts
 
 
-def _both_ends(H, start, tol_eff, max_hvps, ncv, rng) -> _Ends:
-    """λmax and λmin of a symmetric operator from one thick-restart Lanczos basis.
+class _Basis(NamedTuple):
+    """The state of a two-ended Lanczos run when it stopped."""
 
-    Lanczos with full re-orthogonalisation (classical Gram-Schmidt, always twice) keeps the
-    whole projected matrix ``T = Q^T H Q`` (column j from the coefficients of ``H q_j``), so a
-    thick restart may keep Ritz vectors from both ends: ``ncv // 4`` of the largest and as many
-    of the smallest. Every product serves both ends; the solve stops when both extreme Ritz
-    pairs meet ``β |s[last]| <= tol * max(|θ|, eps**(2/3) max|θ|)`` (the criterion of
-    :func:`fastscape.curvature.lanczos`), or when ``max_hvps`` products are spent. As there,
-    the residuals are recomputed from the operator's kept outputs ``H Q`` and a pair is flagged
-    only when they agree with the estimate.
+    Q: np.ndarray  # (m, n) orthonormal basis
+    HQ: np.ndarray  # (m, n) the operator's outputs for it (projected out of ``locked``)
+    theta: np.ndarray  # (m,) Ritz values, ascending
+    S: np.ndarray  # (m, m) their vectors in the basis
+    beta: float  # norm of the next Krylov direction (0 after a breakdown)
+    anorm: float  # max |θ| seen
+    status: str  # "stopped" (``stop`` said so, or the space is exhausted) or "budget"
+    n_mv: int
+
+
+def _lanczos_both(H, start, max_hvps, ncv, rng, stop, locked=None) -> _Basis:
+    """Thick-restart Lanczos keeping Ritz vectors at both ends of the spectrum.
+
+    Full re-orthogonalisation (classical Gram-Schmidt, always twice) gives the whole projected
+    matrix ``T = Q^T H Q`` (column j from the coefficients of ``H q_j``), so a restart may keep
+    Ritz vectors of both ends: ``ncv // 4`` of the largest and as many of the smallest, and
+    every product serves both ends. With ``locked`` (L, n) orthonormal rows the run stays in
+    their orthogonal complement (every product and direction projected out of them). After
+    each product ``stop(theta, S, beta, anorm)`` (Ritz values ascending, their vectors, the
+    norm of the next direction, 0 after a breakdown) decides whether to stop; the run also
+    stops when the space is exhausted or ``max_hvps`` products are spent.
     """
     n = H.shape[0]
-    ncv = min(ncv, n)
+    n_eff = n if locked is None else n - locked.shape[0]
+    ncv = min(ncv, n_eff)
     half = max(1, ncv // 4)
     Q = np.empty((ncv + 1, n))
     HQ = np.empty((ncv, n))
     T = np.zeros((ncv, ncv))
+    if locked is not None:
+        start = _project_out(locked, start.copy())
     Q[0] = start / np.linalg.norm(start)
     m = n_mv = 0
-    status = "converged"
+    status = "stopped"
     while True:
         w = apply_rows(H, Q[m : m + 1])[0]
         n_mv += 1
+        if locked is not None:
+            _project_out(locked, w)
         HQ[m] = w
         B = Q[: m + 1]
         c = B @ w
@@ -149,27 +169,30 @@ def _both_ends(H, start, tol_eff, max_hvps, ncv, rng) -> _Ends:
         c2 = B @ w
         w -= c2 @ B
         c += c2
+        if locked is not None:
+            _project_out(locked, w)
         T[: m + 1, m] = c
         T[m, : m + 1] = c
         beta = float(np.linalg.norm(w))
         m += 1
         theta, S = np.linalg.eigh(T[:m, :m])
         anorm = float(np.abs(theta).max())
-        ends = np.array([m - 1, 0])
-        denom = np.maximum(np.abs(theta[ends]), _EPS23 * anorm)
-        breakdown = beta <= _EPS * max(anorm, 1e-300) * np.sqrt(n)
-        est = np.zeros(2) if breakdown else beta * np.abs(S[m - 1, ends])
-        if (est <= tol_eff * denom).all() or m == n:
+        if beta <= _EPS * max(anorm, 1e-300) * np.sqrt(n):  # breakdown: an invariant subspace
+            beta = 0.0
+        if stop(theta, S, beta, anorm) or m == n_eff:
             break
         if n_mv >= max_hvps:
             status = "budget"
             break
-        if breakdown:  # continue with a random direction orthogonal to the basis
+        if beta == 0.0:  # continue with a random direction orthogonal to the basis
             w = rng.standard_normal(n)
             for _ in range(2):
                 w -= (Q[:m] @ w) @ Q[:m]
-            beta = float(np.linalg.norm(w))
-        Q[m] = w / beta
+                if locked is not None:
+                    _project_out(locked, w)
+            Q[m] = w / np.linalg.norm(w)
+        else:
+            Q[m] = w / beta
         if m == ncv:  # thick restart: keep `half` Ritz vectors at each end
             kept = np.r_[np.arange(half), np.arange(m - half, m)]
             Sk = S[:, kept]
@@ -181,13 +204,44 @@ def _both_ends(H, start, tol_eff, max_hvps, ncv, rng) -> _Ends:
             T[:] = 0.0
             T[np.arange(k2), np.arange(k2)] = theta[kept]
             m = k2
+    return _Basis(Q[:m], HQ[:m], theta, S, beta, anorm, status, n_mv)
+
+
+def _project_out(L, w):
+    """``w`` minus its components along the orthonormal rows of L (twice), in place."""
+    for _ in range(2):
+        w -= (L @ w) @ L
+    return w
+
+
+def _end_estimates(theta, S, beta, anorm):
+    """Ritz residual estimates ``β |s[last]|`` and denominators of the two extreme pairs
+    ([largest, smallest])."""
+    ends = np.array([theta.size - 1, 0])
+    est = beta * np.abs(S[-1, ends])
+    return est, np.maximum(np.abs(theta[ends]), _EPS23 * anorm)
+
+
+def _both_ends(H, start, tol_eff, max_hvps, ncv, rng) -> _Ends:
+    """λmax and λmin of a symmetric operator from one two-ended Lanczos run (:func:`_lanczos_
+    both`) that stops when both extreme Ritz pairs meet ``β |s[last]| <= tol * max(|θ|,
+    eps**(2/3) max|θ|)`` (the criterion of :func:`fastscape.curvature.lanczos`), or when
+    ``max_hvps`` products are spent. As there, the residuals are recomputed from the operator's
+    kept outputs ``H Q`` and a pair is flagged only when they agree with the estimate."""
+
+    def stop(theta, S, beta, anorm):
+        est, denom = _end_estimates(theta, S, beta, anorm)
+        return bool((est <= tol_eff * denom).all())
+
+    run = _lanczos_both(H, start, max_hvps, ncv, rng, stop)
+    m = run.theta.size
+    est, denom = _end_estimates(run.theta, run.S, run.beta, run.anorm)
     ends = np.array([m - 1, 0])
-    vals = theta[ends]
-    denom = np.maximum(np.abs(vals), _EPS23 * anorm)
+    vals = run.theta[ends]
     ok = est <= tol_eff * denom
-    Sw = S[:, ends]
-    V = Sw.T @ Q[:m]
-    HV = Sw.T @ HQ[:m]
+    Sw = run.S[:, ends]
+    V = Sw.T @ run.Q
+    HV = Sw.T @ run.HQ
     norms = np.linalg.norm(V, axis=1)
     V /= norms[:, None]
     HV /= norms[:, None]
@@ -195,25 +249,71 @@ def _both_ends(H, start, tol_eff, max_hvps, ncv, rng) -> _Ends:
     V *= signs[:, None]
     HV *= signs[:, None]
     true = np.linalg.norm(HV - vals[:, None] * V, axis=1)
-    ok &= true <= np.maximum(10.0 * tol_eff * denom, 1e3 * _EPS * anorm)
-    if status == "converged" and not ok.all():
-        status = "not_converged"
+    ok &= true <= np.maximum(10.0 * tol_eff * denom, 1e3 * _EPS * run.anorm)
+    status = "budget" if run.status == "budget" else "converged"
     nxt = (None, None)
     if m > 2:
-        a, b = S[:, m - 2] @ Q[:m], S[:, 1] @ Q[:m]
+        a, b = run.S[:, m - 2] @ run.Q, run.S[:, 1] @ run.Q
         nxt = (a / np.linalg.norm(a), b / np.linalg.norm(b))
-    return _Ends(vals, V, HV, true, ok, anorm, status, n_mv, nxt)
+    return _Ends(vals, V, HV, true, ok, run.anorm, status, run.n_mv, nxt)
 
 
-def _verified_end(H, ends, i, which, tol_eff, budget, rng, verify):
-    """(value, vector, flag, verification HVPs) of end i (0: λmax, "LA"; 1: λmin, "SA") of a
-    two-ended solve, after the verification restart of :func:`fastscape.curvature.lanczos`
-    (run only where the end met its residual test)."""
-    val, vec, ok = float(ends.vals[i]), ends.V[i], bool(ends.ok[i])
-    if not verify:
-        return val, vec, ok, 0
-    if not ok:
-        return val, vec, False, 0
+def _verify_both(H, ends, tol_eff, budget, rng):
+    """The verification restart of both ends at once: (verified λmax, verified λmin, HVPs).
+
+    One two-ended Lanczos run (:func:`_lanczos_both`) from a random vector in the orthogonal
+    complement of the two pairs found (plus the Ritz vectors after them, for speed), as
+    :func:`fastscape.curvature.lanczos` runs one per end. An end is established when the
+    complement's extreme Ritz pair at that end has converged to ``sqrt(tol)`` and its
+    interval ``θ ± β|s[last]|`` lies inside the value found by more than the pair's residual
+    norm, or when it has converged to ``tol`` without coming out beyond the value found by
+    more than the two residual norms. It fails (False) when the complement's Ritz value comes
+    out beyond the value found by more than the residual norms (a Ritz value is an inner
+    bound, so the operator has an eigenvalue there: the main solve found the wrong one) or
+    when the budget runs out first; the caller then runs the per-end verification, which
+    adds the missing pair.
+    """
+    L = ends.V  # [v_max, v_min]: Ritz vectors of distinct values in one basis, orthonormal
+    found = ends.vals
+    start = rng.standard_normal(H.shape[0])
+    start /= np.linalg.norm(start)
+    for g in ends.nxt:
+        if g is not None:
+            start = start + g
+    state = [None, None]  # per end: True (established), False (beyond), None (undecided)
+
+    def stop(theta, S, beta, anorm):
+        est, denom = _end_estimates(theta, S, beta, anorm)
+        floor = 1e3 * _EPS * max(anorm, ends.anorm)
+        vals = theta[[-1, 0]]
+        for i, sign in ((0, 1.0), (1, -1.0)):  # how far beyond the found value, per end
+            if state[i] is not None:
+                continue
+            beyond = sign * (vals[i] - found[i])
+            if beyond > ends.abs_res[i] + floor:
+                state[i] = False
+            elif est[i] <= np.sqrt(tol_eff) * denom[i] and -beyond > (
+                ends.abs_res[i] + floor + est[i]
+            ):
+                state[i] = True
+            elif est[i] <= tol_eff * denom[i] and beyond <= ends.abs_res[i] + est[i] + floor:
+                state[i] = True
+        return state[0] is not None and state[1] is not None
+
+    if H.shape[0] - 2 <= 0:
+        return True, True, 0
+    run = _lanczos_both(H, start, budget, NCV, rng, stop, locked=L)
+    if run.status != "budget" and run.theta.size == H.shape[0] - 2:
+        stop(run.theta, run.S, 0.0, run.anorm)  # the complement exhausted: its values are exact
+    return state[0] is True, state[1] is True, run.n_mv
+
+
+def _verified_end(H, ends, i, which, tol_eff, budget, rng):
+    """(value, vector, flag, HVPs) of end i (0: λmax, "LA"; 1: λmin, "SA") of a two-ended
+    solve after the verification restart of :func:`fastscape.curvature.lanczos` (which adds
+    a pair the main solve missed)."""
+    if budget <= 0:
+        return float(ends.vals[i]), ends.V[i], False, 0
     chk = _verify_ranks(
         H, H.shape[0], 1, which, ends.vals[i : i + 1], ends.V[i : i + 1], ends.HV[i : i + 1],
         ends.abs_res[i : i + 1], ends.ok[i : i + 1], ends.anorm, tol_eff, budget, 20,
@@ -223,7 +323,9 @@ def _verified_end(H, ends, i, which, tol_eff, budget, rng, verify):
 
 
 def _two_ended_point(H, start_vecs, tol, max_hvps, seed, verify):
-    """λmax, λmin, flags, HVP counts and vectors at one point (method ``"lanczos"``)."""
+    """((λmax, v, flag, HVPs), (λmin, v, flag, HVPs), shared HVPs) at one point (method
+    ``"lanczos"``): the two-ended solve, then (``verify``) the joint verification, and the
+    per-end one for an end the joint one could not establish."""
     n = H.shape[0]
     budget = check_budget(max_hvps, krylov_budget(n), minimum=1)
     rng = np.random.default_rng(seed)
@@ -235,10 +337,23 @@ def _two_ended_point(H, start_vecs, tol, max_hvps, seed, verify):
     tol_eff = tol if tol > 0 else 4.0 * _EPS
     with serial_blas():
         ends = _both_ends(H, start, tol_eff, budget, NCV, rng)
-        left = budget - ends.n_mv
-        hi = _verified_end(H, ends, 0, "LA", tol_eff, left, rng, verify)
-        lo = _verified_end(H, ends, 1, "SA", tol_eff, left, rng, verify)
-    return hi, lo, ends.n_mv
+        out = [(float(ends.vals[i]), ends.V[i], bool(ends.ok[i]), 0) for i in (0, 1)]
+        shared = ends.n_mv
+        if not verify:
+            return out[0], out[1], shared
+        out = [(v, x, False, 0) for v, x, _, _ in out]
+        if not ends.ok.all():
+            return out[0], out[1], shared
+        left = budget - shared
+        est_max, est_min, spent = _verify_both(H, ends, tol_eff, left, rng)
+        shared += spent
+        left -= spent
+        for i, (which, done) in enumerate((("LA", est_max), ("SA", est_min))):
+            if done:
+                out[i] = (float(ends.vals[i]), ends.V[i], True, 0)
+            else:
+                out[i] = _verified_end(H, ends, i, which, tol_eff, left, rng)
+    return out[0], out[1], shared
 
 
 def _warm(result):
@@ -310,7 +425,7 @@ def solve_chain(
             hi, lo, shared = _two_ended_point(H, prev_a, tol, max_hvps, seed, verify)
             lmax[j], lmin[j] = hi[0], lo[0]
             cmax[j], cmin[j] = hi[2], lo[2]
-            hmax[j], hmin[j] = shared + hi[3], lo[3]
+            hmax[j], hmin[j] = (shared + 1) // 2 + hi[3], shared // 2 + lo[3]
             prev_a = (hi[1], lo[1])
             continue
         kw = {"tol": tol, "max_hvps": max_hvps, "seed": seed, "verify": verify}
