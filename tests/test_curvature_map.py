@@ -211,6 +211,25 @@ def test_two_ended_solve_equals_eigh_through_restarts(verify):
         assert np.linalg.norm(A @ vec - val * vec) <= 1e-8 * abs(val)
 
 
+def test_two_ended_budget_is_per_point():
+    """The two-ended solve, its joint verification and any per-end one share ``max_hvps``:
+    never more products at a point, and a flagged value is within tol of eigh's."""
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(80, 80))
+    A = A + A.T
+    w = np.linalg.eigvalsh(A)
+    op = aslinearoperator(A)
+    flagged = 0
+    for budget in range(2, 130, 7):
+        hi, lo, shared = cmap._two_ended_point(op, None, 1e-8, budget, 0, True)
+        assert shared + hi[3] + lo[3] <= budget
+        for (val, _, ok, _), ref_val in ((hi, w[-1]), (lo, w[0])):
+            if ok:
+                flagged += 1
+                assert abs(val - ref_val) <= 1e-8 * abs(ref_val)
+    assert flagged > 0  # the larger budgets suffice
+
+
 def test_verification_corrects_a_wrong_warm_start():
     """A warm start spanning two interior eigenvectors (plus the 1e-6 random share) lets the
     two-ended solve converge to the wrong values; the joint verification sees Ritz values

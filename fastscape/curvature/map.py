@@ -302,6 +302,8 @@ def _verify_both(H, ends, tol_eff, budget, rng):
 
     if H.shape[0] - 2 <= 0:
         return True, True, 0
+    if budget <= 0:  # a run spends at least one product before it checks its budget
+        return False, False, 0
     run = _lanczos_both(H, start, budget, NCV, rng, stop, locked=L)
     if run.status != "budget" and run.theta.size == H.shape[0] - 2:
         stop(run.theta, run.S, 0.0, run.anorm)  # the complement exhausted: its values are exact
