@@ -29,8 +29,8 @@ from scipy.sparse.linalg import LinearOperator
 
 from ..kernels._blas import serial_blas
 from ..models import MLP, Batch
-from ._common import Progress, apply_rows, check_budget, krylov_budget, row_signs
-from .eigen import _verify_ranks, power_iteration
+from ._common import apply_rows, check_budget, krylov_budget, row_signs
+from .eigen import power_iteration, verify_pair
 from .operator import HessianOperator
 
 __all__ = ["METHODS", "ChainResult", "ShiftedOperator", "solve_chain"]
@@ -316,12 +316,8 @@ def _verified_end(H, ends, i, which, tol_eff, budget, rng):
     a pair the main solve missed)."""
     if budget <= 0:
         return float(ends.vals[i]), ends.V[i], False, 0
-    chk = _verify_ranks(
-        H, H.shape[0], 1, which, ends.vals[i : i + 1], ends.V[i : i + 1], ends.HV[i : i + 1],
-        ends.abs_res[i : i + 1], ends.ok[i : i + 1], ends.anorm, tol_eff, budget, 20,
-        rng, Progress(False, None, ""), ends.nxt[i],
-    )  # fmt: skip
-    return float(chk.vals[0]), chk.V[0], bool(chk.ok[0] and chk.verified), int(chk.n_mv)
+    pair = (ends.vals[i], ends.V[i], ends.HV[i], ends.abs_res[i])
+    return verify_pair(H, which, pair, ends.anorm, tol_eff, budget, rng, ends.nxt[i])
 
 
 def _two_ended_point(H, start_vecs, tol, max_hvps, seed, verify):
