@@ -852,16 +852,19 @@ def curvature_map(
         (``config.CURVATURE_MAP_POINTS``) on [-1, 1].
     method : {"auto", "exact", "lanczos", "power"}
         Per point: ``"exact"`` is ``numpy.linalg.eigvalsh`` of the exact Hessian;
-        ``"lanczos"`` two thick-restart Lanczos solves (``which="LA"`` and ``"SA"``, verified,
-        :func:`fastscape.curvature.lanczos`); ``"power"`` power iteration for the eigenvalue
-        of largest magnitude and again on ``H - λ₁ I`` for the other end (loss-landscape's
-        scheme, slower). ``"auto"``: exact up to ``exact_max_params`` parameters, else Lanczos.
+        ``"lanczos"`` one thick-restart Lanczos basis for both ends, verified
+        (``fastscape.curvature.map``, ``docs/curvature_maps.md``); ``"power"`` power
+        iteration for the eigenvalue of largest magnitude and again on ``H - λ₁ I`` for the
+        other end (loss-landscape's scheme, slower). ``"auto"``: exact up to
+        ``exact_max_params`` parameters, else Lanczos.
     tol : float, optional
         Relative tolerance of every iterative solve (default
         :data:`fastscape.curvature.DEFAULT_TOL`, 1e-6; see ``docs/curvature.md``).
     max_hvps : int, optional
-        Hard budget of each solve (two per point); default the solver's (``min(10 P, 5000)``
-        for Lanczos, 1000 for power iteration). A point whose solve runs out is flagged.
+        Hard budget per point for Lanczos (its two-ended solve and verifications share it),
+        of each of the two solves for power iteration; default the solver's
+        (``min(10 P, 5000)`` for Lanczos, 1000 for power iteration). A point whose solve
+        runs out is flagged.
     exact_max_params : int, optional
         The threshold of ``method="auto"`` (default ``config.CURVATURE_MAP_EXACT_MAX_PARAMS``).
     seed : int
@@ -871,8 +874,8 @@ def curvature_map(
         converged only when its residual met ``tol`` **and** the value's rank was established
         (no larger λmax, no smaller λmin, left in the complement; ``docs/curvature.md``). With
         False the flag is the residual test alone — what ARPACK's ``eigsh`` guarantees — for
-        fewer HVPs (the verification is about half of them where λmin sits in the dense
-        bulk near zero). Recorded in ``settings``.
+        fewer HVPs (the joint verification of both ends costs about 10 per point).
+        Recorded in ``settings``.
     with_loss : bool
         Also evaluate the loss on the grid (one call of the span engine, :func:`evaluate`).
     tile_size : int, optional

@@ -16,6 +16,7 @@ from scipy.sparse.linalg import aslinearoperator
 import fastscape
 from fastscape import config, landscape
 from fastscape import reference as ref
+from fastscape.curvature import map as cmap
 from fastscape.curvature.map import ShiftedOperator, solve_chain
 from fastscape.landscape import curvature_map, serpentine
 
@@ -188,6 +189,62 @@ def test_warm_start_saves_products():
     for j, c in enumerate(cold):
         assert abs(chain.lambda_max[j] - c.lambda_max[0]) <= 1e-6 * abs(c.lambda_max[0])
         assert abs(chain.lambda_min[j] - c.lambda_min[0]) <= 1e-6 * abs(c.lambda_min[0])
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_two_ended_solve_equals_eigh_through_restarts(verify):
+    """One Krylov basis for both ends, on a matrix large enough for thick restarts (n = 300 >
+    ncv): both extreme eigenvalues to tolerance, residuals recomputed and small."""
+    rng = np.random.default_rng(5)
+    n = 300
+    Qm = np.linalg.qr(rng.normal(size=(n, n)))[0]
+    w = np.sort(rng.normal(size=n))
+    A = (Qm * w) @ Qm.T
+    A = 0.5 * (A + A.T)
+    op = aslinearoperator(A)
+    hi, lo, shared = cmap._two_ended_point(op, None, 1e-8, None, 0, verify)
+    assert hi[2] and lo[2] and shared > cmap.NCV  # converged, after at least one restart
+    ref_hi, ref_lo = np.linalg.eigvalsh(A)[[-1, 0]]
+    assert abs(hi[0] - ref_hi) <= 1e-8 * abs(ref_hi)
+    assert abs(lo[0] - ref_lo) <= 1e-8 * abs(ref_lo)
+    for val, vec, *_ in (hi, lo):
+        assert np.linalg.norm(A @ vec - val * vec) <= 1e-8 * abs(val)
+
+
+def test_two_ended_budget_is_per_point():
+    """The two-ended solve, its joint verification and any per-end one share ``max_hvps``:
+    never more products at a point, and a flagged value is within tol of eigh's."""
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(80, 80))
+    A = A + A.T
+    w = np.linalg.eigvalsh(A)
+    op = aslinearoperator(A)
+    flagged = 0
+    for budget in range(2, 130, 7):
+        hi, lo, shared = cmap._two_ended_point(op, None, 1e-8, budget, 0, True)
+        assert shared + hi[3] + lo[3] <= budget
+        for (val, _, ok, _), ref_val in ((hi, w[-1]), (lo, w[0])):
+            if ok:
+                flagged += 1
+                assert abs(val - ref_val) <= 1e-8 * abs(ref_val)
+    assert flagged > 0  # the larger budgets suffice
+
+
+def test_verification_corrects_a_wrong_warm_start():
+    """A warm start spanning two interior eigenvectors (plus the 1e-6 random share) lets the
+    two-ended solve converge to the wrong values; the joint verification sees Ritz values
+    beyond them and the per-end verification adds the true ends. Without verification the
+    wrong values pass the residual test, as they would with ARPACK."""
+    n = 120
+    w = np.arange(1.0, n + 1.0)
+    op = aslinearoperator(np.diag(w))
+    e = np.eye(n)
+    start = (e[99], e[49])
+    hi, lo, _ = cmap._two_ended_point(op, start, 1e-4, None, 0, False)
+    assert hi[2] and lo[2] and abs(hi[0] - 100.0) < 1e-2 and abs(lo[0] - 50.0) < 1e-2
+    hi, lo, _ = cmap._two_ended_point(op, start, 1e-4, None, 0, True)
+    assert hi[2] and lo[2] and hi[3] > 0 and lo[3] > 0  # the per-end verification ran
+    assert abs(hi[0] - n) <= 1e-4 * n and abs(lo[0] - 1.0) <= 1e-4
 
 
 def test_shifted_operator():

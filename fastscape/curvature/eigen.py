@@ -715,3 +715,46 @@ def top_eigen(
         H, k, which, tol=tol, max_hvps=max_hvps, maxiter=maxiter, seed=seed, v0=v0,
         progress=progress, verify=verify,
     )  # fmt: skip
+
+
+def verify_pair(A, which: str, pair, anorm: float, tol: float, budget: int, rng, guess=None):
+    """The verification restart of :func:`lanczos` for one converged pair found elsewhere.
+
+    For solvers built on this module's (the curvature maps' two-ended solve,
+    ``fastscape.curvature.map``): Lanczos is run from a random vector (plus ``guess``) in the
+    orthogonal complement of the pair, and a pair the complement holds beyond it is added (a
+    Rayleigh-Ritz on the pairs kept), as :func:`lanczos` does with ``verify=True``.
+
+    Parameters
+    ----------
+    A : LinearOperator (n, n)
+        Symmetric.
+    which : {"LA", "SA", "LM"}
+        The end the pair belongs to.
+    pair : tuple (value, vector (n,), H vector (n,), residual norm)
+        The pair, its operator output and its recomputed residual ``||H v - value v||``.
+    anorm : float
+        The largest |Ritz value| seen by the solve that found the pair.
+    tol : float
+        The solve's relative tolerance (> 0).
+    budget : int
+        Products allowed (the verification stops unverified when they run out).
+    rng : numpy.random.Generator
+        Source of the random start.
+    guess : (n,) array, optional
+        The solve's next Ritz vector after the pair (speeds the complement's solve).
+
+    Returns
+    -------
+    tuple (value, vector (n,), flag, HVPs)
+        The pair after verification (replaced where the complement held a better one), True
+        when it met the tolerance and its rank was established, and the products spent.
+    """
+    val, vec, hvec, res = pair
+    n = A.shape[0]
+    chk = _verify_ranks(
+        A, n, 1, which, np.array([float(val)]), np.asarray(vec)[None], np.asarray(hvec)[None],
+        np.array([float(res)]), np.array([True]), float(anorm), float(tol), int(budget), 20,
+        rng, Progress(False, None, ""), guess,
+    )  # fmt: skip
+    return float(chk.vals[0]), chk.V[0], bool(chk.ok[0] and chk.verified), int(chk.n_mv)
