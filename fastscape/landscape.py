@@ -768,9 +768,16 @@ def serpentine(a: int, b: int) -> np.ndarray:
     return idx.ravel()
 
 
+#: The per-point solver of the curvature maps; bumped whenever its results change, so that a
+#: checkpoint written by another solver is refused instead of being mixed with this one's tiles.
+_CMAP_SOLVER = "two-ended-lanczos-1"
+
+
 def _cmap_fingerprint(model: MLP, data: Batch, basis, coef, settings: dict) -> str:
     h = hashlib.sha256()
-    h.update(repr(("curvature_map", repr(model), sorted(settings.items()))).encode())
+    h.update(
+        repr(("curvature_map", _CMAP_SOLVER, repr(model), sorted(settings.items()))).encode()
+    )
     for arr in (basis, coef, data.X, data.Y):
         h.update(repr(arr.shape).encode())
         h.update(np.ascontiguousarray(arr).tobytes())
