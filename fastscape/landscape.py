@@ -775,9 +775,7 @@ _CMAP_SOLVER = "two-ended-lanczos-1"
 
 def _cmap_fingerprint(model: MLP, data: Batch, basis, coef, settings: dict) -> str:
     h = hashlib.sha256()
-    h.update(
-        repr(("curvature_map", _CMAP_SOLVER, repr(model), sorted(settings.items()))).encode()
-    )
+    h.update(repr(("curvature_map", _CMAP_SOLVER, repr(model), sorted(settings.items()))).encode())
     for arr in (basis, coef, data.X, data.Y):
         h.update(repr(arr.shape).encode())
         h.update(np.ascontiguousarray(arr).tobytes())
