@@ -28,10 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse.linalg import LinearOperator
 
 from . import _device, curvature, distributed
 from ._validation import check_choice, check_positive_float, check_positive_int
+from .curvature.operator import SymmetricRowOperator
 from .models import MLP
 
 OPTIMIZERS = ("gd", "momentum", "adam")
@@ -125,7 +125,7 @@ class EoSResult:
         return int(self.steps[hit[0]]) if hit.size else None
 
 
-class _ScaledOperator(LinearOperator):
+class _ScaledOperator(SymmetricRowOperator):
     """``D (c H + (1 − c) diag(r)) D`` on rows, for a Hessian operator H.
 
     c scales the data term (the MSE convention), r holds the L2 term's weights (the part of
@@ -144,18 +144,6 @@ class _ScaledOperator(LinearOperator):
         if self.c != 1.0:
             out = self.c * out if self.r is None else self.c * out + (1.0 - self.c) * self.r * W
         return out if self.d is None else out * self.d
-
-    def _matvec(self, x):
-        return self.rows(np.reshape(x, -1))[0]
-
-    def _matmat(self, X):
-        return self.rows(np.asarray(X).T).T
-
-    def _rmatvec(self, x):
-        return self._matvec(x)
-
-    def _adjoint(self):
-        return self
 
 
 def edge_of_stability(

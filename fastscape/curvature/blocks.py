@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse.linalg import LinearOperator
 
 from .. import config
 from .._validation import as_float_array, check_choice, check_positive_int
@@ -29,13 +28,13 @@ from ..models import MLP
 from ._common import Progress, apply_rows, as_operator, fix_signs, order, rademacher
 from .eigen import DEFAULT_TOL, lanczos
 from .ggn import MATRICES, curvature_operator, exact_matrix
-from .operator import prepare_inputs
+from .operator import SymmetricRowOperator, prepare_inputs
 from .results import EigenResult
 
 __all__ = ["BlockOperator", "LayerBlocksResult", "layer_block", "layer_blocks"]
 
 
-class BlockOperator(LinearOperator):
+class BlockOperator(SymmetricRowOperator):
     """The diagonal block ``A[s, s]`` of an operator on a contiguous index range ``s``.
 
     Each product embeds the vectors in zeros of length n, applies A (one block product for
@@ -86,24 +85,6 @@ class BlockOperator(LinearOperator):
         out = np.ascontiguousarray(apply_rows(self.parent, E)[:, self.start : self.stop])
         self.n_hvps += V2.shape[0]
         return out[0] if V.ndim == 1 else out
-
-    def _matvec(self, x):
-        return self.rows(np.reshape(x, -1))
-
-    def _matmat(self, X):
-        return self.rows(np.asarray(X).T).T
-
-    def _rmatvec(self, x):
-        return self._matvec(x)
-
-    def _rmatmat(self, X):
-        return self._matmat(X)
-
-    def _adjoint(self) -> BlockOperator:
-        return self
-
-    def _transpose(self) -> BlockOperator:
-        return self
 
 
 def _layer_range(model: MLP, layer) -> tuple[int, int]:

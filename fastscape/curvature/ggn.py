@@ -30,7 +30,7 @@ from scipy.sparse.linalg import LinearOperator
 from .. import _device
 from .._validation import as_float_array, check_choice
 from ..models import MLP, Batch
-from .operator import HessianOperator, prepare_inputs
+from .operator import HessianOperator, SymmetricRowOperator, prepare_inputs
 
 __all__ = [
     "MATRICES",
@@ -72,7 +72,7 @@ class FisherOperator(HessianOperator):
         return _device.fisher_operator(model, theta, data, device)
 
 
-class ResidualOperator(LinearOperator):
+class ResidualOperator(SymmetricRowOperator):
     """The residual ``R = H − G`` of the Gauss-Newton split, matrix-free.
 
     Each product is one Hessian product and one GGN product of the same vectors (the L2 term
@@ -122,24 +122,6 @@ class ResidualOperator(LinearOperator):
         out = self.hessian.rows(V) - self.ggn.rows(V)
         self.n_hvps += 1 if V.ndim == 1 else V.shape[0]
         return out
-
-    def _matvec(self, x):
-        return self.rows(np.reshape(x, -1))
-
-    def _matmat(self, X):
-        return self.rows(np.asarray(X).T).T
-
-    def _rmatvec(self, x):
-        return self._matvec(x)
-
-    def _rmatmat(self, X):
-        return self._matmat(X)
-
-    def _adjoint(self) -> ResidualOperator:
-        return self
-
-    def _transpose(self) -> ResidualOperator:
-        return self
 
 
 def ggn_operator(model: MLP, theta, X, y=None, *, device: str = "cpu") -> GGNOperator:

@@ -31,7 +31,7 @@ from ..kernels._blas import serial_blas
 from ..models import MLP, Batch
 from ._common import apply_rows, check_budget, krylov_budget, row_signs
 from .eigen import power_iteration, verify_pair
-from .operator import HessianOperator
+from .operator import HessianOperator, SymmetricRowOperator
 
 __all__ = ["METHODS", "ChainResult", "ShiftedOperator", "solve_chain"]
 
@@ -71,7 +71,7 @@ class ChainResult(NamedTuple):
     hvps_min: np.ndarray
 
 
-class ShiftedOperator(LinearOperator):
+class ShiftedOperator(SymmetricRowOperator):
     """``H - shift I`` for a symmetric operator H, keeping H's batched row product.
 
     Parameters
@@ -92,18 +92,6 @@ class ShiftedOperator(LinearOperator):
         rows = getattr(self.base, "rows", None)
         HV = rows(V) if rows is not None else np.asarray(self.base.matmat(V.T)).T
         return HV - self.shift * V
-
-    def _matvec(self, x):
-        return self.rows(np.reshape(x, (1, -1)))[0]
-
-    def _matmat(self, X):
-        return self.rows(np.asarray(X).T).T
-
-    def _rmatvec(self, x):
-        return self._matvec(x)
-
-    def _adjoint(self) -> ShiftedOperator:
-        return self
 
 
 class _Ends(NamedTuple):

@@ -15,10 +15,41 @@ from .. import _device
 from .._validation import as_float_array
 from ..models import MLP, Batch
 
-__all__ = ["HessianOperator", "hessian_matvec"]
+__all__ = ["HessianOperator", "SymmetricRowOperator", "hessian_matvec"]
 
 
-class HessianOperator(LinearOperator):
+class SymmetricRowOperator(LinearOperator):
+    """A symmetric ``LinearOperator`` whose products come from one batched method,
+    ``rows(V)``: ``A @ V[i]`` for every row of V (K, n), returned as (K, n).
+
+    SciPy's single and block products, their adjoints and the transpose are all that one
+    method (A is symmetric). Subclasses define ``rows`` and call
+    ``LinearOperator.__init__`` with their dtype and shape.
+    """
+
+    def rows(self, V) -> np.ndarray:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def _matvec(self, x):
+        return self.rows(np.reshape(x, (1, -1)))[0]
+
+    def _matmat(self, X):
+        return self.rows(np.asarray(X).T).T
+
+    def _rmatvec(self, x):
+        return self._matvec(x)
+
+    def _rmatmat(self, X):
+        return self._matmat(X)
+
+    def _adjoint(self):
+        return self
+
+    def _transpose(self):
+        return self
+
+
+class HessianOperator(SymmetricRowOperator):
     """The exact Hessian of the mean loss of ``model`` at a fixed ``theta``, matrix-free.
 
     Data, parameters and ``device`` are validated once, here, and the operator keeps
@@ -123,24 +154,6 @@ class HessianOperator(LinearOperator):
         out = self._apply(np.ascontiguousarray(np.atleast_2d(V)))
         self.n_hvps += 1 if V.ndim == 1 else V.shape[0]
         return out[0] if V.ndim == 1 else out
-
-    def _matvec(self, x):
-        return self.rows(np.reshape(x, -1))
-
-    def _matmat(self, X):
-        return self.rows(np.asarray(X).T).T
-
-    def _rmatvec(self, x):
-        return self._matvec(x)
-
-    def _rmatmat(self, X):
-        return self._matmat(X)
-
-    def _adjoint(self) -> HessianOperator:
-        return self
-
-    def _transpose(self) -> HessianOperator:
-        return self
 
 
 def hessian_matvec(model: MLP, theta, X, y=None, *, device: str = "cpu", client=None):
