@@ -8,6 +8,13 @@ compiles them into the shared on-disk cache; the main process trains meanwhile (
 own kernels) and, before it needs a job's kernels, calls :meth:`Warmup.wait`, after which they
 load from the cache. Where the cache is warm nothing is started.
 
+On Linux the processes are forks of the main one when it is still single-threaded: they start
+with NumPy, Numba and fastscape already imported (a new interpreter spends about half a second
+importing them before it compiles anything, on the critical path of a cold run). Elsewhere, or
+once the main process runs threads (a fork copies only the calling thread, and a lock another
+thread holds would stay held in the child), they are new interpreters
+(``python -m fastscape._warmup JSON``).
+
 The tiny problem goes through the same public functions as the real job, so the compiled
 signatures (dtypes, array layouts, integer widths) are the ones the real job asks for. Any
 failure in a warm-up process only costs the main process its own compile, as without warm-up.
@@ -19,13 +26,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 
 #: The jobs: "landscape" (slices, surfaces, ε-sharpness: the span engine), "hessian" (the exact
 #: Hessian) and "hvp" (Hessian-vector products and the Lanczos steps).
 JOBS = ("landscape", "hessian", "hvp")
+
+#: The niceness of the jobs after the first (:func:`start`): on a machine with fewer cores than
+#: processes, the job the main process waits on first gets the larger share.
+NICE = 5
 
 
 def kernels(job: str, model) -> tuple[tuple, ...]:
@@ -73,28 +87,81 @@ def is_cold(job: str, model) -> bool:
     return any(_is_cached(*entry) is False for entry in kernels(job, model))
 
 
+class _Forked:
+    """A forked warm-up process, with the part of :class:`subprocess.Popen`'s interface that
+    :class:`Warmup` uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"fork {self.pid}", timeout)
+            time.sleep(delay)
+            delay = min(2 * delay, 0.02)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:  # already gone; wait() reaps it
+                pass
+
+
 class Warmup:
     """Background compile processes, by job."""
 
-    def __init__(self, procs: dict[str, subprocess.Popen]) -> None:
+    def __init__(self, procs: dict) -> None:
         self._procs = procs
+        #: The exit status of each job waited for (0: compiled; else the main process compiles
+        #: that job's kernels itself when it first calls them).
+        self.returncodes: dict[str, int] = {}
 
     @property
     def jobs(self) -> tuple[str, ...]:
         """The jobs being compiled in the background."""
         return tuple(self._procs)
 
-    def wait(self, *jobs: str, timeout: float = 600.0) -> None:
-        """Block until the given jobs' processes (all when none given) have finished."""
-        for job in jobs or tuple(self._procs):
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The process ids of the jobs still held."""
+        return tuple(proc.pid for proc in self._procs.values())
+
+    def wait(
+        self, *jobs: str, timeout: float = 600.0, meanwhile: Callable[[], object] | None = None
+    ) -> None:
+        """Block until the given jobs' processes (all when none given) have finished.
+
+        ``meanwhile``, when given, is called once before blocking if one of them is still
+        running: work of the caller's own that would otherwise come after the wait (imports for
+        the next stage, say) and now overlaps the compile.
+        """
+        jobs = jobs or tuple(self._procs)
+        if meanwhile is not None and any(
+            job in self._procs and self._procs[job].poll() is None for job in jobs
+        ):
+            meanwhile()
+        for job in jobs:
             proc = self._procs.pop(job, None)
             if proc is None:
                 continue
             try:
-                proc.wait(timeout=timeout)
+                self.returncodes[job] = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
+                self.returncodes[job] = proc.wait()
 
     def close(self) -> None:
         """Stop every process still running (the main process then compiles what it needs)."""
@@ -111,6 +178,65 @@ class Warmup:
         self.close()
 
 
+def _can_fork() -> bool:
+    """Whether a fork is safe here: Linux, a single thread, and Numba's parallel threading
+    layer not yet started (its worker threads would not exist in the child)."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return False
+    if os.environ.get("FASTSCAPE_WARMUP_SPAWN"):  # force new interpreters (tests, debugging)
+        return False
+    if threading.active_count() != 1:
+        return False
+    try:
+        from numba.np.ufunc import parallel
+
+        return not parallel._is_initialized
+    except Exception:  # another Numba's internals: be safe
+        return False
+
+
+def _fork(job: str, model_spec: dict, nice: int) -> _Forked:
+    """Fork a process that compiles ``job`` (the child never returns: it leaves with
+    ``os._exit``, so none of the parent's cleanup, locks or buffered output runs there)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed or broken stream: nothing to lose
+            pass
+    pid = os.fork()
+    if pid:
+        return _Forked(pid)
+    code = 1
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        # no file of the parent's stays open here (its --out lock above all)
+        for fd in os.listdir("/proc/self/fd"):
+            if int(fd) > 2:
+                try:
+                    os.close(int(fd))
+                except OSError:
+                    pass
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        sys.stdin = sys.stdout = sys.stderr = open(os.devnull, "r+")
+        if nice:
+            os.nice(nice)
+        try:
+            with open("/proc/self/comm", "w") as fh:  # what ps and top show
+                fh.write(f"fastscape-{job}"[:15])
+        except OSError:
+            pass
+        run(job, model_spec)
+        code = 0
+    except BaseException:  # a failure only costs the parent its own compile
+        pass
+    finally:
+        os._exit(code)
+
+
 def start(model, jobs: Iterable[str], *, only_if_cold: bool = True) -> Warmup:
     """Start one background process per job that compiles its kernels for ``model``.
 
@@ -120,7 +246,9 @@ def start(model, jobs: Iterable[str], *, only_if_cold: bool = True) -> Warmup:
         The model of the real job (its sizes, activation and loss pick the kernels).
     jobs : iterable of {"landscape", "hessian", "hvp"}
         "landscape": slices, surfaces and ε-sharpness (the span engine); "hessian": the exact
-        Hessian; "hvp": Hessian-vector products and the Lanczos steps.
+        Hessian; "hvp": Hessian-vector products and the Lanczos steps. In the order the caller
+        will wait on them: where the processes are forks, those after the first run at a
+        lower priority (:data:`NICE`).
     only_if_cold : bool
         Start a job only when its kernels are not in the on-disk cache.
 
@@ -130,11 +258,18 @@ def start(model, jobs: Iterable[str], *, only_if_cold: bool = True) -> Warmup:
         Call :meth:`Warmup.wait` before the job's first kernel call, and :meth:`Warmup.close`
         (or use it as a context manager) when done.
     """
-    procs = {}
+    jobs = list(jobs)
     for job in jobs:
         if job not in JOBS:
             raise ValueError(f"unknown warm-up job {job!r}; expected one of {list(JOBS)}")
+    procs: dict = {}
+    fork = _can_fork()
+    for job in jobs:
         if only_if_cold and not is_cold(job, model):
+            continue
+        if fork:
+            # the first job is waited on first: the later ones yield the CPU to it
+            procs[job] = _fork(job, model.to_dict(), nice=NICE if procs else 0)
             continue
         spec = json.dumps({"job": job, "model": model.to_dict()})
         procs[job] = subprocess.Popen(
@@ -182,7 +317,7 @@ def run(job: str, model_spec: dict) -> None:
     elif job == "hvp":
         k = min(2, model.n_params - 1)
         top_eigen(model, theta, data, k=k, method="lanczos", which="LA", seed=0)
-        hessian_trace(model, theta, data, method="hutch++", n_samples=4, seed=0)
+        hessian_trace(model, theta, data, method="hutch++", n_samples=6, seed=0)
 
 
 if __name__ == "__main__":

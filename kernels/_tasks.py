@@ -78,3 +78,19 @@ def run_tasks(task: Callable[[int], None], n_tasks: int) -> None:
     for exc in errors:
         if exc is not None:
             raise exc
+
+
+def run_ranges(kernel: Callable, n: int, *args) -> None:
+    """Call ``kernel(*args, lo, hi)`` over a partition of ``range(n)`` into contiguous chunks,
+    on :func:`run_tasks`' threads: for serial ``nogil`` kernels whose rows are independent (the
+    result must not depend on the partition, which follows the thread count)."""
+    if n <= 0:
+        return
+    workers = max(1, numba.get_num_threads())
+    chunks = min(n, 4 * workers) if workers > 1 else 1
+    step = -(-n // chunks)
+
+    def task(i: int) -> None:
+        kernel(*args, i * step, min(n, (i + 1) * step))
+
+    run_tasks(task, -(-n // step))

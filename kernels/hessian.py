@@ -32,21 +32,25 @@ for bit for any Numba or BLAS thread count.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from ._blas import matmul, serial_blas
 from ._jit import jit
+from ._tasks import run_ranges
 from .elementwise import activation_d1_array, activation_d2_array, loss_derivatives_array
 from .layout import layer_views, layout
 from .mlp import forward_block
 
 
 # ----------------------------------------------------------------------------- packing
-@jit(parallel=True)
-def pack_outer_sym(A, out):
-    """out[i, p(m, m')] = A[i, m] A[i, m'] for m <= m' (row-major upper triangle), (B, d(d+1)/2)."""
-    B, d = A.shape
-    for i in prange(B):
+# Serial nogil kernels over a range of rows, run in parallel by ``_tasks.run_ranges`` (pure
+# copies and one product per entry: the result does not depend on the partition). A
+# ``parallel=True`` kernel compiles about twice as slowly, which a cold first run pays.
+@jit()
+def pack_outer_sym(A, out, lo, hi):
+    """out[i, p(m, m')] = A[i, m] A[i, m'] for m <= m' (row-major upper triangle), (B, d(d+1)/2);
+    rows ``lo .. hi - 1``."""
+    d = A.shape[1]
+    for i in range(lo, hi):
         a = A[i]
         o = out[i]
         p = 0
@@ -57,12 +61,12 @@ def pack_outer_sym(A, out):
             p += d - m
 
 
-@jit(parallel=True)
-def pack_outer(A, C, out):
-    """out[i, m * d' + m'] = A[i, m] C[i, m'], (B, d d')."""
-    B, d = A.shape
+@jit()
+def pack_outer(A, C, out, lo, hi):
+    """out[i, m * d' + m'] = A[i, m] C[i, m'], (B, d d'); rows ``lo .. hi - 1``."""
+    d = A.shape[1]
     d2 = C.shape[1]
-    for i in prange(B):
+    for i in range(lo, hi):
         a = A[i]
         c = C[i]
         o = out[i]
@@ -72,11 +76,12 @@ def pack_outer(A, C, out):
                 o[m * d2 + q] = am * c[q]
 
 
-@jit(parallel=True)
-def pack_sym(M, out):
-    """out[i, p(j, j')] = M[i, j, j'] for j <= j' (row-major upper triangle), (B, h(h+1)/2)."""
-    B, h, _ = M.shape
-    for i in prange(B):
+@jit()
+def pack_sym(M, out, lo, hi):
+    """out[i, p(j, j')] = M[i, j, j'] for j <= j' (row-major upper triangle), (B, h(h+1)/2);
+    rows ``lo .. hi - 1``."""
+    h = M.shape[1]
+    for i in range(lo, hi):
         o = out[i]
         p = 0
         for j in range(h):
@@ -99,14 +104,15 @@ def triangle_index(d):
 
 
 # ----------------------------------------------------------------------------- scatter
-@jit(parallel=True)
-def scatter_diagonal(R, pj, pm, rows, scale, H):
-    """H[rows[j, m], rows[j', m']] = scale R[pj[j, j'], pm[m, m']] (a symmetric diagonal block).
+@jit()
+def scatter_diagonal(R, pj, pm, rows, scale, H, lo, hi):
+    """H[rows[j, m], rows[j', m']] = scale R[pj[j, j'], pm[m, m']] (a symmetric diagonal block),
+    for units ``j = lo .. hi - 1``.
 
     R : (h(h+1)/2, d(d+1)/2); pj : (h, h); pm : (d, d); rows : (h, d) indices into H.
     """
     h, d = rows.shape
-    for j in prange(h):
+    for j in range(lo, hi):
         for m in range(d):
             r = rows[j, m]
             pmr = pm[m]
@@ -117,14 +123,15 @@ def scatter_diagonal(R, pj, pm, rows, scale, H):
                     H[r, dst[mp]] = scale * Rrow[pmr[mp]]
 
 
-@jit(parallel=True)
-def scatter_offdiagonal(R, rows, cols, scale, H):
-    """H[rows[j, m], cols[j', m']] = H[cols[j', m'], rows[j, m]] = scale R[j, j', m, m'].
+@jit()
+def scatter_offdiagonal(R, rows, cols, scale, H, lo, hi):
+    """H[rows[j, m], cols[j', m']] = H[cols[j', m'], rows[j, m]] = scale R[j, j', m, m'], for
+    units ``j = lo .. hi - 1``.
 
     R : (h, h', d, d'); rows : (h, d); cols : (h', d').
     """
-    h, h2, d, d2 = R.shape
-    for j in prange(h):
+    _, h2, d, d2 = R.shape
+    for j in range(lo, hi):
         for m in range(d):
             r = rows[j, m]
             for jp in range(h2):
@@ -252,31 +259,32 @@ def mlp_hessian(theta, sizes, act, loss_kind, X, Y, block):
         for l in range(L):
             h, d = dims[l]
             U = np.empty((B, h * (h + 1) // 2))
-            pack_sym(Hz[l], U)
+            run_ranges(pack_sym, B, Hz[l], U)
             V = np.empty((B, d * (d + 1) // 2))
-            pack_outer_sym(aug[l], V)
+            run_ranges(pack_outer_sym, B, aug[l], V)
             diag[l] += matmul(U.T, V)
             for k in range(l):
                 hk, dk = dims[k]
                 C = np.matmul(Hz[l], T[l][k]).reshape(B, h * hk)
                 V = np.empty((B, d * dk))
-                pack_outer(aug[l], aug[k], V)
+                run_ranges(pack_outer, B, aug[l], aug[k], V)
                 off[(l, k)] += matmul(C.T, V)
                 # second term: Q[i, (m, j', m')] = f'(z_{l-1})[m] T_{l-1,k}[m, j'] ã_{k-1}[m']
                 if k == l - 1:
                     Q = np.empty((B, (d - 1) * dk))
-                    pack_outer(d1[l - 1], aug[k], Q)
+                    run_ranges(pack_outer, B, d1[l - 1], aug[k], Q)
                 else:
                     F = (d1[l - 1][:, :, None] * T[l - 1][k]).reshape(B, (d - 1) * hk)
                     Q = np.empty((B, (d - 1) * hk * dk))
-                    pack_outer(F, aug[k], Q)
+                    run_ranges(pack_outer, B, F, aug[k], Q)
                 cross[(l, k)] += matmul(g[l].T, Q)
     H = np.empty((P, P))
     scale = 1.0 / n
     rows = [param_rows(sizes, w_off, b_off, l) for l in range(L)]
     for l in range(L):
         h, d = dims[l]
-        scatter_diagonal(diag[l], triangle_index(h), triangle_index(d), rows[l], scale, H)
+        run_ranges(scatter_diagonal, h, diag[l], triangle_index(h), triangle_index(d), rows[l],
+                   scale, H)  # fmt: skip
         for k in range(l):
             hk, dk = dims[k]
             R = off[(l, k)].reshape(h, hk, d, dk)
@@ -288,5 +296,5 @@ def mlp_hessian(theta, sizes, act, loss_kind, X, Y, block):
                 R[:, ar, ar, :] += Rc
             else:
                 R[:, :, : d - 1, :] += cross[(l, k)].reshape(h, d - 1, hk, dk).transpose(0, 2, 1, 3)
-            scatter_offdiagonal(np.ascontiguousarray(R), rows[l], rows[k], scale, H)
+            run_ranges(scatter_offdiagonal, h, np.ascontiguousarray(R), rows[l], rows[k], scale, H)
     return H

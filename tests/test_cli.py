@@ -666,8 +666,9 @@ def test_talks_on_stderr_within_two_seconds_and_quiet_is_silent(tmp_path):
     assert proc.returncode == 0 and stdout == "" and err == ""
 
 
-def _warmup_processes(marker: str) -> list[int]:
-    """Ids of running ``fastscape._warmup`` processes whose environment holds ``marker``."""
+def _warmup_processes(marker: str, parent: int | None = None) -> list[int]:
+    """Ids of running warm-up processes whose environment holds ``marker``: children of
+    ``parent`` (forks of the CLI, on Linux) or ``python -m fastscape._warmup`` processes."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -678,12 +679,22 @@ def _warmup_processes(marker: str) -> list[int]:
             with open(f"/proc/{entry}/environ", "rb") as fh:
                 environ = fh.read()
             with open(f"/proc/{entry}/stat", "rb") as fh:
-                state = fh.read().rsplit(b")", 1)[1].split()[0]
+                fields = fh.read().rsplit(b")", 1)[1].split()
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        if b"fastscape._warmup" in cmdline and marker.encode() in environ and state != b"Z":
+        state, ppid = fields[0], int(fields[1])
+        ours = b"fastscape._warmup" in cmdline or (parent is not None and ppid == parent)
+        if ours and marker.encode() in environ and state != b"Z":
             found.append(int(entry))
     return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
@@ -703,16 +714,18 @@ def test_cold_cache_compiles_in_the_background_and_ctrl_c_leaves_no_process(tmp_
         lines.append(line)
     assert any("compiling kernels for this machine in the background" in ln for ln in lines)
     deadline = time.monotonic() + 60
-    while len(_warmup_processes(cache)) < 2 and time.monotonic() < deadline:
+    while len(_warmup_processes(cache, proc.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    started = _warmup_processes(cache)
+    started = _warmup_processes(cache, proc.pid)
     assert len(started) == 2, (started, "".join(lines))  # the grid's and the exact Hessian's
     time.sleep(0.5)  # training
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, "".join(lines) + err
     assert "interrupted" in err and "Traceback" not in err, err
-    assert _warmup_processes(cache) == []
+    assert _warmup_processes(cache, proc.pid) == []
+    # nor orphans (a fork whose parent died is no longer its child)
+    assert [pid for pid in started if _alive(pid)] == []
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob("o.tmp-*"))
 
 

@@ -19,6 +19,7 @@ CODE = """
 
     model = fastscape.MLP([3, 4, 2], activation="tanh", loss="softmax_ce")
     cold_before = _warmup.is_cold("hessian", model)
+    fork = _warmup._can_fork()
     warm = _warmup.start(model, ["hessian"])
     jobs = warm.jobs
     warm.wait()
@@ -26,7 +27,8 @@ CODE = """
     X = np.random.default_rng(1).normal(size=(30, 3)); y = np.arange(30) % 2
     model.hessian(model.init(1), X, y)
     print(json.dumps({
-        "cold_before": cold_before, "jobs": list(jobs),
+        "cold_before": cold_before, "jobs": list(jobs), "fork": fork,
+        "returncodes": warm.returncodes,
         "cold_after": _warmup.is_cold("hessian", model),
         "second_start": list(again.jobs),
         "misses": sum(sum(k.stats.cache_misses.values()) for k in
@@ -38,15 +40,24 @@ CODE = """
 
 
 @pytest.mark.slow
-def test_background_compile_fills_the_cache_the_main_process_loads(tmp_path):
+@pytest.mark.parametrize("how", ["fork", "spawn"])
+def test_background_compile_fills_the_cache_the_main_process_loads(how, tmp_path):
+    """Forks of the main process (Linux) or new interpreters (elsewhere, or with threads
+    running): either way the kernels land in the cache and the main process loads them."""
+    if how == "fork" and not sys.platform.startswith("linux"):
+        pytest.skip("forks are used on Linux only")
     env = {**os.environ, "FASTSCAPE_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": ""}
+    if how == "spawn":
+        env["FASTSCAPE_WARMUP_SPAWN"] = "1"
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(CODE)],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=600,
     )  # fmt: skip
     facts = json.loads(out.stdout)
+    assert facts["fork"] is (how == "fork")
     assert facts["cold_before"] is True
     assert facts["jobs"] == ["hessian"]
+    assert facts["returncodes"] == {"hessian": 0}
     assert facts["cold_after"] is False
     assert facts["second_start"] == []
     # the main process compiled none of the Hessian kernels itself: it loaded them
@@ -141,3 +152,27 @@ def test_the_landscape_job_names_the_path_the_engine_takes(sizes, act, loss, pat
     assert module == path
     kernel = getattr(importlib.import_module(f"fastscape.kernels.{module}"), name)
     assert callable(kernel(*args) if args else kernel)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job", ["landscape", "hessian", "hvp"])
+def test_every_job_runs_to_completion(job, tmp_path):
+    """A job that fails in its process only costs the main process its own compile, silently:
+    so each job is run here and must exit 0 and leave its kernels cached (the hvp job once
+    asked Hutch++ for fewer probes than it accepts and failed on every cold run)."""
+    code = f"""
+        import json
+        import fastscape
+        from fastscape import _warmup
+
+        model = fastscape.MLP([3, 5, 4, 2], activation="tanh", loss="softmax_ce")
+        warm = _warmup.start(model, [{job!r}])
+        warm.wait()
+        print(json.dumps({{"codes": warm.returncodes, "cold": _warmup.is_cold({job!r}, model)}}))
+    """
+    env = {**os.environ, "FASTSCAPE_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    assert json.loads(out.stdout) == {"codes": {job: 0}, "cold": False}

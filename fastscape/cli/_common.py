@@ -124,6 +124,23 @@ def write_html(args, out: Path, payload: dict, **figures) -> list[str]:
     return ["report.html"]
 
 
+def preload_writers(args) -> None:
+    """Import what writing the results needs (Matplotlib and its 3D axes, h5py, Plotly where
+    ``--html`` is on): called while the main process waits on a background compile, so that
+    these imports overlap it instead of following it. Anything missing is left to the writer
+    itself, which reports it."""
+    import importlib
+
+    names = ["fastscape.io", "fastscape.plot", "mpl_toolkits.mplot3d", "h5py"]
+    if getattr(args, "html", False):
+        names += ["plotly.graph_objects", "plotly.io", "plotly.offline"]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
 def summary(rows: Sequence[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     # the rule spans the table, up to 100 columns (a long value may run past it)

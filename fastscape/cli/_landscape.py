@@ -14,6 +14,7 @@ from ._common import (
     check_html,
     human_bytes,
     human_seconds,
+    preload_writers,
     save_figures,
     settings,
     start_cluster,
@@ -126,7 +127,7 @@ def cmd_landscape(args) -> int:
                 kw["checkpoint_dir"] = Path(args.checkpoint) / name
             return kw
 
-        warm.wait("landscape")
+        warm.wait("landscape", meanwhile=lambda: preload_writers(args))
         # both slices on one coordinate vector (they share slices.csv): the grid's own when
         # its axes agree, else the union of both axes (each slice keeps its axis's points)
         same = alphas.shape == betas.shape and np.array_equal(alphas, betas)
