@@ -24,6 +24,7 @@ Run as ``python -m fastscape._warmup JSON`` (what :func:`start` does).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -123,8 +124,9 @@ class _Forked:
 class Warmup:
     """Background compile processes, by job."""
 
-    def __init__(self, procs: dict) -> None:
+    def __init__(self, procs: dict, helpers: list | None = None) -> None:
         self._procs = procs
+        self._helpers = helpers or []  # processes a job's own process waits for
         #: The exit status of each job waited for (0: compiled; else the main process compiles
         #: that job's kernels itself when it first calls them).
         self.returncodes: dict[str, int] = {}
@@ -136,8 +138,8 @@ class Warmup:
 
     @property
     def pids(self) -> tuple[int, ...]:
-        """The process ids of the jobs still held."""
-        return tuple(proc.pid for proc in self._procs.values())
+        """The process ids still held (the jobs' and their helpers')."""
+        return tuple(proc.pid for proc in [*self._procs.values(), *self._helpers])
 
     def wait(
         self, *jobs: str, timeout: float = 600.0, meanwhile: Callable[[], object] | None = None
@@ -162,14 +164,17 @@ class Warmup:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 self.returncodes[job] = proc.wait()
+        for helper in self._helpers:
+            helper.poll()  # reap the finished ones
 
     def close(self) -> None:
         """Stop every process still running (the main process then compiles what it needs)."""
-        for proc in self._procs.values():
+        for proc in [*self._procs.values(), *self._helpers]:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+            proc.wait()
         self._procs.clear()
+        self._helpers.clear()
 
     def __enter__(self) -> Warmup:
         return self
@@ -195,9 +200,10 @@ def _can_fork() -> bool:
         return False
 
 
-def _fork(job: str, model_spec: dict, nice: int) -> _Forked:
-    """Fork a process that compiles ``job`` (the child never returns: it leaves with
-    ``os._exit``, so none of the parent's cleanup, locks or buffered output runs there)."""
+def _fork(name: str, body: Callable[[], object], nice: int, keep: tuple[int, ...] = ()) -> _Forked:
+    """Fork a process that runs ``body`` (the child never returns: it leaves with ``os._exit``,
+    so none of the parent's cleanup, locks or buffered output runs there). Of the parent's
+    files the child keeps only the descriptors in ``keep``."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -213,7 +219,7 @@ def _fork(job: str, model_spec: dict, nice: int) -> _Forked:
             signal.signal(sig, signal.SIG_DFL)
         # no file of the parent's stays open here (its --out lock above all)
         for fd in os.listdir("/proc/self/fd"):
-            if int(fd) > 2:
+            if int(fd) > 2 and int(fd) not in keep:
                 try:
                     os.close(int(fd))
                 except OSError:
@@ -226,15 +232,56 @@ def _fork(job: str, model_spec: dict, nice: int) -> _Forked:
             os.nice(nice)
         try:
             with open("/proc/self/comm", "w") as fh:  # what ps and top show
-                fh.write(f"fastscape-{job}"[:15])
+                fh.write(f"fastscape-{name}"[:15])
         except OSError:
             pass
-        run(job, model_spec)
+        body()
         code = 0
     except BaseException:  # a failure only costs the parent its own compile
         pass
     finally:
         os._exit(code)
+
+
+def _split(model) -> bool:
+    """Whether the landscape job is compiled by two processes: the one-hidden-layer path
+    (``span_hidden``), whose kernel's callees fall into two halves of similar compile time."""
+    entries = kernels("landscape", model)
+    return bool(entries) and entries[0][0] == "span_hidden"
+
+
+def _compile_steps(model_spec: dict, part: str) -> None:
+    import fastscape
+    from fastscape.kernels.span_hidden import compile_steps
+
+    model = fastscape.MLP(**model_spec)
+    compile_steps(model.spec.activation, model.spec.loss, model.sizes[1], model.sizes[2], part)
+
+
+def _fork_split(model_spec: dict, nice: int, helpers: list) -> _Forked:
+    """The landscape job of the one-hidden-layer path in two processes: a helper compiles the
+    kernel's late steps (output layer, loss) while the job's process compiles the early ones
+    (first layer, activation), waits for the helper (end of file on a pipe: the helper's exit,
+    whatever its status) and compiles the kernel, which loads both halves from the cache. The
+    critical path of a cold run is this job's compile: about two fifths shorter."""
+    read_end, write_end = os.pipe()
+    try:
+        helpers.append(
+            _fork("late", functools.partial(_compile_steps, model_spec, "late"), nice,
+                  keep=(write_end,))
+        )  # fmt: skip
+
+        def body() -> None:
+            os.close(write_end)
+            _compile_steps(model_spec, "early")
+            while os.read(read_end, 1):  # the helper writes nothing: wait for its exit
+                pass
+            run("landscape", model_spec)
+
+        return _fork("landscape", body, nice, keep=(read_end, write_end))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def start(model, jobs: Iterable[str], *, only_if_cold: bool = True) -> Warmup:
@@ -263,13 +310,19 @@ def start(model, jobs: Iterable[str], *, only_if_cold: bool = True) -> Warmup:
         if job not in JOBS:
             raise ValueError(f"unknown warm-up job {job!r}; expected one of {list(JOBS)}")
     procs: dict = {}
+    helpers: list = []
     fork = _can_fork()
     for job in jobs:
         if only_if_cold and not is_cold(job, model):
             continue
         if fork:
             # the first job is waited on first: the later ones yield the CPU to it
-            procs[job] = _fork(job, model.to_dict(), nice=NICE if procs else 0)
+            nice = NICE if procs else 0
+            spec = model.to_dict()
+            if job == "landscape" and _split(model):
+                procs[job] = _fork_split(spec, nice, helpers)
+            else:
+                procs[job] = _fork(job, functools.partial(run, job, spec), nice)
             continue
         spec = json.dumps({"job": job, "model": model.to_dict()})
         procs[job] = subprocess.Popen(
@@ -279,7 +332,7 @@ def start(model, jobs: Iterable[str], *, only_if_cold: bool = True) -> Warmup:
             stderr=subprocess.DEVNULL,
             env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
         )
-    return Warmup(procs)
+    return Warmup(procs, helpers)
 
 
 def _tiny_problem(model, n: int = 16):

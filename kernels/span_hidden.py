@@ -516,6 +516,62 @@ def task_kernel(act: int, loss_kind: int):
     return span_task
 
 
+def compile_steps(act: int, loss_kind: int, h1: int, n_out: int, part: str) -> None:
+    """Compile part of :func:`task_kernel`'s callees, with the argument types its kernel
+    passes them, by calling them on one 4-sample tile (for ``fastscape._warmup``).
+
+    ``part="early"``: steps 1-2 (:func:`point_tails`, :func:`first_layer_sum`,
+    ``combine_<act>``); ``part="late"``: steps 3-4 (:func:`tile_outputs`, ``tile_loss_<loss>``).
+    Two processes compile one part each into the on-disk cache at the same time; the kernel,
+    compiled after both, loads them from there (Numba compiles one function at a time per
+    process). The surfaces are the same bits whichever process compiled a callee.
+    """
+    S = 4
+    if part == "early":
+        K = 3
+        coef = np.ones((1, K))
+        tail = np.zeros((K, n_out * h1 + n_out))
+        idx = np.zeros((1, K), np.int64)
+        val = np.zeros((1, K))
+        cnt = np.zeros(1, np.int64)
+        theta_t = np.zeros((1, tail.shape[1]))
+        point_tails(coef, tail, 0, idx, val, cnt, theta_t)
+        Ff = np.zeros((K, S * h1))
+        zf = np.zeros(S * h1)
+        first_layer_sum(K, idx[0], val[0], Ff, 0, S * h1, zf)
+        hb = np.zeros(S * max(h1, n_out), np.int64)[: S * h1]
+        F0 = Ff[0, : S * h1]
+        # (the kernel calls combine_at with its activation as a constant, a type no call from
+        # Python has: the other activations' combine is compiled with the kernel)
+        if act == TANH:
+            combine_tanh(1, F0, 1.0, F0, 0.0, F0, 0.0, zf, hb)
+        elif act == SIGMOID:
+            combine_sigmoid(1, F0, 1.0, F0, 0.0, F0, 0.0, zf, hb)
+        elif act == RELU:
+            combine_relu(1, F0, 1.0, F0, 0.0, F0, 0.0, zf, hb)
+        elif act == IDENTITY:
+            combine_identity(1, F0, 1.0, F0, 0.0, F0, 0.0, zf, hb)
+        return
+    if part != "late":
+        raise ValueError(f"part must be 'early' or 'late', got {part!r}")
+    theta_t = np.zeros((1, n_out * h1 + n_out))
+    a2 = np.zeros(S * h1).reshape((S, h1))
+    zo = np.zeros((n_out, S))
+    tile_outputs(theta_t[0], a2, h1, n_out, S, zo)
+    YT = np.zeros((n_out, S))
+    hbits = np.zeros(S * max(h1, n_out), np.int64)
+    lossv = np.zeros(S)
+    if loss_kind == SOFTMAX_CE:
+        tile_loss_softmax_ce(zo, YT, np.zeros(S, np.int64), 0, S, S, np.zeros(n_out * S),
+                             np.zeros(n_out * S), np.zeros(S), np.zeros(S, np.int64),
+                             np.zeros(S), np.zeros(S), np.zeros(S), np.zeros(S), hbits,
+                             lossv)  # fmt: skip
+    elif loss_kind == LOGISTIC:
+        tile_loss_logistic(zo, YT, 0, S, S, np.zeros(n_out * S), hbits, lossv)
+    else:
+        tile_loss_mse(zo, YT, 0, S, lossv)
+
+
 def span_block_hidden(
     coef, F, tail, act, loss_kind, YT, labels, point_chunk, tile, loss_out, hits_out
 ):

@@ -176,3 +176,94 @@ def test_every_job_runs_to_completion(job, tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=600,
     )  # fmt: skip
     assert json.loads(out.stdout) == {"codes": {job: 0}, "cold": False}
+
+
+_STEPS_CODE = """
+    import json, sys
+    from numba.core import event
+
+    compiled = []
+
+    class Listener(event.Listener):
+        def on_start(self, ev):
+            pass
+
+        def on_end(self, ev):
+            fn = getattr(ev.data["dispatcher"], "py_func", None)
+            compiled.append(fn.__name__ if fn is not None else "?")
+
+    event.register("numba:compile", Listener())
+    import fastscape
+    from fastscape import _warmup
+    from fastscape.kernels import span_hidden
+
+    part, spec = sys.argv[1], json.loads(sys.argv[2])
+    model = fastscape.MLP(**spec)
+    if part == "kernel":
+        _warmup.run("landscape", spec)
+    else:
+        span_hidden.compile_steps(model.spec.activation, model.spec.loss, model.sizes[1],
+                                  model.sizes[2], part)
+    print(json.dumps(sorted(set(compiled))))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "act, loss, out",
+    [("tanh", "softmax_ce", 3), ("relu", "logistic", 1), ("sigmoid", "mse", 2)],
+)
+def test_the_split_steps_are_the_ones_the_kernel_loads(act, loss, out, tmp_path):
+    """The landscape job of the one-hidden-layer path compiles the kernel's callees in two
+    processes (``span_hidden.compile_steps``, called from Python): they are only of use if
+    their argument types are the ones the kernel passes. After both parts, compiling the
+    kernel compiles none of them again (it loads them from the cache)."""
+    env = {**os.environ, "FASTSCAPE_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": ""}
+    spec = json.dumps({"sizes": [4, 6, out], "activation": act, "loss": loss})
+    runs = {}
+    for part in ("early", "late", "kernel"):
+        res = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(_STEPS_CODE), part, spec],
+            cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=600,
+        )  # fmt: skip
+        runs[part] = set(json.loads(res.stdout))
+    steps = {"point_tails", "first_layer_sum", f"combine_{act}", "tile_outputs",
+             f"tile_loss_{loss}"}  # fmt: skip
+    assert steps <= runs["early"] | runs["late"]
+    assert "span_task" in runs["kernel"]
+    assert not steps & runs["kernel"], runs["kernel"]
+
+
+@pytest.mark.slow
+def test_a_split_compile_gives_the_same_surface(tmp_path):
+    """The kernel compiled over callees loaded from the cache computes the same bits as the
+    kernel compiled with its callees in one process (a fresh cache each)."""
+    code = """
+        import hashlib, sys
+        import numpy as np
+        import fastscape
+        from fastscape import _warmup, directions
+        from fastscape.landscape import evaluate
+
+        model = fastscape.MLP([5, 9, 3], activation="tanh", loss="softmax_ce")
+        if sys.argv[1] == "split":
+            _warmup.start(model, ["landscape"]).wait()
+        rng = np.random.default_rng(1)
+        data = model.batch(rng.normal(size=(301, 5)), np.arange(301) % 3)
+        theta = model.init(2)
+        d1, d2 = directions.pair(model, theta, seed=3)
+        basis = np.stack([theta, np.asarray(d1), np.asarray(d2)])
+        grid = np.linspace(-1, 1, 9)
+        coef = np.array([[1.0, a, b] for a in grid for b in grid])
+        res = evaluate(model, basis, coef, data, progress=False)
+        print(hashlib.sha256(np.asarray(res.loss).tobytes()).hexdigest())
+    """
+    digests = []
+    for how in ("split", "in-process"):
+        env = {**os.environ, "FASTSCAPE_CACHE_DIR": str(tmp_path / how), "NUMBA_CACHE_DIR": ""}
+        res = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code), how],
+            cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=600,
+        )  # fmt: skip
+        digests.append(res.stdout.strip())
+    assert digests[0] == digests[1] and len(digests[0]) == 64
