@@ -255,8 +255,8 @@ def warm_up(model, jobs, talk: Talk):
 
     warm = _warmup.start(model, dict.fromkeys(jobs))
     if warm.jobs:
-        talk("compiling kernels for this machine in the background (first run only, about a "
-             "minute)")  # fmt: skip
+        talk("compiling kernels for this machine in the background while it trains (first run "
+             "only)")  # fmt: skip
     return warm
 
 
@@ -265,4 +265,4 @@ def announce_compile(talk: Talk, job: str, model) -> None:
     from .. import _warmup
 
     if _warmup.is_cold(job, model):
-        talk("compiling kernels for this machine (first run only, about a minute)")
+        talk("compiling kernels for this machine (first run only, seconds to a minute)")
