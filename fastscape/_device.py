@@ -686,6 +686,15 @@ def span_eval(
     return _backend_for(device, dtype, "span_eval")(model.spec, basis, coef, data, dtype)
 
 
+def compile_span_steps(spec: ModelSpec, part: str) -> None:
+    """Compile one half ("early" or "late") of the callees of the one-hidden-layer span
+    kernel for ``spec`` (``kernels.span_hidden.compile_steps``): the landscape warm-up of
+    :mod:`fastscape._warmup` runs the two halves in two processes at once."""
+    from .kernels import span_hidden
+
+    span_hidden.compile_steps(spec.activation, spec.loss, spec.sizes[1], spec.sizes[2], part)
+
+
 def span_analytic(code: int, basis: np.ndarray, coef: np.ndarray, device: str = "cpu"):
     """A built-in test function (``fastscape.functions``, by code) at the points
     ``coef @ basis``: (m,) float64."""

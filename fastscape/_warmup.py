@@ -252,10 +252,9 @@ def _split(model) -> bool:
 
 def _compile_steps(model_spec: dict, part: str) -> None:
     import fastscape
-    from fastscape.kernels.span_hidden import compile_steps
+    from fastscape._device import compile_span_steps
 
-    model = fastscape.MLP(**model_spec)
-    compile_steps(model.spec.activation, model.spec.loss, model.sizes[1], model.sizes[2], part)
+    compile_span_steps(fastscape.MLP(**model_spec).spec, part)
 
 
 def _fork_split(model_spec: dict, nice: int, helpers: list) -> _Forked:
