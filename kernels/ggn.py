@@ -49,7 +49,7 @@ from numba import prange
 from ._blas import serial_blas
 from ._jit import jit
 from .elementwise import SOFTMAX_CE, activate_derivatives, output_derivatives
-from .hvp import fm_view, sample_bounds
+from .hvp import fm_view, layer_affine, sample_bounds
 from .layout import layout, n_params
 from .penalty import add_l2_hvp
 
@@ -114,32 +114,14 @@ def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cac
         Xb = X[lo:hi]
         bits = np.empty(nb, np.int64)
         for l in range(L - 1):
-            s0, s1 = sizes[l], sizes[l + 1]
-            W = theta[w_off[l] : b_off[l]].reshape((s1, s0))
-            b = theta[b_off[l] : b_off[l] + s1]
+            s1 = sizes[l + 1]
             Z = fm_view(cache, coff[AT, l + 1], lo, s1, nb)
-            if l == 0:
-                np.dot(W, Xb.T, Z)
-            else:
-                np.dot(W, fm_view(cache, coff[AT, l], lo, s0, nb), Z)
-            for j in range(s1):
-                bj = b[j]
-                for i in range(nb):
-                    Z[j, i] += bj
+            layer_affine(theta, sizes, w_off, b_off, l, Xb, cache, coff[AT, l], lo, Z)
             F2 = np.empty((s1, nb))
             activate_derivatives(act, Z, fm_view(cache, coff[D1, l], lo, s1, nb), F2, bits)
-        s0, s1 = sizes[L - 1], sizes[L]
-        W = theta[w_off[L - 1] : b_off[L - 1]].reshape((s1, s0))
-        b = theta[b_off[L - 1] : b_off[L - 1] + s1]
+        s1 = sizes[L]
         Zo = np.empty((s1, nb))
-        if L == 1:
-            np.dot(W, Xb.T, Zo)
-        else:
-            np.dot(W, fm_view(cache, coff[AT, L - 1], lo, s0, nb), Zo)
-        for j in range(s1):
-            bj = b[j]
-            for i in range(nb):
-                Zo[j, i] += bj
+        layer_affine(theta, sizes, w_off, b_off, L - 1, Xb, cache, coff[AT, L - 1], lo, Zo)
         delta = fm_view(cache, coff[DL, L - 1], lo, s1, nb) if deltas else np.empty((s1, nb))
         output_derivatives(loss_kind, Zo, Y[lo:hi], 1.0, delta,
                            fm_view(cache, coff[CC, 0], lo, s1, nb),

@@ -108,6 +108,27 @@ def sm_view(buf, off, lo, s, nb):
     return buf[off + s * lo : off + s * (lo + nb)].reshape((nb, s))
 
 
+@jit()
+def layer_affine(theta, sizes, w_off, b_off, l, Xb, cache, a_off, lo, out):
+    """``out = W_l a_l + b_l``, feature-major (s_{l+1}, nb), for a block of nb samples:
+    ``a_0`` is the block's inputs ``Xb`` (nb, d), a later ``a_l`` is read from ``cache`` at
+    offset ``a_off`` (feature-major, from sample ``lo``). The pass at theta of the HVP and of
+    the GGN products."""
+    s0, s1 = sizes[l], sizes[l + 1]
+    nb = Xb.shape[0]
+    W = theta[w_off[l] : b_off[l]].reshape((s1, s0))
+    b = theta[b_off[l] : b_off[l] + s1]
+    if l == 0:
+        np.dot(W, Xb.T, out)
+    else:
+        np.dot(W, fm_view(cache, a_off, lo, s0, nb), out)
+    for j in range(s1):
+        bj = b[j]
+        oj = out[j]
+        for i in range(nb):
+            oj[i] += bj
+
+
 # ----------------------------------------------------------------------------- R-operator
 @jit(reassoc=False)
 def finish_rz(Rz, Tf, has_tf, vb, Fd1, hidden, Ra):
@@ -377,19 +398,9 @@ def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cac
         Xb = X[lo:hi]
         bits = np.empty(nb, np.int64)
         for l in range(L - 1):
-            s0, s1 = sizes[l], sizes[l + 1]
-            W = theta[w_off[l] : b_off[l]].reshape((s1, s0))
-            b = theta[b_off[l] : b_off[l] + s1]
+            s1 = sizes[l + 1]
             Z = fm_view(cache, coff[AT, l + 1], lo, s1, nb)
-            if l == 0:
-                np.dot(W, Xb.T, Z)
-            else:
-                np.dot(W, fm_view(cache, coff[AT, l], lo, s0, nb), Z)
-            for j in range(s1):
-                bj = b[j]
-                zj = Z[j]
-                for i in range(nb):
-                    zj[i] += bj
+            layer_affine(theta, sizes, w_off, b_off, l, Xb, cache, coff[AT, l], lo, Z)
             Fd1 = fm_view(cache, coff[D1, l], lo, s1, nb)
             Fd2 = fm_view(cache, coff[TT, l], lo, s1, nb)
             activate_derivatives(act, Z, Fd1, Fd2, bits)
@@ -397,18 +408,9 @@ def forward_blocks(theta, sizes, w_off, b_off, act, loss_kind, X, Y, bounds, cac
             for i in range(nb):
                 for j in range(s1):
                     AS_[i, j] = Z[j, i]
-        s0, s1 = sizes[L - 1], sizes[L]
-        W = theta[w_off[L - 1] : b_off[L - 1]].reshape((s1, s0))
-        b = theta[b_off[L - 1] : b_off[L - 1] + s1]
+        s1 = sizes[L]
         Zo = np.empty((s1, nb), cache.dtype)
-        if L == 1:
-            np.dot(W, Xb.T, Zo)
-        else:
-            np.dot(W, fm_view(cache, coff[AT, L - 1], lo, s0, nb), Zo)
-        for j in range(s1):
-            bj = b[j]
-            for i in range(nb):
-                Zo[j, i] += bj
+        layer_affine(theta, sizes, w_off, b_off, L - 1, Xb, cache, coff[AT, L - 1], lo, Zo)
         if L == 1:
             delta = np.empty((s1, nb), cache.dtype)
         else:
