@@ -136,11 +136,6 @@ class Warmup:
         """The jobs being compiled in the background."""
         return tuple(self._procs)
 
-    @property
-    def pids(self) -> tuple[int, ...]:
-        """The process ids still held (the jobs' and their helpers')."""
-        return tuple(proc.pid for proc in [*self._procs.values(), *self._helpers])
-
     def wait(
         self, *jobs: str, timeout: float = 600.0, meanwhile: Callable[[], object] | None = None
     ) -> None:

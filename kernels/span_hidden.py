@@ -543,14 +543,10 @@ def compile_steps(act: int, loss_kind: int, h1: int, n_out: int, part: str) -> N
         F0 = Ff[0, : S * h1]
         # (the kernel calls combine_at with its activation as a constant, a type no call from
         # Python has: the other activations' combine is compiled with the kernel)
-        if act == TANH:
-            combine_tanh(1, F0, 1.0, F0, 0.0, F0, 0.0, zf, hb)
-        elif act == SIGMOID:
-            combine_sigmoid(1, F0, 1.0, F0, 0.0, F0, 0.0, zf, hb)
-        elif act == RELU:
-            combine_relu(1, F0, 1.0, F0, 0.0, F0, 0.0, zf, hb)
-        elif act == IDENTITY:
-            combine_identity(1, F0, 1.0, F0, 0.0, F0, 0.0, zf, hb)
+        combine = {TANH: combine_tanh, SIGMOID: combine_sigmoid, RELU: combine_relu,
+                   IDENTITY: combine_identity}.get(act)  # fmt: skip
+        if combine is not None:
+            combine(1, F0, 1.0, F0, 0.0, F0, 0.0, zf, hb)
         return
     if part != "late":
         raise ValueError(f"part must be 'early' or 'late', got {part!r}")
